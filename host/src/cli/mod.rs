@@ -1,0 +1,53 @@
+//! The `ferry` command line: a thin layer over the library.
+
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Serve machine-learning models compiled to sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a model's self-tests locally: compile, initialise, check every shipped case.
+    Test(test::TestArgs),
+}
+
+/// Where the compiled-component cache lives unless `--cache-dir` says otherwise.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// Directory for compiled components (default: $FERRY_CACHE_DIR or ~/.cache/ferry).
+    #[arg(long, env = "FERRY_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time; do not read or write the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheArgs {
+    fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(crate::engine::default_cache_dir)
+        }
+    }
+}
+
+impl Cli {
+    /// Runs the command; the returned code is the process's exit code.
+    pub fn run(self) -> anyhow::Result<i32> {
+        match self.command {
+            Command::Test(args) => test::run(args),
+        }
+    }
+}

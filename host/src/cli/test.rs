@@ -1,0 +1,162 @@
+//! `ferry test FILE.wasm`: what the host will do when the version loads, done locally and reported
+//! case by case.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::CacheArgs;
+use crate::engine::{EngineSettings, FerryEngine};
+use crate::runtime::{ModelInstance, ModelLimits, ModelMetadata, TensorSpec};
+use crate::selftest::{collect_cases, run_cases};
+use crate::tensor::datatype_name;
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The model component (`.wasm`).
+    component: PathBuf,
+    /// The version's weights blob.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// The version's config (JSON).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A tests file written by the training script (JSON).
+    #[arg(long)]
+    tests: Option<PathBuf>,
+    /// Limits to run under (JSON, the fields of a model's limits); defaults otherwise.
+    #[arg(long)]
+    limits: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<i32> {
+    let bytes = read(&args.component, "component")?;
+    let weights = args
+        .weights
+        .as_ref()
+        .map(|p| read(p, "weights"))
+        .transpose()?;
+    let config = match &args.config {
+        Some(p) => {
+            let text = String::from_utf8(read(p, "config")?).context("the config is not UTF-8")?;
+            serde_json::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("the config {} is not JSON", p.display()))?;
+            text
+        }
+        None => "{}".to_owned(),
+    };
+    let tests_file = match &args.tests {
+        Some(p) => {
+            Some(String::from_utf8(read(p, "tests file")?).context("the tests file is not UTF-8")?)
+        }
+        None => None,
+    };
+    let limits: ModelLimits = match &args.limits {
+        Some(p) => serde_json::from_slice(&read(p, "limits")?)
+            .with_context(|| format!("limits in {}", p.display()))?,
+        None => ModelLimits::default(),
+    };
+    let limits = ModelLimits {
+        memory_bytes: limits
+            .memory_bytes
+            .max(weights.as_ref().map_or(0, |w| 4 * w.len() as u64)),
+        ..limits
+    };
+
+    let engine = FerryEngine::new(EngineSettings {
+        cache_dir: args.cache.dir(),
+        total_instances: 8,
+        ..Default::default()
+    })?;
+    println!("ferry test {}", args.component.display());
+
+    let started = Instant::now();
+    let component = engine
+        .load_component(&bytes)
+        .with_context(|| format!("{} is not a usable Ferry model", args.component.display()))?;
+    println!(
+        "  component  sha256 {}  ({:.1} MB, ready in {:.1?})",
+        component.sha256(),
+        bytes.len() as f64 / 1e6,
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let mut instance = ModelInstance::start(
+        &component,
+        &limits,
+        Arc::from("ferry-test"),
+        &config,
+        weights.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("init failed: {e}"))?;
+    println!("  init       {:.2?}", started.elapsed());
+    let metadata = instance
+        .metadata()
+        .map_err(|e| anyhow::anyhow!("metadata failed: {e}"))?;
+    print_metadata(&metadata);
+
+    let suite = instance
+        .self_tests()
+        .map_err(|e| anyhow::anyhow!("self-tests failed to list: {e}"))?;
+    let cases = collect_cases(suite, tests_file.as_deref())?;
+    if cases.is_empty() {
+        println!(
+            "  no self-tests: ship cases in the component (Model::self_tests) or pass --tests FILE"
+        );
+        println!("0 passed, 0 failed");
+        return Ok(1);
+    }
+    let report = run_cases(&mut instance, &cases);
+    let width = report
+        .outcomes
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(0);
+    for o in &report.outcomes {
+        let verdict = if o.passed { "PASS" } else { "FAIL" };
+        print!(
+            "  {verdict}  {:width$}  max|Δ| {:.2e} (tolerance {:.0e}, {})",
+            o.name, o.worst_delta, o.tolerance, o.origin
+        );
+        if o.passed {
+            println!();
+        } else {
+            println!("\n        {}", o.detail);
+        }
+    }
+    println!("  worst |Δ| {:.3e}", report.worst_delta());
+    println!("{} passed, {} failed", report.passed(), report.failed());
+    Ok(if report.all_passed() { 0 } else { 1 })
+}
+
+fn spec_list(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{} {} {:?}", s.name, datatype_name(s.datatype), s.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_metadata(m: &ModelMetadata) {
+    println!("  model      {} — {}", m.platform, m.description);
+    if !m.inputs.is_empty() {
+        println!(
+            "  infer      {} → {}",
+            spec_list(&m.inputs),
+            spec_list(&m.outputs)
+        );
+    }
+    if m.predicts_json {
+        println!("  predict    JSON features → JSON");
+    }
+}

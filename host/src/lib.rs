@@ -1,0 +1,18 @@
+//! # Ferry
+//!
+//! A host that serves machine-learning models compiled into sandboxed WebAssembly components.
+//!
+//! - [`engine`] owns the one wasmtime `Engine`: pooling allocator, epoch ticker, compiled-component cache.
+//! - [`runtime`] owns a version's instances: limits, the instance pool, and every call into a guest.
+//! - [`selftest`] runs the self-tests a model ships and compares answers with a tolerance.
+//! - [`tensor`] converts Open Inference Protocol JSON tensors to and from the contract's tensors.
+//! - [`cli`] is the `ferry` command line.
+
+pub mod cli;
+pub mod engine;
+pub mod runtime;
+pub mod selftest;
+pub mod tensor;
+
+/// The contract version this host serves (the `wit/` package).
+pub const CONTRACT: &str = "ferry:model@0.1.0";

@@ -1,0 +1,93 @@
+//! Everything a call into a model can end with besides an answer, classified so that callers get the
+//! right status and operators the right metric.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A limit the host enforced by stopping the guest. Raised from host code (the resource limiter,
+/// the log capture) as the trap's error so the call's error says exactly which limit was hit.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum LimitExceeded {
+    /// The guest tried to grow its linear memory past its limit.
+    #[error("memory limit exceeded: the model asked for {desired} bytes of linear memory, the limit is {limit}")]
+    Memory { desired: u64, limit: u64 },
+    /// The guest wrote more log than one call may.
+    #[error("log limit exceeded: the model wrote more than {limit} bytes of log in one call")]
+    Log { limit: usize },
+}
+
+/// Why a call produced no answer.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CallError {
+    /// The model refused the input (HTTP 422).
+    #[error("the model rejected the input: {0}")]
+    InvalidInput(String),
+    /// The model does not offer this entry point (HTTP 400).
+    #[error("the model does not support this request: {0}")]
+    Unsupported(String),
+    /// The model reported a failure of its own (HTTP 500).
+    #[error("the model failed: {0}")]
+    ModelFailed(String),
+    /// The request is larger than the model's input limit (HTTP 413).
+    #[error("input too large: {size} bytes, the limit is {limit}")]
+    InputTooLarge { size: usize, limit: usize },
+    /// The answer is larger than the model's output limit (HTTP 500).
+    #[error("output too large: the model answered {size} bytes, the limit is {limit}")]
+    OutputTooLarge { size: usize, limit: usize },
+    /// The call ran past its deadline and was interrupted (HTTP 504).
+    #[error("deadline exceeded: the model ran longer than {0:?}")]
+    DeadlineExceeded(Duration),
+    /// The call burnt its fuel (HTTP 504).
+    #[error("fuel exhausted: the model used more than {0} units of fuel")]
+    FuelExhausted(u64),
+    /// A host limit stopped the guest (HTTP 500).
+    #[error("{0}")]
+    Limit(LimitExceeded),
+    /// The guest's call stack overflowed (HTTP 500).
+    #[error("the model overflowed its call stack")]
+    StackOverflow,
+    /// The guest panicked (HTTP 500).
+    #[error("the model panicked: {0}")]
+    Panicked(String),
+    /// The guest trapped (HTTP 500).
+    #[error("the model trapped: {0}")]
+    Trapped(String),
+    /// No instance became free within the queue timeout (HTTP 503).
+    #[error("overloaded: no instance of the model became free within {0:?}")]
+    Overloaded(Duration),
+}
+
+impl CallError {
+    /// A short stable name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::InvalidInput(_) => "invalid_input",
+            CallError::Unsupported(_) => "unsupported",
+            CallError::ModelFailed(_) => "model_failed",
+            CallError::InputTooLarge { .. } => "input_too_large",
+            CallError::OutputTooLarge { .. } => "output_too_large",
+            CallError::DeadlineExceeded(_) => "deadline",
+            CallError::FuelExhausted(_) => "fuel",
+            CallError::Limit(LimitExceeded::Memory { .. }) => "memory",
+            CallError::Limit(LimitExceeded::Log { .. }) => "log",
+            CallError::StackOverflow => "stack_overflow",
+            CallError::Panicked(_) => "panic",
+            CallError::Trapped(_) => "trap",
+            CallError::Overloaded(_) => "overloaded",
+        }
+    }
+
+    /// True when the instance's state can no longer be trusted: it is dropped, never pooled again.
+    pub fn poisons_instance(&self) -> bool {
+        matches!(
+            self,
+            CallError::DeadlineExceeded(_)
+                | CallError::FuelExhausted(_)
+                | CallError::Limit(_)
+                | CallError::StackOverflow
+                | CallError::Panicked(_)
+                | CallError::Trapped(_)
+        )
+    }
+}

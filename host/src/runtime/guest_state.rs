@@ -1,0 +1,104 @@
+//! What the host keeps per instance (the wasmtime store's data): a deny-by-default WASI context,
+//! the log capture, and the memory limiter.
+
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::ferry::model::{log, types};
+use super::guest_log::GuestLog;
+use super::LimitExceeded;
+
+/// Store data of one model instance.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) log: GuestLog,
+    pub(crate) memory: MemoryLimiter,
+}
+
+impl GuestState {
+    /// State for an instance allowed `memory_bytes` of linear memory.
+    pub fn new(memory_bytes: u64) -> GuestState {
+        let log = GuestLog::default();
+        // Deny by default: no preopened directories, no environment or arguments, stdin closed,
+        // no sockets, no name lookups. Clocks and randomness stay (language runtimes need them).
+        let wasi = WasiCtxBuilder::new()
+            .stdout(log.stream())
+            .stderr(log.stream())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            log,
+            memory: MemoryLimiter::new(memory_bytes),
+        }
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for GuestState {}
+
+impl log::Host for GuestState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log::Level::Trace => "TRACE",
+            log::Level::Debug => "DEBUG",
+            log::Level::Info => "INFO",
+            log::Level::Warn => "WARN",
+            log::Level::Error => "ERROR",
+        };
+        self.log
+            .write(format!("[{level}] {message}\n").as_bytes())
+            .map_err(wasmtime::Error::new)
+    }
+}
+
+/// Refuses linear-memory growth past the model's limit by trapping with [`LimitExceeded::Memory`], so
+/// the call fails with a clear cause instead of a guest allocator's abort.
+pub(crate) struct MemoryLimiter {
+    limit: u64,
+}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> Self {
+        MemoryLimiter { limit }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            return Err(wasmtime::Error::new(LimitExceeded::Memory {
+                desired: desired as u64,
+                limit: self.limit,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real model.
+        Ok(desired <= 1_000_000)
+    }
+}

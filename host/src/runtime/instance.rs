@@ -1,0 +1,255 @@
+//! One live, initialised instance of a model version and every call into it. Each call runs under the
+//! version's limits: a fresh epoch deadline, optional fuel, a log budget; whatever stops the guest is
+//! classified into a [`CallError`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::FerryModel;
+use super::error::{CallError, LimitExceeded};
+use super::{
+    GuestState, ModelComponent, ModelError, ModelLimits, ModelMetadata, SelfTestSuite, Tensor,
+    TensorData,
+};
+
+/// An initialised instance. Not shared: a pool hands it to one caller at a time.
+pub struct ModelInstance {
+    store: Store<GuestState>,
+    model: FerryModel,
+    component: Arc<ModelComponent>,
+    limits: ModelLimits,
+    label: Arc<str>,
+    poisoned: bool,
+}
+
+impl ModelInstance {
+    /// Instantiates `component` and runs the model's `init` with `config` and `weights`.
+    /// `label` names the version in logs (e.g. `digits-onnx@3`).
+    pub fn start(
+        component: &Arc<ModelComponent>,
+        limits: &ModelLimits,
+        label: Arc<str>,
+        config: &str,
+        weights: Option<&[u8]>,
+    ) -> Result<ModelInstance, CallError> {
+        let engine = &component.engine;
+        let mut store = Store::new(engine.engine(), GuestState::new(limits.memory_bytes));
+        store.limiter(|state| &mut state.memory);
+        store.set_epoch_deadline(engine.ticks_for(limits.init_deadline()));
+        if engine.settings().fuel {
+            store.set_fuel(u64::MAX).expect("fuel is enabled");
+        }
+        store.data().log.begin_call(limits.max_log_bytes_per_call);
+        let model = match component.pre.instantiate(&mut store) {
+            Ok(model) => model,
+            Err(e) => return Err(classify(&store, e, limits.init_deadline(), u64::MAX)),
+        };
+        let mut instance = ModelInstance {
+            store,
+            model,
+            component: component.clone(),
+            limits: limits.clone(),
+            label,
+            poisoned: false,
+        };
+        let init_deadline = instance.limits.init_deadline();
+        instance
+            .call_with(init_deadline, |m, s| {
+                m.ferry_model_model().call_init(s, config, weights)
+            })?
+            .map_err(model_error)?;
+        Ok(instance)
+    }
+
+    /// The model's declared metadata.
+    pub fn metadata(&mut self) -> Result<ModelMetadata, CallError> {
+        self.call(|m, s| m.ferry_model_model().call_metadata(s))
+    }
+
+    /// The self-tests compiled into the component.
+    pub fn self_tests(&mut self) -> Result<SelfTestSuite, CallError> {
+        self.call(|m, s| m.ferry_model_model().call_self_tests(s))
+    }
+
+    /// Tensor inference; `parameters` is a JSON object.
+    pub fn infer(&mut self, inputs: &[Tensor], parameters: &str) -> Result<Vec<Tensor>, CallError> {
+        let size = inputs.iter().map(tensor_bytes).sum::<usize>() + parameters.len();
+        self.check_input(size)?;
+        let outputs = self
+            .call(|m, s| m.ferry_model_model().call_infer(s, inputs, parameters))?
+            .map_err(model_error)?;
+        self.check_output(outputs.iter().map(tensor_bytes).sum())?;
+        Ok(outputs)
+    }
+
+    /// Feature-style prediction: a JSON document in, a JSON document out.
+    pub fn predict(&mut self, request: &str) -> Result<String, CallError> {
+        self.check_input(request.len())?;
+        let answer = self
+            .call(|m, s| m.ferry_model_model().call_predict(s, request))?
+            .map_err(model_error)?;
+        self.check_output(answer.len())?;
+        Ok(answer)
+    }
+
+    /// The limits this instance runs under.
+    pub fn limits(&self) -> &ModelLimits {
+        &self.limits
+    }
+
+    /// True once a call ended in a way that leaves the guest's state untrustworthy (a trap, an
+    /// interrupt, a limit): the instance must be dropped, not reused.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The component this instance runs.
+    pub fn component(&self) -> &Arc<ModelComponent> {
+        &self.component
+    }
+
+    fn check_input(&self, size: usize) -> Result<(), CallError> {
+        let limit = self.limits.max_input_bytes;
+        if size > limit {
+            return Err(CallError::InputTooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    fn check_output(&self, size: usize) -> Result<(), CallError> {
+        let limit = self.limits.max_output_bytes;
+        if size > limit {
+            return Err(CallError::OutputTooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&FerryModel, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call_with(self.limits.deadline(), f)
+    }
+
+    /// Runs `f` under a fresh deadline, fuel and log budget, then forwards the guest's log.
+    fn call_with<R>(
+        &mut self,
+        deadline: Duration,
+        f: impl FnOnce(&FerryModel, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let engine = &self.component.engine;
+        self.store.set_epoch_deadline(engine.ticks_for(deadline));
+        let fuel = self.limits.fuel.unwrap_or(u64::MAX);
+        if engine.settings().fuel {
+            self.store.set_fuel(fuel).expect("fuel is enabled");
+        }
+        self.store
+            .data()
+            .log
+            .begin_call(self.limits.max_log_bytes_per_call);
+        let result = f(&self.model, &mut self.store);
+        let outcome = match result {
+            Ok(value) if self.store.data().log.overflowed() => {
+                // The guest swallowed the write error; the flood still costs it the call.
+                drop(value);
+                Err(CallError::Limit(LimitExceeded::Log {
+                    limit: self.limits.max_log_bytes_per_call,
+                }))
+            }
+            Ok(value) => Ok(value),
+            Err(e) => Err(classify(&self.store, e, deadline, fuel)),
+        };
+        self.store.data().log.flush_to_tracing(&self.label);
+        if let Err(e) = &outcome {
+            self.poisoned |= e.poisons_instance();
+        }
+        outcome
+    }
+}
+
+/// Maps the guest's typed error to a call error.
+fn model_error(e: ModelError) -> CallError {
+    match e {
+        ModelError::InvalidInput(m) => CallError::InvalidInput(m),
+        ModelError::Unsupported(m) => CallError::Unsupported(m),
+        ModelError::Internal(m) => CallError::ModelFailed(m),
+    }
+}
+
+/// Decides why the guest stopped.
+fn classify(
+    store: &Store<GuestState>,
+    e: wasmtime::Error,
+    deadline: Duration,
+    fuel: u64,
+) -> CallError {
+    if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
+        return CallError::Limit(limit.clone());
+    }
+    if store.data().log.overflowed() {
+        return CallError::Limit(LimitExceeded::Log {
+            limit: store.data().log.budget(),
+        });
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::DeadlineExceeded(deadline),
+        Some(Trap::OutOfFuel) => CallError::FuelExhausted(fuel),
+        Some(Trap::StackOverflow) => CallError::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => match panic_message(&store.data().log.text()) {
+            Some(message) => CallError::Panicked(message),
+            None => CallError::Trapped(format!("{e:#}")),
+        },
+        _ => CallError::Trapped(format!("{e:#}")),
+    }
+}
+
+/// The message of a Rust panic as the guest printed it to stderr before aborting.
+fn panic_message(log: &str) -> Option<String> {
+    let at = log.find("panicked at ")?;
+    let rest = &log[at..];
+    // "panicked at src/lib.rs:10:5:\nmessage\nnote: ..."
+    let message: Vec<&str> = rest
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("note:"))
+        .collect();
+    let location = rest
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("panicked at ")
+        .trim_end_matches(':');
+    Some(format!("{} (at {location})", message.join("\n").trim()))
+}
+
+/// Bytes a tensor's elements occupy (BYTES: the sum of element lengths plus 4 per element).
+pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
+    match &t.data {
+        TensorData::Bool(v) => v.len(),
+        TensorData::Uint8(v) => v.len(),
+        TensorData::Int8(v) => v.len(),
+        TensorData::Uint16(v) => v.len() * 2,
+        TensorData::Int16(v) => v.len() * 2,
+        TensorData::Uint32(v) => v.len() * 4,
+        TensorData::Int32(v) => v.len() * 4,
+        TensorData::Fp32(v) => v.len() * 4,
+        TensorData::Uint64(v) => v.len() * 8,
+        TensorData::Int64(v) => v.len() * 8,
+        TensorData::Fp64(v) => v.len() * 8,
+        TensorData::Bytes(v) => v.iter().map(|b| b.len() + 4).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_message_is_read_from_the_guest_stderr() {
+        let log = "thread '<unnamed>' panicked at src/lib.rs:12:9:\nboom: 42\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(log).unwrap(), "boom: 42 (at src/lib.rs:12:9)");
+        assert_eq!(panic_message("nothing here"), None);
+    }
+}

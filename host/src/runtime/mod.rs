@@ -1,0 +1,36 @@
+//! Running model versions: the compiled component checked against the contract, warm instances in a
+//! bounded pool, the limits every call runs under, and the classification of everything that can go
+//! wrong in a guest.
+
+mod bindings;
+mod component;
+mod error;
+mod guest_log;
+mod guest_state;
+mod instance;
+mod limits;
+mod pool;
+
+pub use bindings::ferry::model::types::{
+    Datatype, ModelError, ModelMetadata, Payload, SelfTest, SelfTestSuite, Tensor, TensorData,
+    TensorSpec,
+};
+pub use component::ModelComponent;
+pub use error::{CallError, LimitExceeded};
+pub use guest_state::GuestState;
+pub use instance::ModelInstance;
+pub use limits::ModelLimits;
+pub use pool::{InstancePool, PoolStats, PooledInstance, VersionInputs};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker};
+
+/// Lowercase hex sha256 of `bytes`: the content address of components and weights.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Adds the contract's host imports (bounded logging) to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    bindings::FerryModel::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |state| state)
+}

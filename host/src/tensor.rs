@@ -1,0 +1,267 @@
+//! Open Inference Protocol v2 JSON tensors (`{"name", "datatype", "shape", "data"}`) to and from the
+//! contract's tensors. `data` may be flat or nested (row-major); BYTES elements are strings.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::runtime::{Datatype, Tensor, TensorData};
+
+/// A tensor as it appears in OIP JSON.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct JsonTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+/// Every datatype the contract carries, with its OIP name.
+pub const DATATYPES: [(Datatype, &str); 12] = [
+    (Datatype::Bool, "BOOL"),
+    (Datatype::Uint8, "UINT8"),
+    (Datatype::Uint16, "UINT16"),
+    (Datatype::Uint32, "UINT32"),
+    (Datatype::Uint64, "UINT64"),
+    (Datatype::Int8, "INT8"),
+    (Datatype::Int16, "INT16"),
+    (Datatype::Int32, "INT32"),
+    (Datatype::Int64, "INT64"),
+    (Datatype::Fp32, "FP32"),
+    (Datatype::Fp64, "FP64"),
+    (Datatype::Bytes, "BYTES"),
+];
+
+/// The OIP name of a datatype.
+pub fn datatype_name(d: Datatype) -> &'static str {
+    DATATYPES
+        .iter()
+        .find(|(x, _)| *x == d)
+        .map(|(_, n)| *n)
+        .expect("every datatype is listed")
+}
+
+/// The datatype called `name` in OIP.
+pub fn parse_datatype(name: &str) -> Result<Datatype, String> {
+    DATATYPES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(d, _)| *d)
+        .ok_or_else(|| {
+            if name == "FP16" || name == "BF16" {
+                format!("datatype {name} is not supported by Ferry models (use FP32)")
+            } else {
+                format!("unknown datatype {name:?}")
+            }
+        })
+}
+
+/// The datatype of some tensor data.
+pub fn datatype_of(data: &TensorData) -> Datatype {
+    match data {
+        TensorData::Bool(_) => Datatype::Bool,
+        TensorData::Uint8(_) => Datatype::Uint8,
+        TensorData::Uint16(_) => Datatype::Uint16,
+        TensorData::Uint32(_) => Datatype::Uint32,
+        TensorData::Uint64(_) => Datatype::Uint64,
+        TensorData::Int8(_) => Datatype::Int8,
+        TensorData::Int16(_) => Datatype::Int16,
+        TensorData::Int32(_) => Datatype::Int32,
+        TensorData::Int64(_) => Datatype::Int64,
+        TensorData::Fp32(_) => Datatype::Fp32,
+        TensorData::Fp64(_) => Datatype::Fp64,
+        TensorData::Bytes(_) => Datatype::Bytes,
+    }
+}
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other),
+    }
+}
+
+fn ints<T: TryFrom<i64> + TryFrom<u64>>(items: &[&Value], what: &str) -> Result<Vec<T>, String> {
+    items
+        .iter()
+        .map(|v| {
+            let converted = match (v.as_i64(), v.as_u64()) {
+                (_, Some(u)) => T::try_from(u).ok(),
+                (Some(i), None) => T::try_from(i).ok(),
+                _ => None,
+            };
+            converted.ok_or_else(|| format!("element {v} is not a {what} integer"))
+        })
+        .collect()
+}
+
+fn floats(items: &[&Value]) -> Result<Vec<f64>, String> {
+    items
+        .iter()
+        .map(|v| {
+            v.as_f64()
+                .ok_or_else(|| format!("element {v} is not a number"))
+        })
+        .collect()
+}
+
+/// Converts an OIP JSON tensor, checking that the element count matches the shape.
+pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
+    let fail = |m: String| format!("input `{}`: {m}", t.name);
+    let datatype = parse_datatype(&t.datatype).map_err(fail)?;
+    if let Some(d) = t.shape.iter().find(|d| **d < 0) {
+        return Err(fail(format!(
+            "shape {:?} has a negative dimension {d}",
+            t.shape
+        )));
+    }
+    let shape: Vec<u64> = t.shape.iter().map(|d| *d as u64).collect();
+    let mut items = Vec::new();
+    flatten(&t.data, &mut items);
+    let count: u64 = shape.iter().product();
+    if items.len() as u64 != count {
+        return Err(fail(format!(
+            "shape {:?} needs {count} elements, data has {}",
+            t.shape,
+            items.len()
+        )));
+    }
+    let data = match datatype {
+        Datatype::Bool => TensorData::Bool(
+            items
+                .iter()
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| format!("element {v} is not a boolean"))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(fail)?,
+        ),
+        Datatype::Uint8 => TensorData::Uint8(ints(&items, "UINT8").map_err(fail)?),
+        Datatype::Uint16 => TensorData::Uint16(ints(&items, "UINT16").map_err(fail)?),
+        Datatype::Uint32 => TensorData::Uint32(ints(&items, "UINT32").map_err(fail)?),
+        Datatype::Uint64 => TensorData::Uint64(ints(&items, "UINT64").map_err(fail)?),
+        Datatype::Int8 => TensorData::Int8(ints(&items, "INT8").map_err(fail)?),
+        Datatype::Int16 => TensorData::Int16(ints(&items, "INT16").map_err(fail)?),
+        Datatype::Int32 => TensorData::Int32(ints(&items, "INT32").map_err(fail)?),
+        Datatype::Int64 => TensorData::Int64(ints(&items, "INT64").map_err(fail)?),
+        Datatype::Fp32 => TensorData::Fp32(
+            floats(&items)
+                .map_err(fail)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+        ),
+        Datatype::Fp64 => TensorData::Fp64(floats(&items).map_err(fail)?),
+        Datatype::Bytes => TensorData::Bytes(
+            items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(|s| s.as_bytes().to_vec())
+                        .ok_or_else(|| format!("element {v} is not a string"))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(fail)?,
+        ),
+    };
+    Ok(Tensor {
+        name: t.name.clone(),
+        shape,
+        data,
+    })
+}
+
+/// Converts a tensor to OIP JSON with flat `data` (BYTES as UTF-8 strings, lossy).
+pub fn tensor_to_json(t: &Tensor) -> JsonTensor {
+    let data = match &t.data {
+        TensorData::Bool(v) => serde_json::json!(v),
+        TensorData::Uint8(v) => serde_json::json!(v),
+        TensorData::Uint16(v) => serde_json::json!(v),
+        TensorData::Uint32(v) => serde_json::json!(v),
+        TensorData::Uint64(v) => serde_json::json!(v),
+        TensorData::Int8(v) => serde_json::json!(v),
+        TensorData::Int16(v) => serde_json::json!(v),
+        TensorData::Int32(v) => serde_json::json!(v),
+        TensorData::Int64(v) => serde_json::json!(v),
+        TensorData::Fp32(v) => serde_json::json!(v),
+        TensorData::Fp64(v) => serde_json::json!(v),
+        TensorData::Bytes(v) => Value::Array(
+            v.iter()
+                .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))
+                .collect(),
+        ),
+    };
+    JsonTensor {
+        name: t.name.clone(),
+        datatype: datatype_name(datatype_of(&t.data)).to_owned(),
+        shape: t.shape.iter().map(|d| *d as i64).collect(),
+        data,
+        parameters: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Tensor, String> {
+        tensor_from_json(&serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn nested_and_flat_data_give_the_same_tensor() {
+        let flat = parse(
+            json!({"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4.5]}),
+        )
+        .unwrap();
+        let nested = parse(
+            json!({"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [[1, 2], [3, 4.5]]}),
+        )
+        .unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat.data, TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5]));
+    }
+
+    #[test]
+    fn every_datatype_round_trips() {
+        for (dt, name) in DATATYPES {
+            let data = match dt {
+                Datatype::Bool => json!([true, false]),
+                Datatype::Bytes => json!(["ab", "ç"]),
+                Datatype::Int8 | Datatype::Int16 | Datatype::Int32 | Datatype::Int64 => {
+                    json!([-3, 7])
+                }
+                Datatype::Fp32 | Datatype::Fp64 => json!([0.5, -2.25]),
+                _ => json!([3, 7]),
+            };
+            let t =
+                parse(json!({"name": "t", "datatype": name, "shape": [2], "data": data})).unwrap();
+            assert_eq!(datatype_of(&t.data), dt);
+            let back = tensor_to_json(&t);
+            assert_eq!(back.datatype, name);
+            assert_eq!(back.data, data, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_tensors_name_the_input_and_the_problem() {
+        let e = parse(json!({"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [1, 2]}))
+            .unwrap_err();
+        assert!(
+            e.contains("input `x`") && e.contains("needs 6 elements, data has 2"),
+            "{e}"
+        );
+        let e = parse(json!({"name": "x", "datatype": "INT8", "shape": [1], "data": [300]}))
+            .unwrap_err();
+        assert!(e.contains("not a INT8 integer"), "{e}");
+        let e =
+            parse(json!({"name": "x", "datatype": "FP16", "shape": [1], "data": [1]})).unwrap_err();
+        assert!(e.contains("FP16 is not supported"), "{e}");
+        let e =
+            parse(json!({"name": "x", "datatype": "BOOL", "shape": [1], "data": [1]})).unwrap_err();
+        assert!(e.contains("not a boolean"), "{e}");
+    }
+}

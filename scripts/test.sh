@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs the wasm32-wasip2 target, builds the sample models
+# and the hostile test guests, then runs every unit, integration and end-to-end test, and runs each
+# benchmark once in test mode so they cannot rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/build-models.sh
+# The workspace's default members are the host-side crates; guests were built for wasm32 above.
+cargo test --all-targets --no-fail-fast

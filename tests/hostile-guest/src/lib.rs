@@ -1,0 +1,84 @@
+//! A hostile model. Its config picks the attack (`{"attack": "infinite-loop"}`); `predict` carries it
+//! out. With no attack it echoes the request, which shows a replacement instance is healthy.
+
+use ferry_sdk::prelude::*;
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Config {
+    attack: String,
+    /// Bytes of output for `huge-output`.
+    output_bytes: usize,
+}
+
+struct Hostile {
+    config: Config,
+}
+
+impl Model for Hostile {
+    fn load(init: Init) -> Result<Self> {
+        let config: Config = init.config_as()?;
+        if config.attack == "fail-init" {
+            return Err(Error::internal("refusing to start: fail-init"));
+        }
+        Ok(Hostile { config })
+    }
+
+    fn metadata(&self) -> Metadata {
+        Metadata::new("hostile")
+            .description(format!("attack: {}", self.config.attack))
+            .predicts_json()
+    }
+
+    fn predict(&self, request: Value) -> Result<Value> {
+        match self.config.attack.as_str() {
+            "" => Ok(json!({ "echo": request })),
+            "infinite-loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "stack-overflow" => Ok(json!({ "depth": recurse(std::hint::black_box(1)) })),
+            "trap" => {
+                #[cfg(target_arch = "wasm32")]
+                core::arch::wasm32::unreachable();
+                #[cfg(not(target_arch = "wasm32"))]
+                unreachable!()
+            }
+            "panic" => panic!("hostile guest panicked on purpose"),
+            "log-flood" => loop {
+                println!("flooding the host's logs with a line that never ends ...........................");
+            },
+            "sandbox-escape" => {
+                let file = std::fs::read_to_string("/etc/passwd").map(|s| s.len());
+                let socket = std::net::TcpStream::connect("127.0.0.1:22").map(|_| ());
+                let env = std::env::vars().count();
+                Ok(json!({
+                    "file": file.map_err(|e| e.to_string()).err(),
+                    "socket": socket.map_err(|e| e.to_string()).err(),
+                    "env_vars": env,
+                }))
+            }
+            "huge-output" => Ok(json!({ "blob": "x".repeat(self.config.output_bytes) })),
+            other => Err(Error::invalid_input(format!("unknown attack {other:?}"))),
+        }
+    }
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    // A frame that cannot be optimised into a loop.
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(frame[3] + 1) + frame[7]
+}
+
+export_model!(Hostile);

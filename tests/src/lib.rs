@@ -1,0 +1,118 @@
+//! Shared fixtures for the end-to-end tests: where the built components are, one engine per test
+//! binary, and a version started the way the host starts one.
+//!
+//! The components come from `scripts/build-models.sh` (the README's test command runs it first).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use ferry::engine::{EngineSettings, FerryEngine};
+use ferry::runtime::{InstancePool, ModelLimits, VersionInputs};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn read_built(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the components first with scripts/build-models.sh",
+            path.display()
+        )
+    })
+}
+
+/// A file from `target/models/` (e.g. `digits-onnx.wasm`, `digits-onnx.weights`).
+pub fn model_file(file: &str) -> Vec<u8> {
+    read_built(workspace().join("target/models").join(file))
+}
+
+/// A test guest from `target/test-guests/`.
+pub fn test_guest(name: &str) -> Vec<u8> {
+    read_built(
+        workspace()
+            .join("target/test-guests")
+            .join(format!("{name}.wasm")),
+    )
+}
+
+/// One engine per test binary, with fuel counting on (so fuel limits can be tested) and its own
+/// compile cache under `target/`.
+pub fn engine() -> Arc<FerryEngine> {
+    static ENGINE: OnceLock<Arc<FerryEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            FerryEngine::new(EngineSettings {
+                cache_dir: Some(workspace().join("target/ferry-test-cache")),
+                total_instances: 64,
+                fuel: true,
+                ..Default::default()
+            })
+            .expect("engine")
+        })
+        .clone()
+}
+
+/// Starts a version of `component` with `config`, `weights` and `limits`, as the host would.
+pub fn start_version(
+    component: &[u8],
+    config: serde_json::Value,
+    weights: Option<Vec<u8>>,
+    limits: ModelLimits,
+    label: &str,
+) -> Arc<InstancePool> {
+    let component = engine().load_component(component).expect("component loads");
+    InstancePool::start(
+        component,
+        limits,
+        Arc::new(VersionInputs {
+            config: config.to_string(),
+            weights,
+        }),
+        label,
+    )
+    .unwrap_or_else(|e| panic!("{label} starts: {e}"))
+}
+
+/// The fraud-features sample, healthy, in the shared engine: the bystander every hostile test checks.
+pub fn fraud_features() -> Arc<InstancePool> {
+    static POOL: OnceLock<Arc<InstancePool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        start_version(
+            &model_file("fraud-features.wasm"),
+            serde_json::json!({}),
+            None,
+            ModelLimits::default(),
+            "fraud-features",
+        )
+    })
+    .clone()
+}
+
+/// Asserts that the healthy bystander still answers a known request with scikit-learn's probability.
+pub fn assert_bystander_answers() {
+    let tests: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("sample-models/fraud-features/tests.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let case = &tests["cases"][0];
+    let answer = fraud_features()
+        .checkout()
+        .expect("bystander has an instance")
+        .predict(&case["request"].to_string());
+    let answer: serde_json::Value =
+        serde_json::from_str(&answer.expect("bystander answers")).unwrap();
+    let (got, want) = (
+        answer["fraud_probability"].as_f64().unwrap(),
+        case["response"]["fraud_probability"].as_f64().unwrap(),
+    );
+    assert!(
+        (got - want).abs() < 1e-9,
+        "bystander answered {got}, scikit-learn says {want}"
+    );
+}

@@ -1,0 +1,143 @@
+//! The three sample models pass their parity self-tests (expected values computed by the training
+//! libraries themselves) when loaded the way the host loads a version.
+
+use std::sync::Arc;
+
+use ferry::runtime::{ModelInstance, ModelLimits};
+use ferry::selftest::{collect_cases, run_cases};
+use ferry_tests::{engine, model_file, workspace};
+
+fn self_test(name: &str, weights: bool, tests_file: bool, min_cases: usize) {
+    let component = engine()
+        .load_component(&model_file(&format!("{name}.wasm")))
+        .expect("component loads");
+    let weights = weights.then(|| model_file(&format!("{name}.weights")));
+    let mut instance = ModelInstance::start(
+        &component,
+        &ModelLimits::default(),
+        Arc::from(name),
+        "{}",
+        weights.as_deref(),
+    )
+    .expect("init");
+    let tests =
+        tests_file.then(|| String::from_utf8(model_file(&format!("{name}.tests.json"))).unwrap());
+    let cases = collect_cases(instance.self_tests().unwrap(), tests.as_deref()).unwrap();
+    assert!(
+        cases.len() >= min_cases,
+        "{name}: only {} cases",
+        cases.len()
+    );
+    let report = run_cases(&mut instance, &cases);
+    let failures: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| format!("{}: {}", o.name, o.detail))
+        .collect();
+    assert!(failures.is_empty(), "{name}: {failures:#?}");
+}
+
+#[test]
+fn fraud_features_matches_scikit_learn() {
+    self_test("fraud-features", false, false, 20);
+}
+
+#[test]
+fn diabetes_gbdt_matches_xgboost() {
+    self_test("diabetes-gbdt", true, true, 20);
+}
+
+#[test]
+fn digits_onnx_matches_onnxruntime() {
+    self_test("digits-onnx", true, true, 20);
+}
+
+#[test]
+fn digits_onnx_reads_held_out_digits() {
+    let component = engine()
+        .load_component(&model_file("digits-onnx.wasm"))
+        .unwrap();
+    let weights = model_file("digits-onnx.weights");
+    let mut instance = ModelInstance::start(
+        &component,
+        &ModelLimits::default(),
+        Arc::from("digits"),
+        "{}",
+        Some(&weights),
+    )
+    .unwrap();
+    let held: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("sample-models/digits-onnx/held-out.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let images = held["images"].as_array().unwrap();
+    let pixels: Vec<f32> = images
+        .iter()
+        .flat_map(|img| {
+            img.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let input = ferry::runtime::Tensor {
+        name: "input".into(),
+        shape: vec![images.len() as u64, 64],
+        data: ferry::runtime::TensorData::Fp32(pixels),
+    };
+    let outputs = instance.infer(&[input], "{}").unwrap();
+    let label = outputs.iter().find(|t| t.name == "label").unwrap();
+    let ferry::runtime::TensorData::Int64(labels) = &label.data else {
+        panic!("label is INT64")
+    };
+    let truth: Vec<i64> = held["digits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let right = labels.iter().zip(&truth).filter(|(a, b)| a == b).count();
+    assert!(
+        right >= 9,
+        "{right}/10 held-out digits read correctly: {labels:?} vs {truth:?}"
+    );
+}
+
+#[test]
+fn a_bad_tensor_request_is_the_callers_error() {
+    let component = engine()
+        .load_component(&model_file("diabetes-gbdt.wasm"))
+        .unwrap();
+    let weights = model_file("diabetes-gbdt.weights");
+    let mut instance = ModelInstance::start(
+        &component,
+        &ModelLimits::default(),
+        Arc::from("diabetes"),
+        "{}",
+        Some(&weights),
+    )
+    .unwrap();
+    let wrong = ferry::runtime::Tensor {
+        name: "features".into(),
+        shape: vec![1, 3],
+        data: ferry::runtime::TensorData::Fp32(vec![0.0; 3]),
+    };
+    let err = instance.infer(&[wrong], "{}").unwrap_err();
+    assert!(
+        matches!(&err, ferry::runtime::CallError::InvalidInput(m) if m.contains("[N, 10]")),
+        "{err:?}"
+    );
+    assert!(
+        !instance.is_poisoned(),
+        "a refused input leaves the instance usable"
+    );
+    let err = instance
+        .predict(r#"{"features": {"age": 0.1}}"#)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ferry::runtime::CallError::InvalidInput(m) if m.contains("features.sex")),
+        "{err:?}"
+    );
+}
