@@ -197,12 +197,29 @@ fn classify(
         Some(Trap::Interrupt) => CallError::DeadlineExceeded(deadline),
         Some(Trap::OutOfFuel) => CallError::FuelExhausted(fuel),
         Some(Trap::StackOverflow) => CallError::StackOverflow,
+        Some(Trap::MemoryOutOfBounds) if shadow_stack_overflow(&e) => CallError::StackOverflow,
         Some(Trap::UnreachableCodeReached) => match panic_message(&store.data().log.text()) {
             Some(message) => CallError::Panicked(message),
             None => CallError::Trapped(format!("{e:#}")),
         },
         _ => CallError::Trapped(format!("{e:#}")),
     }
+}
+
+/// True when an out-of-bounds access hit the top of the 32-bit address space. Rust and C guests keep
+/// their stack at the bottom of linear memory (`--stack-first`), growing down towards 0; overflowing
+/// it wraps the stack pointer to just below 4 GiB. wasmtime reports the faulting address only in its
+/// message ("memory fault at wasm address 0x…").
+fn shadow_stack_overflow(e: &wasmtime::Error) -> bool {
+    let text = format!("{e:#}");
+    let Some(at) = text.find("memory fault at wasm address 0x") else {
+        return false;
+    };
+    let hex: String = text[at + 31..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    u64::from_str_radix(&hex, 16).is_ok_and(|addr| (0xffff_0000..=0xffff_ffff).contains(&addr))
 }
 
 /// The message of a Rust panic as the guest printed it to stderr before aborting.
