@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
-# Builds everything (host in release mode, the sample models) and runs the main job: `ferry test` on
-# each sample model — compile, initialise, run the parity self-tests shipped with it.
+# Builds everything (the host in release mode, the sample models), self-tests each sample with
+# `ferry test`, puts them into the embedded store ./ferry-store, and serves them on 127.0.0.1:8080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/build-models.sh
 cargo build --release -p ferry
-status=0
+ferry=target/release/ferry
+
 for wasm in target/models/*.wasm; do
-    name=${wasm%.wasm}
-    args=("$wasm")
-    [[ -f $name.weights ]] && args+=(--weights "$name.weights")
-    [[ -f $name.config.json ]] && args+=(--config "$name.config.json")
-    [[ -f $name.tests.json ]] && args+=(--tests "$name.tests.json")
-    target/release/ferry test "${args[@]}" || status=1
+    base=${wasm%.wasm}
+    name=$(basename "$base")
+    files=()
+    [[ -f $base.weights ]] && files+=(--weights "$base.weights")
+    [[ -f $base.config.json ]] && files+=(--config "$base.config.json")
+    [[ -f $base.tests.json ]] && files+=(--tests "$base.tests.json")
+    $ferry test "$wasm" "${files[@]}"
+    if [[ ! -f ferry-store/models/$name/1.json ]]; then
+        $ferry add "$wasm" --model "$name" --version 1 "${files[@]}" --store ferry-store
+    fi
     echo
 done
-exit $status
+
+cat <<'TXT'
+Serving the sample models on http://127.0.0.1:8080 — try, from another terminal:
+  curl -s localhost:8080/v2/models/digits-onnx
+  curl -s -X POST localhost:8080/v2/models/digits-onnx/infer -d @sample-models/digits-onnx/example-request.json
+  curl -s -X POST localhost:8080/v2/models/diabetes-gbdt/infer -d @sample-models/diabetes-gbdt/example-request.json
+  curl -si -X POST localhost:8080/v1/models/fraud-features/predict -d @sample-models/fraud-features/example-request.json
+  curl -s localhost:8080/metrics
+TXT
+exec $ferry serve --listen 127.0.0.1:8080 --store ferry-store

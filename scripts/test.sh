@@ -6,5 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/build-models.sh
+
+# Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.
+if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
+target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
 cargo test --all-targets --no-fail-fast

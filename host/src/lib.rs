@@ -4,13 +4,19 @@
 //!
 //! - [`engine`] owns the one wasmtime `Engine`: pooling allocator, epoch ticker, compiled-component cache.
 //! - [`runtime`] owns a version's instances: limits, the instance pool, and every call into a guest.
+//! - [`registry`] owns the store and versions' lives, and publishes the one routing table.
+//! - [`server`] is the HTTP front door: Open Inference Protocol v2, feature-style predict, metrics.
+//! - [`config`] reads the host's TOML configuration.
 //! - [`selftest`] runs the self-tests a model ships and compares answers with a tolerance.
 //! - [`tensor`] converts Open Inference Protocol JSON tensors to and from the contract's tensors.
 //! - [`cli`] is the `ferry` command line.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
+pub mod registry;
 pub mod runtime;
+pub mod server;
 pub mod selftest;
 pub mod tensor;
 

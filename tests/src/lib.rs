@@ -3,6 +3,8 @@
 //!
 //! The components come from `scripts/build-models.sh` (the README's test command runs it first).
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 

@@ -1,5 +1,7 @@
 //! The `ferry` command line: a thin layer over the library.
 
+mod add;
+mod serve;
 mod test;
 
 use std::path::PathBuf;
@@ -16,6 +18,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve every version in the store over HTTP (Open Inference Protocol v2 and /v1 predict).
+    Serve(serve::ServeArgs),
+    /// Add a version to a store directory directly (no server needed).
+    Add(add::AddArgs),
     /// Run a model's self-tests locally: compile, initialise, check every shipped case.
     Test(test::TestArgs),
 }
@@ -47,6 +53,8 @@ impl Cli {
     /// Runs the command; the returned code is the process's exit code.
     pub fn run(self) -> anyhow::Result<i32> {
         match self.command {
+            Command::Serve(args) => serve::run(args),
+            Command::Add(args) => add::run(args),
             Command::Test(args) => test::run(args),
         }
     }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Limits a model version runs under.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelLimits {
     /// Largest linear memory of one instance, in bytes.
@@ -21,6 +21,8 @@ pub struct ModelLimits {
     pub min_instances: usize,
     /// How long a call waits for a free instance before it is refused as overloaded, in milliseconds.
     pub queue_timeout_ms: u64,
+    /// Calls that may wait for an instance at once; more are refused at once as overloaded.
+    pub max_queue: usize,
     /// Largest request (tensor bytes or JSON text) accepted, in bytes.
     pub max_input_bytes: usize,
     /// Largest answer accepted from the model, in bytes.
@@ -40,6 +42,7 @@ impl Default for ModelLimits {
             max_instances: 4,
             min_instances: 1,
             queue_timeout_ms: 100,
+            max_queue: 256,
             max_input_bytes: 16 << 20,
             max_output_bytes: 16 << 20,
             max_log_bytes_per_call: 64 << 10,

@@ -2,6 +2,7 @@
 //! bounded pool, the limits every call runs under, and the classification of everything that can go
 //! wrong in a guest.
 
+mod admission;
 mod bindings;
 mod component;
 mod error;
@@ -15,6 +16,7 @@ pub use bindings::ferry::model::types::{
     Datatype, ModelError, ModelMetadata, Payload, SelfTest, SelfTestSuite, Tensor, TensorData,
     TensorSpec,
 };
+pub use admission::{Admission, Admitted};
 pub use component::ModelComponent;
 pub use error::{CallError, LimitExceeded};
 pub use guest_state::GuestState;

@@ -26,9 +26,21 @@ impl Model for Hostile {
     }
 
     fn metadata(&self) -> Metadata {
-        Metadata::new("hostile")
-            .description(format!("attack: {}", self.config.attack))
-            .predicts_json()
+        let mut m = Metadata::new("hostile").description(format!("attack: {}", self.config.attack)).predicts_json();
+        if self.config.attack.is_empty() {
+            // The echo model takes one input per datatype and answers each unchanged.
+            for (name, datatype) in ECHO_INPUTS {
+                m = m.input(TensorSpec::new(name, datatype, [-1])).output(TensorSpec::new(name, datatype, [-1]));
+            }
+        }
+        m
+    }
+
+    fn infer(&self, inputs: Inputs) -> Result<Vec<Tensor>> {
+        if !self.config.attack.is_empty() {
+            return self.predict(json!({})).map(|_| vec![]);
+        }
+        Ok(inputs.tensors().to_vec())
     }
 
     fn predict(&self, request: Value) -> Result<Value> {
@@ -68,13 +80,38 @@ impl Model for Hostile {
                     "env_vars": env,
                 }))
             }
+            // Busy for `ms` milliseconds of the request, then answers: a slow but honest model.
+            "spin" => {
+                let ms = request["ms"].as_u64().unwrap_or(100) as u128;
+                let started = std::time::Instant::now();
+                while started.elapsed().as_millis() < ms {
+                    std::hint::spin_loop();
+                }
+                Ok(json!({ "spun_ms": ms as u64 }))
+            }
             "huge-output" => Ok(json!({ "blob": "x".repeat(self.config.output_bytes) })),
             other => Err(Error::invalid_input(format!("unknown attack {other:?}"))),
         }
     }
 }
 
+const ECHO_INPUTS: [(&str, Datatype); 12] = [
+    ("bool", Datatype::Bool),
+    ("uint8", Datatype::Uint8),
+    ("uint16", Datatype::Uint16),
+    ("uint32", Datatype::Uint32),
+    ("uint64", Datatype::Uint64),
+    ("int8", Datatype::Int8),
+    ("int16", Datatype::Int16),
+    ("int32", Datatype::Int32),
+    ("int64", Datatype::Int64),
+    ("fp32", Datatype::Fp32),
+    ("fp64", Datatype::Fp64),
+    ("bytes", Datatype::Bytes),
+];
+
 #[inline(never)]
+#[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
     // A frame that cannot be optimised into a loop.
     let frame = std::hint::black_box([depth; 16]);

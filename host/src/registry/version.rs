@@ -1,0 +1,141 @@
+//! A model version's life: loading → (compile, initialise, self-test, warm pool) → ready or failed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{Store, VersionManifest};
+use crate::engine::FerryEngine;
+use crate::runtime::{Admission, InstancePool, ModelLimits, ModelMetadata, VersionInputs};
+use crate::selftest::{collect_cases, run_cases, SelfTestReport};
+
+/// Where a version is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionState {
+    /// Being compiled, initialised and self-tested.
+    Loading,
+    /// Serving.
+    Ready,
+    /// Will not serve; the reason says which step failed and why.
+    Failed(String),
+}
+
+impl VersionState {
+    /// `loading`, `ready` or `failed: <reason>`.
+    pub fn describe(&self) -> String {
+        match self {
+            VersionState::Loading => "loading".into(),
+            VersionState::Ready => "ready".into(),
+            VersionState::Failed(reason) => format!("failed: {reason}"),
+        }
+    }
+
+    /// `loading`, `ready` or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VersionState::Loading => "loading",
+            VersionState::Ready => "ready",
+            VersionState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// A version as the routing table holds it.
+pub struct ModelVersion {
+    /// What the version is made of.
+    pub manifest: VersionManifest,
+    /// Where it is in its life.
+    pub state: VersionState,
+    /// The limits it runs under (after host caps).
+    pub limits: ModelLimits,
+    /// Its warm instances (ready versions only).
+    pub pool: Option<Arc<InstancePool>>,
+    /// What the model declares (ready versions only).
+    pub metadata: Option<ModelMetadata>,
+    /// The self-tests run at load.
+    pub self_tests: Option<SelfTestReport>,
+    /// The bounded queue in front of the pool.
+    pub admission: Admission,
+    /// Seconds from the start of loading to ready (or failed).
+    pub load_seconds: f64,
+}
+
+impl ModelVersion {
+    /// A version listed but not loaded yet.
+    pub fn loading(manifest: VersionManifest) -> ModelVersion {
+        ModelVersion {
+            manifest,
+            state: VersionState::Loading,
+            limits: ModelLimits::default(),
+            pool: None,
+            metadata: None,
+            self_tests: None,
+            admission: Admission::new(1, 0, Default::default()),
+            load_seconds: 0.0,
+        }
+    }
+
+    /// True when the version serves.
+    pub fn is_ready(&self) -> bool {
+        self.state == VersionState::Ready && self.pool.is_some()
+    }
+
+    /// `model@version`, for logs and labels.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.manifest.model, self.manifest.version)
+    }
+
+    /// Loads the version: component (compiled or cached), pool, self-tests. Never panics on a bad
+    /// version: every failure becomes [`VersionState::Failed`] with the step and the cause.
+    pub fn load(engine: &Arc<FerryEngine>, store: &Store, manifest: VersionManifest, limits: ModelLimits, require_self_tests: bool) -> ModelVersion {
+        let started = Instant::now();
+        let limits = limits.clamped(engine.settings().max_memory_bytes);
+        let mut version = ModelVersion {
+            admission: Admission::new(limits.max_instances, limits.max_queue, limits.queue_timeout()),
+            limits,
+            ..ModelVersion::loading(manifest)
+        };
+        match version.bring_up(engine, store, require_self_tests) {
+            Ok(()) => version.state = VersionState::Ready,
+            Err(e) => {
+                version.state = VersionState::Failed(format!("{e:#}"));
+                version.pool = None;
+            }
+        }
+        version.load_seconds = started.elapsed().as_secs_f64();
+        version
+    }
+
+    fn bring_up(&mut self, engine: &Arc<FerryEngine>, store: &Store, require_self_tests: bool) -> anyhow::Result<()> {
+        let m = &self.manifest;
+        let optional = |sha: &Option<String>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            sha.as_ref().map(|s| store.blob(s).with_context(|| format!("reading the {what}"))).transpose()
+        };
+        let component_bytes = store.blob(&m.component_sha256).context("reading the component")?;
+        let weights = optional(&m.weights_sha256, "weights")?;
+        let config = optional(&m.config_sha256, "config")?.map(String::from_utf8).transpose().context("the config is not UTF-8")?;
+        let tests = optional(&m.tests_sha256, "tests file")?.map(String::from_utf8).transpose().context("the tests file is not UTF-8")?;
+
+        let component = engine.load_component(&component_bytes).context("compiling")?;
+        let inputs = Arc::new(VersionInputs { config: config.unwrap_or_else(|| "{}".into()), weights });
+        let pool = InstancePool::start(component, self.limits.clone(), inputs, self.label()).map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
+
+        let mut instance = pool.checkout().map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
+        self.metadata = Some(instance.metadata().map_err(|e| anyhow::anyhow!("reading metadata: {e}"))?);
+        let suite = instance.self_tests().map_err(|e| anyhow::anyhow!("listing self-tests: {e}"))?;
+        let cases = collect_cases(suite, tests.as_deref())?;
+        if cases.is_empty() && require_self_tests {
+            anyhow::bail!("self-tests: the version ships none (add cases to the component or a tests file)");
+        }
+        let report = run_cases(&mut instance, &cases);
+        drop(instance);
+        let failed: Vec<String> = report.outcomes.iter().filter(|o| !o.passed).map(|o| format!("`{}`: {}", o.name, o.detail)).collect();
+        self.self_tests = Some(report);
+        if !failed.is_empty() {
+            anyhow::bail!("self-tests: {} of {} failed: {}", failed.len(), cases.len(), failed.join("; "));
+        }
+        self.pool = Some(pool);
+        Ok(())
+    }
+}

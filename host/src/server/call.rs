@@ -1,0 +1,42 @@
+//! A request's path into a model, shared by every inference route: wait for admission (bounded queue),
+//! take a warm instance, run the guest on this worker (telling tokio so other tasks move), return or
+//! drop the instance, record metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::registry::ModelVersion;
+use crate::runtime::{CallError, ModelInstance};
+
+use super::error::ApiError;
+use super::metrics;
+
+/// Runs `call` on an instance of `version`; `route` names the entry point in metrics.
+pub async fn call_model<R>(
+    version: &Arc<ModelVersion>,
+    route: &'static str,
+    call: impl FnOnce(&mut ModelInstance) -> Result<R, CallError>,
+) -> Result<R, ApiError> {
+    let started = Instant::now();
+    let outcome = async {
+        let pool = version.pool.as_ref().ok_or_else(|| CallError::Overloaded(Default::default()))?;
+        let admitted = version.admission.admit().await?;
+        metrics::queue_wait(version, admitted.waited);
+        // Guest calls are short CPU work bounded by the deadline; running them here avoids a thread
+        // hop per request, and block_in_place keeps the runtime's other tasks moving meanwhile.
+        let result = tokio::task::block_in_place(|| {
+            let mut instance = pool.checkout()?;
+            call(&mut instance)
+        });
+        drop(admitted);
+        result
+    }
+    .await;
+    let error = outcome.as_ref().err().cloned();
+    let result = outcome.map_err(ApiError::from);
+    metrics::request(version, route, result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status.as_u16()), started.elapsed());
+    if let Some(e) = error {
+        metrics::call_error(version, &e);
+    }
+    result
+}

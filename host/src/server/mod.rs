@@ -1,0 +1,126 @@
+//! The HTTP front door (axum on tokio): routes, the layers every request passes (request id, tracing,
+//! body limit), and graceful shutdown. Handlers live beside it: [`oip`] (Open Inference Protocol v2),
+//! [`predict`] (feature-style JSON and model listings), [`metrics`] (Prometheus).
+
+mod binary;
+mod call;
+mod error;
+pub mod metrics;
+mod oip;
+mod predict;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderName, HeaderValue, Request};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use predict::VERSION_HEADER;
+
+use crate::registry::Registry;
+
+/// Header carrying the request id (taken from the caller, or made up), returned on every response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Versions and the routing table.
+    pub registry: Arc<Registry>,
+    /// True once the store has been loaded (readiness).
+    pub loaded: Arc<AtomicBool>,
+    metrics: PrometheusHandle,
+}
+
+/// The body, or the reason it could not be read (413 past the body limit).
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see /v2, /v2/models/{model}/infer, /v1/models/{model}/predict, /metrics)")
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    metrics::sample(&state.registry.table());
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
+}
+
+/// The application: every route with its layers.
+pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, max_body_bytes: usize) -> Router {
+    let state = AppState { registry, loaded, metrics: metrics::install() };
+    let request_id = HeaderName::from_static(REQUEST_ID);
+    Router::new()
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{model}", get(oip::metadata))
+        .route("/v2/models/{model}/ready", get(oip::model_ready))
+        .route("/v2/models/{model}/infer", post(oip::infer))
+        .route("/v2/models/{model}/versions/{version}", get(oip::metadata_version))
+        .route("/v2/models/{model}/versions/{version}/ready", get(oip::model_version_ready))
+        .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer_version))
+        .route("/v1/models", get(predict::list))
+        .route("/v1/models/{model}", get(predict::describe))
+        .route("/v1/models/{model}/predict", post(predict::predict))
+        .route("/v1/models/{model}/versions/{version}/predict", post(predict::predict_version))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves until SIGINT/SIGTERM, then stops accepting and drains in-flight requests.
+pub async fn serve(registry: Arc<Registry>, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<()> {
+    let loaded = Arc::new(AtomicBool::new(false));
+    let app = router(registry.clone(), loaded.clone(), max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    // Liveness answers at once; readiness waits for the store to load.
+    let loader = tokio::task::spawn_blocking(move || {
+        let result = registry.load_all();
+        loaded.store(true, Ordering::Release);
+        result
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let (served, load) = tokio::join!(server, loader);
+    load??;
+    served?;
+    tracing::info!("drained; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

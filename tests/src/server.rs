@@ -1,0 +1,149 @@
+//! A real `ferry serve` process on a free loopback port, over a store seeded with `ferry add`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::workspace;
+
+/// The `ferry` binary cargo built beside this test binary.
+pub fn ferry_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/ferry
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p ferry`", bin.display());
+    bin
+}
+
+/// One version to seed the store with.
+pub struct Seed<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    pub component: PathBuf,
+    pub weights: Option<PathBuf>,
+    pub tests: Option<PathBuf>,
+    pub config: Option<serde_json::Value>,
+}
+
+impl<'a> Seed<'a> {
+    /// A sample model from target/models with whatever files it has beside it.
+    pub fn sample(name: &'a str, version: &'a str) -> Seed<'a> {
+        let dir = workspace().join("target/models");
+        let beside = |ext: &str| Some(dir.join(format!("{name}.{ext}"))).filter(|p| p.exists());
+        Seed { model: name, version, component: dir.join(format!("{name}.wasm")), weights: beside("weights"), tests: beside("tests.json"), config: None }
+    }
+
+    /// The hostile guest as model `model`, configured with `config`.
+    pub fn hostile(model: &'a str, config: serde_json::Value) -> Seed<'a> {
+        Seed {
+            model,
+            version: "1",
+            component: workspace().join("target/test-guests/hostile-guest.wasm"),
+            weights: None,
+            tests: None,
+            config: Some(config),
+        }
+    }
+}
+
+/// Runs `ferry add` for `seed` into `store`.
+pub fn add(store: &Path, seed: &Seed) {
+    let mut cmd = Command::new(ferry_bin());
+    cmd.arg("add").arg(&seed.component).args(["--model", seed.model, "--version", seed.version]).arg("--store").arg(store);
+    if let Some(w) = &seed.weights {
+        cmd.arg("--weights").arg(w);
+    }
+    if let Some(t) = &seed.tests {
+        cmd.arg("--tests").arg(t);
+    }
+    if let Some(c) = &seed.config {
+        let path = store.join(format!("{}-{}.config.json", seed.model, seed.version));
+        std::fs::write(&path, c.to_string()).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    let out = cmd.output().expect("run ferry add");
+    assert!(out.status.success(), "ferry add {}: {}", seed.model, String::from_utf8_lossy(&out.stderr));
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Seeds a fresh store, writes `config_toml`, starts `ferry serve`, waits until it is ready.
+    pub fn start(seeds: &[Seed], config_toml: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        for seed in seeds {
+            add(&store, seed);
+        }
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(ferry_bin())
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--store")
+            .arg(&store)
+            .arg("--config")
+            .arg(&config)
+            .env("FERRY_LOG", "ferry=info,warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry serve");
+        let server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+        server.wait_ready(Duration::from_secs(300));
+        server
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if ureq::get(&self.url("/v2/health/ready")).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ferry serve was not ready within {limit:?}; log:\n{}", self.log());
+    }
+
+    /// A URL on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
