@@ -7,6 +7,7 @@
 //! fuel = false               # count fuel (needed for per-model fuel limits)
 //! max_body_bytes = 67108864  # largest HTTP request body
 //! require_self_tests = true  # a version that ships no self-tests does not go live
+//! max_upload_bytes = 4294967296
 //!
 //! [models.default]           # limits for every model without its own section
 //! deadline_ms = 1000
@@ -38,11 +39,20 @@ pub struct HostSection {
     pub max_body_bytes: usize,
     /// Refuse to serve a version that ships no self-tests.
     pub require_self_tests: bool,
+    /// Largest uploaded file (component, weights, config or tests), in bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for HostSection {
     fn default() -> Self {
-        HostSection { max_memory_mib: 4096, total_instances: 256, fuel: false, max_body_bytes: 64 << 20, require_self_tests: true }
+        HostSection {
+            max_memory_mib: 4096,
+            total_instances: 256,
+            fuel: false,
+            max_body_bytes: 64 << 20,
+            require_self_tests: true,
+            max_upload_bytes: 4 << 30,
+        }
     }
 }
 
@@ -59,13 +69,19 @@ pub struct HostConfig {
 impl HostConfig {
     /// Reads a TOML configuration file.
     pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{} is not a valid Ferry configuration", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid Ferry configuration", path.display()))
     }
 
     /// The limits for `model`: its own section, else `[models.default]`, else the built-in defaults.
     pub fn limits_for(&self, model: &str) -> ModelLimits {
-        self.models.get(model).or_else(|| self.models.get("default")).cloned().unwrap_or_default()
+        self.models
+            .get(model)
+            .or_else(|| self.models.get("default"))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -16,8 +16,8 @@ pub mod config;
 pub mod engine;
 pub mod registry;
 pub mod runtime;
-pub mod server;
 pub mod selftest;
+pub mod server;
 pub mod tensor;
 
 /// The contract version this host serves (the `wit/` package).

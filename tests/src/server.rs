@@ -10,8 +10,16 @@ use crate::workspace;
 pub fn ferry_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> → target/<profile>/ferry
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p ferry`", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p ferry`",
+        bin.display()
+    );
     bin
 }
 
@@ -30,7 +38,14 @@ impl<'a> Seed<'a> {
     pub fn sample(name: &'a str, version: &'a str) -> Seed<'a> {
         let dir = workspace().join("target/models");
         let beside = |ext: &str| Some(dir.join(format!("{name}.{ext}"))).filter(|p| p.exists());
-        Seed { model: name, version, component: dir.join(format!("{name}.wasm")), weights: beside("weights"), tests: beside("tests.json"), config: None }
+        Seed {
+            model: name,
+            version,
+            component: dir.join(format!("{name}.wasm")),
+            weights: beside("weights"),
+            tests: beside("tests.json"),
+            config: None,
+        }
     }
 
     /// The hostile guest as model `model`, configured with `config`.
@@ -49,7 +64,11 @@ impl<'a> Seed<'a> {
 /// Runs `ferry add` for `seed` into `store`.
 pub fn add(store: &Path, seed: &Seed) {
     let mut cmd = Command::new(ferry_bin());
-    cmd.arg("add").arg(&seed.component).args(["--model", seed.model, "--version", seed.version]).arg("--store").arg(store);
+    cmd.arg("add")
+        .arg(&seed.component)
+        .args(["--model", seed.model, "--version", seed.version])
+        .arg("--store")
+        .arg(store);
     if let Some(w) = &seed.weights {
         cmd.arg("--weights").arg(w);
     }
@@ -62,7 +81,12 @@ pub fn add(store: &Path, seed: &Seed) {
         cmd.arg("--config").arg(path);
     }
     let out = cmd.output().expect("run ferry add");
-    assert!(out.status.success(), "ferry add {}: {}", seed.model, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ferry add {}: {}",
+        seed.model,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A running server; killed when dropped.
@@ -71,39 +95,94 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     _dir: tempfile::TempDir,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    let mut cmd = Command::new(ferry_bin());
+    // A server must not outlive the test binary, even one held in a static that is never dropped.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--store")
+        .arg(dir.join("store"))
+        .arg("--config")
+        .arg(dir.join("ferry.toml"))
+        .args(extra_args)
+        .env("FERRY_LOG", "ferry=info,warn")
+        .env_remove("FERRY_ADMIN_TOKEN")
+        .env_remove("FERRY_INFERENCE_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ferry serve")
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
     /// Seeds a fresh store, writes `config_toml`, starts `ferry serve`, waits until it is ready.
     pub fn start(seeds: &[Seed], config_toml: &str) -> Server {
+        Server::start_with(seeds, config_toml, &[])
+    }
+
+    /// Like [`Server::start`], with more `ferry serve` arguments (e.g. `--admin-token`).
+    pub fn start_with(seeds: &[Seed], config_toml: &str, extra_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         for seed in seeds {
             add(&store, seed);
         }
-        let config = dir.path().join("ferry.toml");
-        std::fs::write(&config, config_toml).unwrap();
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(dir.path().join("ferry.toml"), config_toml).unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(ferry_bin())
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--store")
-            .arg(&store)
-            .arg("--config")
-            .arg(&config)
-            .env("FERRY_LOG", "ferry=info,warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ferry serve");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let child = spawn(dir.path(), port, &extra_args);
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+            port,
+            extra_args,
+        };
         server.wait_ready(Duration::from_secs(300));
         server
+    }
+
+    /// The store directory.
+    pub fn store(&self) -> PathBuf {
+        self._dir.path().join("store")
+    }
+
+    /// Kills the process outright (SIGKILL): no draining, no cleanup.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `ferry serve` again on the same store, port and arguments; waits until ready.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = spawn(self._dir.path(), self.port, &self.extra_args);
+        self.wait_ready(Duration::from_secs(300));
     }
 
     fn wait_ready(&self, limit: Duration) {
@@ -114,7 +193,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("ferry serve was not ready within {limit:?}; log:\n{}", self.log());
+        panic!(
+            "ferry serve was not ready within {limit:?}; log:\n{}",
+            self.log()
+        );
     }
 
     /// A URL on this server.
@@ -129,7 +211,9 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(status)) = self.child.try_wait() {

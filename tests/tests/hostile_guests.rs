@@ -20,7 +20,13 @@ fn hostile(attack: &str, limits: ModelLimits) -> Arc<InstancePool> {
 
 fn attack(attack: &str, limits: ModelLimits) -> CallError {
     // No minimum: nothing refills the pool behind the test's back, so what it holds is what came back.
-    let pool = hostile(attack, ModelLimits { min_instances: 0, ..limits });
+    let pool = hostile(
+        attack,
+        ModelLimits {
+            min_instances: 0,
+            ..limits
+        },
+    );
     let err = pool
         .checkout()
         .unwrap()

@@ -44,12 +44,22 @@ fn server() -> &'static Server {
 }
 
 /// (status, headers we care about, body)
-fn send(method: &str, path: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, ureq::Response) {
+fn send(
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, ureq::Response) {
     let mut req = ureq::request(method, &server().url(path)).set("content-type", content_type);
     for (k, v) in headers {
         req = req.set(k, v);
     }
-    let result = if method == "GET" { req.call() } else { req.send_bytes(body) };
+    let result = if method == "GET" {
+        req.call()
+    } else {
+        req.send_bytes(body)
+    };
     match result {
         Ok(r) => (r.status(), r),
         Err(ureq::Error::Status(code, r)) => (code, r),
@@ -58,9 +68,22 @@ fn send(method: &str, path: &str, content_type: &str, body: &[u8], headers: &[(&
 }
 
 fn json_call(method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (status, r) = send(method, path, "application/json", body.to_string().as_bytes(), &[]);
+    let (status, r) = send(
+        method,
+        path,
+        "application/json",
+        body.to_string().as_bytes(),
+        &[],
+    );
     let text = r.into_string().unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    (
+        status,
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        },
+    )
 }
 
 fn get(path: &str) -> (u16, Value) {
@@ -68,13 +91,42 @@ fn get(path: &str) -> (u16, Value) {
 }
 
 fn example(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(workspace().join(format!("sample-models/{name}/example-request.json"))).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(
+            workspace().join(format!("sample-models/{name}/example-request.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap()
 }
 
 fn held_out() -> (Vec<Vec<f64>>, Vec<i64>) {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(workspace().join("sample-models/digits-onnx/held-out.json")).unwrap()).unwrap();
-    let images = v["images"].as_array().unwrap().iter().map(|i| i.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect();
-    (images, v["digits"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect())
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("sample-models/digits-onnx/held-out.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let images = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    (
+        images,
+        v["digits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap())
+            .collect(),
+    )
 }
 
 #[test]
@@ -82,7 +134,10 @@ fn server_metadata_and_health() {
     let (status, meta) = get("/v2");
     assert_eq!(status, 200);
     assert_eq!(meta["name"], "ferry");
-    assert!(meta["extensions"].as_array().unwrap().contains(&json!("binary_tensor_data")));
+    assert!(meta["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("binary_tensor_data")));
     assert_eq!(get("/v2/health/live").0, 200);
     assert_eq!(get("/v2/health/ready").0, 200);
     assert_eq!(get("/v2/models/digits-onnx/ready").0, 200);
@@ -97,8 +152,14 @@ fn model_metadata_comes_from_what_the_guest_declares() {
     assert_eq!(meta["name"], "digits-onnx");
     assert_eq!(meta["versions"], json!(["1"]));
     assert_eq!(meta["platform"], "tract-onnx");
-    assert_eq!(meta["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]));
-    assert_eq!(meta["outputs"][0], json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}));
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "input", "datatype": "FP32", "shape": [-1, 64]}])
+    );
+    assert_eq!(
+        meta["outputs"][0],
+        json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]})
+    );
     assert_eq!(get("/v2/models/digits-onnx/versions/1").1, meta);
     assert_eq!(get("/v2/models/digits-onnx/versions/7").0, 404);
 }
@@ -117,8 +178,17 @@ fn digits_infer_reads_held_out_digits_and_echoes_the_id() {
     assert_eq!(answer["model_name"], "digits-onnx");
     assert_eq!(answer["model_version"], "1");
     let outputs = answer["outputs"].as_array().unwrap();
-    assert_eq!(outputs.len(), 1, "only the requested output comes back: {answer}");
-    let labels: Vec<i64> = outputs[0]["data"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(
+        outputs.len(),
+        1,
+        "only the requested output comes back: {answer}"
+    );
+    let labels: Vec<i64> = outputs[0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     let right = labels.iter().zip(&digits).filter(|(a, b)| a == b).count();
     assert!(right >= 9, "{labels:?} vs {digits:?}");
     // With a version in the path, the same answer.
@@ -130,7 +200,12 @@ fn digits_infer_reads_held_out_digits_and_echoes_the_id() {
 fn nested_and_flat_data_give_the_same_answer() {
     let nested = example("diabetes-gbdt");
     let mut flat = nested.clone();
-    let rows = nested["inputs"][0]["data"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().clone()).collect::<Vec<_>>();
+    let rows = nested["inputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().clone())
+        .collect::<Vec<_>>();
     flat["inputs"][0]["data"] = json!(rows);
     let (s1, a) = json_call("POST", "/v2/models/diabetes-gbdt/infer", &nested);
     let (s2, b) = json_call("POST", "/v2/models/diabetes-gbdt/infer", &flat);
@@ -173,20 +248,51 @@ fn binary_body(inputs: &Value, binary_outputs: bool) -> (Vec<u8>, usize) {
         let bytes: Vec<u8> = match input["datatype"].as_str().unwrap() {
             "BOOL" => data.iter().map(|v| v.as_bool().unwrap() as u8).collect(),
             "UINT8" => data.iter().map(|v| v.as_u64().unwrap() as u8).collect(),
-            "UINT16" => data.iter().flat_map(|v| (v.as_u64().unwrap() as u16).to_le_bytes()).collect(),
-            "UINT32" => data.iter().flat_map(|v| (v.as_u64().unwrap() as u32).to_le_bytes()).collect(),
-            "UINT64" => data.iter().flat_map(|v| v.as_u64().unwrap().to_le_bytes()).collect(),
-            "INT8" => data.iter().map(|v| v.as_i64().unwrap() as i8 as u8).collect(),
-            "INT16" => data.iter().flat_map(|v| (v.as_i64().unwrap() as i16).to_le_bytes()).collect(),
-            "INT32" => data.iter().flat_map(|v| (v.as_i64().unwrap() as i32).to_le_bytes()).collect(),
-            "INT64" => data.iter().flat_map(|v| v.as_i64().unwrap().to_le_bytes()).collect(),
-            "FP32" => data.iter().flat_map(|v| (v.as_f64().unwrap() as f32).to_le_bytes()).collect(),
-            "FP64" => data.iter().flat_map(|v| v.as_f64().unwrap().to_le_bytes()).collect(),
+            "UINT16" => data
+                .iter()
+                .flat_map(|v| (v.as_u64().unwrap() as u16).to_le_bytes())
+                .collect(),
+            "UINT32" => data
+                .iter()
+                .flat_map(|v| (v.as_u64().unwrap() as u32).to_le_bytes())
+                .collect(),
+            "UINT64" => data
+                .iter()
+                .flat_map(|v| v.as_u64().unwrap().to_le_bytes())
+                .collect(),
+            "INT8" => data
+                .iter()
+                .map(|v| v.as_i64().unwrap() as i8 as u8)
+                .collect(),
+            "INT16" => data
+                .iter()
+                .flat_map(|v| (v.as_i64().unwrap() as i16).to_le_bytes())
+                .collect(),
+            "INT32" => data
+                .iter()
+                .flat_map(|v| (v.as_i64().unwrap() as i32).to_le_bytes())
+                .collect(),
+            "INT64" => data
+                .iter()
+                .flat_map(|v| v.as_i64().unwrap().to_le_bytes())
+                .collect(),
+            "FP32" => data
+                .iter()
+                .flat_map(|v| (v.as_f64().unwrap() as f32).to_le_bytes())
+                .collect(),
+            "FP64" => data
+                .iter()
+                .flat_map(|v| v.as_f64().unwrap().to_le_bytes())
+                .collect(),
             "BYTES" => data
                 .iter()
                 .flat_map(|v| {
                     let s = v.as_str().unwrap().as_bytes();
-                    (s.len() as u32).to_le_bytes().into_iter().chain(s.iter().copied()).collect::<Vec<_>>()
+                    (s.len() as u32)
+                        .to_le_bytes()
+                        .into_iter()
+                        .chain(s.iter().copied())
+                        .collect::<Vec<_>>()
                 })
                 .collect(),
             other => panic!("{other}"),
@@ -197,7 +303,9 @@ fn binary_body(inputs: &Value, binary_outputs: bool) -> (Vec<u8>, usize) {
         header_inputs.push(header);
         tail.extend(bytes);
     }
-    let header = json!({"inputs": header_inputs, "parameters": {"binary_data_output": binary_outputs}}).to_string();
+    let header =
+        json!({"inputs": header_inputs, "parameters": {"binary_data_output": binary_outputs}})
+            .to_string();
     let mut body = header.clone().into_bytes();
     body.extend(tail);
     (body, header.len())
@@ -207,23 +315,48 @@ fn binary_body(inputs: &Value, binary_outputs: bool) -> (Vec<u8>, usize) {
 fn binary_and_json_requests_give_identical_results() {
     let inputs = echo_inputs();
     let (body, header_len) = binary_body(&inputs, false);
-    let (status, r) = send("POST", "/v2/models/echo/infer", "application/octet-stream", &body, &[("Inference-Header-Content-Length", &header_len.to_string())]);
+    let (status, r) = send(
+        "POST",
+        "/v2/models/echo/infer",
+        "application/octet-stream",
+        &body,
+        &[("Inference-Header-Content-Length", &header_len.to_string())],
+    );
     assert_eq!(status, 200);
     let answer: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
     assert_eq!(answer["outputs"], inputs, "binary in, JSON out");
 
     // Binary out too: the response carries the JSON header length and raw tensors after it.
     let (body, header_len) = binary_body(&inputs, true);
-    let (status, r) = send("POST", "/v2/models/echo/infer", "application/octet-stream", &body, &[("Inference-Header-Content-Length", &header_len.to_string())]);
+    let (status, r) = send(
+        "POST",
+        "/v2/models/echo/infer",
+        "application/octet-stream",
+        &body,
+        &[("Inference-Header-Content-Length", &header_len.to_string())],
+    );
     assert_eq!(status, 200);
-    let json_len: usize = r.header("inference-header-content-length").expect("binary response header").parse().unwrap();
+    let json_len: usize = r
+        .header("inference-header-content-length")
+        .expect("binary response header")
+        .parse()
+        .unwrap();
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).unwrap();
     let header: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
-    let sizes: usize = header["outputs"].as_array().unwrap().iter().map(|o| o["parameters"]["binary_data_size"].as_u64().unwrap() as usize).sum();
+    let sizes: usize = header["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["parameters"]["binary_data_size"].as_u64().unwrap() as usize)
+        .sum();
     assert_eq!(json_len + sizes, bytes.len());
     let (_, request_len) = binary_body(&inputs, true);
-    assert_eq!(&bytes[json_len..], &body[request_len..], "the echoed tensors are byte-identical");
+    assert_eq!(
+        &bytes[json_len..],
+        &body[request_len..],
+        "the echoed tensors are byte-identical"
+    );
 }
 
 #[test]
@@ -235,7 +368,13 @@ fn digits_binary_and_json_agree() {
     let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [images.len(), 64], "parameters": {"binary_data_size": pixels.len() * 4}}]}).to_string();
     let mut body = header.clone().into_bytes();
     body.extend(pixels.iter().flat_map(|p| p.to_le_bytes()));
-    let (status, r) = send("POST", "/v2/models/digits-onnx/infer", "application/octet-stream", &body, &[("inference-header-content-length", &header.len().to_string())]);
+    let (status, r) = send(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        "application/octet-stream",
+        &body,
+        &[("inference-header-content-length", &header.len().to_string())],
+    );
     assert_eq!(status, 200);
     let by_binary: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
     assert_eq!(by_json["outputs"], by_binary["outputs"]);
@@ -243,62 +382,165 @@ fn digits_binary_and_json_agree() {
 
 #[test]
 fn fraud_predict_answers_like_scikit_learn_and_names_the_version() {
-    let tests: Value = serde_json::from_str(&std::fs::read_to_string(workspace().join("sample-models/fraud-features/tests.json")).unwrap()).unwrap();
+    let tests: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("sample-models/fraud-features/tests.json"))
+            .unwrap(),
+    )
+    .unwrap();
     for case in tests["cases"].as_array().unwrap().iter().take(5) {
-        let (status, r) = send("POST", "/v1/models/fraud-features/predict", "application/json", case["request"].to_string().as_bytes(), &[]);
+        let (status, r) = send(
+            "POST",
+            "/v1/models/fraud-features/predict",
+            "application/json",
+            case["request"].to_string().as_bytes(),
+            &[],
+        );
         assert_eq!(status, 200);
         assert_eq!(r.header("ferry-model-version"), Some("1"));
-        assert!(r.header("x-request-id").is_some_and(|id| !id.is_empty()), "every response carries a request id");
+        assert!(
+            r.header("x-request-id").is_some_and(|id| !id.is_empty()),
+            "every response carries a request id"
+        );
         let answer: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
-        let (got, want) = (answer["fraud_probability"].as_f64().unwrap(), case["response"]["fraud_probability"].as_f64().unwrap());
+        let (got, want) = (
+            answer["fraud_probability"].as_f64().unwrap(),
+            case["response"]["fraud_probability"].as_f64().unwrap(),
+        );
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
     }
-    let (status, _) = json_call("POST", "/v1/models/fraud-features/versions/1/predict", &example("fraud-features"));
+    let (status, _) = json_call(
+        "POST",
+        "/v1/models/fraud-features/versions/1/predict",
+        &example("fraud-features"),
+    );
     assert_eq!(status, 200);
 }
 
 #[test]
 fn a_caller_supplied_request_id_is_returned() {
-    let (_, r) = send("GET", "/v2/health/live", "application/json", b"", &[("x-request-id", "trace-me-123")]);
+    let (_, r) = send(
+        "GET",
+        "/v2/health/live",
+        "application/json",
+        b"",
+        &[("x-request-id", "trace-me-123")],
+    );
     assert_eq!(r.header("x-request-id"), Some("trace-me-123"));
 }
 
 fn error_of(status_and_body: (u16, Value)) -> (u16, String) {
     let (status, body) = status_and_body;
-    (status, body["error"].as_str().unwrap_or_else(|| panic!("errors are JSON with `error`: {body}")).to_owned())
+    (
+        status,
+        body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("errors are JSON with `error`: {body}"))
+            .to_owned(),
+    )
 }
 
 #[test]
 fn malformed_requests_are_400_naming_the_problem() {
-    let (s, e) = error_of(json_call("POST", "/v2/models/digits-onnx/infer", &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 63], "data": vec![0.0; 63]}]})));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 63], "data": vec![0.0; 63]}]}),
+    ));
     assert_eq!(s, 400);
-    assert!(e.contains("input `input`") && e.contains("[-1, 64]") && e.contains("[1, 63]"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v2/models/digits-onnx/infer", &json!({"inputs": [{"name": "input", "datatype": "INT32", "shape": [1, 64], "data": vec![0; 64]}]})));
-    assert!(s == 400 && e.contains("expected datatype FP32, got INT32"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v2/models/digits-onnx/infer", &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": vec![0.0; 64]}]})));
-    assert!(s == 400 && e.contains("needs 128 elements, data has 64"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v2/models/digits-onnx/infer", &json!({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1], "data": [0]}]})));
-    assert!(s == 400 && e.contains("no input `pixels`") && e.contains("input"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v2/models/digits-onnx/infer", &json!({"inputs": []})));
+    assert!(
+        e.contains("input `input`") && e.contains("[-1, 64]") && e.contains("[1, 63]"),
+        "{e}"
+    );
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": [{"name": "input", "datatype": "INT32", "shape": [1, 64], "data": vec![0; 64]}]}),
+    ));
+    assert!(
+        s == 400 && e.contains("expected datatype FP32, got INT32"),
+        "{e}"
+    );
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": vec![0.0; 64]}]}),
+    ));
+    assert!(
+        s == 400 && e.contains("needs 128 elements, data has 64"),
+        "{e}"
+    );
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1], "data": [0]}]}),
+    ));
+    assert!(
+        s == 400 && e.contains("no input `pixels`") && e.contains("input"),
+        "{e}"
+    );
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": []}),
+    ));
     assert!(s == 400 && e.contains("input `input` is missing"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v2/models/digits-onnx/infer", &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": vec![0.0; 64]}], "outputs": [{"name": "logits"}]})));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": vec![0.0; 64]}], "outputs": [{"name": "logits"}]}),
+    ));
     assert!(s == 400 && e.contains("no output `logits`"), "{e}");
-    let (status, r) = send("POST", "/v2/models/digits-onnx/infer", "application/json", b"{not json", &[]);
+    let (status, r) = send(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        "application/json",
+        b"{not json",
+        &[],
+    );
     assert_eq!(status, 400);
-    assert!(r.into_string().unwrap().contains("invalid inference request"));
-    let (s, e) = error_of(json_call("POST", "/v1/models/fraud-features/predict", &json!([1, 2])));
+    assert!(r
+        .into_string()
+        .unwrap()
+        .contains("invalid inference request"));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/fraud-features/predict",
+        &json!([1, 2]),
+    ));
     assert!(s == 400 && e.contains("JSON object"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v2/models/fraud-features/infer", &json!({"inputs": []})));
-    assert!(s == 400 && e.contains("/v1/models/fraud-features/predict"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v1/models/digits-onnx/predict", &json!({})));
-    assert!(s == 400 && e.contains("/v2/models/digits-onnx/infer"), "{e}");
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/fraud-features/infer",
+        &json!({"inputs": []}),
+    ));
+    assert!(
+        s == 400 && e.contains("/v1/models/fraud-features/predict"),
+        "{e}"
+    );
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/digits-onnx/predict",
+        &json!({}),
+    ));
+    assert!(
+        s == 400 && e.contains("/v2/models/digits-onnx/infer"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_models_and_versions_are_404() {
-    let (s, e) = error_of(json_call("POST", "/v2/models/nope/infer", &json!({"inputs": []})));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v2/models/nope/infer",
+        &json!({"inputs": []}),
+    ));
     assert!(s == 404 && e.contains("unknown model `nope`"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v1/models/fraud-features/versions/9/predict", &json!({})));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/fraud-features/versions/9/predict",
+        &json!({}),
+    ));
     assert!(s == 404 && e.contains("no version or alias `9`"), "{e}");
     assert_eq!(get("/v3/whatever").0, 404);
 }
@@ -307,48 +549,98 @@ fn unknown_models_and_versions_are_404() {
 fn a_request_the_model_rejects_is_422() {
     let mut request = example("fraud-features");
     request["features"]["hour"] = json!(30);
-    let (s, e) = error_of(json_call("POST", "/v1/models/fraud-features/predict", &request));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/fraud-features/predict",
+        &request,
+    ));
     assert!(s == 422 && e.contains("hour"), "{e}");
 }
 
 #[test]
 fn a_body_over_the_limit_is_413() {
     let body = vec![b' '; 3 << 20];
-    let (status, r) = send("POST", "/v1/models/fraud-features/predict", "application/json", &body, &[]);
+    let (status, r) = send(
+        "POST",
+        "/v1/models/fraud-features/predict",
+        "application/json",
+        &body,
+        &[],
+    );
     assert_eq!(status, 413);
     assert!(serde_json::from_str::<Value>(&r.into_string().unwrap()).unwrap()["error"].is_string());
 }
 
 #[test]
 fn a_looping_model_is_504_and_a_trapping_one_500_and_others_keep_serving() {
-    let (s, e) = error_of(json_call("POST", "/v1/models/hostile-loop/predict", &json!({})));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/hostile-loop/predict",
+        &json!({}),
+    ));
     assert!(s == 504 && e.contains("deadline exceeded"), "{e}");
-    let (s, e) = error_of(json_call("POST", "/v1/models/hostile-trap/predict", &json!({})));
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/hostile-trap/predict",
+        &json!({}),
+    ));
     assert!(s == 500 && e.contains("trapped"), "{e}");
-    let (s, _) = json_call("POST", "/v1/models/fraud-features/predict", &example("fraud-features"));
+    let (s, _) = json_call(
+        "POST",
+        "/v1/models/fraud-features/predict",
+        &example("fraud-features"),
+    );
     assert_eq!(s, 200);
 }
 
 #[test]
 fn overload_is_503_with_retry_after_then_recovers() {
     // One instance, busy for 1.5 s; a second caller waits 50 ms at most, then is told to retry.
-    let slow = std::thread::spawn(|| json_call("POST", "/v1/models/hostile-spin/predict", &json!({"ms": 1500})));
+    let slow = std::thread::spawn(|| {
+        json_call(
+            "POST",
+            "/v1/models/hostile-spin/predict",
+            &json!({"ms": 1500}),
+        )
+    });
     std::thread::sleep(Duration::from_millis(300));
-    let (status, r) = send("POST", "/v1/models/hostile-spin/predict", "application/json", br#"{"ms": 1}"#, &[]);
+    let (status, r) = send(
+        "POST",
+        "/v1/models/hostile-spin/predict",
+        "application/json",
+        br#"{"ms": 1}"#,
+        &[],
+    );
     assert_eq!(status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.into_string().unwrap().contains("overloaded"));
-    assert_eq!(slow.join().unwrap().0, 200, "the busy call itself completes");
+    assert_eq!(
+        slow.join().unwrap().0,
+        200,
+        "the busy call itself completes"
+    );
     let (status, answer) = json_call("POST", "/v1/models/hostile-spin/predict", &json!({"ms": 1}));
-    assert_eq!((status, answer["spun_ms"].as_u64()), (200, Some(1)), "recovered");
+    assert_eq!(
+        (status, answer["spun_ms"].as_u64()),
+        (200, Some(1)),
+        "recovered"
+    );
 }
 
 #[test]
 fn models_are_listed_with_states_and_self_test_results() {
     let (status, list) = get("/v1/models");
     assert_eq!(status, 200);
-    let names: Vec<&str> = list["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"digits-onnx") && names.contains(&"echo"), "{names:?}");
+    let names: Vec<&str> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"digits-onnx") && names.contains(&"echo"),
+        "{names:?}"
+    );
     let (_, digits) = get("/v1/models/digits-onnx");
     assert_eq!(digits["default_version"], "1");
     let v = &digits["versions"][0];
@@ -359,7 +651,11 @@ fn models_are_listed_with_states_and_self_test_results() {
 
 #[test]
 fn metrics_have_per_model_series() {
-    json_call("POST", "/v1/models/fraud-features/predict", &example("fraud-features"));
+    json_call(
+        "POST",
+        "/v1/models/fraud-features/predict",
+        &example("fraud-features"),
+    );
     json_call("POST", "/v1/models/hostile-trap/predict", &json!({}));
     let (status, r) = send("GET", "/metrics", "text/plain", b"", &[]);
     assert_eq!(status, 200);
@@ -379,16 +675,27 @@ fn metrics_have_per_model_series() {
 #[test]
 fn a_third_party_oip_client_and_a_prometheus_parser_agree() {
     let python = workspace().join("target/py/bin/python");
-    assert!(python.exists(), "{} is missing: scripts/test.sh installs tests/python/requirements.txt there", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh installs tests/python/requirements.txt there",
+        python.display()
+    );
     let out = std::process::Command::new(python)
         .arg(workspace().join("tests/python/oip_client_check.py"))
         .arg(server().base.trim_start_matches("http://"))
         .arg(workspace().join("sample-models/digits-onnx/held-out.json"))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("tritonclient JSON: 10/10") || text.contains("tritonclient JSON: 9/10"), "{text}");
+    assert!(
+        text.contains("tritonclient JSON: 10/10") || text.contains("tritonclient JSON: 9/10"),
+        "{text}"
+    );
     assert!(text.contains("binary and JSON agree"), "{text}");
     assert!(text.contains("prometheus parser: ok"), "{text}");
 }

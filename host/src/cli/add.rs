@@ -42,19 +42,35 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let component = read(&args.component)?;
     if component.get(..4) != Some(b"\0asm") {
-        anyhow::bail!("{} is not a WebAssembly component", args.component.display());
+        anyhow::bail!(
+            "{} is not a WebAssembly component",
+            args.component.display()
+        );
     }
     if let Some(p) = &args.config {
-        serde_json::from_slice::<serde_json::Value>(&read(p)?).with_context(|| format!("{} is not JSON", p.display()))?;
+        serde_json::from_slice::<serde_json::Value>(&read(p)?)
+            .with_context(|| format!("{} is not JSON", p.display()))?;
     }
-    let limits: Option<ModelLimits> =
-        args.limits.as_ref().map(|p| serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display()))).transpose()?;
+    let limits: Option<ModelLimits> = args
+        .limits
+        .as_ref()
+        .map(|p| {
+            serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display()))
+        })
+        .transpose()?;
     let put = |p: &Option<PathBuf>| p.as_ref().map(|p| store.put_blob(&read(p)?)).transpose();
     let (sequence, next) = store.next_version(&args.model)?;
     if let Some(v) = &args.version {
         check_name("version", v)?;
-        if store.versions()?.get(&args.model).is_some_and(|vs| vs.iter().any(|m| &m.version == v)) {
-            anyhow::bail!("model {} already has a version {v}; versions are immutable, pick another name", args.model);
+        if store
+            .versions()?
+            .get(&args.model)
+            .is_some_and(|vs| vs.iter().any(|m| &m.version == v))
+        {
+            anyhow::bail!(
+                "model {} already has a version {v}; versions are immutable, pick another name",
+                args.model
+            );
         }
     }
     let manifest = VersionManifest {

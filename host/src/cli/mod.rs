@@ -1,6 +1,9 @@
 //! The `ferry` command line: a thin layer over the library.
 
 mod add;
+mod client;
+mod models;
+mod push;
 mod serve;
 mod test;
 
@@ -20,6 +23,14 @@ pub struct Cli {
 enum Command {
     /// Serve every version in the store over HTTP (Open Inference Protocol v2 and /v1 predict).
     Serve(serve::ServeArgs),
+    /// Upload a version to a server (or new weights for the current component) and wait until it is ready.
+    Push(push::PushArgs),
+    /// List models, versions, states and aliases on a server.
+    Models(models::ModelsArgs),
+    /// Point an alias (default: production) at a version.
+    Promote(models::PromoteArgs),
+    /// Move an alias (default: production) back to its previous version.
+    Rollback(models::RollbackArgs),
     /// Add a version to a store directory directly (no server needed).
     Add(add::AddArgs),
     /// Run a model's self-tests locally: compile, initialise, check every shipped case.
@@ -54,6 +65,10 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<i32> {
         match self.command {
             Command::Serve(args) => serve::run(args),
+            Command::Push(args) => push::run(args),
+            Command::Models(args) => models::list(args),
+            Command::Promote(args) => models::promote(args),
+            Command::Rollback(args) => models::rollback(args),
             Command::Add(args) => add::run(args),
             Command::Test(args) => test::run(args),
         }

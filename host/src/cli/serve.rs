@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::config::HostConfig;
 use crate::engine::{EngineSettings, FerryEngine};
 use crate::registry::{Registry, Store};
+use crate::server::{ServeOptions, Token};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -18,6 +19,12 @@ pub struct ServeArgs {
     /// Host configuration (TOML): host-wide caps and per-model limits.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Bearer token required on management routes (uploads, aliases, deletes, listings).
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Bearer token required on inference routes.
+    #[arg(long, env = "FERRY_INFERENCE_TOKEN", hide_env_values = true)]
+    inference_token: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
@@ -33,9 +40,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         cache_dir: Some(store.compiled_dir()),
         ..Default::default()
     })?;
-    let max_body = config.host.max_body_bytes;
+    let options = ServeOptions {
+        max_body_bytes: config.host.max_body_bytes,
+        admin_token: args
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(Token::new),
+        inference_token: args
+            .inference_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(Token::new),
+    };
     let registry = Registry::new(store, engine, config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ferry-http").build()?;
-    runtime.block_on(crate::server::serve(registry, args.listen, max_body))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry-http")
+        .build()?;
+    runtime.block_on(crate::server::serve(registry, args.listen, options))?;
     Ok(0)
 }

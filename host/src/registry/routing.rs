@@ -20,12 +20,19 @@ pub struct ModelEntry {
 impl ModelEntry {
     /// The newest ready version (highest sequence).
     pub fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
-        self.versions.values().filter(|v| v.is_ready()).max_by_key(|v| v.manifest.sequence)
+        self.versions
+            .values()
+            .filter(|v| v.is_ready())
+            .max_by_key(|v| v.manifest.sequence)
     }
 
     /// Where a request without a version goes: the `production` alias, else the newest ready version.
     pub fn default_version(&self) -> Option<&Arc<ModelVersion>> {
-        self.aliases.get(DEFAULT_ALIAS).and_then(|v| self.versions.get(v)).filter(|v| v.is_ready()).or_else(|| self.newest_ready())
+        self.aliases
+            .get(DEFAULT_ALIAS)
+            .and_then(|v| self.versions.get(v))
+            .filter(|v| v.is_ready())
+            .or_else(|| self.newest_ready())
     }
 }
 
@@ -47,7 +54,11 @@ pub enum RouteError {
     UnknownVersion(String, String),
     /// The version exists but is not serving (HTTP 503; failed versions say why).
     #[error("model `{model}` version `{version}` is not ready: {state}")]
-    NotReady { model: String, version: String, state: String },
+    NotReady {
+        model: String,
+        version: String,
+        state: String,
+    },
     /// The model has no ready version (HTTP 503).
     #[error("model `{0}` has no ready version")]
     NoReadyVersion(String),
@@ -55,14 +66,31 @@ pub enum RouteError {
 
 impl RoutingTable {
     /// The version a request for `model` (and optionally a version or alias name) goes to.
-    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, RouteError> {
-        let entry = self.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_owned()))?;
+    pub fn resolve(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ModelVersion>, RouteError> {
+        let entry = self
+            .models
+            .get(model)
+            .ok_or_else(|| RouteError::UnknownModel(model.to_owned()))?;
         let target = match version {
-            None => return entry.default_version().cloned().ok_or_else(|| RouteError::NoReadyVersion(model.to_owned())),
+            None => {
+                return entry
+                    .default_version()
+                    .cloned()
+                    .ok_or_else(|| RouteError::NoReadyVersion(model.to_owned()))
+            }
             Some(v) => entry
                 .versions
                 .get(v)
-                .or_else(|| entry.aliases.get(v).and_then(|target| entry.versions.get(target)))
+                .or_else(|| {
+                    entry
+                        .aliases
+                        .get(v)
+                        .and_then(|target| entry.versions.get(target))
+                })
                 .ok_or_else(|| RouteError::UnknownVersion(model.to_owned(), v.to_owned()))?,
         };
         match &target.state {

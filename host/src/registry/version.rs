@@ -19,6 +19,8 @@ pub enum VersionState {
     Ready,
     /// Will not serve; the reason says which step failed and why.
     Failed(String),
+    /// Listed but holding no instances; the reason says why (comes back when promoted or loaded).
+    Unloaded(String),
 }
 
 impl VersionState {
@@ -28,6 +30,7 @@ impl VersionState {
             VersionState::Loading => "loading".into(),
             VersionState::Ready => "ready".into(),
             VersionState::Failed(reason) => format!("failed: {reason}"),
+            VersionState::Unloaded(reason) => format!("unloaded: {reason}"),
         }
     }
 
@@ -37,6 +40,7 @@ impl VersionState {
             VersionState::Loading => "loading",
             VersionState::Ready => "ready",
             VersionState::Failed(_) => "failed",
+            VersionState::Unloaded(_) => "unloaded",
         }
     }
 }
@@ -62,11 +66,11 @@ pub struct ModelVersion {
 }
 
 impl ModelVersion {
-    /// A version listed but not loaded yet.
-    pub fn loading(manifest: VersionManifest) -> ModelVersion {
+    /// A version listed in `state` without instances (loading, or unloaded).
+    pub fn listed(manifest: VersionManifest, state: VersionState) -> ModelVersion {
         ModelVersion {
             manifest,
-            state: VersionState::Loading,
+            state,
             limits: ModelLimits::default(),
             pool: None,
             metadata: None,
@@ -88,13 +92,23 @@ impl ModelVersion {
 
     /// Loads the version: component (compiled or cached), pool, self-tests. Never panics on a bad
     /// version: every failure becomes [`VersionState::Failed`] with the step and the cause.
-    pub fn load(engine: &Arc<FerryEngine>, store: &Store, manifest: VersionManifest, limits: ModelLimits, require_self_tests: bool) -> ModelVersion {
+    pub fn load(
+        engine: &Arc<FerryEngine>,
+        store: &Store,
+        manifest: VersionManifest,
+        limits: ModelLimits,
+        require_self_tests: bool,
+    ) -> ModelVersion {
         let started = Instant::now();
         let limits = limits.clamped(engine.settings().max_memory_bytes);
         let mut version = ModelVersion {
-            admission: Admission::new(limits.max_instances, limits.max_queue, limits.queue_timeout()),
+            admission: Admission::new(
+                limits.max_instances,
+                limits.max_queue,
+                limits.queue_timeout(),
+            ),
             limits,
-            ..ModelVersion::loading(manifest)
+            ..ModelVersion::listed(manifest, VersionState::Loading)
         };
         match version.bring_up(engine, store, require_self_tests) {
             Ok(()) => version.state = VersionState::Ready,
@@ -107,33 +121,74 @@ impl ModelVersion {
         version
     }
 
-    fn bring_up(&mut self, engine: &Arc<FerryEngine>, store: &Store, require_self_tests: bool) -> anyhow::Result<()> {
+    fn bring_up(
+        &mut self,
+        engine: &Arc<FerryEngine>,
+        store: &Store,
+        require_self_tests: bool,
+    ) -> anyhow::Result<()> {
         let m = &self.manifest;
         let optional = |sha: &Option<String>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
-            sha.as_ref().map(|s| store.blob(s).with_context(|| format!("reading the {what}"))).transpose()
+            sha.as_ref()
+                .map(|s| store.blob(s).with_context(|| format!("reading the {what}")))
+                .transpose()
         };
-        let component_bytes = store.blob(&m.component_sha256).context("reading the component")?;
+        let component_bytes = store
+            .blob(&m.component_sha256)
+            .context("reading the component")?;
         let weights = optional(&m.weights_sha256, "weights")?;
-        let config = optional(&m.config_sha256, "config")?.map(String::from_utf8).transpose().context("the config is not UTF-8")?;
-        let tests = optional(&m.tests_sha256, "tests file")?.map(String::from_utf8).transpose().context("the tests file is not UTF-8")?;
+        let config = optional(&m.config_sha256, "config")?
+            .map(String::from_utf8)
+            .transpose()
+            .context("the config is not UTF-8")?;
+        let tests = optional(&m.tests_sha256, "tests file")?
+            .map(String::from_utf8)
+            .transpose()
+            .context("the tests file is not UTF-8")?;
 
-        let component = engine.load_component(&component_bytes).context("compiling")?;
-        let inputs = Arc::new(VersionInputs { config: config.unwrap_or_else(|| "{}".into()), weights });
-        let pool = InstancePool::start(component, self.limits.clone(), inputs, self.label()).map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
+        let component = engine
+            .load_component(&component_bytes)
+            .context("compiling")?;
+        let inputs = Arc::new(VersionInputs {
+            config: config.unwrap_or_else(|| "{}".into()),
+            weights,
+        });
+        let pool = InstancePool::start(component, self.limits.clone(), inputs, self.label())
+            .map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
 
-        let mut instance = pool.checkout().map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
-        self.metadata = Some(instance.metadata().map_err(|e| anyhow::anyhow!("reading metadata: {e}"))?);
-        let suite = instance.self_tests().map_err(|e| anyhow::anyhow!("listing self-tests: {e}"))?;
+        let mut instance = pool
+            .checkout()
+            .map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
+        self.metadata = Some(
+            instance
+                .metadata()
+                .map_err(|e| anyhow::anyhow!("reading metadata: {e}"))?,
+        );
+        let suite = instance
+            .self_tests()
+            .map_err(|e| anyhow::anyhow!("listing self-tests: {e}"))?;
         let cases = collect_cases(suite, tests.as_deref())?;
         if cases.is_empty() && require_self_tests {
-            anyhow::bail!("self-tests: the version ships none (add cases to the component or a tests file)");
+            anyhow::bail!(
+                "self-tests: the version ships none (add cases to the component or a tests file)"
+            );
         }
         let report = run_cases(&mut instance, &cases);
         drop(instance);
-        let failed: Vec<String> = report.outcomes.iter().filter(|o| !o.passed).map(|o| format!("`{}`: {}", o.name, o.detail)).collect();
+        let failed: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| format!("`{}`: {}", o.name, o.detail))
+            .collect();
         self.self_tests = Some(report);
         if !failed.is_empty() {
-            anyhow::bail!("self-tests: {} of {} failed: {}", failed.len(), cases.len(), failed.join("; "));
+            anyhow::bail!(
+                "self-tests: {} of {} failed: {}",
+                failed.len(),
+                cases.len(),
+                failed.join("; ")
+            );
         }
         self.pool = Some(pool);
         Ok(())

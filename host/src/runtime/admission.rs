@@ -28,14 +28,22 @@ pub struct Admitted<'a> {
 impl Admission {
     /// Lets `concurrency` calls run and `max_waiting` wait up to `timeout`.
     pub fn new(concurrency: usize, max_waiting: usize, timeout: Duration) -> Admission {
-        Admission { running: Semaphore::new(concurrency.max(1)), waiting: AtomicUsize::new(0), max_waiting, timeout }
+        Admission {
+            running: Semaphore::new(concurrency.max(1)),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            timeout,
+        }
     }
 
     /// Waits for a turn, or refuses at once when the queue is full, or after the timeout.
     pub async fn admit(&self) -> Result<Admitted<'_>, CallError> {
         let started = Instant::now();
         if let Ok(permit) = self.running.try_acquire() {
-            return Ok(Admitted { _permit: permit, waited: Duration::ZERO });
+            return Ok(Admitted {
+                _permit: permit,
+                waited: Duration::ZERO,
+            });
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -44,7 +52,10 @@ impl Admission {
         let permit = tokio::time::timeout(self.timeout, self.running.acquire()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         match permit {
-            Ok(Ok(permit)) => Ok(Admitted { _permit: permit, waited: started.elapsed() }),
+            Ok(Ok(permit)) => Ok(Admitted {
+                _permit: permit,
+                waited: started.elapsed(),
+            }),
             _ => Err(CallError::Overloaded(self.timeout)),
         }
     }
@@ -68,8 +79,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
             admission.admit().await
         });
-        assert_eq!(third.err(), Some(CallError::Overloaded(Duration::ZERO)), "the queue holds one waiter");
-        assert_eq!(second.err(), Some(CallError::Overloaded(Duration::from_millis(30))));
+        assert_eq!(
+            third.err(),
+            Some(CallError::Overloaded(Duration::ZERO)),
+            "the queue holds one waiter"
+        );
+        assert_eq!(
+            second.err(),
+            Some(CallError::Overloaded(Duration::from_millis(30)))
+        );
         drop(first);
         assert!(admission.admit().await.is_ok());
     }

@@ -12,11 +12,11 @@ mod instance;
 mod limits;
 mod pool;
 
+pub use admission::{Admission, Admitted};
 pub use bindings::ferry::model::types::{
     Datatype, ModelError, ModelMetadata, Payload, SelfTest, SelfTestSuite, Tensor, TensorData,
     TensorSpec,
 };
-pub use admission::{Admission, Admitted};
 pub use component::ModelComponent;
 pub use error::{CallError, LimitExceeded};
 pub use guest_state::GuestState;

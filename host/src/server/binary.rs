@@ -9,7 +9,10 @@ use crate::runtime::{Datatype, TensorData};
 pub const HEADER: &str = "inference-header-content-length";
 
 fn chunks<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes.chunks_exact(N).map(|c| f(c.try_into().expect("exact chunk"))).collect()
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("exact chunk")))
+        .collect()
 }
 
 /// Decodes `count` elements of `datatype` from raw little-endian bytes.
@@ -22,7 +25,10 @@ pub fn decode(datatype: Datatype, bytes: &[u8], count: usize) -> Result<TensorDa
         Datatype::Bytes => return decode_bytes(bytes, count),
     };
     if bytes.len() != width * count {
-        return Err(format!("{} bytes of binary data for {count} elements of {width} bytes", bytes.len()));
+        return Err(format!(
+            "{} bytes of binary data for {count} elements of {width} bytes",
+            bytes.len()
+        ));
     }
     Ok(match datatype {
         Datatype::Bool => TensorData::Bool(bytes.iter().map(|b| *b != 0).collect()),
@@ -48,13 +54,19 @@ fn decode_bytes(mut bytes: &[u8], count: usize) -> Result<TensorData, String> {
         };
         let len = u32::from_le_bytes(*len) as usize;
         if rest.len() < len {
-            return Err(format!("BYTES element {i}: {len} bytes announced, {} left", rest.len()));
+            return Err(format!(
+                "BYTES element {i}: {len} bytes announced, {} left",
+                rest.len()
+            ));
         }
         items.push(rest[..len].to_vec());
         bytes = &rest[len..];
     }
     if !bytes.is_empty() {
-        return Err(format!("{} bytes left after {count} BYTES elements", bytes.len()));
+        return Err(format!(
+            "{} bytes left after {count} BYTES elements",
+            bytes.len()
+        ));
     }
     Ok(TensorData::Bytes(items))
 }
@@ -76,7 +88,15 @@ pub fn encode(data: &TensorData) -> Vec<u8> {
         TensorData::Uint64(v) => flat(v, u64::to_le_bytes),
         TensorData::Int64(v) => flat(v, i64::to_le_bytes),
         TensorData::Fp64(v) => flat(v, f64::to_le_bytes),
-        TensorData::Bytes(v) => v.iter().flat_map(|b| (b.len() as u32).to_le_bytes().into_iter().chain(b.iter().copied())).collect(),
+        TensorData::Bytes(v) => v
+            .iter()
+            .flat_map(|b| {
+                (b.len() as u32)
+                    .to_le_bytes()
+                    .into_iter()
+                    .chain(b.iter().copied())
+            })
+            .collect(),
     }
 }
 
@@ -109,8 +129,14 @@ mod tests {
 
     #[test]
     fn short_or_long_binary_data_is_refused() {
-        assert!(decode(Datatype::Fp32, &[0; 7], 2).unwrap_err().contains("7 bytes"));
-        assert!(decode(Datatype::Bytes, &[5, 0, 0, 0, b'a'], 1).unwrap_err().contains("5 bytes announced"));
-        assert!(decode(Datatype::Bytes, &[0, 0, 0, 0, 9], 1).unwrap_err().contains("left after"));
+        assert!(decode(Datatype::Fp32, &[0; 7], 2)
+            .unwrap_err()
+            .contains("7 bytes"));
+        assert!(decode(Datatype::Bytes, &[5, 0, 0, 0, b'a'], 1)
+            .unwrap_err()
+            .contains("5 bytes announced"));
+        assert!(decode(Datatype::Bytes, &[0, 0, 0, 0, 9], 1)
+            .unwrap_err()
+            .contains("left after"));
     }
 }

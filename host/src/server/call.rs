@@ -19,7 +19,10 @@ pub async fn call_model<R>(
 ) -> Result<R, ApiError> {
     let started = Instant::now();
     let outcome = async {
-        let pool = version.pool.as_ref().ok_or_else(|| CallError::Overloaded(Default::default()))?;
+        let pool = version
+            .pool
+            .as_ref()
+            .ok_or_else(|| CallError::Overloaded(Default::default()))?;
         let admitted = version.admission.admit().await?;
         metrics::queue_wait(version, admitted.waited);
         // Guest calls are short CPU work bounded by the deadline; running them here avoids a thread
@@ -34,7 +37,15 @@ pub async fn call_model<R>(
     .await;
     let error = outcome.as_ref().err().cloned();
     let result = outcome.map_err(ApiError::from);
-    metrics::request(version, route, result.as_ref().map(|_| 200).unwrap_or_else(|e| e.status.as_u16()), started.elapsed());
+    metrics::request(
+        version,
+        route,
+        result
+            .as_ref()
+            .map(|_| 200)
+            .unwrap_or_else(|e| e.status.as_u16()),
+        started.elapsed(),
+    );
     if let Some(e) = error {
         metrics::call_error(version, &e);
     }

@@ -31,7 +31,12 @@ impl ApiError {
     }
     /// Any status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None, kind: None }
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+            kind: None,
+        }
     }
 }
 
@@ -41,7 +46,9 @@ impl From<CallError> for ApiError {
             CallError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CallError::Unsupported(_) => StatusCode::BAD_REQUEST,
             CallError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            CallError::DeadlineExceeded(_) | CallError::FuelExhausted(_) => StatusCode::GATEWAY_TIMEOUT,
+            CallError::DeadlineExceeded(_) | CallError::FuelExhausted(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             CallError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             CallError::ModelFailed(_)
             | CallError::OutputTooLarge { .. }
@@ -51,26 +58,40 @@ impl From<CallError> for ApiError {
             | CallError::Trapped(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let retry_after = matches!(e, CallError::Overloaded(_)).then_some(1);
-        ApiError { status, message: e.to_string(), retry_after, kind: Some(e.kind()) }
+        ApiError {
+            status,
+            message: e.to_string(),
+            retry_after,
+            kind: Some(e.kind()),
+        }
     }
 }
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         match e {
-            RouteError::UnknownModel(_) | RouteError::UnknownVersion(..) => ApiError::not_found(e.to_string()),
-            RouteError::NotReady { .. } | RouteError::NoReadyVersion(_) => {
-                ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()) }
+            RouteError::UnknownModel(_) | RouteError::UnknownVersion(..) => {
+                ApiError::not_found(e.to_string())
             }
+            RouteError::NotReady { .. } | RouteError::NoReadyVersion(_) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -16,7 +16,8 @@ use crate::registry::{ModelVersion, RoutingTable};
 use crate::runtime::CallError;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Installs the process's metrics recorder (once) and returns the handle that renders it.
@@ -38,24 +39,64 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!("ferry_requests_total", "Inference requests by model, version, route and HTTP status");
-    metrics::describe_histogram!("ferry_request_duration_seconds", metrics::Unit::Seconds, "Time from admission request to answer");
-    metrics::describe_histogram!("ferry_queue_wait_seconds", metrics::Unit::Seconds, "Time a request waited for a free instance");
-    metrics::describe_gauge!("ferry_instances", "Live instances of a version by state (busy or idle)");
-    metrics::describe_counter!("ferry_guest_errors_total", "Calls that ended in a guest trap, limit hit or model error, by kind");
-    metrics::describe_gauge!("ferry_model_load_seconds", metrics::Unit::Seconds, "Time a version took to compile, initialise and self-test");
-    metrics::describe_gauge!("ferry_model_ready", "1 when the version serves, 0 when it is loading or failed");
+    metrics::describe_counter!(
+        "ferry_requests_total",
+        "Inference requests by model, version, route and HTTP status"
+    );
+    metrics::describe_histogram!(
+        "ferry_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from admission request to answer"
+    );
+    metrics::describe_histogram!(
+        "ferry_queue_wait_seconds",
+        metrics::Unit::Seconds,
+        "Time a request waited for a free instance"
+    );
+    metrics::describe_gauge!(
+        "ferry_instances",
+        "Live instances of a version by state (busy or idle)"
+    );
+    metrics::describe_counter!(
+        "ferry_guest_errors_total",
+        "Calls that ended in a guest trap, limit hit or model error, by kind"
+    );
+    metrics::describe_gauge!(
+        "ferry_model_load_seconds",
+        metrics::Unit::Seconds,
+        "Time a version took to compile, initialise and self-test"
+    );
+    metrics::describe_gauge!(
+        "ferry_model_ready",
+        "1 when the version serves, 0 when it is loading or failed"
+    );
 }
 
 fn labels(v: &ModelVersion) -> [(&'static str, String); 2] {
-    [("model", v.manifest.model.clone()), ("version", v.manifest.version.clone())]
+    [
+        ("model", v.manifest.model.clone()),
+        ("version", v.manifest.version.clone()),
+    ]
 }
 
 /// Counts a finished request and its latency.
 pub fn request(v: &ModelVersion, route: &'static str, status: u16, elapsed: Duration) {
     let [model, version] = labels(v);
-    metrics::counter!("ferry_requests_total", &[model.clone(), version.clone(), ("route", route.to_owned()), ("status", status.to_string())]).increment(1);
-    metrics::histogram!("ferry_request_duration_seconds", &[model, version, ("route", route.to_owned())]).record(elapsed.as_secs_f64());
+    metrics::counter!(
+        "ferry_requests_total",
+        &[
+            model.clone(),
+            version.clone(),
+            ("route", route.to_owned()),
+            ("status", status.to_string())
+        ]
+    )
+    .increment(1);
+    metrics::histogram!(
+        "ferry_request_duration_seconds",
+        &[model, version, ("route", route.to_owned())]
+    )
+    .record(elapsed.as_secs_f64());
 }
 
 /// Records how long a request queued.
@@ -66,17 +107,41 @@ pub fn queue_wait(v: &ModelVersion, waited: Duration) {
 /// Counts a call that ended in an error, by kind.
 pub fn call_error(v: &ModelVersion, e: &CallError) {
     let [model, version] = labels(v);
-    metrics::counter!("ferry_guest_errors_total", &[model, version, ("kind", e.kind().to_owned())]).increment(1);
+    metrics::counter!(
+        "ferry_guest_errors_total",
+        &[model, version, ("kind", e.kind().to_owned())]
+    )
+    .increment(1);
 }
 
 /// Samples per-version gauges from the routing table (called at scrape time).
 pub fn sample(table: &RoutingTable) {
     for v in table.versions() {
         let [model, version] = labels(v);
-        let (busy, idle) = v.pool.as_ref().map(|p| p.stats()).map_or((0, 0), |s| (s.live - s.idle, s.idle));
-        metrics::gauge!("ferry_instances", &[model.clone(), version.clone(), ("state", "busy".to_owned())]).set(busy as f64);
-        metrics::gauge!("ferry_instances", &[model.clone(), version.clone(), ("state", "idle".to_owned())]).set(idle as f64);
-        metrics::gauge!("ferry_model_load_seconds", &[model.clone(), version.clone()]).set(v.load_seconds);
-        metrics::gauge!("ferry_model_ready", &[model, version]).set(if v.is_ready() { 1.0 } else { 0.0 });
+        let (busy, idle) = v
+            .pool
+            .as_ref()
+            .map(|p| p.stats())
+            .map_or((0, 0), |s| (s.live - s.idle, s.idle));
+        metrics::gauge!(
+            "ferry_instances",
+            &[model.clone(), version.clone(), ("state", "busy".to_owned())]
+        )
+        .set(busy as f64);
+        metrics::gauge!(
+            "ferry_instances",
+            &[model.clone(), version.clone(), ("state", "idle".to_owned())]
+        )
+        .set(idle as f64);
+        metrics::gauge!(
+            "ferry_model_load_seconds",
+            &[model.clone(), version.clone()]
+        )
+        .set(v.load_seconds);
+        metrics::gauge!("ferry_model_ready", &[model, version]).set(if v.is_ready() {
+            1.0
+        } else {
+            0.0
+        });
     }
 }

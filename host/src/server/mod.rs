@@ -2,9 +2,11 @@
 //! body limit), and graceful shutdown. Handlers live beside it: [`oip`] (Open Inference Protocol v2),
 //! [`predict`] (feature-style JSON and model listings), [`metrics`] (Prometheus).
 
+mod auth;
 mod binary;
 mod call;
 mod error;
+mod management;
 pub mod metrics;
 mod oip;
 mod predict;
@@ -24,7 +26,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use auth::Token;
 pub use error::ApiError;
+pub use management::SHA_HEADER;
 pub use predict::VERSION_HEADER;
 
 use crate::registry::Registry;
@@ -48,36 +52,107 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("no such route (see /v2, /v2/models/{model}/infer, /v1/models/{model}/predict, /metrics)")
+    ApiError::not_found(
+        "no such route (see /v2, /v2/models/{model}/infer, /v1/models/{model}/predict, /metrics)",
+    )
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::sample(&state.registry.table());
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// How the server is exposed.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Largest request body on inference routes (uploads have their own cap, in the config).
+    pub max_body_bytes: usize,
+    /// Token required on management routes, when set.
+    pub admin_token: Option<Token>,
+    /// Token required on inference routes, when set.
+    pub inference_token: Option<Token>,
+}
+
+fn guarded(router: Router<AppState>, token: &Option<Token>) -> Router<AppState> {
+    match token.clone() {
+        Some(token) => router.route_layer(axum::middleware::from_fn(move |req, next| {
+            auth::require(token.clone(), req, next)
+        })),
+        None => router,
+    }
 }
 
 /// The application: every route with its layers.
-pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, max_body_bytes: usize) -> Router {
-    let state = AppState { registry, loaded, metrics: metrics::install() };
+pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
+    let state = AppState {
+        registry,
+        loaded,
+        metrics: metrics::install(),
+    };
     let request_id = HeaderName::from_static(REQUEST_ID);
-    Router::new()
-        .route("/v2", get(oip::server_metadata))
-        .route("/v2/health/live", get(oip::live))
-        .route("/v2/health/ready", get(oip::ready))
+    let inference = Router::new()
         .route("/v2/models/{model}", get(oip::metadata))
         .route("/v2/models/{model}/ready", get(oip::model_ready))
         .route("/v2/models/{model}/infer", post(oip::infer))
-        .route("/v2/models/{model}/versions/{version}", get(oip::metadata_version))
-        .route("/v2/models/{model}/versions/{version}/ready", get(oip::model_version_ready))
-        .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer_version))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(oip::metadata_version),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(oip::model_version_ready),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(oip::infer_version),
+        )
+        .route("/v1/models/{model}/predict", post(predict::predict))
+        .route(
+            "/v1/models/{model}/versions/{version}/predict",
+            post(predict::predict_version),
+        )
+        .layer(DefaultBodyLimit::max(options.max_body_bytes));
+    let management = Router::new()
         .route("/v1/models", get(predict::list))
         .route("/v1/models/{model}", get(predict::describe))
-        .route("/v1/models/{model}/predict", post(predict::predict))
-        .route("/v1/models/{model}/versions/{version}/predict", post(predict::predict_version))
-        .route("/metrics", get(render_metrics))
+        .route(
+            "/v1/models/{model}/versions/{version}",
+            axum::routing::put(management::put_version).delete(management::delete_version),
+        )
+        .route(
+            "/v1/models/{model}/aliases/{alias}",
+            axum::routing::put(management::set_alias),
+        )
+        .route(
+            "/v1/models/{model}/aliases/{alias}/rollback",
+            post(management::rollback),
+        )
+        .route("/v2/repository/index", post(management::repository_index))
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(management::repository_load),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(management::repository_unload),
+        )
+        // Uploads stream to disk under their own cap (config `max_upload_bytes`).
+        .layer(DefaultBodyLimit::disable());
+    let open = Router::new()
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/metrics", get(render_metrics));
+    open.merge(guarded(inference, &options.inference_token))
+        .merge(guarded(management, &options.admin_token))
         .fallback(not_found)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -87,10 +162,16 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, max_body_bytes: 
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and drains in-flight requests.
-pub async fn serve(registry: Arc<Registry>, listen: SocketAddr, max_body_bytes: usize) -> anyhow::Result<()> {
+pub async fn serve(
+    registry: Arc<Registry>,
+    listen: SocketAddr,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
     let loaded = Arc::new(AtomicBool::new(false));
-    let app = router(registry.clone(), loaded.clone(), max_body_bytes);
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let app = router(registry.clone(), loaded.clone(), &options);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     // Liveness answers at once; readiness waits for the store to load.
     let loader = tokio::task::spawn_blocking(move || {
@@ -112,7 +193,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -17,7 +17,11 @@ use crate::registry::{ModelEntry, ModelVersion};
 pub const VERSION_HEADER: &str = "ferry-model-version";
 
 /// `POST /v1/models/{model}/predict`
-pub async fn predict(State(state): State<AppState>, Path(model): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn predict(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     predict_on(&state, &model, None, body_bytes(body)?).await
 }
 
@@ -30,11 +34,19 @@ pub async fn predict_version(
     predict_on(&state, &model, Some(&version), body_bytes(body)?).await
 }
 
-async fn predict_on(state: &AppState, model: &str, version: Option<&str>, body: Bytes) -> Result<Response, ApiError> {
+async fn predict_on(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let v = state.registry.table().resolve(model, version)?;
-    let request: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     if !request.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON object, e.g. {\"features\": {...}}"));
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object, e.g. {\"features\": {...}}",
+        ));
     }
     if !v.metadata.as_ref().is_some_and(|m| m.predicts_json) {
         return Err(ApiError::bad_request(format!(
@@ -42,12 +54,19 @@ async fn predict_on(state: &AppState, model: &str, version: Option<&str>, body: 
         )));
     }
     // Pass the caller's bytes through unchanged: they were just checked to be a JSON object.
-    let text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     let answer = call_model(&v, "predict", move |instance| instance.predict(&text)).await?;
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (HeaderName::from_static(VERSION_HEADER), HeaderValue::from_str(&v.manifest.version).expect("version names are header-safe")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static(VERSION_HEADER),
+                HeaderValue::from_str(&v.manifest.version).expect("version names are header-safe"),
+            ),
         ],
         answer,
     )
@@ -62,7 +81,9 @@ fn describe_version(v: &ModelVersion) -> Value {
         "weights_sha256": v.manifest.weights_sha256,
         "load_seconds": v.load_seconds,
     });
-    if let crate::registry::VersionState::Failed(reason) = &v.state {
+    if let crate::registry::VersionState::Failed(reason)
+    | crate::registry::VersionState::Unloaded(reason) = &v.state
+    {
         out["reason"] = json!(reason);
     }
     if let Some(report) = &v.self_tests {
@@ -88,12 +109,20 @@ fn describe_model(name: &str, entry: &ModelEntry) -> Value {
 /// `GET /v1/models`
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let table = state.registry.table();
-    Json(json!({ "models": table.models.iter().map(|(name, entry)| describe_model(name, entry)).collect::<Vec<_>>() }))
+    Json(
+        json!({ "models": table.models.iter().map(|(name, entry)| describe_model(name, entry)).collect::<Vec<_>>() }),
+    )
 }
 
 /// `GET /v1/models/{model}`
-pub async fn describe(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let table = state.registry.table();
-    let entry = table.models.get(&model).ok_or_else(|| ApiError::not_found(format!("unknown model `{model}`")))?;
+    let entry = table
+        .models
+        .get(&model)
+        .ok_or_else(|| ApiError::not_found(format!("unknown model `{model}`")))?;
     Ok(Json(describe_model(&model, entry)))
 }

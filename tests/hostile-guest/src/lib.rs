@@ -26,11 +26,15 @@ impl Model for Hostile {
     }
 
     fn metadata(&self) -> Metadata {
-        let mut m = Metadata::new("hostile").description(format!("attack: {}", self.config.attack)).predicts_json();
+        let mut m = Metadata::new("hostile")
+            .description(format!("attack: {}", self.config.attack))
+            .predicts_json();
         if self.config.attack.is_empty() {
             // The echo model takes one input per datatype and answers each unchanged.
             for (name, datatype) in ECHO_INPUTS {
-                m = m.input(TensorSpec::new(name, datatype, [-1])).output(TensorSpec::new(name, datatype, [-1]));
+                m = m
+                    .input(TensorSpec::new(name, datatype, [-1]))
+                    .output(TensorSpec::new(name, datatype, [-1]));
             }
         }
         m

@@ -1,0 +1,244 @@
+//! `ferry push`: upload a version (or new weights for the current component), show progress, wait
+//! until the server reports it ready or failed.
+
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::client::{describe, json as answer, ServerArgs};
+use crate::runtime::sha256_hex;
+
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The component; without it, the version reuses the current version's component (a
+    /// weights-only update: nothing is compiled).
+    component: Option<PathBuf>,
+    /// The model's name.
+    #[arg(long)]
+    model: String,
+    /// The version's weights blob.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// The version's config (JSON).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The version's tests file (JSON).
+    #[arg(long)]
+    tests: Option<PathBuf>,
+    /// The version's name (default: the next number).
+    #[arg(long)]
+    version: Option<String>,
+    /// Point this alias at the version once it is ready (e.g. production).
+    #[arg(long)]
+    alias: Option<String>,
+    /// Give up waiting for ready after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    wait_seconds: u64,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// One part of the multipart body: its header and its content.
+struct Part {
+    header: String,
+    body: Box<dyn Read + Send>,
+    len: u64,
+}
+
+fn file_part(boundary: &str, name: &str, path: &PathBuf) -> anyhow::Result<(Part, String)> {
+    let bytes_for_sha =
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let sha = sha256_hex(&bytes_for_sha);
+    drop(bytes_for_sha);
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let header = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    Ok((
+        Part {
+            header,
+            body: Box::new(file),
+            len,
+        },
+        sha,
+    ))
+}
+
+fn text_part(boundary: &str, name: &str, text: &str) -> Part {
+    Part {
+        header: format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"),
+        body: Box::new(Cursor::new(text.as_bytes().to_vec())),
+        len: text.len() as u64,
+    }
+}
+
+fn next_version(description: &Option<Value>) -> String {
+    let highest = description
+        .as_ref()
+        .and_then(|d| d["versions"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v["version"].as_str().and_then(|s| s.parse::<u64>().ok()))
+        .max()
+        .unwrap_or(0);
+    (highest + 1).to_string()
+}
+
+pub fn run(args: PushArgs) -> anyhow::Result<i32> {
+    let description = describe(&args.server, &args.model)?;
+    let version = args
+        .version
+        .clone()
+        .unwrap_or_else(|| next_version(&description));
+    let boundary = format!(
+        "ferry-{}",
+        sha256_hex(format!("{:?}", Instant::now()).as_bytes())
+            .get(..24)
+            .unwrap_or("boundary")
+    );
+
+    let mut parts = Vec::new();
+    let mut shas = serde_json::Map::new();
+    match &args.component {
+        Some(path) => {
+            let (part, sha) = file_part(&boundary, "component", path)?;
+            parts.push(part);
+            shas.insert("component_sha256".into(), json!(sha));
+        }
+        None => {
+            let Some(d) = &description else {
+                bail!(
+                    "model `{}` is unknown to the server: push a component first",
+                    args.model
+                )
+            };
+            let current = d["default_version"]
+                .as_str()
+                .context("the model has no ready version whose component could be reused")?;
+            let sha = d["versions"]
+                .as_array()
+                .and_then(|vs| vs.iter().find(|v| v["version"] == current))
+                .and_then(|v| v["component_sha256"].as_str())
+                .context("the current version has no component")?
+                .to_owned();
+            parts.push(text_part(&boundary, "component_sha256", &sha));
+            shas.insert("component_sha256".into(), json!(sha));
+        }
+    }
+    for (name, path) in [
+        ("weights", &args.weights),
+        ("config", &args.config),
+        ("tests", &args.tests),
+    ] {
+        if let Some(path) = path {
+            let (part, sha) = file_part(&boundary, name, path)?;
+            parts.push(part);
+            shas.insert(format!("{name}_sha256"), json!(sha));
+        }
+    }
+
+    let total: u64 = parts
+        .iter()
+        .map(|p| p.header.len() as u64 + p.len + 2)
+        .sum::<u64>()
+        + boundary.len() as u64
+        + 6;
+    let mut body: Box<dyn Read + Send> = Box::new(Cursor::new(Vec::new()));
+    for part in parts {
+        body = Box::new(
+            body.chain(Cursor::new(part.header.into_bytes()))
+                .chain(part.body)
+                .chain(Cursor::new(b"\r\n".to_vec())),
+        );
+    }
+    body = Box::new(body.chain(Cursor::new(format!("--{boundary}--\r\n").into_bytes())));
+
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "uploading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("{}@{version}", args.model));
+    let created = answer(
+        args.server
+            .request(
+                "PUT",
+                &format!("/v1/models/{}/versions/{version}", args.model),
+            )
+            .set(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .set("Content-Length", &total.to_string())
+            .send(bar.wrap_read(body)),
+        "uploading",
+    );
+    bar.finish_and_clear();
+    let created = created?;
+    println!("{} version {}", args.model, version);
+    for (k, v) in &shas {
+        println!("  {k:<17} {}", v.as_str().unwrap_or_default());
+    }
+    if created["component_sha256"] != shas["component_sha256"] {
+        bail!(
+            "the server stored component {} but {} was sent",
+            created["component_sha256"],
+            shas["component_sha256"]
+        );
+    }
+
+    let spinner = ProgressBar::new_spinner().with_message("compiling, initialising, self-testing");
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(args.wait_seconds);
+    let outcome = loop {
+        let d = describe(&args.server, &args.model)?.context("the model disappeared")?;
+        let v = d["versions"].as_array().and_then(|vs| {
+            vs.iter()
+                .find(|v| v["version"] == version.as_str())
+                .cloned()
+        });
+        match v.as_ref().and_then(|v| v["state"].as_str()) {
+            Some("ready") | Some("failed") | Some("unloaded") => break v.expect("found"),
+            None => bail!("version {version} disappeared while loading"),
+            _ if Instant::now() > deadline => bail!(
+                "version {version} was not ready within {} s",
+                args.wait_seconds
+            ),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    spinner.finish_and_clear();
+    match outcome["state"].as_str() {
+        Some("failed") => {
+            println!(
+                "  state             failed: {}",
+                outcome["reason"].as_str().unwrap_or("?")
+            );
+            return Ok(1);
+        }
+        _ => {
+            let tests = &outcome["self_tests"];
+            println!("  state             ready ({} self-tests passed, worst |Δ| {:.2e}, loaded in {:.2} s)",
+                tests["passed"], tests["worst_delta"].as_f64().unwrap_or(0.0), outcome["load_seconds"].as_f64().unwrap_or(0.0));
+        }
+    }
+    if let Some(alias) = &args.alias {
+        answer(
+            args.server
+                .request("PUT", &format!("/v1/models/{}/aliases/{alias}", args.model))
+                .send_json(json!({ "version": version })),
+            "setting the alias",
+        )?;
+        println!("  alias             {alias} → {version}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,369 @@
+//! Management routes (behind the admin token when one is set): upload a version, move aliases, roll
+//! back, delete, and the OIP repository extension. Uploads stream to the store's `tmp/` while being
+//! hashed and counted, so a 1 GB artifact needs no 1 GB of memory; nothing becomes a blob until the
+//! whole request is good, and nothing is left behind when it is not.
+
+use std::path::PathBuf;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::registry::{ChangeError, Store, VersionManifest};
+
+/// Header with the sha256 the uploader expects the component to have.
+pub const SHA_HEADER: &str = "ferry-sha256";
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        let status = match &e {
+            ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ChangeError::Conflict(_) => StatusCode::CONFLICT,
+            ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ChangeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, format!("{e:#}"))
+    }
+}
+
+/// Files streamed into the store's `tmp/`, removed on drop unless committed as blobs.
+struct PendingUploads {
+    store: Store,
+    files: Vec<(PathBuf, String)>,
+}
+
+impl PendingUploads {
+    /// Streams `body` to a temporary file, hashing it; refuses more than `cap` bytes (413).
+    async fn ingest<E: std::fmt::Display>(
+        &mut self,
+        what: &str,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        cap: u64,
+    ) -> Result<(String, u64), ApiError> {
+        let (path, file) = self
+            .store
+            .upload_file()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        self.files.push((path, String::new()));
+        let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let storage = |e: std::io::Error| {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("cannot store the {what}: {e}"),
+            )
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("reading the {what}: {e}")))?;
+            size += chunk.len() as u64;
+            if size > cap {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the {what} is larger than the upload limit of {cap} bytes"),
+                ));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(storage)?;
+        }
+        file.sync_all().await.map_err(storage)?;
+        let sha = hex::encode(hasher.finalize());
+        self.files.last_mut().expect("pushed above").1 = sha.clone();
+        Ok((sha, size))
+    }
+
+    fn path_of(&self, sha: &str) -> Option<&PathBuf> {
+        self.files.iter().find(|(_, s)| s == sha).map(|(p, _)| p)
+    }
+
+    /// Moves every upload into the blobs.
+    fn commit(mut self) -> Result<(), ApiError> {
+        for (path, sha) in std::mem::take(&mut self.files) {
+            self.store
+                .commit_upload(&path, &sha)
+                .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{e:#}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingUploads {
+    fn drop(&mut self) {
+        for (path, _) in &self.files {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Checks that an uploaded file is a valid WebAssembly component before it becomes a blob.
+fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if bytes.get(..4) != Some(b"\0asm") {
+        return Err(ApiError::bad_request(
+            "the component is not WebAssembly (no \\0asm header)",
+        ));
+    }
+    if bytes.get(6..8) == Some(&[0, 0]) {
+        return Err(ApiError::bad_request(
+            "this is a core WebAssembly module, not a component: build with --target wasm32-wasip2",
+        ));
+    }
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(&bytes)
+        .map_err(|e| {
+            ApiError::bad_request(format!("the component is not valid WebAssembly: {e}"))
+        })?;
+    Ok(())
+}
+
+fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::new(
+        e.status(),
+        format!("malformed multipart body: {}", e.body_text()),
+    )
+}
+
+/// `PUT /v1/models/{model}/versions/{version}`: the body is the component (`application/wasm`), or a
+/// `multipart/form-data` version (`component` or `component_sha256`, and optional `weights`, `config`,
+/// `tests`). Answers 201 once the version is stored; loading continues in the background.
+pub async fn put_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    request: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let registry = state.registry.clone();
+    let mut manifest: VersionManifest = registry.new_manifest(&model, Some(version.clone()))?;
+    if registry
+        .table()
+        .models
+        .get(&model)
+        .is_some_and(|m| m.versions.contains_key(&version))
+    {
+        return Err(ChangeError::Conflict(format!(
+            "model `{model}` already has a version `{version}`; versions are immutable"
+        ))
+        .into());
+    }
+    let cap = registry.config().host.max_upload_bytes;
+    // Refuse a declared oversize body before reading any of it (a multipart version holds up to four
+    // files, each under the cap).
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let parts_allowed = if request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"multipart/"))
+    {
+        4
+    } else {
+        1
+    };
+    if declared.is_some_and(|len| len > cap.saturating_mul(parts_allowed) + (64 << 10)) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the upload is larger than the upload limit of {cap} bytes"),
+        ));
+    }
+    let expected_sha = request
+        .headers()
+        .get(SHA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_ascii_lowercase());
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+
+    let mut uploads = PendingUploads {
+        store: registry.store().clone(),
+        files: Vec::new(),
+    };
+    let mut component: Option<String> = None;
+    let mut reused_component: Option<String> = None;
+    if is_multipart {
+        let mut form = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "component" => component = Some(uploads.ingest("component", field, cap).await?.0),
+                "component_sha256" => reused_component = Some(field.text().await.map_err(bad_multipart)?.trim().to_ascii_lowercase()),
+                "weights" => manifest.weights_sha256 = Some(uploads.ingest("weights", field, cap).await?.0),
+                "config" => manifest.config_sha256 = Some(uploads.ingest("config", field, cap).await?.0),
+                "tests" => manifest.tests_sha256 = Some(uploads.ingest("tests", field, cap).await?.0),
+                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests)"))),
+            }
+        }
+    } else {
+        component = Some(
+            uploads
+                .ingest("component", request.into_body().into_data_stream(), cap)
+                .await?
+                .0,
+        );
+    }
+
+    manifest.component_sha256 = match (component, reused_component) {
+        (Some(sha), None) => {
+            if let Some(expected) = &expected_sha {
+                if *expected != sha {
+                    return Err(ApiError::bad_request(format!(
+                        "sha256 mismatch: the component has {sha}, {SHA_HEADER} says {expected}"
+                    )));
+                }
+            }
+            let path = uploads.path_of(&sha).cloned().expect("just uploaded");
+            tokio::task::spawn_blocking(move || validate_component(&path))
+                .await
+                .expect("validation does not panic")?;
+            sha
+        }
+        (None, Some(sha)) => {
+            if !registry.store().has_blob(&sha) {
+                return Err(ApiError::bad_request(format!(
+                    "component_sha256 {sha} is not in the store; upload the component"
+                )));
+            }
+            sha
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "send either `component` or `component_sha256`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "a version needs a component: a `component` part or a `component_sha256` part",
+            ))
+        }
+    };
+    for (sha, what) in [
+        (&manifest.config_sha256, "config"),
+        (&manifest.tests_sha256, "tests"),
+    ] {
+        let Some(sha) = sha else { continue };
+        let path = uploads.path_of(sha).cloned().expect("just uploaded");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| ApiError::bad_request(format!("the {what} is not UTF-8 text")))?;
+        if what == "config" {
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| ApiError::bad_request(format!("the config is not JSON: {e}")))?;
+        } else {
+            crate::selftest::parse_tests_document(&text, "tests file")
+                .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        }
+    }
+
+    uploads.commit()?;
+    let version_state = registry.add_version(manifest.clone())?;
+    registry.bring_up_in_background(manifest.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "model": manifest.model,
+            "version": manifest.version,
+            "component_sha256": manifest.component_sha256,
+            "weights_sha256": manifest.weights_sha256,
+            "state": version_state.state.name(),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct AliasBody {
+    version: String,
+}
+
+/// `PUT /v1/models/{model}/aliases/{alias}` with `{"version": "V"}`: loads V if needed, then switches.
+pub async fn set_alias(
+    State(state): State<AppState>,
+    Path((model, alias)): Path<(String, String)>,
+    Json(body): Json<AliasBody>,
+) -> Result<Json<Value>, ApiError> {
+    let registry = state.registry.clone();
+    let (m, a, v) = (model.clone(), alias.clone(), body.version.clone());
+    tokio::task::spawn_blocking(move || registry.set_alias(&m, &a, &v))
+        .await
+        .expect("no panic")?;
+    Ok(Json(
+        json!({ "model": model, "alias": alias, "version": body.version }),
+    ))
+}
+
+/// `POST /v1/models/{model}/aliases/{alias}/rollback`: the alias goes back to its previous version.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path((model, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let registry = state.registry.clone();
+    let (m, a) = (model.clone(), alias.clone());
+    let version = tokio::task::spawn_blocking(move || registry.rollback(&m, &a))
+        .await
+        .expect("no panic")?;
+    Ok(Json(
+        json!({ "model": model, "alias": alias, "version": version }),
+    ))
+}
+
+/// `DELETE /v1/models/{model}/versions/{version}`: refused (409) while an alias points at it.
+pub async fn delete_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.delete_version(&model, &version)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v2/repository/index`: every model version and its state.
+pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
+    let table = state.registry.table();
+    let entries: Vec<Value> = table
+        .versions()
+        .map(|v| {
+            let mut e = json!({ "name": v.manifest.model, "version": v.manifest.version, "state": v.state.name().to_uppercase() });
+            if let crate::registry::VersionState::Failed(r) | crate::registry::VersionState::Unloaded(r) = &v.state {
+                e["reason"] = json!(r);
+            }
+            e
+        })
+        .collect();
+    Json(Value::Array(entries))
+}
+
+/// `POST /v2/repository/models/{model}/load`
+pub async fn repository_load(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let registry = state.registry.clone();
+    let m = model.clone();
+    tokio::task::spawn_blocking(move || registry.load_model(&m))
+        .await
+        .expect("no panic")?;
+    state.registry.table().resolve(&model, None)?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /v2/repository/models/{model}/unload`
+pub async fn repository_unload(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.unload_model(&model)?;
+    Ok(StatusCode::OK)
+}
