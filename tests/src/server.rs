@@ -76,7 +76,7 @@ pub fn add(store: &Path, seed: &Seed) {
         cmd.arg("--tests").arg(t);
     }
     if let Some(c) = &seed.config {
-        let path = store.join(format!("{}-{}.config.json", seed.model, seed.version));
+        let path = store.with_file_name(format!("{}-{}.config.json", seed.model, seed.version));
         std::fs::write(&path, c.to_string()).unwrap();
         cmd.arg("--config").arg(path);
     }
@@ -105,16 +105,8 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
         .append(true)
         .open(dir.join("server.log"))
         .unwrap();
-    let mut cmd = Command::new(ferry_bin());
-    // A server must not outlive the test binary, even one held in a static that is never dropped.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.arg("serve")
+    let child = Command::new(ferry_bin())
+        .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--store")
         .arg(dir.join("store"))
@@ -127,7 +119,31 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start ferry serve")
+        .expect("start ferry serve");
+    reap_at_exit(child.id());
+    child
+}
+
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn kill_live_servers() {
+    if let Ok(pids) = LIVE.lock() {
+        for pid in pids.iter() {
+            // SAFETY: kill(2) on a pid this process spawned.
+            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A server must not outlive the test binary, even one held in a static that is never dropped: the
+/// test harness exits through `exit`, which runs this hook.
+fn reap_at_exit(pid: u32) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain extern "C" function.
+    HOOK.call_once(|| unsafe {
+        libc::atexit(kill_live_servers);
+    });
+    LIVE.lock().unwrap().push(pid);
 }
 
 fn free_port() -> u16 {

@@ -58,6 +58,9 @@ pub struct FerryEngine {
     engine: Engine,
     linker: Linker<GuestState>,
     cache: Option<CompileCache>,
+    /// Components in memory by sha256: versions that share a component (weights-only updates) share
+    /// its compiled code and pre-linked instance template.
+    loaded: dashmap::DashMap<String, std::sync::Weak<ModelComponent>>,
     settings: EngineSettings,
     _ticker: EpochTicker,
 }
@@ -103,6 +106,7 @@ impl FerryEngine {
             engine,
             linker,
             cache,
+            loaded: Default::default(),
             settings,
             _ticker: ticker,
         }))
@@ -128,11 +132,17 @@ impl FerryEngine {
     pub fn load_component(self: &Arc<Self>, bytes: &[u8]) -> anyhow::Result<Arc<ModelComponent>> {
         check_header(bytes)?;
         let sha256 = crate::runtime::sha256_hex(bytes);
+        if let Some(shared) = self.loaded.get(&sha256).and_then(|weak| weak.upgrade()) {
+            return Ok(shared);
+        }
         let component = match &self.cache {
             Some(cache) => cache.get_or_compile(&self.engine, &sha256, bytes)?,
             None => Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?,
         };
-        ModelComponent::new(self.clone(), component, sha256)
+        let component = ModelComponent::new(self.clone(), component, sha256.clone())?;
+        self.loaded.retain(|_, weak| weak.strong_count() > 0);
+        self.loaded.insert(sha256, Arc::downgrade(&component));
+        Ok(component)
     }
 
     pub(crate) fn linker(&self) -> &Linker<GuestState> {
