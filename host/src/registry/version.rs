@@ -1,5 +1,6 @@
 //! A model version's life: loading → (compile, initialise, self-test, warm pool) → ready or failed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,6 +64,8 @@ pub struct ModelVersion {
     pub admission: Admission,
     /// Seconds from the start of loading to ready (or failed).
     pub load_seconds: f64,
+    /// Moving average of a call's duration, in nanoseconds (starts at 0: assume short).
+    typical_call_ns: AtomicU64,
 }
 
 impl ModelVersion {
@@ -77,7 +80,20 @@ impl ModelVersion {
             self_tests: None,
             admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
+            typical_call_ns: AtomicU64::new(0),
         }
+    }
+
+    /// How long a call to this version usually takes.
+    pub fn typical_call(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.typical_call_ns.load(Ordering::Relaxed))
+    }
+
+    /// Folds one call's duration into [`ModelVersion::typical_call`] (weight 1/8; races only blur it).
+    pub fn record_call(&self, took: std::time::Duration) {
+        let old = self.typical_call_ns.load(Ordering::Relaxed);
+        let new = (old * 7 + took.as_nanos().min(u64::MAX as u128) as u64) / 8;
+        self.typical_call_ns.store(new, Ordering::Relaxed);
     }
 
     /// True when the version serves.
