@@ -19,15 +19,8 @@ pub struct AddArgs {
     /// The version's name (default: the next number).
     #[arg(long)]
     version: Option<String>,
-    /// The version's weights blob.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// The version's config (JSON).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The version's tests file (JSON).
-    #[arg(long)]
-    tests: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::VersionFiles,
     /// Limits for this version (JSON, the fields of a model's limits).
     #[arg(long)]
     limits: Option<PathBuf>,
@@ -47,7 +40,7 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
             args.component.display()
         );
     }
-    if let Some(p) = &args.config {
+    if let Some(p) = &args.files.config {
         serde_json::from_slice::<serde_json::Value>(&read(p)?)
             .with_context(|| format!("{} is not JSON", p.display()))?;
     }
@@ -78,9 +71,9 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
         version: args.version.unwrap_or(next),
         sequence,
         component_sha256: store.put_blob(&component)?,
-        weights_sha256: put(&args.weights)?,
-        config_sha256: put(&args.config)?,
-        tests_sha256: put(&args.tests)?,
+        weights_sha256: put(&args.files.weights)?,
+        config_sha256: put(&args.files.config)?,
+        tests_sha256: put(&args.files.tests)?,
         limits,
     };
     store.put_version(&manifest)?;

@@ -37,6 +37,20 @@ enum Command {
     Test(test::TestArgs),
 }
 
+/// The files that make a version besides its component.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VersionFiles {
+    /// The version's weights blob.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// The version's config (JSON).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The version's tests file (JSON), written by the training script.
+    #[arg(long)]
+    pub tests: Option<PathBuf>,
+}
+
 /// Where the compiled-component cache lives unless `--cache-dir` says otherwise.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CacheArgs {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::client::{describe, json as answer, ServerArgs};
 use crate::runtime::sha256_hex;
@@ -21,15 +22,8 @@ pub struct PushArgs {
     /// The model's name.
     #[arg(long)]
     model: String,
-    /// The version's weights blob.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// The version's config (JSON).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The version's tests file (JSON).
-    #[arg(long)]
-    tests: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::VersionFiles,
     /// The version's name (default: the next number).
     #[arg(long)]
     version: Option<String>,
@@ -51,10 +45,13 @@ struct Part {
 }
 
 fn file_part(boundary: &str, name: &str, path: &PathBuf) -> anyhow::Result<(Part, String)> {
-    let bytes_for_sha =
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let sha = sha256_hex(&bytes_for_sha);
-    drop(bytes_for_sha);
+    // Hash by streaming: a 1 GB weights file costs no 1 GB of memory here either.
+    let mut hasher = Sha256::new();
+    std::io::copy(
+        &mut File::open(path).with_context(|| format!("reading {}", path.display()))?,
+        &mut hasher,
+    )?;
+    let sha = hex::encode(hasher.finalize());
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let header = format!(
@@ -133,9 +130,9 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
         }
     }
     for (name, path) in [
-        ("weights", &args.weights),
-        ("config", &args.config),
-        ("tests", &args.tests),
+        ("weights", &args.files.weights),
+        ("config", &args.files.config),
+        ("tests", &args.files.tests),
     ] {
         if let Some(path) = path {
             let (part, sha) = file_part(&boundary, name, path)?;

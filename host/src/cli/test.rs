@@ -17,15 +17,8 @@ use crate::tensor::datatype_name;
 pub struct TestArgs {
     /// The model component (`.wasm`).
     component: PathBuf,
-    /// The version's weights blob.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// The version's config (JSON).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// A tests file written by the training script (JSON).
-    #[arg(long)]
-    tests: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::VersionFiles,
     /// Limits to run under (JSON, the fields of a model's limits); defaults otherwise.
     #[arg(long)]
     limits: Option<PathBuf>,
@@ -40,11 +33,12 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
 pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     let bytes = read(&args.component, "component")?;
     let weights = args
+        .files
         .weights
         .as_ref()
         .map(|p| read(p, "weights"))
         .transpose()?;
-    let config = match &args.config {
+    let config = match &args.files.config {
         Some(p) => {
             let text = String::from_utf8(read(p, "config")?).context("the config is not UTF-8")?;
             serde_json::from_str::<serde_json::Value>(&text)
@@ -53,7 +47,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         }
         None => "{}".to_owned(),
     };
-    let tests_file = match &args.tests {
+    let tests_file = match &args.files.tests {
         Some(p) => {
             Some(String::from_utf8(read(p, "tests file")?).context("the tests file is not UTF-8")?)
         }

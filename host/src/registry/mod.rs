@@ -240,13 +240,24 @@ impl Registry {
                 history.drain(..excess);
             }
         }
-        self.store.put_aliases(model, &aliases)?;
+        self.save_aliases(model, &aliases, _writer)
+    }
+
+    /// Persists and publishes a model's aliases (the caller holds the writer, passed in to be
+    /// released), then lets go of versions nothing targets any more.
+    fn save_aliases(
+        &self,
+        model: &str,
+        aliases: &Aliases,
+        writer: std::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), ChangeError> {
+        self.store.put_aliases(model, aliases)?;
         self.publish(|table| {
             if let Some(entry) = table.models.get_mut(model) {
                 entry.aliases = aliases.current.clone();
             }
         });
-        drop(_writer);
+        drop(writer);
         self.let_untargeted_go(model);
         Ok(())
     }
@@ -278,14 +289,7 @@ impl Registry {
             }
         }
         aliases.current.insert(alias.to_owned(), previous.clone());
-        self.store.put_aliases(model, &aliases)?;
-        self.publish(|table| {
-            if let Some(entry) = table.models.get_mut(model) {
-                entry.aliases = aliases.current.clone();
-            }
-        });
-        drop(_writer);
-        self.let_untargeted_go(model);
+        self.save_aliases(model, &aliases, _writer)?;
         Ok(previous)
     }
 

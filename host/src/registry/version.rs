@@ -64,7 +64,8 @@ pub struct ModelVersion {
     pub admission: Admission,
     /// Seconds from the start of loading to ready (or failed).
     pub load_seconds: f64,
-    /// Moving average of a call's duration, in nanoseconds (starts at 0: assume short).
+    /// Moving average of a call's duration, in nanoseconds. Starts at 1 ms, so a version's first calls
+    /// are handed off the async worker until they have shown they are short.
     typical_call_ns: AtomicU64,
 }
 
@@ -80,7 +81,7 @@ impl ModelVersion {
             self_tests: None,
             admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
-            typical_call_ns: AtomicU64::new(0),
+            typical_call_ns: AtomicU64::new(1_000_000),
         }
     }
 
