@@ -474,7 +474,10 @@ impl Registry {
         let version = version.unwrap_or(next);
         check_name("version", &version).map_err(|e| ChangeError::Invalid(e.to_string()))?;
         if DEFAULT_ALIAS == version {
-            bail_invalid(format!("`{version}` is reserved for the alias"))?;
+            // A version named like the alias would make `/versions/production` ambiguous.
+            return Err(ChangeError::Invalid(format!(
+                "`{version}` is reserved for the alias"
+            )));
         }
         Ok(VersionManifest {
             model: model.to_owned(),
@@ -487,10 +490,6 @@ impl Registry {
             limits: None,
         })
     }
-}
-
-fn bail_invalid(message: String) -> Result<(), ChangeError> {
-    Err(ChangeError::Invalid(message))
 }
 
 /// The versions a model keeps loaded: its alias targets and its newest version.
