@@ -1,8 +1,10 @@
 //! The `ferry` command line: a thin layer over the library.
 
 mod add;
+mod build;
 mod client;
 mod models;
+mod new;
 mod push;
 mod serve;
 mod test;
@@ -33,6 +35,10 @@ enum Command {
     Rollback(models::RollbackArgs),
     /// Add a version to a store directory directly (no server needed).
     Add(add::AddArgs),
+    /// Create a model project that builds and passes `ferry test` unchanged.
+    New(new::NewArgs),
+    /// Build a model project into a component and check it against the contract.
+    Build(build::BuildArgs),
     /// Run a model's self-tests locally: compile, initialise, check every shipped case.
     Test(test::TestArgs),
 }
@@ -84,6 +90,8 @@ impl Cli {
             Command::Promote(args) => models::promote(args),
             Command::Rollback(args) => models::rollback(args),
             Command::Add(args) => add::run(args),
+            Command::New(args) => new::run(args),
+            Command::Build(args) => build::run(args),
             Command::Test(args) => test::run(args),
         }
     }

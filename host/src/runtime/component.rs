@@ -45,6 +45,11 @@ impl ModelComponent {
         }))
     }
 
+    /// The component's type (imports and exports).
+    pub fn pre_component_type(&self) -> wasmtime::component::types::Component {
+        self.pre.instance_pre().component().component_type()
+    }
+
     /// The component's content address.
     pub fn sha256(&self) -> &str {
         &self.sha256
