@@ -220,6 +220,24 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Waits until `model` has a busy instance (a call in flight), as /metrics reports it.
+    pub fn wait_busy(&self, model: &str) {
+        let needle = format!("ferry_instances{{model=\"{model}\",version=\"1\",state=\"busy\"}} 1");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let text = ureq::get(&self.url("/metrics"))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .unwrap_or_default();
+            if text.contains(&needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{model} never had a call in flight");
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()

@@ -19,7 +19,7 @@ fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
             .map(|r| r.into_json::<serde_json::Value>().unwrap());
         (answer, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_busy("slow");
     assert!(
         server.terminate(),
         "ferry serve exits with status 0 after draining"

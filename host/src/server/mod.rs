@@ -51,6 +51,28 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
 }
 
+/// 413 at once for a body whose declared length is over the limit, before any of it is read. (The
+/// body limit layer also stops bodies of undeclared length once they pass the limit.)
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found(
         "no such route (see /v2, /v2/models/{model}/infer, /v1/models/{model}/predict, /metrics)",
@@ -117,7 +139,11 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeO
             "/v1/models/{model}/versions/{version}/predict",
             post(predict::predict_version),
         )
-        .layer(DefaultBodyLimit::max(options.max_body_bytes));
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            options.max_body_bytes,
+            refuse_declared_oversize,
+        ));
     let management = Router::new()
         .route("/v1/models", get(predict::list))
         .route("/v1/models/{model}", get(predict::describe))
