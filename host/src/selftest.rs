@@ -21,7 +21,9 @@ use crate::tensor::{datatype_name, datatype_of, tensor_from_json, JsonTensor};
 struct TestsFile {
     #[serde(default)]
     tolerance: Option<f64>,
+    /// Which library computed the expectations (informational).
     #[serde(default)]
+    #[allow(dead_code)]
     source: Option<String>,
     cases: Vec<FileCase>,
 }
@@ -62,7 +64,6 @@ pub struct SelfTestCase {
 pub fn parse_tests_document(text: &str, origin: &str) -> anyhow::Result<Vec<SelfTestCase>> {
     let file: TestsFile = serde_json::from_str(text)
         .map_err(|e| anyhow::anyhow!("{origin}: not a tests document: {e}"))?;
-    let _ = file.source;
     let default_tolerance = file.tolerance.unwrap_or(0.0);
     file.cases
         .into_iter()

@@ -164,7 +164,7 @@ async fn infer_on(
 ) -> Result<Response, ApiError> {
     let v = state.registry.table().resolve(model, version)?;
     let (json_part, mut binary_part) = split_body(headers, &body)?;
-    let request: InferRequest = serde_json::from_slice(json_part)
+    let mut request: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| ApiError::bad_request(format!("invalid inference request: {e}")))?;
     let declared = &v.metadata.as_ref().expect("ready versions have metadata");
     if declared.inputs.is_empty() {
@@ -174,7 +174,7 @@ async fn infer_on(
     }
 
     let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
+    for input in request.inputs.iter_mut() {
         let spec = declared
             .inputs
             .iter()
@@ -255,9 +255,10 @@ fn binary_size(parameters: &Option<Map<String, Value>>) -> Option<Option<u64>> {
         .map(Value::as_u64)
 }
 
-fn decode_input(input: &RequestInput, binary_part: &mut &[u8]) -> Result<Tensor, ApiError> {
+fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Tensor, ApiError> {
     let bad = |m: String| ApiError::bad_request(format!("input `{}`: {m}", input.name));
-    match (binary_size(&input.parameters), &input.data) {
+    // The JSON data moves into the tensor: a large request is not copied on the way to the guest.
+    match (binary_size(&input.parameters), input.data.take()) {
         (Some(size), _) => {
             let size =
                 size.ok_or_else(|| bad("binary_data_size must be a byte count".into()))? as usize;
@@ -288,7 +289,7 @@ fn decode_input(input: &RequestInput, binary_part: &mut &[u8]) -> Result<Tensor,
             name: input.name.clone(),
             datatype: input.datatype.clone(),
             shape: input.shape.clone(),
-            data: data.clone(),
+            data,
             parameters: None,
         })
         .map_err(ApiError::bad_request),

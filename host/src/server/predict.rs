@@ -54,9 +54,9 @@ async fn predict_on(
         )));
     }
     // Pass the caller's bytes through unchanged: they were just checked to be a JSON object.
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    let answer = call_model(&v, "predict", move |instance| instance.predict(&text)).await?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let answer = call_model(&v, "predict", |instance| instance.predict(text)).await?;
     Ok((
         [
             (
