@@ -11,4 +11,6 @@ scripts/build-models.sh
 if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
 target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
+# Incremental state is for editing sessions; in a test run it only costs disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --all-targets --no-fail-fast
