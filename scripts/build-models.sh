@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds every sample model into target/models/<name>.wasm, with its weights, config and tests files
 # beside it (target/models/<name>.weights, .config.json, .tests.json), and the hostile test guests into
-# target/test-guests/. Installs the wasm32-wasip2 target if it is missing.
+# target/test-guests/. Installs the wasm32-wasip2 target if it is missing, and componentize-py for the
+# Python sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,22 @@ done
 for name in "${guests[@]}"; do
     cp "$built/${name//-/_}.wasm" "target/test-guests/$name.wasm"
 done
+
+# Python samples are built by `ferry build` itself (componentize-py, pinned, installed on first use into
+# $FERRY_TOOLS_DIR). FERRY_BIN names a ferry binary already built; otherwise a debug one is built.
+python_samples=(python-eta)
+if [[ -z ${FERRY_BIN:-} ]]; then
+    cargo build -p ferry
+    FERRY_BIN=target/debug/ferry
+fi
+export FERRY_TOOLS_DIR=${FERRY_TOOLS_DIR:-$PWD/target/tools}
+for name in "${python_samples[@]}"; do
+    dir=sample-models/$name
+    "$FERRY_BIN" build "$dir"
+    cp "$dir/target/ferry/$name.wasm" "target/models/$name.wasm"
+    cp "$dir/$(cat "$dir/weights.file")" "target/models/$name.weights"
+    cp "$dir/tests.json" "target/models/$name.tests.json"
+done
+"$FERRY_BIN" build tests/python-sdk-guest
+cp tests/python-sdk-guest/target/ferry/python-sdk-guest.wasm target/test-guests/
 ls -l target/models target/test-guests

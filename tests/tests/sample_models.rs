@@ -1,4 +1,4 @@
-//! The three sample models pass their parity self-tests (expected values computed by the training
+//! The four sample models pass their parity self-tests (expected values computed by the training
 //! libraries themselves) when loaded the way the host loads a version.
 
 use std::sync::Arc;
@@ -138,6 +138,47 @@ fn a_bad_tensor_request_is_the_callers_error() {
         .unwrap_err();
     assert!(
         matches!(&err, ferry::runtime::CallError::InvalidInput(m) if m.contains("features.sex")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn python_eta_matches_scikit_learn() {
+    self_test("python-eta", true, true, 30);
+}
+
+#[test]
+fn python_eta_names_what_is_wrong_with_a_ride() {
+    let component = engine()
+        .load_component(&model_file("python-eta.wasm"))
+        .unwrap();
+    let weights = model_file("python-eta.weights");
+    let mut instance = ModelInstance::start(
+        &component,
+        &ModelLimits::default(),
+        Arc::from("python-eta"),
+        "{}",
+        Some(&weights),
+    )
+    .unwrap();
+    let ride = |weather: &str| {
+        format!(
+            r#"{{"features": {{"distance_km": 7.4, "hour": 8, "weekday": 2, "weather": "{weather}", "pickup_zone": "airport"}}}}"#
+        )
+    };
+    let answer: serde_json::Value =
+        serde_json::from_str(&instance.predict(&ride("rain")).unwrap()).unwrap();
+    assert!(answer["eta_minutes"].as_f64().unwrap() > 10.0, "{answer}");
+    let err = instance.predict(&ride("fog")).unwrap_err();
+    assert!(
+        matches!(&err, ferry::runtime::CallError::InvalidInput(m) if m.contains("weather is one of clear, rain, snow")),
+        "{err:?}"
+    );
+    let err = instance
+        .predict(r#"{"features": {"distance_km": 7.4}}"#)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ferry::runtime::CallError::InvalidInput(m) if m == "features.hour: missing"),
         "{err:?}"
     );
 }

@@ -1,4 +1,4 @@
-//! `ferry new NAME`: a model project that builds and passes `ferry test` unchanged — the model file (a
+//! `ferry new NAME [--lang rust|python]`: a model project that builds and passes `ferry test` unchanged — the model file (a
 //! feature transform and a linear model), its weights and self-tests, a training-script stub, a README.
 //! The templates live in `templates/` of the repository and are compiled into the binary.
 
@@ -54,6 +54,38 @@ const RUST: &[(&str, &str)] = &[
     (".gitignore", "/target\n"),
 ];
 
+const PYTHON: &[(&str, &str)] = &[
+    (
+        "pyproject.toml",
+        include_str!("../../../templates/python/pyproject.toml.tmpl"),
+    ),
+    (
+        "model.py",
+        include_str!("../../../templates/python/model.py"),
+    ),
+    (
+        "features.py",
+        include_str!("../../../templates/python/features.py"),
+    ),
+    (
+        "weights.json",
+        include_str!("../../../templates/python/weights.json"),
+    ),
+    (
+        "tests.json",
+        include_str!("../../../templates/python/tests.json"),
+    ),
+    (
+        "training/train.py",
+        include_str!("../../../templates/python/training/train.py"),
+    ),
+    (
+        "README.md",
+        include_str!("../../../templates/python/README.md"),
+    ),
+    (".gitignore", "/target\n__pycache__/\n"),
+];
+
 /// The SDK this binary was built with; the project depends on it by path (it is not on crates.io yet).
 fn sdk_path() -> PathBuf {
     let from_env = std::env::var_os("FERRY_SDK_PATH").map(PathBuf::from);
@@ -67,9 +99,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<i32> {
     }
     let files = match args.lang {
         Lang::Rust => RUST,
-        Lang::Python => bail!(
-            "Python projects are not available yet (`--lang rust` is); see docs/ once they land"
-        ),
+        Lang::Python => PYTHON,
     };
     let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists()
@@ -80,12 +110,16 @@ pub fn run(args: NewArgs) -> anyhow::Result<i32> {
     {
         bail!("{} exists and is not empty", dir.display());
     }
-    let sdk = sdk_path().canonicalize().with_context(|| {
-        format!(
-            "the ferry SDK is not at {}; set FERRY_SDK_PATH",
-            sdk_path().display()
-        )
-    })?;
+    // Python projects get the SDK from the `ferry` binary at build time; Rust ones depend on it by path.
+    let sdk = match args.lang {
+        Lang::Rust => sdk_path().canonicalize().with_context(|| {
+            format!(
+                "the ferry SDK is not at {}; set FERRY_SDK_PATH",
+                sdk_path().display()
+            )
+        })?,
+        Lang::Python => PathBuf::new(),
+    };
     for (path, template) in files {
         let text = template
             .replace("{{name}}", &args.name)
