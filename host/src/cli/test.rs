@@ -91,7 +91,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         &config,
         weights.as_deref(),
     )
-    .map_err(|e| anyhow::anyhow!("init failed: {e}"))?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "init failed: {e}\n  init runs with the version's --config and --weights: check they are the \
+             files the model expects (the model's log, above, has any traceback)"
+        )
+    })?;
     println!("  init       {:.2?}", started.elapsed());
     let metadata = instance
         .metadata()
@@ -130,8 +135,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     }
     println!("  worst |Δ| {:.3e}", report.worst_delta());
     println!("{} passed, {} failed", report.passed(), report.failed());
+    if !report.all_passed() {
+        println!("{FAILING_SELF_TESTS}");
+    }
     Ok(if report.all_passed() { 0 } else { 1 })
 }
+
+/// What a failing case usually means, and what to do about it.
+const FAILING_SELF_TESTS: &str = "a failing case means the model answers differently from what its \
+training script computed: after retraining, run the training script again so the tests file matches the \
+weights; otherwise the model's feature transforms or arithmetic differ from the training code's.";
 
 fn spec_list(specs: &[TensorSpec]) -> String {
     specs

@@ -201,7 +201,9 @@ impl ModelVersion {
         self.self_tests = Some(report);
         if !failed.is_empty() {
             anyhow::bail!(
-                "self-tests: {} of {} failed: {}",
+                "self-tests: {} of {} failed: {} (the model answers differently from what its training \
+                 script computed: push the tests file written with these weights, or fix the model; \
+                 `ferry test` shows every case)",
                 failed.len(),
                 cases.len(),
                 failed.join("; ")

@@ -74,13 +74,14 @@ fn world_mismatch(engine: &FerryEngine, component: &Component) -> String {
         let version = other.rsplit('@').next().unwrap_or("unversioned");
         return format!(
             "the component was built against ferry:model@{version}, but this host serves {CONTRACT}; \
-             rebuild the model against the wit/ of this host (update ferry-sdk)"
+             rebuild the model with this host's SDK (`ferry build`; a Rust project's ferry-sdk dependency must be this host's)"
         );
     }
     if !exports.contains(&wanted.as_str()) {
         return format!(
             "the component does not export `{wanted}`, so it is not a Ferry model (it exports: {}); \
-             implement `ferry_sdk::Model` and call `export_model!`",
+             in Rust implement `ferry_sdk::Model` and call `export_model!`, in Python subclass \
+             `ferry_sdk.Model`, then build with `ferry build`",
             if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
         );
     }

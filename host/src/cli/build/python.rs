@@ -195,6 +195,10 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     for folder in &project.bundle {
         command.arg("-p").arg(folder);
     }
+    // componentize-py is Rust too: without this it appends its own stack to the author's traceback.
+    command
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0");
     let status = command
         .arg("-o")
         .arg(&partial)
@@ -206,7 +210,8 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             "componentize-py could not build the component (its output is above). A Python traceback there \
              means `{}` failed to import or `{}` is not a ferry_sdk.Model subclass: the build imports the \
              model's module to snapshot it, so the module must import with only the standard library, \
-             ferry_sdk and the [tool.ferry] bundle folders",
+             ferry_sdk and the [tool.ferry] bundle folders (packages with native extensions, such as numpy, \
+             are not available yet)",
             project.module,
             project.class
         );
