@@ -3,7 +3,9 @@
 //!   copy-on-write image) plus the model's `init` — what a pool pays to grow by one instance;
 //! - `infer/<model>`: one request through a warm instance, across the component boundary;
 //! - `digits-native-vs-wasm`: the same tract network on the same image natively and in the guest;
-//!   the ratio is printed at the end (goal ≤ 1.3×).
+//!   the ratio is printed at the end (goal ≤ 1.3×);
+//! - `new-project/<lang>/…`: instantiate+init and one predict for the projects `ferry new` writes, when
+//!   `benches/author.sh` has built them.
 //!
 //! Run: `cargo bench -p ferry-benches` (the README's bench command builds the models first).
 
@@ -34,6 +36,10 @@ fn samples() -> Vec<Sample> {
         Sample {
             name: "digits-onnx",
             weights: Some(model_file("digits-onnx.weights")),
+        },
+        Sample {
+            name: "python-eta",
+            weights: Some(model_file("python-eta.weights")),
         },
     ]
 }
@@ -128,6 +134,52 @@ fn bench_infer(c: &mut Criterion) {
     group.bench_function("digits-onnx", |b| {
         b.iter(|| black_box(digits.infer(&input, "{}").unwrap()))
     });
+
+    let mut eta = start("python-eta", Some(&model_file("python-eta.weights")));
+    let request = example_request("python-eta").to_string();
+    group.bench_function("python-eta", |b| {
+        b.iter(|| black_box(eta.predict(&request).unwrap()))
+    });
+    group.finish();
+}
+
+/// The projects `ferry new` writes, built by `benches/author.sh`, which names their directory in
+/// `FERRY_BENCH_PROJECTS` (`<dir>/eta-rust`, `<dir>/eta-python`); skipped without it.
+fn bench_new_projects(c: &mut Criterion) {
+    let Some(dir) = std::env::var_os("FERRY_BENCH_PROJECTS").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let request = r#"{"features": {"distance_km": 3.2, "hour": 8}}"#;
+    let mut group = c.benchmark_group("new-project");
+    for name in ["eta-rust", "eta-python"] {
+        let project = dir.join(name);
+        let read = |file: &str| {
+            std::fs::read(project.join(file))
+                .unwrap_or_else(|e| panic!("{}: {e}", project.join(file).display()))
+        };
+        let component = engine()
+            .load_component(&read(&format!("target/ferry/{name}.wasm")))
+            .expect("component");
+        let weights = read("weights.json");
+        let label: Arc<str> = Arc::from(name);
+        let init = || {
+            ModelInstance::start(
+                &component,
+                &ModelLimits::default(),
+                label.clone(),
+                "{}",
+                Some(&weights),
+            )
+            .unwrap()
+        };
+        group.bench_function(format!("{name}/instantiate+init"), |b| {
+            b.iter(|| black_box(init()))
+        });
+        let mut instance = init();
+        group.bench_function(format!("{name}/predict"), |b| {
+            b.iter(|| black_box(instance.predict(request).unwrap()))
+        });
+    }
     group.finish();
 }
 
@@ -213,6 +265,7 @@ fn main() {
     bench_instantiate(&mut c);
     bench_infer(&mut c);
     bench_native_vs_wasm(&mut c);
+    bench_new_projects(&mut c);
     c.final_summary();
 
     if let (Some(native), Some(wasm)) = (
