@@ -4,6 +4,7 @@
 #   fraud      POST /v1/models/fraud-features/predict   (JSON features → transforms → logistic regression)
 #   diabetes   POST /v2/models/diabetes-gbdt/infer       (OIP JSON, 1 row, 200 trees)
 #   digits     POST /v2/models/digits-onnx/infer         (OIP JSON, 1 image, tract MLP)
+#   python-eta POST /v1/models/python-eta/predict        (JSON features, CPython in Wasm)
 # For each: requests/s, p50 and p99 at full load (closed loop, $CONNECTIONS connections), the ratio of
 # requests/s to the baseline, and p99 at half of that target's own full-load rate (open loop).
 #
@@ -13,8 +14,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
 
-scripts/build-models.sh >/dev/null
 cargo build --release -p ferry -p ferry-benches --bins
+FERRY_BIN=target/release/ferry scripts/build-models.sh >/dev/null
 if ! command -v oha >/dev/null; then
     [[ -x target/tools/bin/oha ]] || cargo install oha --version 1.16.0 --locked --root target/tools
     export PATH=$PWD/target/tools/bin:$PATH
@@ -26,7 +27,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 ferry=target/release/ferry
-for name in fraud-features diabetes-gbdt digits-onnx; do
+for name in fraud-features diabetes-gbdt digits-onnx python-eta; do
     files=()
     [[ -f target/models/$name.weights ]] && files+=(--weights "target/models/$name.weights")
     [[ -f target/models/$name.tests.json ]] && files+=(--tests "target/models/$name.tests.json")
@@ -54,7 +55,8 @@ diabetes = json.load(open("sample-models/diabetes-gbdt/example-request.json"))
 diabetes["inputs"][0]["shape"] = [1, 10]
 diabetes["inputs"][0]["data"] = diabetes["inputs"][0]["data"][:1]
 digits = json.load(open("sample-models/digits-onnx/example-request.json"))
-for name, body in [("fraud", fraud), ("diabetes", diabetes), ("digits", digits)]:
+eta = json.load(open("sample-models/python-eta/example-request.json"))
+for name, body in [("fraud", fraud), ("diabetes", diabetes), ("digits", digits), ("eta", eta)]:
     json.dump(body, open(f"{work}/{name}.json", "w"))
 PY
 
@@ -68,6 +70,7 @@ targets=(
     "fraud-features http://127.0.0.1:18080/v1/models/fraud-features/predict $work/fraud.json"
     "diabetes-gbdt http://127.0.0.1:18080/v2/models/diabetes-gbdt/infer $work/diabetes.json"
     "digits-onnx http://127.0.0.1:18080/v2/models/digits-onnx/infer $work/digits.json"
+    "python-eta http://127.0.0.1:18080/v1/models/python-eta/predict $work/eta.json"
 )
 for t in "${targets[@]}"; do
     set -- $t
@@ -87,7 +90,7 @@ def ok(r):
     return sum(v for k, v in codes.items() if k != "200")
 base = load("baseline")["summary"]["requestsPerSec"]
 print(f"\n{'target':<16}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs baseline':>13}{'p99 ms @ half load':>20}{'non-200':>9}")
-for name in ["baseline", "fraud-features", "diabetes-gbdt", "digits-onnx"]:
+for name in ["baseline", "fraud-features", "diabetes-gbdt", "digits-onnx", "python-eta"]:
     full, half = load(name), load(name + "-half")
     rps = full["summary"]["requestsPerSec"]
     p = full["latencyPercentiles"]

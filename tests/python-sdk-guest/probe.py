@@ -4,6 +4,7 @@
 round trip); `predict` does what the request's "do" says.
 """
 from ferry_sdk import Metadata, Model, SelfTests, Tensor, TensorSpec, log
+from units import miles
 
 
 class SdkProbe(Model):
@@ -21,6 +22,8 @@ class SdkProbe(Model):
         )
 
     def infer(self, inputs):
+        if "overflow" in inputs:
+            return [Tensor("o", "UINT8", [1], [300])]
         if "x" in inputs:
             rows = inputs.matrix("x", 2)
             return [Tensor.fp32("y", [len(rows), 2], [v * self.scale for row in rows for v in row])]
@@ -40,6 +43,8 @@ class SdkProbe(Model):
         if action == "log":
             log.info("hello from python")
             return {"logged": True}
+        if action == "bundled":
+            return {"miles": miles(request.fields(distance_km=float).distance_km)}
         if action == "nan":
             return {"x": float("nan")}
         return {"echo": request}

@@ -133,6 +133,18 @@ fn a_bug_in_the_model_is_an_internal_error_that_says_where() {
         "{err:?}"
     );
 
+    let overflow = Tensor {
+        name: "overflow".into(),
+        shape: vec![1],
+        data: TensorData::Int32(vec![0]),
+    };
+    let err = instance.infer(&[overflow], "{}").unwrap_err();
+    assert!(
+        matches!(&err, CallError::ModelFailed(m)
+            if m.starts_with("infer raised ValueError: output 'o': 300 does not fit UINT8")),
+        "{err:?}"
+    );
+
     let err = predict_err(&mut instance, r#"{"do": "late-import"}"#);
     assert!(
         matches!(&err, CallError::ModelFailed(m)
@@ -149,6 +161,13 @@ fn a_bug_in_the_model_is_an_internal_error_that_says_where() {
     assert_eq!(
         instance.predict(r#"{"do": "log"}"#).unwrap(),
         r#"{"logged": true}"#
+    );
+    assert_eq!(
+        instance
+            .predict(r#"{"do": "bundled", "distance_km": 1.609344}"#)
+            .unwrap(),
+        r#"{"miles": 1.0}"#,
+        "a package from the project's bundle folder is in the component"
     );
     assert_eq!(
         instance.predict(r#"{"hello": [1, 2]}"#).unwrap(),

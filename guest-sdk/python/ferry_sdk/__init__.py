@@ -68,11 +68,6 @@ DATATYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64",
     "INT8", "INT16", "INT32", "INT64", "FP32", "FP64", "BYTES",
 )
-_INT_RANGES = {
-    "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1), "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1),
-    "INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1),
-    "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1),
-}
 
 
 def _check_datatype(datatype: str) -> str:

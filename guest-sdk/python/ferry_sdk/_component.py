@@ -30,6 +30,11 @@ _DATA = {
     "FP32": wit.TensorData_Fp32, "FP64": wit.TensorData_Fp64, "BYTES": wit.TensorData_Bytes,
 }
 _DATATYPE_OF = {cls: name for name, cls in _DATA.items()}
+_INT_RANGES = {
+    "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1), "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1),
+    "INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1),
+}
 
 
 class _Failures:
@@ -84,6 +89,12 @@ def _tensor_in(t: wit.Tensor) -> sdk.Tensor:
 
 def _tensor_out(t: sdk.Tensor) -> wit.Tensor:
     data: Any = t.data
+    if t.datatype in _INT_RANGES:
+        # Checked here, where the message can name the tensor; the bindings would only fail the call.
+        lo, hi = _INT_RANGES[t.datatype]
+        bad = next((x for x in data if not lo <= x <= hi), None)
+        if bad is not None:
+            raise ValueError(f"output {t.name!r}: {bad} does not fit {t.datatype}")
     if t.datatype in ("UINT8", "INT8"):
         data = bytes(x & 0xFF for x in data)
     elif t.datatype in ("FP32", "FP64"):
