@@ -190,3 +190,29 @@ fn author_mistakes_get_messages_that_say_what_to_do() {
         "{out}"
     );
 }
+
+#[test]
+fn a_build_that_cannot_install_componentize_py_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    ferry(&["new", "no-tools", "--lang", "python"], dir.path(), None);
+    let out = Command::new(ferry_bin())
+        .arg("build")
+        .current_dir(dir.path().join("no-tools"))
+        .env("FERRY_TOOLS_DIR", dir.path().join("empty-tools"))
+        .env("FERRY_PYTHON", dir.path().join("no-such-python3"))
+        .env_remove("FERRY_COMPONENTIZE_PY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("needs Python 3") && text.contains("FERRY_COMPONENTIZE_PY"),
+        "{text}"
+    );
+    assert!(
+        !dir.path()
+            .join("no-tools/target/ferry/no-tools.wasm")
+            .exists(),
+        "no component is left behind"
+    );
+}
