@@ -14,15 +14,21 @@ packages=()
 for p in "${samples[@]}" "${guests[@]}"; do packages+=(-p "$p"); done
 cargo build --release --target wasm32-wasip2 "${packages[@]}"
 
+# A sample's version files go beside its component. A sample declares them by name: weights.file holds
+# the weights file's name; a tests.json beside weights is the version's tests file (without weights, the
+# model compiles its tests in).
+version_files() { # name
+    local dir=sample-models/$1
+    if [[ -f $dir/weights.file ]]; then cp "$dir/$(cat "$dir/weights.file")" "target/models/$1.weights"; fi
+    if [[ -f $dir/config.json ]]; then cp "$dir/config.json" "target/models/$1.config.json"; fi
+    if [[ -f $dir/weights.file && -f $dir/tests.json ]]; then cp "$dir/tests.json" "target/models/$1.tests.json"; fi
+}
+
 built=target/wasm32-wasip2/release
 mkdir -p target/models target/test-guests
 for name in "${samples[@]}"; do
-    dir=sample-models/$name
     cp "$built/${name//-/_}.wasm" "target/models/$name.wasm"
-    # A sample declares its version files by name: weights.file holds the weights file's name.
-    if [[ -f $dir/weights.file ]]; then cp "$dir/$(cat "$dir/weights.file")" "target/models/$name.weights"; fi
-    if [[ -f $dir/config.json ]]; then cp "$dir/config.json" "target/models/$name.config.json"; fi
-    if [[ -f $dir/weights.file && -f $dir/tests.json ]]; then cp "$dir/tests.json" "target/models/$name.tests.json"; fi
+    version_files "$name"
 done
 for name in "${guests[@]}"; do
     cp "$built/${name//-/_}.wasm" "target/test-guests/$name.wasm"
@@ -37,11 +43,9 @@ if [[ -z ${FERRY_BIN:-} ]]; then
 fi
 export FERRY_TOOLS_DIR=${FERRY_TOOLS_DIR:-$PWD/target/tools}
 for name in "${python_samples[@]}"; do
-    dir=sample-models/$name
-    "$FERRY_BIN" build "$dir"
-    cp "$dir/target/ferry/$name.wasm" "target/models/$name.wasm"
-    cp "$dir/$(cat "$dir/weights.file")" "target/models/$name.weights"
-    cp "$dir/tests.json" "target/models/$name.tests.json"
+    "$FERRY_BIN" build "sample-models/$name"
+    cp "sample-models/$name/target/ferry/$name.wasm" "target/models/$name.wasm"
+    version_files "$name"
 done
 "$FERRY_BIN" build tests/python-sdk-guest
 cp tests/python-sdk-guest/target/ferry/python-sdk-guest.wasm target/test-guests/

@@ -4,8 +4,8 @@
 //! - `infer/<model>`: one request through a warm instance, across the component boundary;
 //! - `digits-native-vs-wasm`: the same tract network on the same image natively and in the guest;
 //!   the ratio is printed at the end (goal ≤ 1.3×);
-//! - `new-project/<lang>/…`: instantiate+init and one predict for the projects `ferry new` writes, when
-//!   `benches/author.sh` has built them.
+//! - `new-project/<lang>/…`: instantiate+init and one predict for the projects `ferry new` writes; run
+//!   (alone) by `benches/author.sh`, which builds them.
 //!
 //! Run: `cargo bench -p ferry-benches` (the README's bench command builds the models first).
 
@@ -262,10 +262,15 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    if std::env::var_os("FERRY_BENCH_PROJECTS").is_some() {
+        // benches/author.sh: only the new projects (the samples need not be built).
+        bench_new_projects(&mut c);
+        c.final_summary();
+        return;
+    }
     bench_instantiate(&mut c);
     bench_infer(&mut c);
     bench_native_vs_wasm(&mut c);
-    bench_new_projects(&mut c);
     c.final_summary();
 
     if let (Some(native), Some(wasm)) = (

@@ -3,16 +3,14 @@
 Feature transforms in features.py; a ridge regression trained by training/train.py with scikit-learn
 (weights.json holds its coefficients, tests.json its answers on held-out trips).
 """
-import json
-
-from ferry_sdk import InvalidInput, Metadata, Model
+from ferry_sdk import InvalidInput, Metadata, Model, json_weights
 
 from features import NAMES, WEATHER, ZONES, trip_features
 
 
 class EtaModel(Model):
     def init(self, config, weights):
-        w = json.loads(weights)
+        w = json_weights(weights)
         if w["features"] != NAMES:
             raise ValueError(f"weights were trained on features {w['features']}, this model computes {NAMES}")
         self.coef, self.intercept = w["coef"], w["intercept"]

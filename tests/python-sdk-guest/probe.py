@@ -24,6 +24,10 @@ class SdkProbe(Model):
     def infer(self, inputs):
         if "overflow" in inputs:
             return [Tensor("o", "UINT8", [1], [300])]
+        if "fraction" in inputs:
+            return [Tensor("i", "INT32", [1], [1.5])]
+        if "strings" in inputs:
+            return [Tensor("s", "BYTES", [2], ["héllo", b"\xff"])]
         if "x" in inputs:
             rows = inputs.matrix("x", 2)
             return [Tensor.fp32("y", [len(rows), 2], [v * self.scale for row in rows for v in row])]
@@ -34,6 +38,8 @@ class SdkProbe(Model):
         if action == "fields":
             f = request.fields("features", a=float, n=int)
             return {"sum": f.a + f.n}
+        if action == "raise-long":
+            raise ValueError("x" * 200_000)
         if action == "raise":
             return {"value": {}["missing"]}
         if action == "late-import":

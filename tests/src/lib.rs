@@ -118,3 +118,18 @@ pub fn assert_bystander_answers() {
         "bystander answered {got}, scikit-learn says {want}"
     );
 }
+
+/// Points a `ferry` (or shell) command at the checkout's shared build state: model projects' cargo
+/// dependencies built once (`target/author-projects`), the tests' compile cache, and the componentize-py
+/// that `scripts/build-models.sh` installed into `target/tools` (installed on first use otherwise).
+pub fn author_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        workspace().join("target/author-projects"),
+    )
+    .env(
+        "FERRY_CACHE_DIR",
+        workspace().join("target/ferry-test-cache"),
+    )
+    .env("FERRY_TOOLS_DIR", workspace().join("target/tools"))
+}

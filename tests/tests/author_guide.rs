@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Command;
 
 use ferry_tests::server::ferry_bin;
-use ferry_tests::workspace;
+use ferry_tests::{author_env, workspace};
 
 /// The guide's shell blocks, in order.
 fn shell_blocks(markdown: &str) -> Vec<String> {
@@ -59,19 +59,9 @@ fn every_command_in_the_author_guide_runs() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
-        .arg("guide.sh")
+    let out = author_env(Command::new("bash").arg("guide.sh"))
         .current_dir(dir.path())
         .env("PATH", path)
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace().join("target/author-projects"),
-        )
-        .env(
-            "FERRY_CACHE_DIR",
-            workspace().join("target/ferry-test-cache"),
-        )
-        .env("FERRY_TOOLS_DIR", workspace().join("target/tools"))
         .env_remove("FERRY_SERVER")
         .output()
         .unwrap();
@@ -83,24 +73,22 @@ fn every_command_in_the_author_guide_runs() {
         tail(&stderr, 6000)
     );
 
-    // What the guide's comments promise.
-    for promise in [
-        "matches ferry:model@0.1.0",
-        "4 passed, 0 failed",
-        "{\"eta_minutes\":12.288818929839271}",
-        "features.hour: missing",
-        "eta-model production → 1",
+    // What the guide's comments promise, as often as the guide does it (both languages build, test and
+    // answer the same trip; the Python answer may differ in the last digit, summing in another order).
+    for (promise, times) in [
+        ("matches ferry:model@0.1.0", 2),
+        ("\n4 passed, 0 failed\n", 2),
+        ("{\"eta_minutes\":12.288818929839271}", 1),
+        ("{\"eta_minutes\":", 2),
+        ("features.hour: missing", 1),
+        ("eta-model production → 1", 1),
     ] {
-        assert!(
-            stdout.contains(promise),
-            "missing {promise:?} in:\n{stdout}"
+        assert_eq!(
+            stdout.matches(promise).count(),
+            times,
+            "{promise:?} should appear {times}× in:\n{stdout}"
         );
     }
-    assert_eq!(
-        stdout.matches("\"eta_minutes\":").count(),
-        2,
-        "one answer per language:\n{stdout}"
-    );
     assert!(
         stdout.contains("eta-model version 2")
             && stdout.matches("state             ready").count() >= 3,

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
+use ferry_tests::author_env;
 use ferry_tests::server::{ferry_bin, Server};
-use ferry_tests::workspace;
 use serde_json::Value;
 
 fn ferry(args: &[&str], dir: &std::path::Path, server: Option<&Server>) -> String {
@@ -22,19 +22,7 @@ fn ferry_fails(args: &[&str], dir: &std::path::Path) -> String {
 
 fn run_ferry(args: &[&str], dir: &std::path::Path, server: Option<&Server>) -> (bool, String) {
     let mut cmd = Command::new(ferry_bin());
-    cmd.args(args)
-        .current_dir(dir)
-        // Dependencies built once per checkout, shared by every run of this test.
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace().join("target/author-projects"),
-        )
-        .env(
-            "FERRY_CACHE_DIR",
-            workspace().join("target/ferry-test-cache"),
-        )
-        // componentize-py, installed there by scripts/build-models.sh (or here, on first use).
-        .env("FERRY_TOOLS_DIR", workspace().join("target/tools"));
+    author_env(cmd.args(args).current_dir(dir));
     if let Some(s) = server {
         cmd.env("FERRY_SERVER", &s.base);
     }
@@ -144,11 +132,7 @@ fn author_mistakes_get_messages_that_say_what_to_do() {
     let model = std::fs::read_to_string(project.join("model.py")).unwrap();
 
     // A native extension cannot be bundled: the build says so, with the import that failed.
-    std::fs::write(
-        project.join("model.py"),
-        model.replace("import json\n", "import json\nimport numpy\n"),
-    )
-    .unwrap();
+    std::fs::write(project.join("model.py"), format!("import numpy\n{model}")).unwrap();
     let out = ferry_fails(&["build"], &project);
     assert!(
         out.contains("No module named 'numpy'") && out.contains("native extensions"),
@@ -186,7 +170,9 @@ fn author_mistakes_get_messages_that_say_what_to_do() {
         &project,
     );
     assert!(
-        out.contains("init raised TypeError") && out.contains("--config and --weights"),
+        out.contains(
+            "init raised ValueError: this model loads its weights from the version's weights file"
+        ) && out.contains("--config and --weights"),
         "{out}"
     );
 }
@@ -208,11 +194,5 @@ fn a_build_that_cannot_install_componentize_py_says_how_to_get_it() {
     assert!(
         text.contains("needs Python 3") && text.contains("FERRY_COMPONENTIZE_PY"),
         "{text}"
-    );
-    assert!(
-        !dir.path()
-            .join("no-tools/target/ferry/no-tools.wasm")
-            .exists(),
-        "no component is left behind"
     );
 }

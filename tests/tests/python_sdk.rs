@@ -133,16 +133,36 @@ fn a_bug_in_the_model_is_an_internal_error_that_says_where() {
         "{err:?}"
     );
 
-    let overflow = Tensor {
-        name: "overflow".into(),
+    let one = |name: &str| Tensor {
+        name: name.into(),
         shape: vec![1],
         data: TensorData::Int32(vec![0]),
     };
-    let err = instance.infer(&[overflow], "{}").unwrap_err();
+    let err = instance.infer(&[one("overflow")], "{}").unwrap_err();
     assert!(
         matches!(&err, CallError::ModelFailed(m)
             if m.starts_with("infer raised ValueError: output 'o': 300 does not fit UINT8")),
         "{err:?}"
+    );
+
+    let err = instance.infer(&[one("fraction")], "{}").unwrap_err();
+    assert!(
+        matches!(&err, CallError::ModelFailed(m)
+            if m.starts_with("infer raised ValueError: output 'i': an element is not a valid INT32 value")),
+        "{err:?}"
+    );
+    let strings = instance.infer(&[one("strings")], "{}").unwrap();
+    assert!(
+        matches!(&strings[0].data, TensorData::Bytes(v) if v == &vec!["héllo".as_bytes().to_vec(), vec![0xff]]),
+        "str elements of a BYTES output are UTF-8: {strings:?}"
+    );
+
+    // A huge exception message must not spend the call's log allowance and turn into a trap.
+    let err = predict_err(&mut instance, r#"{"do": "raise-long"}"#);
+    assert!(
+        matches!(&err, CallError::ModelFailed(m) if m.starts_with("predict raised ValueError: xxx") && m.len() <= 4200),
+        "{:?}",
+        err.to_string().chars().take(200).collect::<String>()
     );
 
     let err = predict_err(&mut instance, r#"{"do": "late-import"}"#);

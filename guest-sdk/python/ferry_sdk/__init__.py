@@ -43,6 +43,7 @@ __all__ = [
     "Tensor",
     "TensorSpec",
     "Unsupported",
+    "json_weights",
     "log",
 ]
 
@@ -200,7 +201,7 @@ class Inputs(Mapping[str, Tensor]):
 
 def _as(kind: type, value: Any) -> Any:
     # JSON has one number type; bool is an int in Python, never a number in a request.
-    if isinstance(value, bool) and kind is not bool:
+    if isinstance(value, bool) and kind in (int, float):
         raise TypeError
     if kind is float:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -243,7 +244,7 @@ class Request(dict):
                 raise InvalidInput(f"{where}.{name}: missing")
             try:
                 out[name] = _as(kind, obj[name])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, ArithmeticError):
                 expected = _JSON_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
                 raise InvalidInput(f"{where}.{name}: expected {expected}, got {json.dumps(obj[name])}") from None
         return SimpleNamespace(**out)
@@ -279,18 +280,19 @@ class SelfTests:
     the training script writes beside the weights (``--tests``), not here."""
 
     def __init__(self) -> None:
-        self.cases: list[tuple[str, Any, Any, float]] = []
+        #: ``(entry point, name, input, expected, tolerance)``, entry point ``"predict"`` or ``"infer"``.
+        self.cases: list[tuple[str, str, Any, Any, float]] = []
         self.documents: list[str] = []
 
     def predict(self, name: str, request: Any, expected: Any, tolerance: float = 1e-9) -> "SelfTests":
         """The model's ``predict`` must answer ``request`` with ``expected`` (numbers within ``tolerance``)."""
-        self.cases.append((name, request, expected, float(tolerance)))
+        self.cases.append(("predict", name, request, expected, float(tolerance)))
         return self
 
     def infer(self, name: str, inputs: Sequence[Tensor], expected: Sequence[Tensor],
               tolerance: float = 1e-6) -> "SelfTests":
         """The model's ``infer`` must answer ``inputs`` with ``expected`` tensors."""
-        self.cases.append((name, list(inputs), list(expected), float(tolerance)))
+        self.cases.append(("infer", name, list(inputs), list(expected), float(tolerance)))
         return self
 
     def document(self, tests: str | dict) -> "SelfTests":
@@ -300,6 +302,17 @@ class SelfTests:
 
 
 # ------------------------------------------------------------------------------------------- model
+
+
+def json_weights(weights: bytes | None) -> Any:
+    """The version's weights parsed as JSON, with an error that says what is missing or wrong."""
+    if weights is None:
+        raise ValueError("this model loads its weights from the version's weights file, and the version has "
+                         "none: pass --weights FILE to `ferry test` / `ferry push`")
+    try:
+        return json.loads(weights)
+    except ValueError as e:
+        raise ValueError(f"the weights file is not JSON: {e}") from None
 
 
 class Model:

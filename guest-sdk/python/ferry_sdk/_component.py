@@ -63,12 +63,25 @@ class _Failures:
         if isinstance(error, ImportError):
             message += ("; a model has no filesystem at run time, so import every module at the top of "
                         "the model's file (it is bundled when `ferry build` snapshots the import)")
-        _log("error", "".join(traceback.format_exception(kind, error, tb)))
-        raise Err(wit.ModelError_Internal(message))
+        # Capped: the host fails a call whose log passes its per-call limit, which would hide this message.
+        _log_quietly("error", "".join(traceback.format_exception(kind, error, tb))[-_TRACEBACK_BYTES:])
+        raise Err(wit.ModelError_Internal(message[:_MESSAGE_BYTES]))
+
+
+_TRACEBACK_BYTES = 4096
+_MESSAGE_BYTES = 4096
 
 
 def _log(level: str, message: str) -> None:
     wit_log.log(_LEVELS[level], message)
+
+
+def _log_quietly(level: str, message: str) -> None:
+    # Reporting an error must not raise a second one (e.g. the call's log allowance is spent).
+    try:
+        _log(level, message)
+    except Exception:
+        pass
 
 
 def _the_model() -> sdk.Model:
@@ -87,31 +100,56 @@ def _tensor_in(t: wit.Tensor) -> sdk.Tensor:
     return sdk.Tensor(t.name, datatype, t.shape, data)
 
 
+def _integer(x: Any) -> int:
+    # Accepts ints, integral floats and numpy-style integer scalars; refuses to round anything.
+    if isinstance(x, bool):
+        return int(x)
+    if isinstance(x, float):
+        if not x.is_integer():
+            raise TypeError
+        return int(x)
+    return int(x.__index__())
+
+
+def _bytes(x: Any) -> bytes:
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError  # bytes(5) would be five zero bytes, not an error
+
+
 def _tensor_out(t: sdk.Tensor) -> wit.Tensor:
+    # Every element is checked here, where the message can name the tensor: a value the bindings
+    # cannot lower would only trap the call.
     data: Any = t.data
-    if t.datatype in _INT_RANGES:
-        # Checked here, where the message can name the tensor; the bindings would only fail the call.
-        lo, hi = _INT_RANGES[t.datatype]
-        bad = next((x for x in data if not lo <= x <= hi), None)
-        if bad is not None:
-            raise ValueError(f"output {t.name!r}: {bad} does not fit {t.datatype}")
-    if t.datatype in ("UINT8", "INT8"):
-        data = bytes(x & 0xFF for x in data)
-    elif t.datatype in ("FP32", "FP64"):
-        data = [float(x) for x in data]
-    elif t.datatype == "BOOL":
-        data = [bool(x) for x in data]
-    elif t.datatype != "BYTES":
-        data = [int(x) for x in data]
-    return wit.Tensor(t.name, list(t.shape), _DATA[t.datatype](data))
+    dt = t.datatype
+    try:
+        if dt in _INT_RANGES:
+            lo, hi = _INT_RANGES[dt]
+            data = [_integer(x) for x in data]
+            bad = next((x for x in data if not lo <= x <= hi), None)
+            if bad is not None:
+                raise ValueError(f"output {t.name!r}: {bad} does not fit {dt}")
+            if dt in ("UINT8", "INT8"):
+                data = bytes(x & 0xFF for x in data)
+        elif dt in ("FP32", "FP64"):
+            data = [float(x) for x in data]
+        elif dt == "BOOL":
+            data = [bool(x) for x in data]
+        else:
+            data = [_bytes(x) for x in data]
+    except (TypeError, AttributeError):
+        raise ValueError(f"output {t.name!r}: an element is not a valid {dt} value") from None
+    return wit.Tensor(t.name, list(t.shape), _DATA[dt](data))
 
 
 def _spec(s: sdk.TensorSpec) -> wit.TensorSpec:
     return wit.TensorSpec(s.name, wit.Datatype[s.datatype], list(s.shape))
 
 
-def _payload(value: Any) -> Any:
-    if isinstance(value, list) and value and all(isinstance(t, sdk.Tensor) for t in value):
+def _payload(entry_point: str, value: Any) -> Any:
+    if entry_point == "infer":
         return wit.Payload_Tensors([_tensor_out(t) for t in value])
     return wit.Payload_Json(json.dumps(value))
 
@@ -161,8 +199,8 @@ def component(model_class: type[sdk.Model]) -> type:
         def self_tests(self) -> wit.SelfTestSuite:
             tests = _the_model().self_tests()
             return wit.SelfTestSuite(
-                cases=[wit.SelfTest(name, _payload(given), _payload(expected), tolerance)
-                       for name, given, expected, tolerance in tests.cases],
+                cases=[wit.SelfTest(name, _payload(kind, given), _payload(kind, expected), tolerance)
+                       for kind, name, given, expected, tolerance in tests.cases],
                 documents=list(tests.documents),
             )
 

@@ -29,6 +29,9 @@ impl Model for EtaModel {
 
     fn predict(&self, request: Value) -> Result<Value> {
         let trip: Trip = serde_json::from_value(request["features"].clone()).map_err(|e| Error::invalid_input(e.to_string()))?;
+        if trip.distance_km < 0.0 {
+            return Err(Error::invalid_input("features.distance_km: must be ≥ 0"));
+        }
         let hour = 2.0 * std::f64::consts::PI * f64::from(trip.hour % 24) / 24.0;
         let x = [trip.distance_km.ln_1p(), hour.sin(), hour.cos()];
         let eta: f64 = x.iter().zip(&self.coef).map(|(a, b)| a * b).sum::<f64>() + self.intercept;

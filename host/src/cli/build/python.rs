@@ -110,6 +110,15 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
     if installed_mark.exists() {
         return Ok(bin);
     }
+    // Builds running side by side must not install into (or clear) the same venv at once.
+    std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
+    let lock =
+        std::fs::File::create(tools.join(format!(".componentize-py-{COMPONENTIZE_PY}.lock")))?;
+    lock.lock()
+        .context("waiting for another ferry build's install")?;
+    if installed_mark.exists() {
+        return Ok(bin);
+    }
     println!(
         "installing componentize-py {COMPONENTIZE_PY} from PyPI into {}",
         venv.display()
@@ -117,7 +126,6 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
     if venv.exists() {
         std::fs::remove_dir_all(&venv).with_context(|| format!("clearing {}", venv.display()))?;
     }
-    std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
     let python = std::env::var_os("FERRY_PYTHON").unwrap_or_else(|| "python3".into());
     let venv_made = Command::new(&python)
         .args(["-m", "venv"])
