@@ -7,19 +7,24 @@ use ferry::runtime::{ModelInstance, ModelLimits};
 use ferry::selftest::{collect_cases, run_cases};
 use ferry_tests::{engine, model_file, workspace};
 
-fn self_test(name: &str, weights: bool, tests_file: bool, min_cases: usize) {
+/// A sample started the way the host starts a version: its component, with its weights when it has them.
+fn start(name: &str, weights: bool) -> ModelInstance {
     let component = engine()
         .load_component(&model_file(&format!("{name}.wasm")))
         .expect("component loads");
     let weights = weights.then(|| model_file(&format!("{name}.weights")));
-    let mut instance = ModelInstance::start(
+    ModelInstance::start(
         &component,
         &ModelLimits::default(),
         Arc::from(name),
         "{}",
         weights.as_deref(),
     )
-    .expect("init");
+    .expect("init")
+}
+
+fn self_test(name: &str, weights: bool, tests_file: bool, min_cases: usize) {
+    let mut instance = start(name, weights);
     let tests =
         tests_file.then(|| String::from_utf8(model_file(&format!("{name}.tests.json"))).unwrap());
     let cases = collect_cases(instance.self_tests().unwrap(), tests.as_deref()).unwrap();
@@ -55,18 +60,7 @@ fn digits_onnx_matches_onnxruntime() {
 
 #[test]
 fn digits_onnx_reads_held_out_digits() {
-    let component = engine()
-        .load_component(&model_file("digits-onnx.wasm"))
-        .unwrap();
-    let weights = model_file("digits-onnx.weights");
-    let mut instance = ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from("digits"),
-        "{}",
-        Some(&weights),
-    )
-    .unwrap();
+    let mut instance = start("digits-onnx", true);
     let held: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(workspace().join("sample-models/digits-onnx/held-out.json"))
             .unwrap(),
@@ -107,18 +101,7 @@ fn digits_onnx_reads_held_out_digits() {
 
 #[test]
 fn a_bad_tensor_request_is_the_callers_error() {
-    let component = engine()
-        .load_component(&model_file("diabetes-gbdt.wasm"))
-        .unwrap();
-    let weights = model_file("diabetes-gbdt.weights");
-    let mut instance = ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from("diabetes"),
-        "{}",
-        Some(&weights),
-    )
-    .unwrap();
+    let mut instance = start("diabetes-gbdt", true);
     let wrong = ferry::runtime::Tensor {
         name: "features".into(),
         shape: vec![1, 3],
@@ -149,18 +132,7 @@ fn python_eta_matches_scikit_learn() {
 
 #[test]
 fn python_eta_names_what_is_wrong_with_a_ride() {
-    let component = engine()
-        .load_component(&model_file("python-eta.wasm"))
-        .unwrap();
-    let weights = model_file("python-eta.weights");
-    let mut instance = ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from("python-eta"),
-        "{}",
-        Some(&weights),
-    )
-    .unwrap();
+    let mut instance = start("python-eta", true);
     let ride = |weather: &str| {
         format!(
             r#"{{"features": {{"distance_km": 7.4, "hour": 8, "weekday": 2, "weather": "{weather}", "pickup_zone": "airport"}}}}"#

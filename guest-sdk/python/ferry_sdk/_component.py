@@ -63,8 +63,9 @@ class _Failures:
         if isinstance(error, ImportError):
             message += ("; a model has no filesystem at run time, so import every module at the top of "
                         "the model's file (it is bundled when `ferry build` snapshots the import)")
-        # Capped: the host fails a call whose log passes its per-call limit, which would hide this message.
-        _log_quietly("error", "".join(traceback.format_exception(kind, error, tb))[-_TRACEBACK_BYTES:])
+        # Capped well below the host's per-call log limit (64 KiB by default): a call that passes it traps,
+        # and the trap would hide this message.
+        _log("error", "".join(traceback.format_exception(kind, error, tb))[-_TRACEBACK_BYTES:])
         raise Err(wit.ModelError_Internal(message[:_MESSAGE_BYTES]))
 
 
@@ -74,14 +75,6 @@ _MESSAGE_BYTES = 4096
 
 def _log(level: str, message: str) -> None:
     wit_log.log(_LEVELS[level], message)
-
-
-def _log_quietly(level: str, message: str) -> None:
-    # Reporting an error must not raise a second one (e.g. the call's log allowance is spent).
-    try:
-        _log(level, message)
-    except Exception:
-        pass
 
 
 def _the_model() -> sdk.Model:
