@@ -441,55 +441,65 @@ fn error_of(status_and_body: (u16, Value)) -> (u16, String) {
 
 #[test]
 fn malformed_requests_are_400_naming_the_problem() {
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/digits-onnx/infer",
-        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 63], "data": vec![0.0; 63]}]}),
-    ));
-    assert_eq!(s, 400);
-    assert!(
-        e.contains("input `input`") && e.contains("[-1, 64]") && e.contains("[1, 63]"),
-        "{e}"
-    );
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/digits-onnx/infer",
-        &json!({"inputs": [{"name": "input", "datatype": "INT32", "shape": [1, 64], "data": vec![0; 64]}]}),
-    ));
-    assert!(
-        s == 400 && e.contains("expected datatype FP32, got INT32"),
-        "{e}"
-    );
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/digits-onnx/infer",
-        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": vec![0.0; 64]}]}),
-    ));
-    assert!(
-        s == 400 && e.contains("needs 128 elements, data has 64"),
-        "{e}"
-    );
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/digits-onnx/infer",
-        &json!({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1], "data": [0]}]}),
-    ));
-    assert!(
-        s == 400 && e.contains("no input `pixels`") && e.contains("input"),
-        "{e}"
-    );
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/digits-onnx/infer",
-        &json!({"inputs": []}),
-    ));
-    assert!(s == 400 && e.contains("input `input` is missing"), "{e}");
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/digits-onnx/infer",
-        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": vec![0.0; 64]}], "outputs": [{"name": "logits"}]}),
-    ));
-    assert!(s == 400 && e.contains("no output `logits`"), "{e}");
+    let image = |name: &str, datatype: &str, shape: Value, data: Value| json!({"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]});
+    let mut with_unknown_output = image("input", "FP32", json!([1, 64]), json!(vec![0.0; 64]));
+    with_unknown_output["outputs"] = json!([{"name": "logits"}]);
+    // (route, body, what the error must say)
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "/v2/models/digits-onnx/infer",
+            image("input", "FP32", json!([1, 63]), json!(vec![0.0; 63])),
+            &["input `input`", "[-1, 64]", "[1, 63]"],
+        ),
+        (
+            "/v2/models/digits-onnx/infer",
+            image("input", "INT32", json!([1, 64]), json!(vec![0; 64])),
+            &["expected datatype FP32, got INT32"],
+        ),
+        (
+            "/v2/models/digits-onnx/infer",
+            image("input", "FP32", json!([2, 64]), json!(vec![0.0; 64])),
+            &["needs 128 elements, data has 64"],
+        ),
+        (
+            "/v2/models/digits-onnx/infer",
+            image("pixels", "FP32", json!([1]), json!([0])),
+            &["no input `pixels`", "input"],
+        ),
+        (
+            "/v2/models/digits-onnx/infer",
+            json!({"inputs": []}),
+            &["input `input` is missing"],
+        ),
+        (
+            "/v2/models/digits-onnx/infer",
+            with_unknown_output,
+            &["no output `logits`"],
+        ),
+        (
+            "/v1/models/fraud-features/predict",
+            json!([1, 2]),
+            &["JSON object"],
+        ),
+        (
+            "/v2/models/fraud-features/infer",
+            json!({"inputs": []}),
+            &["/v1/models/fraud-features/predict"],
+        ),
+        (
+            "/v1/models/digits-onnx/predict",
+            json!({}),
+            &["/v2/models/digits-onnx/infer"],
+        ),
+    ];
+    for (route, body, says) in cases {
+        let (s, e) = error_of(json_call("POST", route, &body));
+        assert!(
+            s == 400 && says.iter().all(|part| e.contains(part)),
+            "{route} {body}: {s} {e}"
+        );
+    }
+
     let (status, r) = send(
         "POST",
         "/v2/models/digits-onnx/infer",
@@ -502,30 +512,6 @@ fn malformed_requests_are_400_naming_the_problem() {
         .into_string()
         .unwrap()
         .contains("invalid inference request"));
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v1/models/fraud-features/predict",
-        &json!([1, 2]),
-    ));
-    assert!(s == 400 && e.contains("JSON object"), "{e}");
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v2/models/fraud-features/infer",
-        &json!({"inputs": []}),
-    ));
-    assert!(
-        s == 400 && e.contains("/v1/models/fraud-features/predict"),
-        "{e}"
-    );
-    let (s, e) = error_of(json_call(
-        "POST",
-        "/v1/models/digits-onnx/predict",
-        &json!({}),
-    ));
-    assert!(
-        s == 400 && e.contains("/v2/models/digits-onnx/infer"),
-        "{e}"
-    );
 }
 
 #[test]
