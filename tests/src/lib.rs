@@ -3,6 +3,9 @@
 //!
 //! The components come from `scripts/build-models.sh` (the README's test command runs it first).
 
+pub mod fleet;
+pub mod http;
+pub mod s3;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -68,7 +68,9 @@ pub fn add(store: &Path, seed: &Seed) {
         .arg(&seed.component)
         .args(["--model", seed.model, "--version", seed.version])
         .arg("--store")
-        .arg(store);
+        .arg(store)
+        .arg("--cache-dir")
+        .arg(store.with_file_name("cache"));
     if let Some(w) = &seed.weights {
         cmd.arg("--weights").arg(w);
     }
@@ -110,6 +112,8 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--store")
         .arg(dir.join("store"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
         .arg("--config")
         .arg(dir.join("ferry.toml"))
         .args(extra_args)
@@ -137,7 +141,7 @@ extern "C" fn kill_live_servers() {
 
 /// A server must not outlive the test binary, even one held in a static that is never dropped: the
 /// test harness exits through `exit`, which runs this hook.
-fn reap_at_exit(pid: u32) {
+pub fn reap_at_exit(pid: u32) {
     static HOOK: std::sync::Once = std::sync::Once::new();
     // SAFETY: registers a plain extern "C" function.
     HOOK.call_once(|| unsafe {
@@ -146,7 +150,8 @@ fn reap_at_exit(pid: u32) {
     LIVE.lock().unwrap().push(pid);
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -186,6 +191,11 @@ impl Server {
     /// The store directory.
     pub fn store(&self) -> PathBuf {
         self._dir.path().join("store")
+    }
+
+    /// The host's cache directory (compiled components, uploads in progress).
+    pub fn cache(&self) -> PathBuf {
+        self._dir.path().join("cache")
     }
 
     /// Kills the process outright (SIGKILL): no draining, no cleanup.

@@ -186,16 +186,16 @@ fn raw_put_chunked(server: &Server, path: &str, total: usize) -> String {
 }
 
 fn store_inventory(server: &Server) -> (usize, usize, usize) {
-    let count = |p: &str| {
-        std::fs::read_dir(server.store().join(p))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
+    let count = |p: std::path::PathBuf| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
     let manifests: usize = std::fs::read_dir(server.store().join("models"))
         .unwrap()
         .map(|m| std::fs::read_dir(m.unwrap().path()).unwrap().count())
         .sum();
-    (count("blobs"), count("tmp"), manifests)
+    (
+        count(server.store().join("blobs")),
+        count(server.cache().join("uploads")),
+        manifests,
+    )
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn upload_weights_only_update_promote_rollback_and_delete() {
 
     // A multipart version, then a weights-only update that reuses the stored component.
     diabetes_v(&server, "1");
-    let compiled = || walk_count(&server.store().join("compiled"));
+    let compiled = || walk_count(&server.cache().join("compiled"));
     let before = compiled();
     let component_sha = version_of(&server, "diabetes-gbdt", "1")["component_sha256"]
         .as_str()
@@ -676,7 +676,7 @@ fn restart_brings_back_what_was_serving_without_recompiling() {
     diabetes_v(&server, "1");
     diabetes_v(&server, "2");
     assert_eq!(set_alias(&server, "diabetes-gbdt", "1").0, 200);
-    let compiled = walk_count(&server.store().join("compiled"));
+    let compiled = walk_count(&server.cache().join("compiled"));
     server.restart();
     let d = describe(&server, "diabetes-gbdt");
     assert_eq!(d["aliases"]["production"], "1");
@@ -691,7 +691,7 @@ fn restart_brings_back_what_was_serving_without_recompiling() {
         "1"
     );
     assert_eq!(
-        walk_count(&server.store().join("compiled")),
+        walk_count(&server.cache().join("compiled")),
         compiled,
         "loaded from the compiled cache"
     );
@@ -730,7 +730,7 @@ fn kill_9_during_an_upload_and_during_swaps_leaves_a_store_that_loads() {
             .set("Content-Type", "application/wasm")
             .send(Trickle { left: 64 << 20 })
     });
-    let tmp = server.store().join("tmp");
+    let tmp = server.cache().join("uploads");
     let started = Instant::now();
     while std::fs::read_dir(&tmp).unwrap().count() == 0
         && started.elapsed() < Duration::from_secs(30)

@@ -1,6 +1,7 @@
-//! `ferry add`: put a version into a store directory directly, without a server — for seeding a
-//! store (the quick start does this with the sample models) or preparing one offline. A running
-//! server picks the version up at its next start.
+//! `ferry add`: put a version into a store directly, without a server — for seeding a store (the
+//! quick start does this with the sample models) or for a training pipeline that writes straight
+//! into a fleet's store (`--store s3://BUCKET/PREFIX`). Running hosts pick the version up at their
+//! next sync.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 
 use crate::registry::{check_name, Store, VersionManifest};
 use crate::runtime::ModelLimits;
+use crate::storage::BlobCache;
 
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
@@ -24,21 +26,22 @@ pub struct AddArgs {
     /// Limits for this version (JSON, the fields of a model's limits).
     #[arg(long)]
     limits: Option<PathBuf>,
-    /// The store directory.
+    /// The store: a directory, or `s3://BUCKET/PREFIX` (AWS environment variables as for `serve`).
     #[arg(long, default_value = "ferry-store", env = "FERRY_STORE")]
-    store: PathBuf,
+    store: String,
+    #[command(flatten)]
+    cache: super::serve::HostCacheArgs,
 }
 
 pub fn run(args: AddArgs) -> anyhow::Result<i32> {
     check_name("model", &args.model)?;
-    let store = Store::open(&args.store)?;
+    if let Some(v) = &args.version {
+        check_name("version", v)?;
+    }
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let component = read(&args.component)?;
     if component.get(..4) != Some(b"\0asm") {
-        anyhow::bail!(
-            "{} is not a WebAssembly component",
-            args.component.display()
-        );
+        anyhow::bail!("{} is not a WebAssembly component", args.component.display());
     }
     if let Some(p) = &args.files.config {
         serde_json::from_slice::<serde_json::Value>(&read(p)?)
@@ -47,40 +50,51 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
     let limits: Option<ModelLimits> = args
         .limits
         .as_ref()
-        .map(|p| {
-            serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display()))
-        })
+        .map(|p| serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display())))
         .transpose()?;
-    let put = |p: &Option<PathBuf>| p.as_ref().map(|p| store.put_blob(&read(p)?)).transpose();
-    let (sequence, next) = store.next_version(&args.model)?;
-    if let Some(v) = &args.version {
-        check_name("version", v)?;
-        if store
-            .versions()?
-            .get(&args.model)
-            .is_some_and(|vs| vs.iter().any(|m| &m.version == v))
-        {
-            anyhow::bail!(
-                "model {} already has a version {v}; versions are immutable, pick another name",
-                args.model
-            );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let storage = crate::storage::open(&args.store)?;
+        let blobs = BlobCache::open(storage, &args.cache.dir()?, u64::MAX)?;
+        // Each file is copied into the upload area first: the store may hard-link what it is given,
+        // and the caller's file must stay the caller's.
+        let put = |path: PathBuf| {
+            let blobs = blobs.clone();
+            async move {
+                let (staged, _) = blobs.upload_file()?;
+                std::fs::copy(&path, &staged).map_err(|e| anyhow::anyhow!("copying {}: {e}", path.display()))?;
+                let sha = crate::runtime::sha256_hex(&std::fs::read(&staged)?);
+                blobs.commit_upload(&staged, &sha).await?;
+                anyhow::Ok(sha)
+            }
+        };
+        let optional = |p: &Option<PathBuf>| {
+            let p = p.clone();
+            let put = &put;
+            async move {
+                match p {
+                    Some(p) => put(p).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        let manifest = VersionManifest {
+            model: args.model.clone(),
+            version: args.version.clone().unwrap_or_default(),
+            sequence: 0,
+            component_sha256: put(args.component.clone()).await?,
+            weights_sha256: optional(&args.files.weights).await?,
+            config_sha256: optional(&args.files.config).await?,
+            tests_sha256: optional(&args.files.tests).await?,
+            limits,
+        };
+        let manifest = Store::new(blobs).create_version(&manifest).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{} version {}", manifest.model, manifest.version);
+        println!("  component_sha256 {}", manifest.component_sha256);
+        if let Some(w) = &manifest.weights_sha256 {
+            println!("  weights_sha256   {w}");
         }
-    }
-    let manifest = VersionManifest {
-        model: args.model.clone(),
-        version: args.version.unwrap_or(next),
-        sequence,
-        component_sha256: store.put_blob(&component)?,
-        weights_sha256: put(&args.files.weights)?,
-        config_sha256: put(&args.files.config)?,
-        tests_sha256: put(&args.files.tests)?,
-        limits,
-    };
-    store.put_version(&manifest)?;
-    println!("{} version {}", manifest.model, manifest.version);
-    println!("  component_sha256 {}", manifest.component_sha256);
-    if let Some(w) = &manifest.weights_sha256 {
-        println!("  weights_sha256   {w}");
-    }
+        anyhow::Ok(())
+    })?;
     Ok(0)
 }

@@ -2,7 +2,6 @@
 //! so a component is compiled once per engine configuration and loaded by `mmap` afterwards.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -44,7 +43,11 @@ impl CompileCache {
             // `Engine::precompile_component`, and renamed into place whole; the engine hash in the path
             // guarantees a compatible configuration.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    // Recently used: the host cache's eviction takes it last.
+                    crate::files::touch(&path);
+                    return Ok(component);
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled component")
                 }
@@ -62,16 +65,6 @@ impl CompileCache {
     }
 
     fn store(&self, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(compiled)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::files::write_atomically(path, compiled)
     }
 }

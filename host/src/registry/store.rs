@@ -1,25 +1,31 @@
-//! The store directory: artifacts by content address and the manifests that make them versions.
+//! What a store holds, in the registry's terms, on any [`Storage`] backend:
 //!
 //! ```text
-//! <store>/blobs/<sha256>                 component, weights, config and tests files, by content
-//! <store>/compiled/<engine-hash>/…      compiled components (see engine::CompileCache)
-//! <store>/models/<model>/<version>.json  a version's manifest: which blobs, which limits
-//! <store>/models/<model>/aliases.json    alias → version, and each alias's earlier targets
-//! <store>/models/<model>/unloaded         present while the model is unloaded on request
-//! <store>/tmp/                           uploads in progress (emptied at start)
+//! blobs/<sha256>                 component, weights, config and tests files, by content
+//! models/<model>/<version>.json  a version's manifest: which blobs, which limits (immutable)
+//! models/<model>/aliases.json    alias → version, and each alias's earlier targets
+//! models/<model>/unloaded        present while the model is unloaded on request
+//! changes.json                   the change record: a generation per model, bumped by every change
+//! hosts/<host>.json              each host's status: heartbeat and what it serves
 //! ```
 //!
-//! Every file is written to a temporary name, synced and renamed into place, so a crash leaves either
-//! the old file or the new one; a manifest is written only after the blobs it names.
+//! Every write two hosts could race is conditional: a manifest is created only if absent (the loser
+//! gets a conflict), aliases and the change record are compare-and-swapped and retried on a lost race.
+//! A manifest is written only after every blob it names is durable, and the change record is bumped
+//! only after the manifest, so a host that sees a change finds everything it names. The layout is the
+//! one the local store always had: stores written by earlier versions still load.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{sha256_hex, ModelLimits};
+use super::ChangeError;
+use crate::runtime::ModelLimits;
+use crate::storage::{blob_cache, BlobCache, ObjectVersion, Storage, StorageError, Write};
 
 /// What a version is made of. Blobs are named by sha256.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,6 +52,20 @@ pub struct VersionManifest {
     pub limits: Option<ModelLimits>,
 }
 
+impl VersionManifest {
+    /// Every blob the version names.
+    pub fn blobs(&self) -> impl Iterator<Item = &String> {
+        [
+            Some(&self.component_sha256),
+            self.weights_sha256.as_ref(),
+            self.config_sha256.as_ref(),
+            self.tests_sha256.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// A model's aliases (alias → version) and, per alias, the versions it pointed at before (oldest
 /// first), so a rollback knows where to go back to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -57,13 +77,29 @@ pub struct Aliases {
     pub history: BTreeMap<String, Vec<String>>,
 }
 
-/// A store directory.
-#[derive(Debug, Clone)]
-pub struct Store {
-    root: PathBuf,
+/// The change record: the store's generation, and per model the generation of its last change.
+/// Polling it (one conditional GET) tells a host whether anything changed and which models.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ChangeRecord {
+    /// Bumped by every change; also the source of versions' sequence numbers.
+    pub generation: u64,
+    /// Model → generation of its last change.
+    pub models: BTreeMap<String, u64>,
 }
 
-/// Model and version names: what is safe in a path and a URL.
+/// One model as the store has it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ModelView {
+    /// Its versions, oldest first.
+    pub manifests: Vec<VersionManifest>,
+    /// Its aliases.
+    pub aliases: Aliases,
+    /// Unloaded on request.
+    pub unloaded: bool,
+}
+
+/// Model and version names: what is safe in a path, a key and a URL.
 pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -77,304 +113,497 @@ pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("store paths have a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable once the directory is synced.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+const CHANGES: &str = "changes.json";
+
+fn manifest_key(model: &str, version: &str) -> String {
+    format!("models/{model}/{version}.json")
+}
+fn aliases_key(model: &str) -> String {
+    format!("models/{model}/aliases.json")
+}
+fn unloaded_key(model: &str) -> String {
+    format!("models/{model}/unloaded")
+}
+fn host_key(host: &str) -> String {
+    format!("hosts/{host}.json")
+}
+
+impl From<StorageError> for ChangeError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(m) => ChangeError::NotFound(format!("{m} is not in the store")),
+            StorageError::AlreadyExists(m) | StorageError::Precondition(m) => {
+                ChangeError::Conflict(format!("{m} was changed meanwhile by another writer; try again"))
+            }
+            StorageError::Unavailable(m) => ChangeError::Unavailable(format!(
+                "the store is unreachable ({m}); this host keeps serving what it has, changes must wait"
+            )),
+            StorageError::Disk(m) => ChangeError::NoRoom(m),
+            StorageError::Other(m) => ChangeError::Store(anyhow::anyhow!(m)),
+        }
     }
-    result
+}
+
+/// How often a lost compare-and-swap is retried before the change is answered with a conflict.
+const CAS_ATTEMPTS: usize = 32;
+
+/// A store: the registry's view of a [`Storage`], with the host's blob cache in front of it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    storage: Arc<dyn Storage>,
+    blobs: BlobCache,
 }
 
 impl Store {
-    /// Opens (creating) a store at `root`.
-    pub fn open(root: impl Into<PathBuf>) -> anyhow::Result<Store> {
-        let root = root.into();
-        for dir in ["blobs", "models", "compiled", "tmp"] {
-            std::fs::create_dir_all(root.join(dir))
-                .with_context(|| format!("creating {}", root.join(dir).display()))?;
+    /// The store behind `blobs`.
+    pub fn new(blobs: BlobCache) -> Store {
+        Store { storage: blobs.storage().clone(), blobs }
+    }
+
+    /// The blob cache (and upload staging) of this host.
+    pub fn blobs(&self) -> &BlobCache {
+        &self.blobs
+    }
+
+    /// Where the store is.
+    pub fn describe(&self) -> String {
+        self.storage.describe()
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, ObjectVersion)>, StorageError> {
+        match self.storage.get(key).await {
+            Ok(object) => {
+                let value = serde_json::from_slice(&object.bytes)
+                    .map_err(|e| StorageError::Other(format!("{key} is not valid: {e}")))?;
+                Ok(Some((value, object.version)))
+            }
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Store { root })
     }
 
-    /// Removes what interrupted uploads left in `tmp/` (call before serving, never during).
-    pub fn clean_interrupted_uploads(&self) -> anyhow::Result<usize> {
-        let mut removed = 0;
-        for entry in std::fs::read_dir(self.root.join("tmp"))? {
-            std::fs::remove_file(entry?.path())?;
-            removed += 1;
-        }
-        Ok(removed)
+    fn json(value: &impl Serialize) -> Bytes {
+        Bytes::from(serde_json::to_vec_pretty(value).expect("store documents serialise"))
     }
 
-    /// A new file for an upload in progress; [`Store::commit_upload`] moves it into the blobs.
-    pub fn upload_file(&self) -> anyhow::Result<(PathBuf, std::fs::File)> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self
-            .root
-            .join("tmp")
-            .join(format!("upload-{}-{n}", std::process::id()));
-        let file =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok((path, file))
+    /// The change record and its version; `None` while the store has never recorded a change.
+    pub async fn changes(&self) -> Result<Option<(ChangeRecord, ObjectVersion)>, StorageError> {
+        self.get_json(CHANGES).await
     }
 
-    /// Moves a finished upload (already synced, with content `sha256`) into the blobs.
-    pub fn commit_upload(&self, tmp: &Path, sha256: &str) -> anyhow::Result<()> {
-        let path = self.blob_path(sha256);
-        if path.exists() {
-            std::fs::remove_file(tmp)?;
-            return Ok(());
-        }
-        std::fs::rename(tmp, &path).with_context(|| format!("storing blob {sha256}"))?;
-        std::fs::File::open(self.root.join("blobs"))?.sync_all()?;
-        Ok(())
-    }
-
-    /// True when the blob is stored.
-    pub fn has_blob(&self, sha256: &str) -> bool {
-        sha256.len() == 64
-            && sha256.chars().all(|c| c.is_ascii_hexdigit())
-            && self.blob_path(sha256).exists()
-    }
-
-    /// The store's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Where compiled components are cached.
-    pub fn compiled_dir(&self) -> PathBuf {
-        self.root.join("compiled")
-    }
-
-    fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("blobs").join(sha256)
-    }
-
-    /// Stores `bytes` by content; returns its sha256. Storing the same bytes twice writes once.
-    pub fn put_blob(&self, bytes: &[u8]) -> anyhow::Result<String> {
-        let sha = sha256_hex(bytes);
-        let path = self.blob_path(&sha);
-        if !path.exists() {
-            write_atomically(&path, bytes)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(sha)
-    }
-
-    /// Reads a blob and checks it still has the content its name says.
-    pub fn blob(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
-        let path = self.blob_path(sha256);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading blob {sha256}"))?;
-        if sha256_hex(&bytes) != sha256 {
-            bail!("blob {sha256} is corrupt: its content no longer matches its sha256");
-        }
-        Ok(bytes)
-    }
-
-    fn model_dir(&self, model: &str) -> PathBuf {
-        self.root.join("models").join(model)
-    }
-
-    /// Writes a version's manifest (its blobs must already be stored).
-    pub fn put_version(&self, manifest: &VersionManifest) -> anyhow::Result<()> {
-        check_name("model", &manifest.model)?;
-        check_name("version", &manifest.version)?;
-        let shas = [
-            Some(&manifest.component_sha256),
-            manifest.weights_sha256.as_ref(),
-            manifest.config_sha256.as_ref(),
-            manifest.tests_sha256.as_ref(),
-        ];
-        for sha in shas.into_iter().flatten() {
-            if !self.blob_path(sha).exists() {
-                bail!("blob {sha} is not in the store");
+    /// The change record if it is no longer at `version` (`Ok(None)`: nothing changed).
+    pub async fn changes_since(&self, version: &ObjectVersion) -> Result<Option<(ChangeRecord, ObjectVersion)>, StorageError> {
+        match self.storage.get_if_changed(CHANGES, version).await? {
+            None => Ok(None),
+            Some(object) => {
+                let record = serde_json::from_slice(&object.bytes)
+                    .map_err(|e| StorageError::Other(format!("{CHANGES} is not valid: {e}")))?;
+                Ok(Some((record, object.version)))
             }
         }
-        let path = self
-            .model_dir(&manifest.model)
-            .join(format!("{}.json", manifest.version));
-        write_atomically(&path, &serde_json::to_vec_pretty(manifest)?)
-            .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Every version manifest in the store, by model. Unreadable manifests are reported and skipped.
-    pub fn versions(&self) -> anyhow::Result<BTreeMap<String, Vec<VersionManifest>>> {
+    /// Applies `change` to the change record by compare-and-swap, retrying lost races; returns the
+    /// new generation.
+    async fn bump(&self, change: impl Fn(&mut ChangeRecord, u64)) -> Result<u64, StorageError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let (mut record, mode) = match self.changes().await? {
+                Some((record, version)) => (record, Write::Replace(version)),
+                // A store written before the change record existed: generations start above every
+                // sequence number its versions already have.
+                None => {
+                    let highest = self.all_models().await?.values().flat_map(|m| &m.manifests).map(|m| m.sequence).max();
+                    (ChangeRecord { generation: highest.unwrap_or(0), ..Default::default() }, Write::Create)
+                }
+            };
+            let generation = record.generation + 1;
+            record.generation = generation;
+            change(&mut record, generation);
+            match self.storage.put(CHANGES, Self::json(&record), mode).await {
+                Ok(_) => return Ok(generation),
+                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::Precondition(format!("{CHANGES} (too many concurrent changes)")))
+    }
+
+    /// Records that `model` changed, so every host looks at it again.
+    pub async fn announce(&self, model: &str) -> Result<u64, StorageError> {
+        self.bump(|record, generation| {
+            record.models.insert(model.to_owned(), generation);
+        })
+        .await
+    }
+
+    /// Every model in the store, from one listing (and a read of each manifest not in `known`, so
+    /// a host that has seen a manifest never reads it again: manifests are immutable).
+    pub async fn all_models(&self) -> Result<BTreeMap<String, ModelView>, StorageError> {
+        let listed = self.storage.list("models/").await?;
+        let mut by_model: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for l in listed {
+            if let Some((model, _)) = l.key.strip_prefix("models/").and_then(|k| k.split_once('/')) {
+                by_model.entry(model.to_owned()).or_default().push(l.key.clone());
+            }
+        }
         let mut models = BTreeMap::new();
-        for entry in std::fs::read_dir(self.root.join("models"))? {
-            let entry = entry?;
-            let model = entry.file_name().to_string_lossy().into_owned();
-            if check_name("model", &model).is_err() || !entry.file_type()?.is_dir() {
+        for (model, keys) in by_model {
+            if check_name("model", &model).is_err() {
                 continue;
             }
-            let mut versions = Vec::new();
-            for file in std::fs::read_dir(entry.path())? {
-                let path = file?.path();
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                if name.starts_with('.') || name == "aliases.json" || !name.ends_with(".json") {
-                    continue;
-                }
-                match std::fs::read(&path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|b| Ok(serde_json::from_slice::<VersionManifest>(&b)?))
-                {
-                    Ok(m) => versions.push(m),
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "skipping an unreadable version manifest")
-                    }
-                }
-            }
-            versions.sort_by_key(|m| m.sequence);
-            models.insert(model, versions);
+            models.insert(model.clone(), self.view_from_keys(&model, &keys).await?);
         }
         Ok(models)
     }
 
-    /// The next sequence number and default version name for `model`.
-    pub fn next_version(&self, model: &str) -> anyhow::Result<(u64, String)> {
-        let versions = self.versions()?.remove(model).unwrap_or_default();
-        let sequence = versions
-            .iter()
-            .map(|m| m.sequence)
-            .max()
-            .map_or(1, |s| s + 1);
-        let numeric = versions
-            .iter()
-            .filter_map(|m| m.version.parse::<u64>().ok())
-            .max()
-            .map_or(1, |n| n + 1);
-        Ok((sequence, numeric.to_string()))
+    /// One model as the store has it now.
+    pub async fn model(&self, model: &str) -> Result<ModelView, StorageError> {
+        let keys: Vec<String> = self.storage.list(&format!("models/{model}/")).await?.into_iter().map(|l| l.key).collect();
+        self.view_from_keys(model, &keys).await
     }
 
-    /// The aliases of `model` and their history.
-    pub fn aliases(&self, model: &str) -> anyhow::Result<Aliases> {
-        let path = self.model_dir(model).join("aliases.json");
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Aliases::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    async fn view_from_keys(&self, model: &str, keys: &[String]) -> Result<ModelView, StorageError> {
+        let mut view = ModelView::default();
+        for key in keys {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            if key == &aliases_key(model) {
+                match self.get_json::<Aliases>(key).await {
+                    Ok(found) => view.aliases = found.map(|(a, _)| a).unwrap_or_default(),
+                    Err(StorageError::Other(e)) => tracing::error!(model, error = %e, "ignoring unreadable aliases"),
+                    Err(e) => return Err(e),
+                }
+            } else if key == &unloaded_key(model) {
+                view.unloaded = true;
+            } else if name.ends_with(".json") && key.matches('/').count() == 2 {
+                match self.get_json::<VersionManifest>(key).await {
+                    Ok(Some((m, _))) if m.model == model => view.manifests.push(m),
+                    Ok(Some(_)) => tracing::error!(key, "skipping a manifest that names another model"),
+                    Ok(None) => {} // deleted since the listing
+                    Err(StorageError::Other(e)) => tracing::error!(key, error = %e, "skipping an unreadable version manifest"),
+                    Err(e) => return Err(e),
+                }
+            }
         }
+        view.manifests.sort_by_key(|m| m.sequence);
+        Ok(view)
     }
 
-    /// Replaces the aliases of `model`.
-    pub fn put_aliases(&self, model: &str, aliases: &Aliases) -> anyhow::Result<()> {
-        let path = self.model_dir(model).join("aliases.json");
-        write_atomically(&path, &serde_json::to_vec_pretty(aliases)?)
-            .with_context(|| format!("writing {}", path.display()))
+    /// A sequence number for a new version: unique in the store, higher than any before.
+    pub async fn reserve_sequence(&self) -> Result<u64, StorageError> {
+        self.bump(|_, _| {}).await
     }
 
-    /// Removes a version's manifest (its blobs stay: other versions may share them).
-    pub fn delete_version(&self, model: &str, version: &str) -> anyhow::Result<()> {
-        let path = self.model_dir(model).join(format!("{version}.json"));
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        std::fs::File::open(self.model_dir(model))?.sync_all()?;
+    /// The next free numeric version name of `model`.
+    pub async fn next_version_name(&self, model: &str) -> Result<String, StorageError> {
+        let view = self.model(model).await?;
+        let highest = view.manifests.iter().filter_map(|m| m.version.parse::<u64>().ok()).max();
+        Ok(highest.map_or(1, |n| n + 1).to_string())
+    }
+
+    /// Creates a version: its blobs must be stored; the manifest gets a fresh sequence number and is
+    /// written only if no version of that name exists (a conflict otherwise), then announced. An
+    /// empty version name takes the next number (again if another writer takes it first). Returns
+    /// the manifest as written.
+    pub async fn create_version(&self, manifest: &VersionManifest) -> Result<VersionManifest, ChangeError> {
+        let invalid = |e: anyhow::Error| ChangeError::Invalid(e.to_string());
+        check_name("model", &manifest.model).map_err(invalid)?;
+        let named = !manifest.version.is_empty();
+        if named {
+            check_name("version", &manifest.version).map_err(invalid)?;
+        }
+        for sha in manifest.blobs() {
+            if !self.blobs.exists(sha).await? {
+                return Err(ChangeError::Invalid(format!("blob {sha} is not in the store")));
+            }
+        }
+        let mut manifest = manifest.clone();
+        for _ in 0..8 {
+            if !named {
+                manifest.version = self.next_version_name(&manifest.model).await?;
+            }
+            manifest.sequence = self.reserve_sequence().await?;
+            let key = manifest_key(&manifest.model, &manifest.version);
+            match self.storage.put(&key, Self::json(&manifest), Write::Create).await {
+                Ok(_) => {
+                    self.announce(&manifest.model).await?;
+                    return Ok(manifest);
+                }
+                Err(StorageError::AlreadyExists(_)) if !named => continue,
+                Err(StorageError::AlreadyExists(_)) => {
+                    return Err(ChangeError::Conflict(format!(
+                        "model `{}` already has a version `{}`; versions are immutable, pick another name",
+                        manifest.model, manifest.version
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ChangeError::Conflict(format!(
+            "new versions of `{}` keep being created meanwhile; name the version",
+            manifest.model
+        )))
+    }
+
+    /// Removes a version's manifest (its blobs go with the next garbage collection, unless another
+    /// version names them).
+    pub async fn delete_version(&self, model: &str, version: &str) -> Result<(), ChangeError> {
+        self.storage.delete(&manifest_key(model, version)).await?;
+        self.announce(model).await?;
         Ok(())
     }
 
-    /// Whether `model` was unloaded on request (it stays unloaded across restarts until loaded).
-    pub fn is_unloaded(&self, model: &str) -> bool {
-        self.model_dir(model).join("unloaded").exists()
+    /// Changes a model's aliases by compare-and-swap: `change` sees the current aliases and edits
+    /// them (or refuses); a lost race re-reads and applies it again, so no move is silently lost.
+    pub async fn update_aliases<T>(
+        &self,
+        model: &str,
+        mut change: impl FnMut(&mut Aliases) -> Result<T, ChangeError>,
+    ) -> Result<(Aliases, T), ChangeError> {
+        let key = aliases_key(model);
+        for attempt in 0..CAS_ATTEMPTS {
+            let (mut aliases, mode) = match self.get_json::<Aliases>(&key).await? {
+                Some((aliases, version)) => (aliases, Write::Replace(version)),
+                None => (Aliases::default(), Write::Create),
+            };
+            let outcome = change(&mut aliases)?;
+            match self.storage.put(&key, Self::json(&aliases), mode).await {
+                Ok(_) => {
+                    self.announce(model).await?;
+                    return Ok((aliases, outcome));
+                }
+                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => backoff(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ChangeError::Conflict(format!("the aliases of `{model}` keep changing meanwhile; try again")))
     }
 
     /// Records that `model` is unloaded on request, or that it is not.
-    pub fn set_unloaded(&self, model: &str, unloaded: bool) -> anyhow::Result<()> {
-        let path = self.model_dir(model).join("unloaded");
+    pub async fn set_unloaded(&self, model: &str, unloaded: bool) -> Result<(), ChangeError> {
+        let key = unloaded_key(model);
         if unloaded {
-            write_atomically(&path, b"unloaded on request\n")?;
-        } else if path.exists() {
-            std::fs::remove_file(&path)?;
+            self.storage.put(&key, Bytes::from_static(b"unloaded on request\n"), Write::Overwrite).await?;
+        } else {
+            self.storage.delete(&key).await?;
         }
+        self.announce(model).await?;
         Ok(())
     }
+
+    /// Publishes this host's status.
+    pub async fn publish_host(&self, status: &HostStatus) -> Result<(), StorageError> {
+        self.storage.put(&host_key(&status.host), Self::json(status), Write::Overwrite).await.map(|_| ())
+    }
+
+    /// Removes a host's status: it left the fleet (a graceful stop).
+    pub async fn remove_host(&self, host: &str) -> Result<(), StorageError> {
+        self.storage.delete(&host_key(host)).await
+    }
+
+    /// Every host's last published status.
+    pub async fn hosts(&self) -> Result<Vec<HostStatus>, StorageError> {
+        let mut hosts = Vec::new();
+        for l in self.storage.list("hosts/").await? {
+            match self.get_json::<HostStatus>(&l.key).await {
+                Ok(Some((status, _))) => hosts.push(status),
+                Ok(None) => {}
+                Err(StorageError::Other(e)) => tracing::warn!(key = l.key, error = %e, "skipping an unreadable host status"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// Deletes blobs that no manifest names and that are older than `grace` (an upload in flight
+    /// writes its blobs before its manifest: the grace period keeps them), and host records not
+    /// heard from for a day. Returns the blobs deleted and their bytes.
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<(usize, u64), StorageError> {
+        let models = self.all_models().await?;
+        let named: std::collections::HashSet<&String> =
+            models.values().flat_map(|m| &m.manifests).flat_map(|m| m.blobs()).collect();
+        let cutoff = SystemTime::now() - grace;
+        let (mut deleted, mut bytes) = (0, 0);
+        for blob in self.storage.list("blobs/").await? {
+            let sha = blob.key.trim_start_matches("blobs/").to_owned();
+            if !blob_cache::is_sha256(&sha) || named.contains(&sha) || blob.modified > cutoff {
+                continue;
+            }
+            self.storage.delete(&blob.key).await?;
+            tracing::info!(blob = sha, bytes = blob.size, "garbage-collected a blob no version names");
+            deleted += 1;
+            bytes += blob.size;
+        }
+        let day_ago = unix_ms(SystemTime::now()).saturating_sub(86_400_000);
+        for host in self.hosts().await? {
+            if host.heartbeat_unix_ms < day_ago {
+                self.storage.delete(&host_key(&host.host)).await?;
+            }
+        }
+        Ok((deleted, bytes))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A short, jittered wait before retrying a lost race, so racers spread out.
+async fn backoff(attempt: usize) {
+    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % 20;
+    let ms = (5u64 << attempt.min(5)) + jitter;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// What one host says of itself in the store (`hosts/<host>.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HostStatus {
+    /// The host's id (`--host-id`, `FERRY_HOST_ID`, else hostname and port).
+    pub host: String,
+    /// Where it listens.
+    pub address: String,
+    /// When it last wrote this record.
+    pub heartbeat_unix_ms: u64,
+    /// When it started.
+    pub started_unix_ms: u64,
+    /// The change record generation it has applied.
+    pub generation: u64,
+    /// Whether its last sync reached the store.
+    pub store_reachable: bool,
+    /// Every version it knows, with its state there.
+    pub versions: Vec<HostVersion>,
+}
+
+/// A version's state on one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostVersion {
+    pub model: String,
+    pub version: String,
+    /// `loading`, `ready`, `failed` or `unloaded`.
+    pub state: String,
+    /// Why it failed or is unloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The aliases that point at it on this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn blobs_are_content_addressed_and_deduplicated() {
+    async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let a = store.put_blob(b"weights").unwrap();
-        assert_eq!(store.put_blob(b"weights").unwrap(), a);
-        assert_eq!(store.blob(&a).unwrap(), b"weights");
-        std::fs::write(dir.path().join("blobs").join(&a), b"tampered").unwrap();
-        assert!(store.blob(&a).unwrap_err().to_string().contains("corrupt"));
+        let storage = crate::storage::open(dir.path().join("store").to_str().unwrap()).unwrap();
+        let cache = BlobCache::open(storage, &dir.path().join("cache"), 1 << 30).unwrap();
+        (dir, Store::new(cache))
     }
 
-    #[test]
-    fn versions_come_back_in_creation_order_with_their_aliases() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let c = store.put_blob(b"component").unwrap();
-        for (seq, v) in [(2, "b"), (1, "a")] {
-            let m = VersionManifest {
-                model: "m".into(),
-                version: v.into(),
-                sequence: seq,
-                component_sha256: c.clone(),
-                weights_sha256: None,
-                config_sha256: None,
-                tests_sha256: None,
-                limits: None,
-            };
-            store.put_version(&m).unwrap();
-        }
-        let versions = store.versions().unwrap();
-        assert_eq!(
-            versions["m"]
-                .iter()
-                .map(|m| m.version.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        assert_eq!(store.next_version("m").unwrap(), (3, "1".to_owned()));
-        let aliases = Aliases {
-            current: BTreeMap::from([("production".into(), "a".into())]),
-            history: Default::default(),
-        };
-        store.put_aliases("m", &aliases).unwrap();
-        assert_eq!(store.aliases("m").unwrap(), aliases);
-    }
-
-    #[test]
-    fn a_manifest_naming_a_missing_blob_or_a_bad_name_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let m = VersionManifest {
+    fn manifest(version: &str, sequence: u64, component: &str) -> VersionManifest {
+        VersionManifest {
             model: "m".into(),
-            version: "1".into(),
-            sequence: 1,
-            component_sha256: "00".repeat(32),
+            version: version.into(),
+            sequence,
+            component_sha256: component.into(),
             weights_sha256: None,
             config_sha256: None,
             tests_sha256: None,
             limits: None,
-        };
-        assert!(store
-            .put_version(&m)
-            .unwrap_err()
-            .to_string()
-            .contains("not in the store"));
+        }
+    }
+
+    async fn put_blob(store: &Store, bytes: &[u8]) -> String {
+        let (path, _) = store.blobs().upload_file().unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let sha = crate::runtime::sha256_hex(bytes);
+        store.blobs().commit_upload(&path, &sha).await.unwrap();
+        sha
+    }
+
+    #[tokio::test]
+    async fn versions_come_back_in_creation_order_and_names_are_not_reused() {
+        let (_dir, store) = store().await;
+        let c = put_blob(&store, b"component").await;
+        assert_eq!(store.blobs().read(&c).await.unwrap(), b"component");
+        for v in ["b", "a"] {
+            store.create_version(&manifest(v, 0, &c)).await.unwrap();
+        }
+        let unnamed = store.create_version(&manifest("", 0, &c)).await.unwrap();
+        assert_eq!(unnamed.version, "1");
+        let view = store.model("m").await.unwrap();
+        assert_eq!(view.manifests.iter().map(|m| m.version.as_str()).collect::<Vec<_>>(), ["b", "a", "1"]);
+        let (changes, _) = store.changes().await.unwrap().unwrap();
+        assert_eq!(changes.models["m"], changes.generation, "the last change was to m");
+        assert!(matches!(store.create_version(&manifest("a", 9, &c)).await, Err(ChangeError::Conflict(_))));
+        assert_eq!(store.next_version_name("m").await.unwrap(), "2");
+    }
+
+    #[tokio::test]
+    async fn a_manifest_naming_a_missing_blob_or_a_bad_name_is_refused() {
+        let (_dir, store) = store().await;
+        let err = store.create_version(&manifest("1", 1, &"00".repeat(32))).await.unwrap_err();
+        assert!(err.to_string().contains("not in the store"), "{err}");
         assert!(check_name("model", "../etc").is_err());
         assert!(check_name("model", "digits-onnx_v2.1").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_blob_is_refused_when_read() {
+        let (dir, store) = store().await;
+        let sha = put_blob(&store, b"weights").await;
+        std::fs::write(dir.path().join("store/blobs").join(&sha), b"tampered").unwrap();
+        assert!(store.blobs().read(&sha).await.unwrap_err().to_string().contains("corrupt"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_alias_moves_are_all_applied_in_some_order() {
+        let (_dir, store) = store().await;
+        let moves = futures_util::future::join_all((0..6).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .update_aliases("m", |a| {
+                        if let Some(old) = a.current.insert("production".into(), i.to_string()) {
+                            a.history.entry("production".into()).or_default().push(old);
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+        }))
+        .await;
+        assert!(moves.iter().all(|m| m.is_ok()), "{moves:?}");
+        let aliases = store.model("m").await.unwrap().aliases;
+        assert_eq!(aliases.history["production"].len(), 5, "no move was lost: {aliases:?}");
+    }
+
+    #[tokio::test]
+    async fn stores_written_before_the_change_record_number_on_from_their_versions() {
+        let (dir, store) = store().await;
+        let c = put_blob(&store, b"component").await;
+        // A manifest as the earlier layout wrote it, with no change record beside it.
+        let old = manifest("7", 41, &c);
+        let path = dir.path().join("store/models/m/7.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(store.changes().await.unwrap().is_none());
+        assert_eq!(store.reserve_sequence().await.unwrap(), 42);
+        assert_eq!(store.next_version_name("m").await.unwrap(), "8");
+    }
+
+    #[tokio::test]
+    async fn garbage_collection_keeps_named_and_recent_blobs() {
+        let (_dir, store) = store().await;
+        let named = put_blob(&store, b"named").await;
+        let orphan = put_blob(&store, b"orphan").await;
+        store.create_version(&manifest("1", 1, &named)).await.unwrap();
+        assert_eq!(store.collect_garbage(Duration::from_secs(3600)).await.unwrap().0, 0, "recent blobs stay");
+        assert_eq!(store.collect_garbage(Duration::ZERO).await.unwrap(), (1, 6));
+        assert!(store.blobs().exists(&named).await.unwrap());
+        assert!(!store.blobs().exists(&orphan).await.unwrap());
     }
 }

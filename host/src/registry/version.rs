@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::{Store, VersionManifest};
+use super::VersionManifest;
+use crate::storage::{BlobCache, StorageError};
 use crate::engine::FerryEngine;
 use crate::runtime::{Admission, InstancePool, ModelLimits, ModelMetadata, VersionInputs};
 use crate::selftest::{collect_cases, run_cases, SelfTestReport};
@@ -111,8 +112,8 @@ impl ModelVersion {
     /// version: every failure becomes [`VersionState::Failed`] with the step and the cause.
     pub fn load(
         engine: &Arc<FerryEngine>,
-        store: &Store,
         manifest: VersionManifest,
+        artifacts: VersionArtifacts,
         limits: ModelLimits,
         require_self_tests: bool,
     ) -> ModelVersion {
@@ -127,7 +128,7 @@ impl ModelVersion {
             limits,
             ..ModelVersion::listed(manifest, VersionState::Loading)
         };
-        match version.bring_up(engine, store, require_self_tests) {
+        match version.bring_up(engine, artifacts, require_self_tests) {
             Ok(()) => version.state = VersionState::Ready,
             Err(e) => {
                 version.state = VersionState::Failed(format!("{e:#}"));
@@ -141,24 +142,15 @@ impl ModelVersion {
     fn bring_up(
         &mut self,
         engine: &Arc<FerryEngine>,
-        store: &Store,
+        artifacts: VersionArtifacts,
         require_self_tests: bool,
     ) -> anyhow::Result<()> {
-        let m = &self.manifest;
-        let optional = |sha: &Option<String>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
-            sha.as_ref()
-                .map(|s| store.blob(s).with_context(|| format!("reading the {what}")))
-                .transpose()
-        };
-        let component_bytes = store
-            .blob(&m.component_sha256)
-            .context("reading the component")?;
-        let weights = optional(&m.weights_sha256, "weights")?;
-        let config = optional(&m.config_sha256, "config")?
+        let VersionArtifacts { component: component_bytes, weights, config, tests } = artifacts;
+        let config = config
             .map(String::from_utf8)
             .transpose()
             .context("the config is not UTF-8")?;
-        let tests = optional(&m.tests_sha256, "tests file")?
+        let tests = tests
             .map(String::from_utf8)
             .transpose()
             .context("the tests file is not UTF-8")?;
@@ -211,5 +203,38 @@ impl ModelVersion {
         }
         self.pool = Some(pool);
         Ok(())
+    }
+}
+
+/// A version's files, read from the host's blob cache (or the store) and checked by sha256.
+pub struct VersionArtifacts {
+    /// The component's bytes.
+    pub component: Vec<u8>,
+    /// The weights blob.
+    pub weights: Option<Vec<u8>>,
+    /// The config document.
+    pub config: Option<Vec<u8>>,
+    /// The tests file.
+    pub tests: Option<Vec<u8>>,
+}
+
+impl VersionArtifacts {
+    /// Reads every blob `manifest` names.
+    pub async fn read(blobs: &BlobCache, manifest: &VersionManifest) -> Result<VersionArtifacts, StorageError> {
+        let optional = |sha: &Option<String>| {
+            let sha = sha.clone();
+            async move {
+                match sha {
+                    Some(sha) => blobs.read(&sha).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        Ok(VersionArtifacts {
+            component: blobs.read(&manifest.component_sha256).await?,
+            weights: optional(&manifest.weights_sha256).await?,
+            config: optional(&manifest.config_sha256).await?,
+            tests: optional(&manifest.tests_sha256).await?,
+        })
     }
 }

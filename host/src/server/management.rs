@@ -1,7 +1,8 @@
 //! Management routes (behind the admin token when one is set): upload a version, move aliases, roll
-//! back, delete, and the OIP repository extension. Uploads stream to the store's `tmp/` while being
-//! hashed and counted, so a 1 GB artifact needs no 1 GB of memory; nothing becomes a blob until the
-//! whole request is good, and nothing is left behind when it is not.
+//! back, delete, the OIP repository extension, and the fleet's status. Uploads stream to the host's
+//! cache directory while being hashed and counted, so a 1 GB artifact needs no 1 GB of memory; only
+//! once the whole request is good do they stream on to the store (a multipart upload on S3), and
+//! nothing is left behind when it is not.
 
 use std::path::PathBuf;
 
@@ -17,7 +18,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::registry::{ChangeError, Store, VersionManifest};
+use crate::registry::{unix_ms, ChangeError, VersionManifest};
+use crate::storage::{BlobCache, StorageError};
 
 /// Header with the sha256 the uploader expects the component to have.
 pub const SHA_HEADER: &str = "ferry-sha256";
@@ -28,15 +30,27 @@ impl From<ChangeError> for ApiError {
             ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
             ChangeError::Conflict(_) => StatusCode::CONFLICT,
             ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ChangeError::NoRoom(_) => StatusCode::INSUFFICIENT_STORAGE,
             ChangeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, format!("{e:#}"))
+        let mut error = ApiError::new(status, format!("{e:#}"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            error.retry_after = Some(5);
+        }
+        error
     }
 }
 
-/// Files streamed into the store's `tmp/`, removed on drop unless committed as blobs.
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ChangeError::from(e).into()
+    }
+}
+
+/// Files streamed into the host's upload area, removed on drop unless committed as blobs.
 struct PendingUploads {
-    store: Store,
+    blobs: BlobCache,
     files: Vec<(PathBuf, String)>,
 }
 
@@ -49,9 +63,9 @@ impl PendingUploads {
         cap: u64,
     ) -> Result<(String, u64), ApiError> {
         let (path, file) = self
-            .store
+            .blobs
             .upload_file()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{e:#}")))?;
         self.files.push((path, String::new()));
         let mut file = tokio::fs::File::from_std(file);
         let mut hasher = Sha256::new();
@@ -85,12 +99,13 @@ impl PendingUploads {
         self.files.iter().find(|(_, s)| s == sha).map(|(p, _)| p)
     }
 
-    /// Moves every upload into the blobs.
-    fn commit(mut self) -> Result<(), ApiError> {
+    /// Streams every upload into the store's blobs.
+    async fn commit(mut self) -> Result<(), ApiError> {
         for (path, sha) in std::mem::take(&mut self.files) {
-            self.store
-                .commit_upload(&path, &sha)
-                .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{e:#}")))?;
+            if let Err(e) = self.blobs.commit_upload(&path, &sha).await {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
         }
         Ok(())
     }
@@ -142,7 +157,7 @@ pub async fn put_version(
     request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let registry = state.registry.clone();
-    let mut manifest: VersionManifest = registry.new_manifest(&model, Some(version.clone()))?;
+    let mut manifest: VersionManifest = registry.new_manifest(&model, Some(version.clone())).await?;
     if registry
         .table()
         .models
@@ -189,7 +204,7 @@ pub async fn put_version(
         .is_some_and(|ct| ct.starts_with("multipart/form-data"));
 
     let mut uploads = PendingUploads {
-        store: registry.store().clone(),
+        blobs: registry.store().blobs().clone(),
         files: Vec::new(),
     };
     let mut component: Option<String> = None;
@@ -234,7 +249,7 @@ pub async fn put_version(
             sha
         }
         (None, Some(sha)) => {
-            if !registry.store().has_blob(&sha) {
+            if !registry.store().blobs().exists(&sha).await? {
                 return Err(ApiError::bad_request(format!(
                     "component_sha256 {sha} is not in the store; upload the component"
                 )));
@@ -269,9 +284,9 @@ pub async fn put_version(
         }
     }
 
-    uploads.commit()?;
-    let version_state = registry.add_version(manifest.clone())?;
-    registry.bring_up_in_background(manifest.clone());
+    uploads.commit().await?;
+    let version_state = registry.create_version(manifest.clone()).await?;
+    let manifest = &version_state.manifest;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -295,11 +310,7 @@ pub async fn set_alias(
     Path((model, alias)): Path<(String, String)>,
     Json(body): Json<AliasBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let registry = state.registry.clone();
-    let (m, a, v) = (model.clone(), alias.clone(), body.version.clone());
-    tokio::task::spawn_blocking(move || registry.set_alias(&m, &a, &v))
-        .await
-        .expect("no panic")?;
+    state.registry.set_alias(&model, &alias, &body.version).await?;
     Ok(Json(
         json!({ "model": model, "alias": alias, "version": body.version }),
     ))
@@ -310,11 +321,7 @@ pub async fn rollback(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let registry = state.registry.clone();
-    let (m, a) = (model.clone(), alias.clone());
-    let version = tokio::task::spawn_blocking(move || registry.rollback(&m, &a))
-        .await
-        .expect("no panic")?;
+    let version = state.registry.rollback(&model, &alias).await?;
     Ok(Json(
         json!({ "model": model, "alias": alias, "version": version }),
     ))
@@ -325,7 +332,7 @@ pub async fn delete_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.delete_version(&model, &version)?;
+    state.registry.delete_version(&model, &version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -350,11 +357,7 @@ pub async fn repository_load(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let registry = state.registry.clone();
-    let m = model.clone();
-    tokio::task::spawn_blocking(move || registry.load_model(&m))
-        .await
-        .expect("no panic")?;
+    state.registry.load_model(&model).await?;
     state.registry.table().resolve(&model, None)?;
     Ok(StatusCode::OK)
 }
@@ -364,6 +367,33 @@ pub async fn repository_unload(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.unload_model(&model)?;
+    state.registry.unload_model(&model).await?;
     Ok(StatusCode::OK)
+}
+
+/// `GET /v1/fleet`: every host that shares this store, as each last published itself — heartbeat,
+/// whether it reaches the store, and per version ready / failed with the reason.
+pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = state.registry.store();
+    let mut hosts = store.hosts().await?;
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    let now = unix_ms(std::time::SystemTime::now());
+    let heartbeat = state.registry.config().store.heartbeat_interval_ms.max(1);
+    let hosts: Vec<Value> = hosts
+        .into_iter()
+        .map(|h| {
+            let age_ms = now.saturating_sub(h.heartbeat_unix_ms);
+            json!({
+                "host": h.host,
+                "address": h.address,
+                "heartbeat_age_seconds": age_ms as f64 / 1000.0,
+                // Three missed heartbeats: the host is gone or cut off from the store.
+                "alive": age_ms <= 3 * heartbeat + 2000,
+                "store_reachable": h.store_reachable,
+                "generation": h.generation,
+                "versions": h.versions,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "store": store.describe(), "hosts": hosts })))
 }

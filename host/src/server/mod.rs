@@ -14,6 +14,7 @@ mod predict;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -81,6 +82,7 @@ async fn not_found() -> ApiError {
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::sample(&state.registry.table());
+    metrics::sample_sync(&state.registry.sync);
     (
         [(
             header::CONTENT_TYPE,
@@ -159,6 +161,7 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeO
             "/v1/models/{model}/aliases/{alias}/rollback",
             post(management::rollback),
         )
+        .route("/v1/fleet", get(management::fleet))
         .route("/v2/repository/index", post(management::repository_index))
         .route(
             "/v2/repository/models/{model}/load",
@@ -187,27 +190,56 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeO
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-/// Serves until SIGINT/SIGTERM, then stops accepting and drains in-flight requests.
+/// Serves until SIGINT/SIGTERM, then stops accepting and drains in-flight requests. Readiness
+/// follows the first sync with the store (see [`crate::registry::sync`]); syncing goes on in the
+/// background for as long as the server runs.
 pub async fn serve(
     registry: Arc<Registry>,
     listen: SocketAddr,
     options: ServeOptions,
+    sync: crate::registry::sync::SyncOptions,
 ) -> anyhow::Result<()> {
     let loaded = Arc::new(AtomicBool::new(false));
     let app = router(registry.clone(), loaded.clone(), &options);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    tracing::info!(address = %listener.local_addr()?, store = %registry.store().describe(), "listening");
     // Liveness answers at once; readiness waits for the store to load.
-    let loader = tokio::task::spawn_blocking(move || {
-        let result = registry.load_all();
-        loaded.store(true, Ordering::Release);
-        result
+    let host = sync.host.clone();
+    let mut syncer = crate::registry::sync::Syncer::new(registry.clone(), sync);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let syncing = tokio::spawn(async move {
+        let started = syncer.start().await;
+        let ok = started.is_ok();
+        let _ = started_tx.send(started);
+        if ok {
+            loaded.store(true, Ordering::Release);
+            syncer.run().await;
+        }
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    let (served, load) = tokio::join!(server, loader);
-    load??;
+    let mut server = tokio::spawn(async move { server.await });
+    let (mut started_rx, mut starting) = (started_rx, true);
+    let served = loop {
+        tokio::select! {
+            served = &mut server => break served,
+            started = &mut started_rx, if starting => {
+                starting = false;
+                if let Ok(Err(e)) = started {
+                    server.abort();
+                    return Err(e);
+                }
+            }
+        }
+    };
+    syncing.abort();
+    // A host that stops on purpose leaves the fleet's status; one that dies shows as not alive.
+    let leave = registry.store().remove_host(&host);
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), leave).await {
+        tracing::debug!(error = %e, "cannot remove this host's status from the store");
+    }
+    let served = served.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
     served?;
     tracing::info!("drained; bye");
     Ok(())

@@ -1,0 +1,324 @@
+//! A fleet: several `ferry serve` hosts on one real S3-compatible store (SeaweedFS, started by the
+//! harness on loopback ports), converging on the same versions. Pushes, promotes under load, racing
+//! promotes and uploads, kill -9 mid-upload, a store outage, a host that joins late — and the S3
+//! backend passing the same storage conformance suite as the local directory.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_tests::fleet::{Host, FLEET_CONFIG};
+use ferry_tests::http::{put_version, status_of};
+use ferry_tests::s3::{unique_prefix, S3Store};
+use ferry_tests::workspace;
+use serde_json::{json, Value};
+
+fn models_file(name: &str) -> Vec<u8> {
+    std::fs::read(workspace().join("target/models").join(name)).unwrap()
+}
+
+fn diabetes_parts() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("component", models_file("diabetes-gbdt.wasm")),
+        ("weights", models_file("diabetes-gbdt.weights")),
+        ("tests", models_file("diabetes-gbdt.tests.json")),
+    ]
+}
+
+fn push(host: &Host, version: &str, parts: &[(&str, Vec<u8>)]) -> (u16, String) {
+    let parts: Vec<(&str, &[u8])> = parts.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    put_version(&host.base, "diabetes-gbdt", version, &parts)
+}
+
+/// A weights-only version on the stored component.
+fn push_weights_only(host: &Host, version: &str, component_sha: &str) -> (u16, String) {
+    push(
+        host,
+        version,
+        &[
+            ("component_sha256", component_sha.as_bytes().to_vec()),
+            ("weights", models_file("diabetes-gbdt.weights")),
+            ("tests", models_file("diabetes-gbdt.tests.json")),
+        ],
+    )
+}
+
+fn describe(host: &Host) -> Value {
+    match ureq::get(&host.url("/v1/models/diabetes-gbdt")).call() {
+        Ok(r) => r.into_json().unwrap(),
+        Err(_) => Value::Null,
+    }
+}
+
+fn state_of(host: &Host, version: &str) -> Option<String> {
+    describe(host)["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["version"] == version)
+        .map(|v| v["state"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Waits until `check` holds on every host; returns how long it took.
+fn converge(hosts: &[&Host], what: &str, check: impl Fn(&Host) -> bool) -> Duration {
+    let started = Instant::now();
+    while !hosts.iter().all(|h| check(h)) {
+        if started.elapsed() > Duration::from_secs(120) {
+            let states: Vec<String> = hosts.iter().map(|h| format!("{}: {}\n{}", h.id, describe(h), h.log())).collect();
+            panic!("{what}: no convergence within 120 s:\n{}", states.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+fn infer(host: &Host) -> Result<String, String> {
+    let body = std::fs::read_to_string(workspace().join("sample-models/diabetes-gbdt/example-request.json")).unwrap();
+    match ureq::post(&host.url("/v2/models/diabetes-gbdt/infer")).set("Content-Type", "application/json").send_string(&body) {
+        Ok(r) => {
+            let v: Value = r.into_json().map_err(|e| e.to_string())?;
+            Ok(v["model_version"].as_str().unwrap_or_default().to_owned())
+        }
+        Err(ureq::Error::Status(code, r)) => Err(format!("{code}: {}", r.into_string().unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn set_alias(host: &Host, version: &str) -> (u16, String) {
+    status_of(
+        ureq::put(&host.url("/v1/models/diabetes-gbdt/aliases/production"))
+            .send_json(json!({ "version": version })),
+    )
+}
+
+fn production(host: &Host) -> Option<String> {
+    describe(host)["aliases"]["production"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_backend_passes_the_conformance_suite() {
+    let s3 = S3Store::shared();
+    let storage = ferry::storage::open_with(&s3.url(&unique_prefix("conformance")), &s3.aws()).unwrap();
+    ferry::storage::conformance::run(storage, "suite").await;
+}
+
+#[test]
+fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
+    let s3 = S3Store::shared();
+    let url = s3.url(&unique_prefix("fleet"));
+    let hosts: Vec<Host> = (1..=3).map(|i| Host::start(s3, &url, &format!("host-{i}"), FLEET_CONFIG)).collect();
+    let all: Vec<&Host> = hosts.iter().collect();
+
+    // Push on host 1 → ready on hosts 2 and 3.
+    let (s, body) = push(&hosts[0], "1", &diabetes_parts());
+    assert_eq!(s, 201, "{body}");
+    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"].as_str().unwrap().to_owned();
+    let took = converge(&all, "v1 ready everywhere", |h| state_of(h, "1").as_deref() == Some("ready"));
+    eprintln!("push → ready on all three hosts: {took:?}");
+    assert_eq!(set_alias(&hosts[1], "1").0, 200);
+    converge(&all, "production → 1 everywhere", |h| infer(h).as_deref() == Ok("1"));
+
+    // A weights-only version, then a promote through host 2 while load runs against all three.
+    let (s, body) = push_weights_only(&hosts[0], "2", &component_sha);
+    assert_eq!(s, 201, "{body}");
+    converge(&all, "v2 ready everywhere", |h| state_of(h, "2").as_deref() == Some("ready"));
+    let running = Arc::new(AtomicBool::new(true));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let load: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let base = h.base.clone();
+            let (running, sent, failed) = (running.clone(), sent.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let body = std::fs::read_to_string(workspace().join("sample-models/diabetes-gbdt/example-request.json")).unwrap();
+                while running.load(Ordering::Relaxed) {
+                    let r = ureq::post(&format!("{base}/v2/models/diabetes-gbdt/infer")).send_string(&body);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = r {
+                        failed.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(set_alias(&hosts[1], "2").0, 200);
+    let took = converge(&all, "production → 2 everywhere", |h| infer(h).as_deref() == Ok("2"));
+    eprintln!("promote through host 2 → every host switched: {took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    running.store(false, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), sent.load(Ordering::Relaxed), &failed[..failed.len().min(5)]);
+    assert!(sent.load(Ordering::Relaxed) > 30, "the load ran");
+
+    // Two promotes through two hosts at once: both are applied in some order (or one is told to try
+    // again), and every host agrees with the store on the winner.
+    let (a, b) = (hosts[0].base.clone(), hosts[2].base.clone());
+    let racers = [(a, "1"), (b, "2")].map(|(base, v)| {
+        std::thread::spawn(move || {
+            status_of(ureq::put(&format!("{base}/v1/models/diabetes-gbdt/aliases/production")).send_json(json!({ "version": v }))).0
+        })
+    });
+    let codes: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 200 || *c == 409) && codes.contains(&200), "{codes:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    converge(&all, "every host agrees on production", |h| {
+        let p = production(h);
+        p.is_some() && hosts.iter().all(|o| production(o) == p) && infer(h).ok() == p
+    });
+
+    // The same version through two hosts at once: one 201, one 409.
+    let racers = [hosts[0].base.clone(), hosts[1].base.clone()].map(|base| {
+        let sha = component_sha.clone();
+        std::thread::spawn(move || {
+            let (ct, body) = ferry_tests::http::multipart(&[
+                ("component_sha256", sha.as_bytes()),
+                ("weights", &models_file("diabetes-gbdt.weights")),
+                ("tests", &models_file("diabetes-gbdt.tests.json")),
+            ]);
+            status_of(ureq::put(&format!("{base}/v1/models/diabetes-gbdt/versions/7")).set("Content-Type", &ct).send_bytes(&body))
+        })
+    });
+    let mut codes: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap().0).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409], "one upload of a version name wins");
+    converge(&all, "v7 ready everywhere", |h| state_of(h, "7").as_deref() == Some("ready"));
+
+    // kill -9 of host 3 halfway through an upload: no host lists a partial version.
+    let upload_url = hosts[2].url("/v1/models/diabetes-gbdt/versions/8");
+    let uploader = std::thread::spawn(move || {
+        ureq::put(&upload_url).set("Content-Type", "application/wasm").send(Trickle { left: 64 << 20 })
+    });
+    let mut hosts = hosts;
+    std::thread::sleep(Duration::from_millis(700));
+    hosts[2].kill9();
+    assert!(uploader.join().unwrap().is_err(), "the upload was cut off");
+    hosts[2].restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    for h in &hosts {
+        assert_eq!(state_of(h, "8"), None, "{} lists the partial version", h.id);
+    }
+
+    // A fourth host started later serves everything, and the fleet's status shows all four.
+    let late = Host::start(s3, &url, "host-4", FLEET_CONFIG);
+    let p = production(&hosts[0]);
+    assert_eq!(production(&late), p);
+    assert_eq!(infer(&late).ok(), p);
+    for v in ["1", "2", "7"] {
+        if Some(v) == p.as_deref() || v == "7" {
+            assert_eq!(state_of(&late, v).as_deref(), Some("ready"), "v{v} on the late host");
+        }
+    }
+    let fleet: Value = ureq::get(&late.url("/v1/fleet")).call().unwrap().into_json().unwrap();
+    let ids: Vec<&str> = fleet["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["host-1", "host-2", "host-3", "host-4"], "{fleet}");
+    let out = std::process::Command::new(ferry_tests::server::ferry_bin())
+        .args(["models", "--fleet", "--server", &late.base])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("host-2") && text.contains("diabetes-gbdt") && text.contains("ready"), "{text}");
+}
+
+/// A body that trickles out, so a host can be killed mid-upload.
+struct Trickle {
+    left: usize,
+}
+
+impl Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let n = buf.len().min(self.left).min(64 << 10);
+        buf[..n].fill(7);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn with_the_store_away_hosts_keep_serving_and_converge_when_it_returns() {
+    let s3 = S3Store::private();
+    let url = s3.url("outage");
+    let mut hosts: Vec<Host> = (1..=2).map(|i| Host::start(&s3, &url, &format!("outage-{i}"), FLEET_CONFIG)).collect();
+    let (s, body) = push(&hosts[0], "1", &diabetes_parts());
+    assert_eq!(s, 201, "{body}");
+    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"].as_str().unwrap().to_owned();
+    let all: Vec<&Host> = hosts.iter().collect();
+    converge(&all, "v1 ready everywhere", |h| infer(h).as_deref() == Ok("1"));
+
+    s3.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    for h in &hosts {
+        assert_eq!(infer(h).as_deref(), Ok("1"), "{} keeps answering", h.id);
+        assert_eq!(ureq::get(&h.url("/v2/health/ready")).call().map(|r| r.status()).ok(), Some(200), "{} stays ready", h.id);
+    }
+    let (s, body) = push_weights_only(&hosts[0], "2", &component_sha);
+    assert_eq!(s, 503, "a push while the store is away: {body}");
+    assert!(body.contains("store is unreachable"), "{body}");
+    let (s, body) = set_alias(&hosts[1], "1");
+    assert_eq!(s, 503, "an alias move while the store is away: {body}");
+    let metrics = ureq::get(&hosts[0].url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("ferry_store_reachable 0"), "{metrics}");
+
+    // A host restarted during the outage serves what it last synced, from its cache.
+    hosts[1].restart();
+    assert_eq!(infer(&hosts[1]).as_deref(), Ok("1"), "the restarted host serves its last synced state");
+
+    s3.start();
+    let all: Vec<&Host> = hosts.iter().collect();
+    converge(&all, "the store is reachable again", |h| {
+        ureq::get(&h.url("/metrics")).call().ok().and_then(|r| r.into_string().ok()).is_some_and(|m| m.contains("ferry_store_reachable 1"))
+    });
+    let (s, body) = push_weights_only(&hosts[0], "2", &component_sha);
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(set_alias(&hosts[0], "2").0, 200);
+    converge(&all, "everyone on v2 after the outage", |h| infer(h).as_deref() == Ok("2"));
+}
+
+/// How often the store lets two racing conditional writes both succeed (a measurement, not a check:
+/// `cargo test -p ferry-tests --test fleet -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_racing_conditional_writes() {
+    use bytes_free::*;
+    let s3 = S3Store::shared();
+    let storage = ferry::storage::open_with(&s3.url(&unique_prefix("races")), &s3.aws()).unwrap();
+    let rounds = 100;
+    let (mut double_creates, mut double_swaps) = (0, 0);
+    for round in 0..rounds {
+        let key = format!("create-{round}");
+        let creates = futures_util::future::join_all((0..8).map(|i| {
+            let (s, k) = (storage.clone(), key.clone());
+            async move { s.put(&k, body(i), Write::Create).await }
+        }))
+        .await;
+        if creates.iter().filter(|r| r.is_ok()).count() > 1 {
+            double_creates += 1;
+        }
+        let key = format!("swap-{round}");
+        let base = storage.put(&key, body(99), Write::Overwrite).await.unwrap();
+        let swaps = futures_util::future::join_all((0..8).map(|i| {
+            let (s, k, v) = (storage.clone(), key.clone(), base.clone());
+            async move { s.put(&k, body(i), Write::Replace(v)).await }
+        }))
+        .await;
+        if swaps.iter().filter(|r| r.is_ok()).count() > 1 {
+            double_swaps += 1;
+        }
+    }
+    eprintln!("rounds of 8 racers with more than one winner: creates {double_creates}/{rounds}, swaps {double_swaps}/{rounds}");
+}
+
+mod bytes_free {
+    pub use ferry::storage::{Storage, Write};
+    pub fn body(i: u32) -> bytes::Bytes {
+        bytes::Bytes::from(format!("{i}"))
+    }
+}
