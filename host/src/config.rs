@@ -14,6 +14,7 @@
 //! heartbeat_interval_ms = 5000
 //! gc_interval_s = 3600       # between garbage collections of unnamed blobs (0: never, from this host)
 //! gc_grace_s = 3600          # an unnamed blob younger than this is kept (uploads in flight)
+//! reconcile_interval_s = 60  # between listings of every model's files (a change nobody announced)
 //!
 //! [cache]                    # the host-local cache directory (--cache-dir)
 //! max_bytes = 21474836480    # downloaded blobs and compiled components, least recently used go first
@@ -77,11 +78,20 @@ pub struct StoreSection {
     pub gc_interval_s: u64,
     /// How old an unnamed blob must be before it is collected, in seconds.
     pub gc_grace_s: u64,
+    /// Between listings of every model's files, the safety net for changes the change record does
+    /// not name, in seconds.
+    pub reconcile_interval_s: u64,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { sync_interval_ms: 1000, heartbeat_interval_ms: 5000, gc_interval_s: 3600, gc_grace_s: 3600 }
+        StoreSection {
+            sync_interval_ms: 1000,
+            heartbeat_interval_ms: 5000,
+            gc_interval_s: 3600,
+            gc_grace_s: 3600,
+            reconcile_interval_s: 60,
+        }
     }
 }
 

@@ -27,39 +27,45 @@ pub const FLEET_CONFIG: &str = "[store]\nheartbeat_interval_ms = 1000\n";
 impl Host {
     /// Starts a host on `store_url` (settings from `s3`) and waits until it is ready.
     pub fn start(s3: &S3Store, store_url: &str, id: &str, config_toml: &str) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ferry.toml"), config_toml).unwrap();
-        let port = free_port();
-        let mut host = Host {
-            child: Command::new("true").spawn().unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
-            id: id.to_owned(),
-            port,
-            store_url: store_url.to_owned(),
-            env: s3.aws(),
-            dir,
-        };
-        host.spawn();
+        let host = Host::launch(s3, store_url, id, config_toml);
         host.wait_ready(Duration::from_secs(300));
         host
     }
 
-    fn spawn(&mut self) {
+    /// Starts a host without waiting for it to be ready.
+    pub fn launch(s3: &S3Store, store_url: &str, id: &str, config_toml: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ferry.toml"), config_toml).unwrap();
+        let port = free_port();
+        let (store_url, env) = (store_url.to_owned(), s3.aws());
+        let child = Host::spawn(&dir, port, &store_url, id, &env);
+        Host {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            id: id.to_owned(),
+            port,
+            store_url,
+            env,
+            dir,
+        }
+    }
+
+    fn spawn(dir: &tempfile::TempDir, port: u16, store_url: &str, id: &str, env: &[(String, String)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("server.log"))
+            .open(dir.path().join("server.log"))
             .unwrap();
-        self.child = Command::new(ferry_bin())
+        let child = Command::new(ferry_bin())
             .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--store", &self.store_url])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--store", store_url])
             .arg("--cache-dir")
-            .arg(self.cache())
+            .arg(dir.path().join("cache"))
             .arg("--config")
-            .arg(self.dir.path().join("ferry.toml"))
-            .args(["--host-id", &self.id])
-            .envs(self.env.iter().cloned())
+            .arg(dir.path().join("ferry.toml"))
+            .args(["--host-id", id])
+            .envs(env.iter().cloned())
             .env("FERRY_LOG", "ferry=info,warn")
             .env_remove("FERRY_ADMIN_TOKEN")
             .env_remove("FERRY_INFERENCE_TOKEN")
@@ -67,7 +73,8 @@ impl Host {
             .stderr(log)
             .spawn()
             .expect("start ferry serve");
-        reap_at_exit(self.child.id());
+        reap_at_exit(child.id());
+        child
     }
 
     /// The host's cache directory.
@@ -89,11 +96,17 @@ impl Host {
     /// Starts the host again, same port, cache and store; waits until ready.
     pub fn restart(&mut self) {
         self.kill9();
-        self.spawn();
+        self.child = Host::spawn(&self.dir, self.port, &self.store_url, &self.id, &self.env);
         self.wait_ready(Duration::from_secs(300));
     }
 
-    fn wait_ready(&self, limit: Duration) {
+    /// Whether the host answers ready now.
+    pub fn is_ready(&self) -> bool {
+        ureq::get(&self.url("/v2/health/ready")).call().is_ok()
+    }
+
+    /// Waits until the host is ready.
+    pub fn wait_ready(&self, limit: Duration) {
         let started = Instant::now();
         while started.elapsed() < limit {
             if ureq::get(&self.url("/v2/health/ready")).call().is_ok() {

@@ -39,8 +39,12 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
         check_name("version", v)?;
     }
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let component = read(&args.component)?;
-    if component.get(..4) != Some(b"\0asm") {
+    let mut header = [0u8; 4];
+    let got = std::fs::File::open(&args.component)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .with_context(|| format!("reading {}", args.component.display()));
+    got?;
+    if &header != b"\0asm" {
         anyhow::bail!("{} is not a WebAssembly component", args.component.display());
     }
     if let Some(p) = &args.files.config {
@@ -55,15 +59,15 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let storage = crate::storage::open(&args.store)?;
-        let blobs = BlobCache::open(storage, &args.cache.dir()?, u64::MAX)?;
-        // Each file is copied into the upload area first: the store may hard-link what it is given,
-        // and the caller's file must stay the caller's.
+        let blobs = BlobCache::open(storage, &args.cache.dir()?, crate::config::CacheSection::default().max_bytes)?;
+        // Each file is copied into the upload area first, hashed as it goes (a 1 GB file never sits
+        // in memory): the store may hard-link what it is given, and the caller's file must stay the
+        // caller's.
         let put = |path: PathBuf| {
             let blobs = blobs.clone();
             async move {
-                let (staged, _) = blobs.upload_file()?;
-                std::fs::copy(&path, &staged).map_err(|e| anyhow::anyhow!("copying {}: {e}", path.display()))?;
-                let sha = crate::runtime::sha256_hex(&std::fs::read(&staged)?);
+                let (staged, file) = blobs.upload_file()?;
+                let sha = tokio::task::spawn_blocking(move || copy_hashing(&path, file)).await??;
                 blobs.commit_upload(&staged, &sha).await?;
                 anyhow::Ok(sha)
             }
@@ -97,4 +101,22 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// Copies `from` into `to` (synced), returning the content's sha256.
+fn copy_hashing(from: &std::path::Path, mut to: std::fs::File) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Write};
+    let mut source = std::fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
+    let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = source.read(&mut buf).with_context(|| format!("reading {}", from.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).context("staging the upload")?;
+    }
+    to.sync_all().context("staging the upload")?;
+    Ok(hex::encode(hasher.finalize()))
 }

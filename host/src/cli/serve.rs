@@ -100,6 +100,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
             address: args.listen.to_string(),
             gc_interval: (config.store.gc_interval_s > 0).then(|| Duration::from_secs(config.store.gc_interval_s)),
             gc_grace: Duration::from_secs(config.store.gc_grace_s),
+            reconcile_interval: Duration::from_secs(config.store.reconcile_interval_s.max(1)),
         };
         let registry = Registry::new(Store::new(blobs), engine, config);
         crate::server::serve(registry, args.listen, options, sync).await

@@ -20,6 +20,7 @@ pub mod sync;
 mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,10 +71,15 @@ pub struct Registry {
     engine: Arc<FerryEngine>,
     config: HostConfig,
     table: ArcSwap<RoutingTable>,
-    /// What the store said of each model, as last read: what [`Registry::apply`] converges on.
-    views: Mutex<BTreeMap<String, ModelView>>,
+    /// What the store said of each model, as last read, with the ticket of that read: what
+    /// [`Registry::apply`] converges on.
+    views: Mutex<BTreeMap<String, (u64, ModelView)>>,
+    /// Tickets order reads of the store: a read that started later saw a later store.
+    tickets: AtomicU64,
     /// Versions (`model@version`) being loaded right now, so each loads once.
     loading: Mutex<HashSet<String>>,
+    /// Loads started and not yet followed by their re-apply ([`Registry::settle`] waits for them).
+    loads_in_flight: AtomicUsize,
     /// Versions held loaded while a promote to them is in flight.
     pinned: Mutex<Vec<(String, String)>>,
     /// Serialises table swaps; readers never take it.
@@ -93,7 +99,9 @@ impl Registry {
             config,
             table: ArcSwap::from_pointee(RoutingTable::default()),
             views: Default::default(),
+            tickets: AtomicU64::new(1),
             loading: Default::default(),
+            loads_in_flight: AtomicUsize::new(0),
             pinned: Default::default(),
             writer: Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
@@ -118,32 +126,74 @@ impl Registry {
 
     /// The models as this host last read them from the store.
     pub fn views(&self) -> BTreeMap<String, ModelView> {
-        self.views.lock().unwrap().clone()
+        self.views.lock().unwrap().iter().map(|(m, (_, v))| (m.clone(), v.clone())).collect()
     }
 
-    /// Makes this host match `view` for `model` (see the module docs) and starts loading what it
-    /// should have loaded and does not. Returns at once; loads run on their own threads.
-    pub fn apply(self: &Arc<Self>, model: &str, view: ModelView) {
-        let to_load = self.converge(model, view);
+    /// A ticket for a read of the store about to start: pass it with what the read returned to
+    /// [`Registry::apply`], so that a slow read never undoes what a later one applied.
+    pub fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Makes this host match `view` for `model`, read from the store with `ticket` (see the module
+    /// docs), and starts loading what it should have loaded and does not. Returns at once; loads run
+    /// on their own threads. A view older than the one applied last is ignored.
+    pub fn apply(self: &Arc<Self>, model: &str, view: ModelView, ticket: u64) {
+        let to_load = self.converge(model, Some((ticket, view)), false);
         for manifest in to_load {
             self.start_load(manifest);
         }
     }
 
-    /// Forgets models the store no longer has.
-    pub fn retain_models(self: &Arc<Self>, present: &BTreeSet<String>) {
-        let gone: Vec<String> = self.table().models.keys().filter(|m| !present.contains(*m)).cloned().collect();
-        for model in gone {
-            self.apply(&model, ModelView::default());
+    /// Applies the last view of `model` again (after a load, or a pin released); `retry_waiting`
+    /// also tries again versions that waited for the store.
+    fn reapply(self: &Arc<Self>, model: &str, retry_waiting: bool) {
+        for manifest in self.converge(model, None, retry_waiting) {
+            self.start_load(manifest);
         }
     }
 
-    fn converge(&self, model: &str, view: ModelView) -> Vec<VersionManifest> {
+    /// Tries again every version that could not be loaded while the store was away.
+    pub fn retry_waiting(self: &Arc<Self>) {
+        let waiting: BTreeSet<String> = self
+            .table()
+            .versions()
+            .filter(|v| matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE)))
+            .map(|v| v.manifest.model.clone())
+            .collect();
+        for model in waiting {
+            self.reapply(&model, true);
+        }
+    }
+
+    /// Forgets models the store no longer has (as read with `ticket`).
+    pub fn retain_models(self: &Arc<Self>, present: &BTreeSet<String>, ticket: u64) {
+        let gone: Vec<String> = self.table().models.keys().filter(|m| !present.contains(*m)).cloned().collect();
+        for model in gone {
+            self.apply(&model, ModelView::default(), ticket);
+        }
+    }
+
+    fn converge(&self, model: &str, read: Option<(u64, ModelView)>, retry_waiting: bool) -> Vec<VersionManifest> {
         let _writer = self.writer.lock().unwrap();
+        let view = {
+            let mut views = self.views.lock().unwrap();
+            let applied = views.get(model).map_or(0, |(t, _)| *t);
+            match read {
+                Some((ticket, _)) if ticket < applied => return Vec::new(),
+                Some((ticket, view)) => {
+                    views.insert(model.to_owned(), (ticket, view.clone()));
+                    view
+                }
+                None => match views.get(model) {
+                    Some((_, view)) => view.clone(),
+                    None => return Vec::new(),
+                },
+            }
+        };
         let table = self.table.load();
         let old = table.models.get(model).cloned().unwrap_or_default();
         if view.manifests.is_empty() {
-            self.views.lock().unwrap().remove(model);
             if table.models.contains_key(model) {
                 self.publish(|t| {
                     t.models.remove(model);
@@ -151,7 +201,6 @@ impl Registry {
             }
             return Vec::new();
         }
-        self.views.lock().unwrap().insert(model.to_owned(), view.clone());
 
         let mut entry = ModelEntry::default();
         for m in &view.manifests {
@@ -160,15 +209,23 @@ impl Registry {
             let listed = || Arc::new(ModelVersion::listed(m.clone(), VersionState::Unloaded("not loaded yet".into())));
             entry.versions.insert(m.version.clone(), kept.unwrap_or_else(listed));
         }
-        let ready = |v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
-        // An alias moves here once its new target is ready here; until then it keeps its old one.
+        let ready = |entry: &ModelEntry, v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
+        // An alias moves here once its new target is ready here; until then it keeps its old one —
+        // even a version deleted from the store meanwhile, which serves until the alias has moved.
         for (alias, target) in &view.aliases.current {
-            let published = match old.aliases.get(alias) {
-                Some(previous) if !ready(target) && ready(previous) => previous.clone(),
-                _ => target.clone(),
+            let previous = old.aliases.get(alias).filter(|p| !ready(&entry, target) && old.versions.get(*p).is_some_and(|v| v.is_ready()));
+            let published = match previous {
+                Some(previous) => {
+                    if !entry.versions.contains_key(previous) {
+                        entry.versions.insert(previous.clone(), old.versions[previous].clone());
+                    }
+                    previous.clone()
+                }
+                None => target.clone(),
             };
             entry.aliases.insert(alias.clone(), published);
         }
+        let ready = |v: &str| ready(&entry, v);
 
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         if !view.unloaded {
@@ -190,6 +247,7 @@ impl Registry {
         let mut to_load = Vec::new();
         for (name, v) in entry.versions.iter_mut() {
             let relisted = |state| Arc::new(ModelVersion::listed(v.manifest.clone(), state));
+            let waiting = matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE));
             let next = if view.unloaded {
                 match &v.state {
                     VersionState::Unloaded(r) if r == "unloaded on request" => None,
@@ -197,6 +255,8 @@ impl Registry {
                 }
             } else if wanted.contains(name) {
                 match &v.state {
+                    // Tried again when the store answers (the sync loop says when), not in a loop.
+                    VersionState::Unloaded(_) if waiting && !retry_waiting => None,
                     VersionState::Unloaded(_) => {
                         to_load.push(v.manifest.clone());
                         Some(relisted(VersionState::Loading))
@@ -234,22 +294,32 @@ impl Registry {
     /// Loads a version on a thread of its own, then publishes it and applies the model again (so
     /// aliases waiting for it move and versions it replaces go).
     fn start_load(self: &Arc<Self>, manifest: VersionManifest) {
-        let label = format!("{}@{}", manifest.model, manifest.version);
+        // The sequence number tells apart a version deleted and created again under its name.
+        let label = format!("{}@{}#{}", manifest.model, manifest.version, manifest.sequence);
         if !self.loading.lock().unwrap().insert(label.clone()) {
             return;
         }
+        self.loads_in_flight.fetch_add(1, Ordering::SeqCst);
+        /// Ends the load's bookkeeping however the thread ends (a panic included).
+        struct Done(Arc<Registry>, String);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.loading.lock().unwrap().remove(&self.1);
+                self.0.loads_in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let done = Done(self.clone(), label.clone());
         let registry = self.clone();
         let spawned = std::thread::Builder::new().name(format!("load-{}", manifest.model)).spawn(move || {
             let model = manifest.model.clone();
             let loaded = registry.load(manifest);
             registry.finish_load(loaded);
-            // Applied again before this load counts as done, so whatever it starts (an older version
-            // when this one failed) is already loading when [`Registry::settle`] looks.
-            let view = registry.views.lock().unwrap().get(&model).cloned();
-            if let Some(view) = view {
-                registry.apply(&model, view);
-            }
+            // Done loading before the re-apply, so that a re-apply that wants it again can start it;
+            // still in flight until the re-apply has started whatever follows (an older version when
+            // this one failed), so that [`Registry::settle`] does not look in between.
             registry.loading.lock().unwrap().remove(&label);
+            registry.reapply(&model, false);
+            drop(done);
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a loader thread");
@@ -300,8 +370,9 @@ impl Registry {
 
     /// Reads `model` from the store and applies it.
     pub async fn refresh(self: &Arc<Self>, model: &str) -> Result<(), ChangeError> {
+        let ticket = self.ticket();
         let view = self.store.model(model).await?;
-        self.apply(model, view);
+        self.apply(model, view, ticket);
         Ok(())
     }
 
@@ -309,7 +380,7 @@ impl Registry {
     pub async fn settle(&self, limit: Duration) {
         let started = Instant::now();
         while started.elapsed() < limit {
-            let busy = !self.loading.lock().unwrap().is_empty()
+            let busy = self.loads_in_flight.load(Ordering::SeqCst) > 0
                 || self.table().versions().any(|v| v.state == VersionState::Loading);
             if !busy {
                 return;
@@ -350,11 +421,13 @@ impl Registry {
     /// table swap; the previous target drains and unloads.
     pub async fn set_alias(self: &Arc<Self>, model: &str, alias: &str, version: &str) -> Result<(), ChangeError> {
         check_name("alias", alias).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let ticket = self.ticket();
         let view = self.store.model(model).await?;
-        self.apply(model, view.clone());
+        self.apply(model, view.clone(), ticket);
         if !view.manifests.iter().any(|m| m.version == version) {
             return Err(self.missing(model, version, &view));
         }
+        refuse_unloaded(model, &view)?;
         let _pin = self.pin(model, version);
         self.ensure_ready(model, version).await?;
         self.store
@@ -380,6 +453,7 @@ impl Registry {
         if view.manifests.is_empty() {
             return Err(ChangeError::NotFound(format!("unknown model `{model}`")));
         }
+        refuse_unloaded(model, &view)?;
         let previous = previous_target(&view, alias).ok_or_else(|| {
             ChangeError::Conflict(format!("alias `{alias}` of `{model}` has no earlier version to roll back to"))
         })?;
@@ -479,10 +553,7 @@ impl Registry {
                 }
                 VersionState::Unloaded(_) => {
                     // Pinned: applying the model now marks it wanted and starts its load.
-                    let view = self.views.lock().unwrap().get(model).cloned();
-                    if let Some(view) = view {
-                        self.apply(model, view);
-                    }
+                    self.reapply(model, started.elapsed() < Duration::from_millis(20));
                 }
                 VersionState::Loading => {}
             }
@@ -492,6 +563,16 @@ impl Registry {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Aliases of an unloaded model do not move: nothing would load their target.
+fn refuse_unloaded(model: &str, view: &ModelView) -> Result<(), ChangeError> {
+    if view.unloaded {
+        return Err(ChangeError::Conflict(format!(
+            "model `{model}` is unloaded on request; load it first (POST /v2/repository/models/{model}/load)"
+        )));
+    }
+    Ok(())
 }
 
 /// The version `alias` pointed at before its current one, among the versions that still exist.
@@ -522,9 +603,13 @@ struct Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let mut pinned = self.registry.pinned.lock().unwrap();
-        if let Some(at) = pinned.iter().position(|(m, v)| *m == self.model && *v == self.version) {
-            pinned.remove(at);
+        {
+            let mut pinned = self.registry.pinned.lock().unwrap();
+            if let Some(at) = pinned.iter().position(|(m, v)| *m == self.model && *v == self.version) {
+                pinned.remove(at);
+            }
         }
+        // A version loaded for a promote that did not happen goes again.
+        self.registry.reapply(&self.model, false);
     }
 }

@@ -75,6 +75,9 @@ pub struct Aliases {
     pub current: BTreeMap<String, String>,
     /// Alias → earlier targets, oldest first.
     pub history: BTreeMap<String, Vec<String>>,
+    /// Ids of the last writes of this document, newest last (see [`WriteLog`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
 }
 
 /// The change record: the store's generation, and per model the generation of its last change.
@@ -86,6 +89,40 @@ pub struct ChangeRecord {
     pub generation: u64,
     /// Model → generation of its last change.
     pub models: BTreeMap<String, u64>,
+    /// Ids of the last writes of this document, newest last (see [`WriteLog`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
+}
+
+/// A compare-and-swapped document remembers the ids of its last few writes. A writer whose swap
+/// succeeded reads the document back: its id is there if its write is the current one or the base
+/// of a later one — and missing only if a racing writer's swap "won" too and replaced it (which a
+/// store with weak conditional writes can let happen), in which case the write is done again.
+pub trait WriteLog {
+    /// The ids, newest last.
+    fn writes(&mut self) -> &mut Vec<String>;
+
+    /// Records a new write and returns its id.
+    fn record_write(&mut self) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let writes = self.writes();
+        writes.push(id.clone());
+        let excess = writes.len().saturating_sub(16);
+        writes.drain(..excess);
+        id
+    }
+}
+
+impl WriteLog for ChangeRecord {
+    fn writes(&mut self) -> &mut Vec<String> {
+        &mut self.writes
+    }
+}
+
+impl WriteLog for Aliases {
+    fn writes(&mut self) -> &mut Vec<String> {
+        &mut self.writes
+    }
 }
 
 /// One model as the store has it.
@@ -219,8 +256,15 @@ impl Store {
             let generation = record.generation + 1;
             record.generation = generation;
             change(&mut record, generation);
+            let id = record.record_write();
             match self.storage.put(CHANGES, Self::json(&record), mode).await {
-                Ok(_) => return Ok(generation),
+                Ok(_) => {
+                    if self.changes().await?.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
+                        return Ok(generation);
+                    }
+                    tracing::warn!("a racing write replaced this host's change record update; writing it again");
+                    backoff(attempt).await;
+                }
                 Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
                     backoff(attempt).await;
                 }
@@ -256,6 +300,20 @@ impl Store {
             models.insert(model.clone(), self.view_from_keys(&model, &keys).await?);
         }
         Ok(models)
+    }
+
+    /// A fingerprint of every model's files (keys, sizes, modification times), from one listing:
+    /// what changed since an earlier fingerprint must be read again, whatever the change record says.
+    pub async fn fingerprints(&self) -> Result<BTreeMap<String, u64>, StorageError> {
+        use std::hash::{Hash, Hasher};
+        let mut hashers: BTreeMap<String, std::hash::DefaultHasher> = BTreeMap::new();
+        for l in self.storage.list("models/").await? {
+            if let Some((model, _)) = l.key.strip_prefix("models/").and_then(|k| k.split_once('/')) {
+                let hasher = hashers.entry(model.to_owned()).or_default();
+                (&l.key, l.size, unix_ms(l.modified)).hash(hasher);
+            }
+        }
+        Ok(hashers.into_iter().map(|(m, h)| (m, h.finish())).collect())
     }
 
     /// One model as the store has it now.
@@ -368,8 +426,15 @@ impl Store {
                 None => (Aliases::default(), Write::Create),
             };
             let outcome = change(&mut aliases)?;
+            let id = aliases.record_write();
             match self.storage.put(&key, Self::json(&aliases), mode).await {
                 Ok(_) => {
+                    let now = self.get_json::<Aliases>(&key).await?;
+                    if !now.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
+                        tracing::warn!(model, "a racing write replaced this alias move; applying it again");
+                        backoff(attempt).await;
+                        continue;
+                    }
                     self.announce(model).await?;
                     return Ok((aliases, outcome));
                 }

@@ -53,6 +53,9 @@ pub struct SyncOptions {
     pub gc_interval: Option<Duration>,
     /// How old an unnamed blob must be before it is collected.
     pub gc_grace: Duration,
+    /// Between listings of every model's files, the safety net for a change the change record
+    /// does not name (its writer died between writing it and announcing it).
+    pub reconcile_interval: Duration,
 }
 
 /// The state last synced from a store, kept on the host's disk for a start during an outage.
@@ -77,6 +80,9 @@ pub struct Syncer {
     published: Option<(Vec<HostVersion>, bool)>,
     last_heartbeat: Option<Instant>,
     last_gc: Instant,
+    /// Model → fingerprint of its files at the last listing.
+    fingerprints: BTreeMap<String, u64>,
+    last_reconcile: Instant,
 }
 
 impl Syncer {
@@ -93,6 +99,8 @@ impl Syncer {
             published: None,
             last_heartbeat: None,
             last_gc: Instant::now(),
+            fingerprints: BTreeMap::new(),
+            last_reconcile: Instant::now(),
         }
     }
 
@@ -109,27 +117,33 @@ impl Syncer {
     }
 
     /// Loads what the store has — or, when it cannot be reached, what this host last synced from it
-    /// — and waits until the targeted versions have come up (readiness follows this).
+    /// — and waits until the targeted versions have come up (readiness follows this). A host that has
+    /// never synced with this store waits for it: it has nothing to serve.
     pub async fn start(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
-        match self.full().await {
-            Ok(()) => {}
-            Err(e @ StorageError::Unavailable(_)) => {
-                self.failed(&e);
-                let path = self.snapshot_path();
-                match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok()) {
-                    Some(snapshot) => {
+        loop {
+            match self.full().await {
+                Ok(()) => break,
+                Err(e @ StorageError::Unavailable(_)) => {
+                    self.failed(&e);
+                    let path = self.snapshot_path();
+                    let snapshot = tokio::fs::read(&path).await.ok().and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
+                    if let Some(snapshot) = snapshot {
                         tracing::warn!(error = %e, snapshot = %path.display(), models = snapshot.models.len(),
                             "the store is unreachable: serving the state last synced from it");
+                        self.record = snapshot.record;
+                        let ticket = self.registry.ticket();
                         for (model, view) in snapshot.models {
-                            self.registry.apply(&model, view);
+                            self.registry.apply(&model, view, ticket);
                         }
                         self.needs_full = true;
+                        break;
                     }
-                    None => tracing::warn!(error = %e, "the store is unreachable and this host has synced nothing from it yet"),
+                    tracing::warn!(error = %e, "the store is unreachable and this host has never synced with it: not ready until it answers");
+                    tokio::time::sleep(self.options.interval).await;
                 }
+                Err(e) => return Err(anyhow::anyhow!("reading the store {}: {e}", self.registry.store().describe())),
             }
-            Err(e) => return Err(anyhow::anyhow!("reading the store {}: {e}", self.registry.store().describe())),
         }
         self.registry.settle(Duration::from_secs(3600)).await;
         let loaded = self.registry.table().versions().filter(|v| v.is_ready()).count();
@@ -143,6 +157,7 @@ impl Syncer {
         loop {
             tokio::time::sleep(self.options.interval).await;
             self.poll().await;
+            self.reconcile().await;
             self.heartbeat().await;
             self.collect_garbage().await;
         }
@@ -155,12 +170,10 @@ impl Syncer {
         match result {
             Ok(()) => {
                 if !was_reachable {
-                    tracing::info!("the store answers again; catching up");
-                    // Versions that waited for the store while it was away are tried again.
-                    for (model, view) in self.registry.views() {
-                        self.registry.apply(&model, view);
-                    }
+                    tracing::info!("the store answers again; caught up");
                 }
+                // Versions that could not be read while the store was away are tried again.
+                self.registry.retry_waiting();
             }
             Err(e) => self.failed(&e),
         }
@@ -188,17 +201,20 @@ impl Syncer {
     /// Reads every model (at start, and after starting from the snapshot).
     async fn full(&mut self) -> Result<(), StorageError> {
         let store = self.registry.store().clone();
+        let ticket = self.registry.ticket();
         // The record first: a change made after this read shows up as a new record at the next poll.
         let (record, seen) = match store.changes().await? {
             Some((record, version)) => (record, Some(version)),
             None => (ChangeRecord::default(), None),
         };
+        self.fingerprints = store.fingerprints().await?;
+        self.last_reconcile = Instant::now();
         let models = store.all_models().await?;
         let present: BTreeSet<String> = models.keys().cloned().collect();
         for (model, view) in &models {
-            self.registry.apply(model, view.clone());
+            self.registry.apply(model, view.clone(), ticket);
         }
-        self.registry.retain_models(&present);
+        self.registry.retain_models(&present, ticket);
         self.applied = record.models.clone();
         self.needs_full = false;
         self.succeeded(record, seen);
@@ -224,8 +240,9 @@ impl Syncer {
             if self.applied.get(model) == Some(generation) {
                 continue;
             }
+            let ticket = self.registry.ticket();
             let view = store.model(model).await?;
-            self.registry.apply(model, view);
+            self.registry.apply(model, view, ticket);
             self.applied.insert(model.clone(), *generation);
             applied += 1;
         }
@@ -238,6 +255,42 @@ impl Syncer {
             self.save_snapshot().await;
         }
         Ok(())
+    }
+
+    /// Every `reconcile_interval`, one listing of every model's files: a model whose files changed
+    /// without the change record saying so is read again (O(models / 1000) requests: a listing page
+    /// holds 1000 keys).
+    async fn reconcile(&mut self) {
+        if self.needs_full || self.last_reconcile.elapsed() < self.options.reconcile_interval {
+            return;
+        }
+        self.last_reconcile = Instant::now();
+        let store = self.registry.store().clone();
+        let ticket = self.registry.ticket();
+        let result: Result<usize, StorageError> = async {
+            let now = store.fingerprints().await?;
+            let mut changed = 0;
+            for model in now.keys().chain(self.fingerprints.keys()).collect::<BTreeSet<_>>() {
+                if now.get(model) == self.fingerprints.get(model) {
+                    continue;
+                }
+                let view = store.model(model).await?;
+                self.registry.apply(model, view, ticket);
+                changed += 1;
+            }
+            self.fingerprints = now;
+            Ok(changed)
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(changed) => {
+                // Most are this host's own and others' announced changes seen since the last listing.
+                tracing::debug!(models = changed, "reconciled models whose files changed");
+                self.save_snapshot().await;
+            }
+            Err(e) => self.failed(&e),
+        }
     }
 
     async fn save_snapshot(&self) {

@@ -273,15 +273,21 @@ pub async fn put_version(
     ] {
         let Some(sha) = sha else { continue };
         let path = uploads.path_of(sha).cloned().expect("just uploaded");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|_| ApiError::bad_request(format!("the {what} is not UTF-8 text")))?;
-        if what == "config" {
-            serde_json::from_str::<Value>(&text)
-                .map_err(|e| ApiError::bad_request(format!("the config is not JSON: {e}")))?;
-        } else {
-            crate::selftest::parse_tests_document(&text, "tests file")
-                .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-        }
+        // Up to the upload cap of JSON: parsed off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|_| ApiError::bad_request(format!("the {what} is not UTF-8 text")))?;
+            if what == "config" {
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|e| ApiError::bad_request(format!("the config is not JSON: {e}")))?;
+            } else {
+                crate::selftest::parse_tests_document(&text, "tests file")
+                    .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await
+        .expect("validation does not panic")?;
     }
 
     uploads.commit().await?;

@@ -93,31 +93,25 @@ impl BlobCache {
     }
 
     /// The blob's content, checked against its sha256: read in place from a local store, else from
-    /// the cache, downloading it first if needed.
+    /// the cache, downloading it first if needed. A cached copy that no longer matches is dropped and
+    /// downloaded again.
     pub async fn read(&self, sha256: &str) -> Result<Vec<u8>> {
         if !is_sha256(sha256) {
             return Err(StorageError::Other(format!("{sha256:?} is not a sha256")));
         }
-        let path = match self.storage.local_path(&blob_key(sha256)) {
-            Some(path) => path,
-            None => self.fetch(sha256).await?,
-        };
-        let sha = sha256.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => StorageError::NotFound(blob_key(&sha)),
-                _ => disk(&path, e),
-            })?;
-            if crate::runtime::sha256_hex(&bytes) != sha {
-                return Err(StorageError::Other(format!(
-                    "blob {sha} is corrupt: its content no longer matches its sha256"
-                )));
+        if let Some(path) = self.storage.local_path(&blob_key(sha256)) {
+            return read_verified(path, sha256).await;
+        }
+        let path = self.fetch(sha256).await?;
+        match read_verified(path.clone(), sha256).await {
+            Err(StorageError::Other(e)) if e.contains("corrupt") => {
+                tracing::warn!(blob = sha256, "the cached copy is corrupt; downloading it again");
+                let _ = tokio::fs::remove_file(&path).await;
+                let path = self.fetch(sha256).await?;
+                read_verified(path, sha256).await
             }
-            files::touch(&path);
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| StorageError::Other(e.to_string()))?
+            other => other,
+        }
     }
 
     /// The cached copy of a remote blob, downloaded (streamed, hashed, verified) if missing.
@@ -187,13 +181,7 @@ impl BlobCache {
         if !is_sha256(sha256) {
             return Ok(false);
         }
-        if let Some(path) = self.storage.local_path(&blob_key(sha256)) {
-            return Ok(path.exists());
-        }
-        match self.storage.list(&blob_key(sha256)).await {
-            Ok(found) => Ok(found.iter().any(|l| l.key == blob_key(sha256))),
-            Err(e) => Err(e),
-        }
+        self.storage.exists(&blob_key(sha256)).await
     }
 
     /// Evicts least recently used blobs and compiled components past the bound.
@@ -201,4 +189,24 @@ impl BlobCache {
         let (roots, max) = (vec![self.root.join("blobs"), self.compiled_dir()], self.max_bytes);
         let _ = tokio::task::spawn_blocking(move || files::evict_least_recently_used(&roots, max)).await;
     }
+}
+
+/// Reads a file that should hold the blob `sha256`, checking that it does.
+async fn read_verified(path: PathBuf, sha256: &str) -> Result<Vec<u8>> {
+    let sha = sha256.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound(blob_key(&sha)),
+            _ => disk(&path, e),
+        })?;
+        if crate::runtime::sha256_hex(&bytes) != sha {
+            return Err(StorageError::Other(format!(
+                "blob {sha} is corrupt: its content no longer matches its sha256"
+            )));
+        }
+        files::touch(&path);
+        Ok(bytes)
+    })
+    .await
+    .map_err(|e| StorageError::Other(e.to_string()))?
 }

@@ -1,10 +1,10 @@
 //! The local-directory backend: one file per key under the store's root, each written atomically
 //! (temporary file, fsync, rename, fsync of the directory). Conditional writes hold a lock on
 //! `<root>/.lock` (across processes: a `ferry add` beside a running server) while they compare.
-//! An object's version is its file's identity: inode, modification time and size.
+//! An object's version is a hash of its content: documents are small, and a hash cannot repeat the
+//! way an inode number and a coarse modification time can.
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -26,8 +26,8 @@ fn disk(path: &Path, e: std::io::Error) -> StorageError {
     StorageError::Disk(format!("{}: {e}", path.display()))
 }
 
-fn version_of(meta: &std::fs::Metadata) -> ObjectVersion {
-    ObjectVersion(format!("{:x}-{:x}.{:x}-{:x}", meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len()))
+fn version_of(bytes: &[u8]) -> ObjectVersion {
+    ObjectVersion(crate::runtime::sha256_hex(bytes)[..32].to_owned())
 }
 
 impl LocalDir {
@@ -57,11 +57,9 @@ impl LocalDir {
             }
             Err(e) => return Err(disk(path, e)),
         };
-        // The version comes from the open file, so it always matches the bytes read.
-        let meta = file.metadata().map_err(|e| disk(path, e))?;
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| disk(path, e))?;
-        Ok(Object { bytes: bytes.into(), version: version_of(&meta) })
+        Ok(Object { version: version_of(&bytes), bytes: bytes.into() })
     }
 
     fn put_blocking(&self, key: &str, bytes: &[u8], mode: &Write) -> Result<ObjectVersion> {
@@ -74,8 +72,8 @@ impl LocalDir {
             lock.lock().map_err(|e| disk(&self.root, e))?;
             Some((local, lock))
         };
-        let current = match std::fs::metadata(&path) {
-            Ok(meta) => Some(version_of(&meta)),
+        let current = match std::fs::read(&path) {
+            Ok(existing) => Some(version_of(&existing)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(disk(&path, e)),
         };
@@ -88,8 +86,7 @@ impl LocalDir {
             _ => {}
         }
         files::write_atomically(&path, bytes).map_err(|e| disk(&path, e))?;
-        let meta = std::fs::metadata(&path).map_err(|e| disk(&path, e))?;
-        Ok(version_of(&meta))
+        Ok(version_of(bytes))
     }
 
     fn put_file_blocking(&self, key: &str, file: &Path) -> Result<()> {
@@ -127,7 +124,12 @@ impl LocalDir {
                 if name.starts_with('.') {
                     continue; // temporary files and the lock
                 }
-                let meta = entry.metadata().map_err(|e| disk(&entry.path(), e))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Removed between the directory read and now: not there any more.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(disk(&entry.path(), e)),
+                };
                 if meta.is_dir() {
                     stack.push(entry.path());
                     continue;
@@ -169,14 +171,8 @@ impl Storage for LocalDir {
     async fn get_if_changed(&self, key: &str, version: &ObjectVersion) -> Result<Option<Object>> {
         let (path, key, version) = (self.path(key)?, key.to_owned(), version.clone());
         blocking(move || {
-            match std::fs::metadata(&path) {
-                Ok(meta) if version_of(&meta) == version => return Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StorageError::NotFound(key))
-                }
-                _ => {}
-            }
-            LocalDir::read(&path, &key).map(Some)
+            let object = LocalDir::read(&path, &key)?;
+            Ok((object.version != version).then_some(object))
         })
         .await
     }
@@ -218,6 +214,11 @@ impl Storage for LocalDir {
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let (this, prefix) = (self.clone(), prefix.to_owned());
         blocking(move || this.list_blocking(&prefix)).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        Ok(tokio::fs::try_exists(&path).await.unwrap_or(false))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

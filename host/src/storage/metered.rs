@@ -86,6 +86,10 @@ impl Storage for Metered {
         let r = self.inner.list(prefix).await;
         self.count("list", &self.counts.list, r)
     }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let r = self.inner.exists(key).await;
+        self.count("head", &self.counts.get, r)
+    }
     async fn delete(&self, key: &str) -> Result<()> {
         let r = self.inner.delete(key).await;
         self.count("delete", &self.counts.delete, r)

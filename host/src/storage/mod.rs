@@ -107,6 +107,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn put_file(&self, key: &str, file: &Path) -> Result<()>;
     /// Every object whose key starts with `prefix` (a folder, ending in `/`, or empty).
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+    /// Whether an object is at `key` (one HEAD request on S3).
+    async fn exists(&self, key: &str) -> Result<bool>;
     /// Removes an object; removing what is not there succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Where the object lies on this host's disk, when the backend is a local directory (then

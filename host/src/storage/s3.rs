@@ -123,7 +123,9 @@ fn classify(key: &str, e: object_store::Error) -> StorageError {
                 source = err.source();
             }
             let message = other.to_string();
-            if unreachable || message.contains("status code: 5") {
+            // 5xx, throttling (429) and request timeouts (408) pass: the same request may succeed later.
+            let transient = ["status code: 5", "status code: 429", "status code: 408"].iter().any(|s| message.contains(s));
+            if unreachable || transient {
                 StorageError::Unavailable(message)
             } else {
                 StorageError::Other(message)
@@ -241,6 +243,14 @@ impl Storage for S3 {
             .await?;
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.store.head(&self.path(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(classify(key, e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
