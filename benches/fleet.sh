@@ -5,6 +5,7 @@
 #      1 s sync interval); median and worst of ROUNDS rounds
 #   2. store requests per host per minute at idle, with 1 model and with 100 models (goal: the same)
 #   3. requests/s of one host alone and of three hosts behind one load generator (oha), and per core
+#   4. how often the store lets two racing conditional writes both win (benches/src/bin/store-races.rs)
 # On 2 shared cores three hosts cannot scale: every host and the load generator share the same cores.
 #
 # Usage: benches/fleet.sh     (ROUNDS=5 IDLE_SECONDS=30 DURATION=10s by default)
@@ -14,7 +15,7 @@ ROUNDS=${ROUNDS:-5}
 IDLE_SECONDS=${IDLE_SECONDS:-30}
 DURATION=${DURATION:-10s}
 
-cargo build --release -p ferry
+cargo build --release -p ferry -p ferry-benches --bins
 FERRY_BIN=target/release/ferry scripts/build-models.sh >/dev/null
 if ! command -v oha >/dev/null; then
     [[ -x target/tools/bin/oha ]] || cargo install oha --version 1.16.0 --locked --root target/tools
@@ -116,8 +117,8 @@ done
 for i in 1 2 3; do until curl -sf -o /dev/null "localhost:1820$i/v1/models/fraud-features/predict" \
     -H 'content-type: application/json' -d @sample-models/fraud-features/example-request.json; do sleep 0.05; done; done
 rps() { # url connections
-    oha --no-tui -j -z "$DURATION" -c "$2" -m POST -H 'content-type: application/json' \
-        -d "$(cat sample-models/fraud-features/example-request.json)" "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["requestsPerSec"])'
+    oha -z "$DURATION" -c "$2" -m POST -T application/json -D sample-models/fraud-features/example-request.json \
+        --no-tui --output-format json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["requestsPerSec"])'
 }
 one=$(rps http://127.0.0.1:18201/v1/models/fraud-features/predict 16)
 tmp=$work/rps; mkdir -p "$tmp"
@@ -129,3 +130,6 @@ python3 -c "
 one, three, cores = $one, $three, $(nproc)
 print(f'fraud-features predict: one host {one:.0f} req/s, three hosts {three:.0f} req/s ({three / one:.2f}x) on {cores} shared cores')
 print(f'per core (one host, load generator on the same cores): {one / cores:.0f} req/s')"
+
+# 4. The store's conditional writes under racing writers (SeaweedFS; AWS S3 promises one winner).
+target/release/store-races s3://ferry/races "${RACE_ROUNDS:-30}"

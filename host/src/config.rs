@@ -105,7 +105,9 @@ pub struct CacheSection {
 
 impl Default for CacheSection {
     fn default() -> Self {
-        CacheSection { max_bytes: 20 << 30 }
+        CacheSection {
+            max_bytes: 20 << 30,
+        }
     }
 }
 

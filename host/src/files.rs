@@ -10,7 +10,10 @@ use std::time::SystemTime;
 pub fn temp_beside(path: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".tmp-{}-{n}-{name}", std::process::id()))
 }
 
@@ -21,7 +24,9 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `bytes` to `path` atomically: a crash leaves the old file or the new one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("paths written atomically have a parent");
+    let dir = path
+        .parent()
+        .expect("paths written atomically have a parent");
     std::fs::create_dir_all(dir)?;
     let tmp = temp_beside(path);
     let result = (|| {
@@ -59,7 +64,9 @@ pub fn evict_least_recently_used(roots: &[PathBuf], max_bytes: u64) -> u64 {
     let mut files = Vec::new();
     let mut stack = roots.to_vec();
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
@@ -101,11 +108,19 @@ mod tests {
             let path = dir.path().join("sub").join(name);
             write_atomically(&path, &[0u8; 100]).unwrap();
             let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + i as u64);
-            std::fs::File::options().append(true).open(&path).unwrap().set_modified(when).unwrap();
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
         }
         touch(&dir.path().join("sub/a"));
         assert_eq!(evict_least_recently_used(&[dir.path().into()], 200), 100);
-        let left: Vec<_> = ["a", "b", "c"].iter().filter(|n| dir.path().join("sub").join(n).exists()).collect();
+        let left: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .filter(|n| dir.path().join("sub").join(n).exists())
+            .collect();
         assert_eq!(left, [&"a", &"c"]);
         assert_eq!(evict_least_recently_used(&[dir.path().into()], 1_000), 0);
     }

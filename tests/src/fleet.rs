@@ -50,7 +50,13 @@ impl Host {
         }
     }
 
-    fn spawn(dir: &tempfile::TempDir, port: u16, store_url: &str, id: &str, env: &[(String, String)]) -> Child {
+    fn spawn(
+        dir: &tempfile::TempDir,
+        port: u16,
+        store_url: &str,
+        id: &str,
+        env: &[(String, String)],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -114,7 +120,11 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("host {} was not ready within {limit:?}; log:\n{}", self.id, self.log());
+        panic!(
+            "host {} was not ready within {limit:?}; log:\n{}",
+            self.id,
+            self.log()
+        );
     }
 
     /// What the host logged so far.

@@ -23,11 +23,35 @@ pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
 }
 
 /// `PUT {base}/v1/models/{model}/versions/{version}` with a multipart body.
-pub fn put_version(base: &str, model: &str, version: &str, parts: &[(&str, &[u8])]) -> (u16, String) {
+pub fn put_version(
+    base: &str,
+    model: &str,
+    version: &str,
+    parts: &[(&str, &[u8])],
+) -> (u16, String) {
     let (ct, body) = multipart(parts);
     status_of(
         ureq::put(&format!("{base}/v1/models/{model}/versions/{version}"))
             .set("Content-Type", &ct)
             .send_bytes(&body),
     )
+}
+
+/// A request body that trickles out (64 KiB every 5 ms), so a server can be killed mid-upload.
+pub struct Trickle {
+    /// Bytes still to send.
+    pub left: usize,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let n = buf.len().min(self.left).min(64 << 10);
+        buf[..n].fill(7);
+        self.left -= n;
+        Ok(n)
+    }
 }

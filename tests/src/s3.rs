@@ -114,7 +114,11 @@ impl S3Store {
 
     /// The AWS settings alone (for `ferry::storage::open_with`).
     pub fn aws(&self) -> Vec<(String, String)> {
-        self.env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect()
+        self.env
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .cloned()
+            .collect()
     }
 
     /// Points a command at this store.

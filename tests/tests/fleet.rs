@@ -3,13 +3,12 @@
 //! promotes and uploads, kill -9 mid-upload, a store outage, a host that joins late — and the S3
 //! backend passing the same storage conformance suite as the local directory.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_tests::fleet::{Host, FLEET_CONFIG};
-use ferry_tests::http::{put_version, status_of};
+use ferry_tests::http::{put_version, status_of, Trickle};
 use ferry_tests::s3::{unique_prefix, S3Store};
 use ferry_tests::workspace;
 use serde_json::{json, Value};
@@ -64,8 +63,14 @@ fn converge(hosts: &[&Host], what: &str, check: impl Fn(&Host) -> bool) -> Durat
     let started = Instant::now();
     while !hosts.iter().all(|h| check(h)) {
         if started.elapsed() > Duration::from_secs(120) {
-            let states: Vec<String> = hosts.iter().map(|h| format!("{}: {}\n{}", h.id, describe(h), h.log())).collect();
-            panic!("{what}: no convergence within 120 s:\n{}", states.join("\n"));
+            let states: Vec<String> = hosts
+                .iter()
+                .map(|h| format!("{}: {}\n{}", h.id, describe(h), h.log()))
+                .collect();
+            panic!(
+                "{what}: no convergence within 120 s:\n{}",
+                states.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -73,13 +78,21 @@ fn converge(hosts: &[&Host], what: &str, check: impl Fn(&Host) -> bool) -> Durat
 }
 
 fn infer(host: &Host) -> Result<String, String> {
-    let body = std::fs::read_to_string(workspace().join("sample-models/diabetes-gbdt/example-request.json")).unwrap();
-    match ureq::post(&host.url("/v2/models/diabetes-gbdt/infer")).set("Content-Type", "application/json").send_string(&body) {
+    let body = std::fs::read_to_string(
+        workspace().join("sample-models/diabetes-gbdt/example-request.json"),
+    )
+    .unwrap();
+    match ureq::post(&host.url("/v2/models/diabetes-gbdt/infer"))
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+    {
         Ok(r) => {
             let v: Value = r.into_json().map_err(|e| e.to_string())?;
             Ok(v["model_version"].as_str().unwrap_or_default().to_owned())
         }
-        Err(ureq::Error::Status(code, r)) => Err(format!("{code}: {}", r.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => {
+            Err(format!("{code}: {}", r.into_string().unwrap_or_default()))
+        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -92,46 +105,70 @@ fn set_alias(host: &Host, version: &str) -> (u16, String) {
 }
 
 fn production(host: &Host) -> Option<String> {
-    describe(host)["aliases"]["production"].as_str().map(str::to_owned)
+    describe(host)["aliases"]["production"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_backend_passes_the_conformance_suite() {
     let s3 = S3Store::shared();
-    let storage = ferry::storage::open_with(&s3.url(&unique_prefix("conformance")), &s3.aws()).unwrap();
-    ferry::storage::conformance::run(storage, "suite", ferry::storage::conformance::Races::MostlyOneWinner).await;
+    let storage =
+        ferry::storage::open_with(&s3.url(&unique_prefix("conformance")), &s3.aws()).unwrap();
+    ferry::storage::conformance::run(
+        storage,
+        "suite",
+        ferry::storage::conformance::Races::MostlyOneWinner,
+    )
+    .await;
 }
 
 #[test]
 fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
     let s3 = S3Store::shared();
     let url = s3.url(&unique_prefix("fleet"));
-    let hosts: Vec<Host> = (1..=3).map(|i| Host::start(s3, &url, &format!("host-{i}"), FLEET_CONFIG)).collect();
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| Host::start(s3, &url, &format!("host-{i}"), FLEET_CONFIG))
+        .collect();
     let all: Vec<&Host> = hosts.iter().collect();
 
     // Push on host 1 → ready on hosts 2 and 3.
     let (s, body) = push(&hosts[0], "1", &diabetes_parts());
     assert_eq!(s, 201, "{body}");
-    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"].as_str().unwrap().to_owned();
-    let took = converge(&all, "v1 ready everywhere", |h| state_of(h, "1").as_deref() == Some("ready"));
+    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let took = converge(&all, "v1 ready everywhere", |h| {
+        state_of(h, "1").as_deref() == Some("ready")
+    });
     eprintln!("push → ready on all three hosts: {took:?}");
     assert_eq!(set_alias(&hosts[1], "1").0, 200);
-    converge(&all, "production → 1 everywhere", |h| infer(h).as_deref() == Ok("1"));
+    converge(&all, "production → 1 everywhere", |h| {
+        infer(h).as_deref() == Ok("1")
+    });
 
     // Under load against all three hosts: a weights-only version pushed through host 1, promoted at
     // once through host 2 (the others are still loading it), and the old target deleted right away —
     // each host keeps the old target serving until the new one is ready there.
     let running = Arc::new(AtomicBool::new(true));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let (sent, failed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(std::sync::Mutex::new(Vec::new())),
+    );
     let load: Vec<_> = hosts
         .iter()
         .map(|h| {
             let base = h.base.clone();
             let (running, sent, failed) = (running.clone(), sent.clone(), failed.clone());
             std::thread::spawn(move || {
-                let body = std::fs::read_to_string(workspace().join("sample-models/diabetes-gbdt/example-request.json")).unwrap();
+                let body = std::fs::read_to_string(
+                    workspace().join("sample-models/diabetes-gbdt/example-request.json"),
+                )
+                .unwrap();
                 while running.load(Ordering::Relaxed) {
-                    let r = ureq::post(&format!("{base}/v2/models/diabetes-gbdt/infer")).send_string(&body);
+                    let r = ureq::post(&format!("{base}/v2/models/diabetes-gbdt/infer"))
+                        .send_string(&body);
                     sent.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = r {
                         failed.lock().unwrap().push(e.to_string());
@@ -145,34 +182,56 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
     assert_eq!(s, 201, "{body}");
     let (s, body) = set_alias(&hosts[1], "2");
     assert_eq!(s, 200, "{body}");
-    let (s, body) = status_of(ureq::delete(&hosts[1].url("/v1/models/diabetes-gbdt/versions/1")).call());
+    let (s, body) =
+        status_of(ureq::delete(&hosts[1].url("/v1/models/diabetes-gbdt/versions/1")).call());
     assert_eq!(s, 204, "{body}");
-    let took = converge(&all, "production → 2 everywhere", |h| infer(h).as_deref() == Ok("2"));
-    eprintln!("push + promote + delete of the old target → every host on the new version: {took:?}");
+    let took = converge(&all, "production → 2 everywhere", |h| {
+        infer(h).as_deref() == Ok("2")
+    });
+    eprintln!(
+        "push + promote + delete of the old target → every host on the new version: {took:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     running.store(false, Ordering::Relaxed);
     for t in load {
         t.join().unwrap();
     }
     let failed = failed.lock().unwrap();
-    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), sent.load(Ordering::Relaxed), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        sent.load(Ordering::Relaxed),
+        &failed[..failed.len().min(5)]
+    );
     assert!(sent.load(Ordering::Relaxed) > 30, "the load ran");
     converge(&all, "v1 gone everywhere", |h| state_of(h, "1").is_none());
 
     let (s, body) = push_weights_only(&hosts[2], "3", &component_sha);
     assert_eq!(s, 201, "{body}");
-    converge(&all, "v3 ready everywhere", |h| state_of(h, "3").as_deref() == Some("ready"));
+    converge(&all, "v3 ready everywhere", |h| {
+        state_of(h, "3").as_deref() == Some("ready")
+    });
 
     // Two promotes through two hosts at once: both are applied in some order (or one is told to try
     // again), and every host agrees with the store on the winner.
     let (a, b) = (hosts[0].base.clone(), hosts[2].base.clone());
     let racers = [(a, "2"), (b, "3")].map(|(base, v)| {
         std::thread::spawn(move || {
-            status_of(ureq::put(&format!("{base}/v1/models/diabetes-gbdt/aliases/production")).send_json(json!({ "version": v }))).0
+            status_of(
+                ureq::put(&format!(
+                    "{base}/v1/models/diabetes-gbdt/aliases/production"
+                ))
+                .send_json(json!({ "version": v })),
+            )
+            .0
         })
     });
     let codes: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
-    assert!(codes.iter().all(|c| *c == 200 || *c == 409) && codes.contains(&200), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == 200 || *c == 409) && codes.contains(&200),
+        "{codes:?}"
+    );
     std::thread::sleep(Duration::from_millis(100));
     converge(&all, "every host agrees on production", |h| {
         let p = production(h);
@@ -188,18 +247,26 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
                 ("weights", &models_file("diabetes-gbdt.weights")),
                 ("tests", &models_file("diabetes-gbdt.tests.json")),
             ]);
-            status_of(ureq::put(&format!("{base}/v1/models/diabetes-gbdt/versions/7")).set("Content-Type", &ct).send_bytes(&body))
+            status_of(
+                ureq::put(&format!("{base}/v1/models/diabetes-gbdt/versions/7"))
+                    .set("Content-Type", &ct)
+                    .send_bytes(&body),
+            )
         })
     });
     let mut codes: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap().0).collect();
     codes.sort();
     assert_eq!(codes, [201, 409], "one upload of a version name wins");
-    converge(&all, "v7 ready everywhere", |h| state_of(h, "7").as_deref() == Some("ready"));
+    converge(&all, "v7 ready everywhere", |h| {
+        state_of(h, "7").as_deref() == Some("ready")
+    });
 
     // kill -9 of host 3 halfway through an upload: no host lists a partial version.
     let upload_url = hosts[2].url("/v1/models/diabetes-gbdt/versions/8");
     let uploader = std::thread::spawn(move || {
-        ureq::put(&upload_url).set("Content-Type", "application/wasm").send(Trickle { left: 64 << 20 })
+        ureq::put(&upload_url)
+            .set("Content-Type", "application/wasm")
+            .send(Trickle { left: 64 << 20 })
     });
     let mut hosts = hosts;
     std::thread::sleep(Duration::from_millis(700));
@@ -211,16 +278,80 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
         assert_eq!(state_of(h, "8"), None, "{} lists the partial version", h.id);
     }
 
+    // The repository extension's unload and load reach every host.
+    let (s, body) =
+        status_of(ureq::post(&hosts[0].url("/v2/repository/models/diabetes-gbdt/unload")).call());
+    assert_eq!(s, 200, "{body}");
+    converge(
+        &hosts.iter().collect::<Vec<_>>(),
+        "unloaded everywhere",
+        |h| {
+            describe(h)["versions"]
+                .as_array()
+                .is_some_and(|vs| vs.iter().all(|v| v["state"] == "unloaded"))
+        },
+    );
+    let (s, body) =
+        status_of(ureq::post(&hosts[1].url("/v2/repository/models/diabetes-gbdt/load")).call());
+    assert_eq!(s, 200, "{body}");
+    converge(
+        &hosts.iter().collect::<Vec<_>>(),
+        "loaded again everywhere",
+        |h| infer(h).is_ok(),
+    );
+
+    // A training pipeline writes a version straight into the fleet's store, without a server.
+    let cache = tempfile::tempdir().unwrap();
+    let mut add = std::process::Command::new(ferry_tests::server::ferry_bin());
+    add.arg("add")
+        .arg(workspace().join("target/models/fraud-features.wasm"))
+        .args(["--model", "fraud-features", "--store", &url])
+        .arg("--cache-dir")
+        .arg(cache.path());
+    let out = s3.apply(&mut add).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry add --store s3://: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    converge(
+        &hosts.iter().collect::<Vec<_>>(),
+        "the added model serves everywhere",
+        |h| {
+            ureq::post(&h.url("/v1/models/fraud-features/predict"))
+                .send_string(
+                    &std::fs::read_to_string(
+                        workspace().join("sample-models/fraud-features/example-request.json"),
+                    )
+                    .unwrap(),
+                )
+                .is_ok()
+        },
+    );
+
     // A fourth host started later serves everything, and the fleet's status shows all four.
     let late = Host::start(s3, &url, "host-4", FLEET_CONFIG);
     let p = production(&hosts[0]);
     assert_eq!(production(&late), p);
     assert_eq!(infer(&late).ok(), p);
     for v in [p.clone().unwrap(), "7".to_owned()] {
-        assert_eq!(state_of(&late, &v).as_deref(), Some("ready"), "v{v} on the late host");
+        assert_eq!(
+            state_of(&late, &v).as_deref(),
+            Some("ready"),
+            "v{v} on the late host"
+        );
     }
-    let fleet: Value = ureq::get(&late.url("/v1/fleet")).call().unwrap().into_json().unwrap();
-    let ids: Vec<&str> = fleet["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
+    let fleet: Value = ureq::get(&late.url("/v1/fleet"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let ids: Vec<&str> = fleet["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["host-1", "host-2", "host-3", "host-4"], "{fleet}");
     let out = std::process::Command::new(ferry_tests::server::ferry_bin())
         .args(["models", "--fleet", "--server", &late.base])
@@ -228,111 +359,91 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("host-2") && text.contains("diabetes-gbdt") && text.contains("ready"), "{text}");
-}
-
-/// A body that trickles out, so a host can be killed mid-upload.
-struct Trickle {
-    left: usize,
-}
-
-impl Read for Trickle {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        let n = buf.len().min(self.left).min(64 << 10);
-        buf[..n].fill(7);
-        self.left -= n;
-        Ok(n)
-    }
+    assert!(
+        text.contains("host-2") && text.contains("diabetes-gbdt") && text.contains("ready"),
+        "{text}"
+    );
 }
 
 #[test]
 fn with_the_store_away_hosts_keep_serving_and_converge_when_it_returns() {
     let s3 = S3Store::private();
     let url = s3.url("outage");
-    let mut hosts: Vec<Host> = (1..=2).map(|i| Host::start(&s3, &url, &format!("outage-{i}"), FLEET_CONFIG)).collect();
+    let mut hosts: Vec<Host> = (1..=2)
+        .map(|i| Host::start(&s3, &url, &format!("outage-{i}"), FLEET_CONFIG))
+        .collect();
     let (s, body) = push(&hosts[0], "1", &diabetes_parts());
     assert_eq!(s, 201, "{body}");
-    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"].as_str().unwrap().to_owned();
+    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let all: Vec<&Host> = hosts.iter().collect();
-    converge(&all, "v1 ready everywhere", |h| infer(h).as_deref() == Ok("1"));
+    converge(&all, "v1 ready everywhere", |h| {
+        infer(h).as_deref() == Ok("1")
+    });
 
     s3.stop();
     std::thread::sleep(Duration::from_millis(1500));
     for h in &hosts {
         assert_eq!(infer(h).as_deref(), Ok("1"), "{} keeps answering", h.id);
-        assert_eq!(ureq::get(&h.url("/v2/health/ready")).call().map(|r| r.status()).ok(), Some(200), "{} stays ready", h.id);
+        assert_eq!(
+            ureq::get(&h.url("/v2/health/ready"))
+                .call()
+                .map(|r| r.status())
+                .ok(),
+            Some(200),
+            "{} stays ready",
+            h.id
+        );
     }
     let (s, body) = push_weights_only(&hosts[0], "2", &component_sha);
     assert_eq!(s, 503, "a push while the store is away: {body}");
     assert!(body.contains("store is unreachable"), "{body}");
     let (s, body) = set_alias(&hosts[1], "1");
     assert_eq!(s, 503, "an alias move while the store is away: {body}");
-    let metrics = ureq::get(&hosts[0].url("/metrics")).call().unwrap().into_string().unwrap();
+    let metrics = ureq::get(&hosts[0].url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     assert!(metrics.contains("ferry_store_reachable 0"), "{metrics}");
 
     // A host restarted during the outage serves what it last synced, from its cache; a new host,
     // which has never synced, is not ready until the store answers.
     hosts[1].restart();
-    assert_eq!(infer(&hosts[1]).as_deref(), Ok("1"), "the restarted host serves its last synced state");
+    assert_eq!(
+        infer(&hosts[1]).as_deref(),
+        Ok("1"),
+        "the restarted host serves its last synced state"
+    );
     let newcomer = Host::launch(&s3, &url, "outage-3", FLEET_CONFIG);
     std::thread::sleep(Duration::from_millis(2000));
-    assert!(!newcomer.is_ready(), "a host with nothing synced is not ready while the store is away");
+    assert!(
+        !newcomer.is_ready(),
+        "a host with nothing synced is not ready while the store is away"
+    );
 
     s3.start();
     newcomer.wait_ready(Duration::from_secs(120));
-    assert_eq!(infer(&newcomer).as_deref(), Ok("1"), "the newcomer serves once the store answers");
+    assert_eq!(
+        infer(&newcomer).as_deref(),
+        Ok("1"),
+        "the newcomer serves once the store answers"
+    );
     hosts.push(newcomer);
     let all: Vec<&Host> = hosts.iter().collect();
     converge(&all, "the store is reachable again", |h| {
-        ureq::get(&h.url("/metrics")).call().ok().and_then(|r| r.into_string().ok()).is_some_and(|m| m.contains("ferry_store_reachable 1"))
+        ureq::get(&h.url("/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .is_some_and(|m| m.contains("ferry_store_reachable 1"))
     });
     let (s, body) = push_weights_only(&hosts[0], "2", &component_sha);
     assert_eq!(s, 201, "{body}");
     assert_eq!(set_alias(&hosts[0], "2").0, 200);
-    converge(&all, "everyone on v2 after the outage", |h| infer(h).as_deref() == Ok("2"));
-}
-
-/// How often the store lets two racing conditional writes both succeed (a measurement, not a check:
-/// `cargo test -p ferry-tests --test fleet -- --ignored --nocapture`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn measure_racing_conditional_writes() {
-    use bytes_free::*;
-    let s3 = S3Store::shared();
-    let storage = ferry::storage::open_with(&s3.url(&unique_prefix("races")), &s3.aws()).unwrap();
-    let rounds = 100;
-    let (mut double_creates, mut double_swaps) = (0, 0);
-    for round in 0..rounds {
-        let key = format!("create-{round}");
-        let creates = futures_util::future::join_all((0..8).map(|i| {
-            let (s, k) = (storage.clone(), key.clone());
-            async move { s.put(&k, body(i), Write::Create).await }
-        }))
-        .await;
-        if creates.iter().filter(|r| r.is_ok()).count() > 1 {
-            double_creates += 1;
-        }
-        let key = format!("swap-{round}");
-        let base = storage.put(&key, body(99), Write::Overwrite).await.unwrap();
-        let swaps = futures_util::future::join_all((0..8).map(|i| {
-            let (s, k, v) = (storage.clone(), key.clone(), base.clone());
-            async move { s.put(&k, body(i), Write::Replace(v)).await }
-        }))
-        .await;
-        if swaps.iter().filter(|r| r.is_ok()).count() > 1 {
-            double_swaps += 1;
-        }
-    }
-    eprintln!("rounds of 8 racers with more than one winner: creates {double_creates}/{rounds}, swaps {double_swaps}/{rounds}");
-}
-
-mod bytes_free {
-    pub use ferry::storage::{Storage, Write};
-    pub fn body(i: u32) -> bytes::Bytes {
-        bytes::Bytes::from(format!("{i}"))
-    }
+    converge(&all, "everyone on v2 after the outage", |h| {
+        infer(h).as_deref() == Ok("2")
+    });
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_tests::http::{multipart, status_of, Trickle};
 use ferry_tests::server::Server;
 use ferry_tests::workspace;
 use serde_json::{json, Value};
@@ -23,27 +24,6 @@ fn models_file(name: &str) -> Vec<u8> {
 
 fn admin(server: &Server, method: &str, path: &str) -> ureq::Request {
     ureq::request(method, &server.url(path)).set("Authorization", &format!("Bearer {TOKEN}"))
-}
-
-fn status_of(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
-    match r {
-        Ok(r) => (r.status(), r.into_string().unwrap()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// A multipart body from (part name, bytes) pairs.
-fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "ferry-test-boundary-7d1e";
-    let mut body = Vec::new();
-    for (name, bytes) in parts {
-        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n\r\n").as_bytes());
-        body.extend(*bytes);
-        body.extend(b"\r\n");
-    }
-    body.extend(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 fn put_version(
@@ -695,24 +675,6 @@ fn restart_brings_back_what_was_serving_without_recompiling() {
         compiled,
         "loaded from the compiled cache"
     );
-}
-
-/// A body that trickles out, so the server can be killed mid-upload.
-struct Trickle {
-    left: usize,
-}
-
-impl Read for Trickle {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        let n = buf.len().min(self.left).min(64 << 10);
-        buf[..n].fill(7);
-        self.left -= n;
-        Ok(n)
-    }
 }
 
 #[test]

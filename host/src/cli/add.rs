@@ -45,7 +45,10 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("reading {}", args.component.display()));
     got?;
     if &header != b"\0asm" {
-        anyhow::bail!("{} is not a WebAssembly component", args.component.display());
+        anyhow::bail!(
+            "{} is not a WebAssembly component",
+            args.component.display()
+        );
     }
     if let Some(p) = &args.files.config {
         serde_json::from_slice::<serde_json::Value>(&read(p)?)
@@ -54,12 +57,20 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
     let limits: Option<ModelLimits> = args
         .limits
         .as_ref()
-        .map(|p| serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display())))
+        .map(|p| {
+            serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display()))
+        })
         .transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let storage = crate::storage::open(&args.store)?;
-        let blobs = BlobCache::open(storage, &args.cache.dir()?, crate::config::CacheSection::default().max_bytes)?;
+        let blobs = BlobCache::open(
+            storage,
+            &args.cache.dir()?,
+            crate::config::CacheSection::default().max_bytes,
+        )?;
         // Each file is copied into the upload area first, hashed as it goes (a 1 GB file never sits
         // in memory): the store may hard-link what it is given, and the caller's file must stay the
         // caller's.
@@ -92,7 +103,10 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
             tests_sha256: optional(&args.files.tests).await?,
             limits,
         };
-        let manifest = Store::new(blobs).create_version(&manifest).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let manifest = Store::new(blobs)
+            .create_version(&manifest)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{} version {}", manifest.model, manifest.version);
         println!("  component_sha256 {}", manifest.component_sha256);
         if let Some(w) = &manifest.weights_sha256 {
@@ -107,10 +121,13 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
 fn copy_hashing(from: &std::path::Path, mut to: std::fs::File) -> anyhow::Result<String> {
     use sha2::{Digest, Sha256};
     use std::io::{Read, Write};
-    let mut source = std::fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
+    let mut source =
+        std::fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
     let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
     loop {
-        let n = source.read(&mut buf).with_context(|| format!("reading {}", from.display()))?;
+        let n = source
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", from.display()))?;
         if n == 0 {
             break;
         }

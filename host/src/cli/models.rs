@@ -108,19 +108,33 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<i32> {
 
 /// `ferry models --fleet`: one line per host and version.
 fn fleet(server: &ServerArgs) -> anyhow::Result<i32> {
-    let fleet = answer(server.request("GET", "/v1/fleet").call(), "reading the fleet's status")?;
+    let fleet = answer(
+        server.request("GET", "/v1/fleet").call(),
+        "reading the fleet's status",
+    )?;
     println!("store {}", fleet["store"].as_str().unwrap_or_default());
-    println!("{:<28} {:<7} {:<10} {:<24} {:<12} {:<9} {:<14} {}", "HOST", "ALIVE", "HEARTBEAT", "MODEL", "VERSION", "STATE", "ALIASES", "REASON");
+    println!(
+        "{:<28} {:<7} {:<10} {:<24} {:<12} {:<9} {:<14} {}",
+        "HOST", "ALIVE", "HEARTBEAT", "MODEL", "VERSION", "STATE", "ALIASES", "REASON"
+    );
     for h in fleet["hosts"].as_array().into_iter().flatten() {
         let host = h["host"].as_str().unwrap_or_default();
         let alive = if h["alive"] == true { "yes" } else { "NO" };
-        let age = format!("{:.1}s ago", h["heartbeat_age_seconds"].as_f64().unwrap_or_default());
+        let age = format!(
+            "{:.1}s ago",
+            h["heartbeat_age_seconds"].as_f64().unwrap_or_default()
+        );
         let versions = h["versions"].as_array().cloned().unwrap_or_default();
         if versions.is_empty() {
             println!("{host:<28} {alive:<7} {age:<10} (no versions)");
         }
         for v in versions {
-            let aliases: Vec<&str> = v["aliases"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+            let aliases: Vec<&str> = v["aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect();
             println!(
                 "{host:<28} {alive:<7} {age:<10} {:<24} {:<12} {:<9} {:<14} {}",
                 v["model"].as_str().unwrap_or_default(),

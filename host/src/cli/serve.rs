@@ -52,7 +52,9 @@ impl HostCacheArgs {
         self.cache_dir
             .clone()
             .or_else(crate::engine::default_cache_dir)
-            .ok_or_else(|| anyhow::anyhow!("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR")
+            })
     }
 }
 
@@ -72,7 +74,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         None => HostConfig::default(),
     };
     let cache_dir = args.cache.dir()?;
-    let host = args.host_id.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| format!("{}-{}", hostname(), args.listen.port()));
+    let host = args
+        .host_id
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("{}-{}", hostname(), args.listen.port()));
     crate::registry::check_name("host id", &host)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,15 +96,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         })?;
         let options = ServeOptions {
             max_body_bytes: config.host.max_body_bytes,
-            admin_token: args.admin_token.as_deref().filter(|t| !t.is_empty()).map(Token::new),
-            inference_token: args.inference_token.as_deref().filter(|t| !t.is_empty()).map(Token::new),
+            admin_token: args
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Token::new),
+            inference_token: args
+                .inference_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Token::new),
         };
         let sync = SyncOptions {
             interval: Duration::from_millis(config.store.sync_interval_ms.max(10)),
             heartbeat: Duration::from_millis(config.store.heartbeat_interval_ms.max(100)),
             host,
             address: args.listen.to_string(),
-            gc_interval: (config.store.gc_interval_s > 0).then(|| Duration::from_secs(config.store.gc_interval_s)),
+            gc_interval: (config.store.gc_interval_s > 0)
+                .then(|| Duration::from_secs(config.store.gc_interval_s)),
             gc_grace: Duration::from_secs(config.store.gc_grace_s),
             reconcile_interval: Duration::from_secs(config.store.reconcile_interval_s.max(1)),
         };

@@ -126,7 +126,12 @@ impl Registry {
 
     /// The models as this host last read them from the store.
     pub fn views(&self) -> BTreeMap<String, ModelView> {
-        self.views.lock().unwrap().iter().map(|(m, (_, v))| (m.clone(), v.clone())).collect()
+        self.views
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, (_, v))| (m.clone(), v.clone()))
+            .collect()
     }
 
     /// A ticket for a read of the store about to start: pass it with what the read returned to
@@ -168,13 +173,24 @@ impl Registry {
 
     /// Forgets models the store no longer has (as read with `ticket`).
     pub fn retain_models(self: &Arc<Self>, present: &BTreeSet<String>, ticket: u64) {
-        let gone: Vec<String> = self.table().models.keys().filter(|m| !present.contains(*m)).cloned().collect();
+        let gone: Vec<String> = self
+            .table()
+            .models
+            .keys()
+            .filter(|m| !present.contains(*m))
+            .cloned()
+            .collect();
         for model in gone {
             self.apply(&model, ModelView::default(), ticket);
         }
     }
 
-    fn converge(&self, model: &str, read: Option<(u64, ModelView)>, retry_waiting: bool) -> Vec<VersionManifest> {
+    fn converge(
+        &self,
+        model: &str,
+        read: Option<(u64, ModelView)>,
+        retry_waiting: bool,
+    ) -> Vec<VersionManifest> {
         let _writer = self.writer.lock().unwrap();
         let view = {
             let mut views = self.views.lock().unwrap();
@@ -205,19 +221,35 @@ impl Registry {
         let mut entry = ModelEntry::default();
         for m in &view.manifests {
             // A version deleted and created again under the same name is a new version.
-            let kept = old.versions.get(&m.version).filter(|v| v.manifest == *m).cloned();
-            let listed = || Arc::new(ModelVersion::listed(m.clone(), VersionState::Unloaded("not loaded yet".into())));
-            entry.versions.insert(m.version.clone(), kept.unwrap_or_else(listed));
+            let kept = old
+                .versions
+                .get(&m.version)
+                .filter(|v| v.manifest == *m)
+                .cloned();
+            let listed = || {
+                Arc::new(ModelVersion::listed(
+                    m.clone(),
+                    VersionState::Unloaded("not loaded yet".into()),
+                ))
+            };
+            entry
+                .versions
+                .insert(m.version.clone(), kept.unwrap_or_else(listed));
         }
-        let ready = |entry: &ModelEntry, v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
+        let ready =
+            |entry: &ModelEntry, v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
         // An alias moves here once its new target is ready here; until then it keeps its old one —
         // even a version deleted from the store meanwhile, which serves until the alias has moved.
         for (alias, target) in &view.aliases.current {
-            let previous = old.aliases.get(alias).filter(|p| !ready(&entry, target) && old.versions.get(*p).is_some_and(|v| v.is_ready()));
+            let previous = old.aliases.get(alias).filter(|p| {
+                !ready(&entry, target) && old.versions.get(*p).is_some_and(|v| v.is_ready())
+            });
             let published = match previous {
                 Some(previous) => {
                     if !entry.versions.contains_key(previous) {
-                        entry.versions.insert(previous.clone(), old.versions[previous].clone());
+                        entry
+                            .versions
+                            .insert(previous.clone(), old.versions[previous].clone());
                     }
                     previous.clone()
                 }
@@ -231,8 +263,20 @@ impl Registry {
         if !view.unloaded {
             wanted.extend(view.aliases.current.values().cloned());
             wanted.extend(entry.aliases.values().cloned());
-            wanted.extend(self.pinned.lock().unwrap().iter().filter(|(m, _)| m == model).map(|(_, v)| v.clone()));
-            let failed = |v: &str| matches!(entry.versions.get(v).map(|v| &v.state), Some(VersionState::Failed(_)));
+            wanted.extend(
+                self.pinned
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(m, _)| m == model)
+                    .map(|(_, v)| v.clone()),
+            );
+            let failed = |v: &str| {
+                matches!(
+                    entry.versions.get(v).map(|v| &v.state),
+                    Some(VersionState::Failed(_))
+                )
+            };
             let newest = view.manifests.iter().rev().find(|m| !failed(&m.version));
             if let Some(newest) = newest {
                 wanted.insert(newest.version.clone());
@@ -247,11 +291,14 @@ impl Registry {
         let mut to_load = Vec::new();
         for (name, v) in entry.versions.iter_mut() {
             let relisted = |state| Arc::new(ModelVersion::listed(v.manifest.clone(), state));
-            let waiting = matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE));
+            let waiting =
+                matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE));
             let next = if view.unloaded {
                 match &v.state {
                     VersionState::Unloaded(r) if r == "unloaded on request" => None,
-                    _ => Some(relisted(VersionState::Unloaded("unloaded on request".into()))),
+                    _ => Some(relisted(VersionState::Unloaded(
+                        "unloaded on request".into(),
+                    ))),
                 }
             } else if wanted.contains(name) {
                 match &v.state {
@@ -265,9 +312,17 @@ impl Registry {
                 }
             } else {
                 match &v.state {
-                    VersionState::Ready => Some(relisted(VersionState::Unloaded("replaced as target; drained".into()))),
-                    VersionState::Unloaded(r) if r == "not loaded yet" || r == "unloaded on request" || r.starts_with(WAITING_FOR_STORE) => {
-                        Some(relisted(VersionState::Unloaded("not targeted by an alias and not the newest version".into())))
+                    VersionState::Ready => Some(relisted(VersionState::Unloaded(
+                        "replaced as target; drained".into(),
+                    ))),
+                    VersionState::Unloaded(r)
+                        if r == "not loaded yet"
+                            || r == "unloaded on request"
+                            || r.starts_with(WAITING_FOR_STORE) =>
+                    {
+                        Some(relisted(VersionState::Unloaded(
+                            "not targeted by an alias and not the newest version".into(),
+                        )))
                     }
                     _ => None,
                 }
@@ -279,7 +334,9 @@ impl Registry {
         let unloading: Vec<&String> = old
             .versions
             .iter()
-            .filter(|(name, v)| v.is_ready() && !entry.versions.get(*name).is_some_and(|n| n.is_ready()))
+            .filter(|(name, v)| {
+                v.is_ready() && !entry.versions.get(*name).is_some_and(|n| n.is_ready())
+            })
             .map(|(name, _)| name)
             .collect();
         if !unloading.is_empty() {
@@ -295,7 +352,10 @@ impl Registry {
     /// aliases waiting for it move and versions it replaces go).
     fn start_load(self: &Arc<Self>, manifest: VersionManifest) {
         // The sequence number tells apart a version deleted and created again under its name.
-        let label = format!("{}@{}#{}", manifest.model, manifest.version, manifest.sequence);
+        let label = format!(
+            "{}@{}#{}",
+            manifest.model, manifest.version, manifest.sequence
+        );
         if !self.loading.lock().unwrap().insert(label.clone()) {
             return;
         }
@@ -310,17 +370,19 @@ impl Registry {
         }
         let done = Done(self.clone(), label.clone());
         let registry = self.clone();
-        let spawned = std::thread::Builder::new().name(format!("load-{}", manifest.model)).spawn(move || {
-            let model = manifest.model.clone();
-            let loaded = registry.load(manifest);
-            registry.finish_load(loaded);
-            // Done loading before the re-apply, so that a re-apply that wants it again can start it;
-            // still in flight until the re-apply has started whatever follows (an older version when
-            // this one failed), so that [`Registry::settle`] does not look in between.
-            registry.loading.lock().unwrap().remove(&label);
-            registry.reapply(&model, false);
-            drop(done);
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("load-{}", manifest.model))
+            .spawn(move || {
+                let model = manifest.model.clone();
+                let loaded = registry.load(manifest);
+                registry.finish_load(loaded);
+                // Done loading before the re-apply, so that a re-apply that wants it again can start it;
+                // still in flight until the re-apply has started whatever follows (an older version when
+                // this one failed), so that [`Registry::settle`] does not look in between.
+                registry.loading.lock().unwrap().remove(&label);
+                registry.reapply(&model, false);
+                drop(done);
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a loader thread");
         }
@@ -328,29 +390,55 @@ impl Registry {
 
     /// Reads a version's blobs (from the host's cache, or the store) and brings it up.
     fn load(&self, manifest: VersionManifest) -> ModelVersion {
-        let limits = manifest.limits.clone().unwrap_or_else(|| self.config.limits_for(&manifest.model));
+        let limits = manifest
+            .limits
+            .clone()
+            .unwrap_or_else(|| self.config.limits_for(&manifest.model));
         let started = Instant::now();
-        let artifacts = self.runtime.block_on(VersionArtifacts::read(self.store.blobs(), &manifest));
+        let artifacts = self
+            .runtime
+            .block_on(VersionArtifacts::read(self.store.blobs(), &manifest));
         let version = match artifacts {
-            Ok(artifacts) => ModelVersion::load(&self.engine, manifest, artifacts, limits, self.config.host.require_self_tests),
-            Err(e @ StorageError::Unavailable(_)) => ModelVersion::listed(manifest, VersionState::Unloaded(format!("{WAITING_FOR_STORE}: {e}"))),
-            Err(e) => ModelVersion::listed(manifest, VersionState::Failed(format!("reading its files: {e}"))),
+            Ok(artifacts) => ModelVersion::load(
+                &self.engine,
+                manifest,
+                artifacts,
+                limits,
+                self.config.host.require_self_tests,
+            ),
+            Err(e @ StorageError::Unavailable(_)) => ModelVersion::listed(
+                manifest,
+                VersionState::Unloaded(format!("{WAITING_FOR_STORE}: {e}")),
+            ),
+            Err(e) => ModelVersion::listed(
+                manifest,
+                VersionState::Failed(format!("reading its files: {e}")),
+            ),
         };
         let m = &version.manifest;
         match &version.state {
-            VersionState::Ready => tracing::info!(model = %m.model, version = %m.version, load_seconds = started.elapsed().as_secs_f64(), "version ready"),
-            state => tracing::error!(model = %m.model, version = %m.version, state = %state.describe(), "version did not come up"),
+            VersionState::Ready => {
+                tracing::info!(model = %m.model, version = %m.version, load_seconds = started.elapsed().as_secs_f64(), "version ready")
+            }
+            state => {
+                tracing::error!(model = %m.model, version = %m.version, state = %state.describe(), "version did not come up")
+            }
         }
         version
     }
 
     fn finish_load(&self, version: ModelVersion) {
         let _writer = self.writer.lock().unwrap();
-        let (model, name) = (version.manifest.model.clone(), version.manifest.version.clone());
+        let (model, name) = (
+            version.manifest.model.clone(),
+            version.manifest.version.clone(),
+        );
         let table = self.table.load();
         // A version deleted, replaced or unloaded while it was loading stays so.
         let current = table.models.get(&model).and_then(|e| e.versions.get(&name));
-        if current.is_some_and(|c| c.manifest == version.manifest && c.state == VersionState::Loading) {
+        if current
+            .is_some_and(|c| c.manifest == version.manifest && c.state == VersionState::Loading)
+        {
             let version = Arc::new(version);
             self.publish(|t| {
                 if let Some(entry) = t.models.get_mut(&model) {
@@ -381,7 +469,10 @@ impl Registry {
         let started = Instant::now();
         while started.elapsed() < limit {
             let busy = self.loads_in_flight.load(Ordering::SeqCst) > 0
-                || self.table().versions().any(|v| v.state == VersionState::Loading);
+                || self
+                    .table()
+                    .versions()
+                    .any(|v| v.state == VersionState::Loading);
             if !busy {
                 return;
             }
@@ -391,7 +482,11 @@ impl Registry {
 
     /// A manifest for a new version of `model`, checked: the given name (or none yet) and a fresh
     /// sequence number.
-    pub async fn new_manifest(&self, model: &str, version: Option<String>) -> Result<VersionManifest, ChangeError> {
+    pub async fn new_manifest(
+        &self,
+        model: &str,
+        version: Option<String>,
+    ) -> Result<VersionManifest, ChangeError> {
         check_name("model", model).map_err(|e| ChangeError::Invalid(e.to_string()))?;
         if let Some(version) = &version {
             check_version_name(version)?;
@@ -410,16 +505,29 @@ impl Registry {
 
     /// Creates a version in the store (its blobs already there) and starts loading it here. An empty
     /// version name takes the next number.
-    pub async fn create_version(self: &Arc<Self>, manifest: VersionManifest) -> Result<Arc<ModelVersion>, ChangeError> {
+    pub async fn create_version(
+        self: &Arc<Self>,
+        manifest: VersionManifest,
+    ) -> Result<Arc<ModelVersion>, ChangeError> {
         let manifest = self.store.create_version(&manifest).await?;
         self.refresh(&manifest.model).await?;
-        let listed = self.table().models.get(&manifest.model).and_then(|e| e.versions.get(&manifest.version).cloned());
-        Ok(listed.unwrap_or_else(|| Arc::new(ModelVersion::listed(manifest, VersionState::Loading))))
+        let listed = self
+            .table()
+            .models
+            .get(&manifest.model)
+            .and_then(|e| e.versions.get(&manifest.version).cloned());
+        Ok(listed
+            .unwrap_or_else(|| Arc::new(ModelVersion::listed(manifest, VersionState::Loading))))
     }
 
     /// Points `alias` of `model` at `version`, bringing the version up here first. The switch is one
     /// table swap; the previous target drains and unloads.
-    pub async fn set_alias(self: &Arc<Self>, model: &str, alias: &str, version: &str) -> Result<(), ChangeError> {
+    pub async fn set_alias(
+        self: &Arc<Self>,
+        model: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<(), ChangeError> {
         check_name("alias", alias).map_err(|e| ChangeError::Invalid(e.to_string()))?;
         let ticket = self.ticket();
         let view = self.store.model(model).await?;
@@ -432,7 +540,8 @@ impl Registry {
         self.ensure_ready(model, version).await?;
         self.store
             .update_aliases(model, |aliases| {
-                if let Some(previous) = aliases.current.insert(alias.to_owned(), version.to_owned()) {
+                if let Some(previous) = aliases.current.insert(alias.to_owned(), version.to_owned())
+                {
                     if previous != version {
                         let history = aliases.history.entry(alias.to_owned()).or_default();
                         history.push(previous);
@@ -448,14 +557,20 @@ impl Registry {
     }
 
     /// Moves `alias` back to the version it pointed at before.
-    pub async fn rollback(self: &Arc<Self>, model: &str, alias: &str) -> Result<String, ChangeError> {
+    pub async fn rollback(
+        self: &Arc<Self>,
+        model: &str,
+        alias: &str,
+    ) -> Result<String, ChangeError> {
         let view = self.store.model(model).await?;
         if view.manifests.is_empty() {
             return Err(ChangeError::NotFound(format!("unknown model `{model}`")));
         }
         refuse_unloaded(model, &view)?;
         let previous = previous_target(&view, alias).ok_or_else(|| {
-            ChangeError::Conflict(format!("alias `{alias}` of `{model}` has no earlier version to roll back to"))
+            ChangeError::Conflict(format!(
+                "alias `{alias}` of `{model}` has no earlier version to roll back to"
+            ))
         })?;
         let _pin = self.pin(model, &previous);
         self.ensure_ready(model, &previous).await?;
@@ -481,7 +596,11 @@ impl Registry {
     }
 
     /// Deletes a version; refused while an alias points at it.
-    pub async fn delete_version(self: &Arc<Self>, model: &str, version: &str) -> Result<(), ChangeError> {
+    pub async fn delete_version(
+        self: &Arc<Self>,
+        model: &str,
+        version: &str,
+    ) -> Result<(), ChangeError> {
         let view = self.store.model(model).await?;
         if !view.manifests.iter().any(|m| m.version == version) {
             return Err(self.missing(model, version, &view));
@@ -529,8 +648,15 @@ impl Registry {
 
     /// Keeps `version` loaded until the returned guard drops, whatever the store says meanwhile.
     fn pin(self: &Arc<Self>, model: &str, version: &str) -> Pin {
-        self.pinned.lock().unwrap().push((model.to_owned(), version.to_owned()));
-        Pin { registry: self.clone(), model: model.to_owned(), version: version.to_owned() }
+        self.pinned
+            .lock()
+            .unwrap()
+            .push((model.to_owned(), version.to_owned()));
+        Pin {
+            registry: self.clone(),
+            model: model.to_owned(),
+            version: version.to_owned(),
+        }
     }
 
     /// Makes sure `version` of `model` is ready here, loading it (and waiting) if needed.
@@ -542,14 +668,23 @@ impl Registry {
                 .models
                 .get(model)
                 .and_then(|e| e.versions.get(version))
-                .ok_or_else(|| ChangeError::NotFound(format!("model `{model}` has no version `{version}`")))?;
+                .ok_or_else(|| {
+                    ChangeError::NotFound(format!("model `{model}` has no version `{version}`"))
+                })?;
             match &v.state {
                 VersionState::Ready => return Ok(()),
                 VersionState::Failed(reason) => {
-                    return Err(ChangeError::Conflict(format!("`{model}` version `{version}` failed: {reason}")))
+                    return Err(ChangeError::Conflict(format!(
+                        "`{model}` version `{version}` failed: {reason}"
+                    )))
                 }
-                VersionState::Unloaded(reason) if reason.starts_with(WAITING_FOR_STORE) && started.elapsed() > Duration::from_secs(1) => {
-                    return Err(ChangeError::Unavailable(format!("`{model}` version `{version}` cannot be loaded: {reason}")))
+                VersionState::Unloaded(reason)
+                    if reason.starts_with(WAITING_FOR_STORE)
+                        && started.elapsed() > Duration::from_secs(1) =>
+                {
+                    return Err(ChangeError::Unavailable(format!(
+                        "`{model}` version `{version}` cannot be loaded: {reason}"
+                    )))
                 }
                 VersionState::Unloaded(_) => {
                     // Pinned: applying the model now marks it wanted and starts its load.
@@ -558,7 +693,9 @@ impl Registry {
                 VersionState::Loading => {}
             }
             if started.elapsed() > Duration::from_secs(600) {
-                return Err(ChangeError::Conflict(format!("`{model}` version `{version}` is still loading")));
+                return Err(ChangeError::Conflict(format!(
+                    "`{model}` version `{version}` is still loading"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -580,7 +717,11 @@ fn previous_target(view: &ModelView, alias: &str) -> Option<String> {
     view.aliases
         .history
         .get(alias)
-        .and_then(|h| h.iter().rev().find(|v| view.manifests.iter().any(|m| &m.version == *v)))
+        .and_then(|h| {
+            h.iter()
+                .rev()
+                .find(|v| view.manifests.iter().any(|m| &m.version == *v))
+        })
         .cloned()
 }
 
@@ -589,7 +730,9 @@ fn check_version_name(version: &str) -> Result<(), ChangeError> {
     check_name("version", version).map_err(|e| ChangeError::Invalid(e.to_string()))?;
     if DEFAULT_ALIAS == version {
         // A version named like the alias would make `/versions/production` ambiguous.
-        return Err(ChangeError::Invalid(format!("`{version}` is reserved for the alias")));
+        return Err(ChangeError::Invalid(format!(
+            "`{version}` is reserved for the alias"
+        )));
     }
     Ok(())
 }
@@ -605,7 +748,10 @@ impl Drop for Pin {
     fn drop(&mut self) {
         {
             let mut pinned = self.registry.pinned.lock().unwrap();
-            if let Some(at) = pinned.iter().position(|(m, v)| *m == self.model && *v == self.version) {
+            if let Some(at) = pinned
+                .iter()
+                .position(|(m, v)| *m == self.model && *v == self.version)
+            {
                 pinned.remove(at);
             }
         }

@@ -194,7 +194,10 @@ pub struct Store {
 impl Store {
     /// The store behind `blobs`.
     pub fn new(blobs: BlobCache) -> Store {
-        Store { storage: blobs.storage().clone(), blobs }
+        Store {
+            storage: blobs.storage().clone(),
+            blobs,
+        }
     }
 
     /// The blob cache (and upload staging) of this host.
@@ -207,7 +210,10 @@ impl Store {
         self.storage.describe()
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, ObjectVersion)>, StorageError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, ObjectVersion)>, StorageError> {
         match self.storage.get(key).await {
             Ok(object) => {
                 let value = serde_json::from_slice(&object.bytes)
@@ -229,7 +235,10 @@ impl Store {
     }
 
     /// The change record if it is no longer at `version` (`Ok(None)`: nothing changed).
-    pub async fn changes_since(&self, version: &ObjectVersion) -> Result<Option<(ChangeRecord, ObjectVersion)>, StorageError> {
+    pub async fn changes_since(
+        &self,
+        version: &ObjectVersion,
+    ) -> Result<Option<(ChangeRecord, ObjectVersion)>, StorageError> {
         match self.storage.get_if_changed(CHANGES, version).await? {
             None => Ok(None),
             Some(object) => {
@@ -249,8 +258,20 @@ impl Store {
                 // A store written before the change record existed: generations start above every
                 // sequence number its versions already have.
                 None => {
-                    let highest = self.all_models().await?.values().flat_map(|m| &m.manifests).map(|m| m.sequence).max();
-                    (ChangeRecord { generation: highest.unwrap_or(0), ..Default::default() }, Write::Create)
+                    let highest = self
+                        .all_models()
+                        .await?
+                        .values()
+                        .flat_map(|m| &m.manifests)
+                        .map(|m| m.sequence)
+                        .max();
+                    (
+                        ChangeRecord {
+                            generation: highest.unwrap_or(0),
+                            ..Default::default()
+                        },
+                        Write::Create,
+                    )
                 }
             };
             let generation = record.generation + 1;
@@ -259,7 +280,11 @@ impl Store {
             let id = record.record_write();
             match self.storage.put(CHANGES, Self::json(&record), mode).await {
                 Ok(_) => {
-                    if self.changes().await?.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
+                    if self
+                        .changes()
+                        .await?
+                        .is_some_and(|(mut now, _)| now.writes().contains(&id))
+                    {
                         return Ok(generation);
                     }
                     tracing::warn!("a racing write replaced this host's change record update; writing it again");
@@ -271,7 +296,9 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Err(StorageError::Precondition(format!("{CHANGES} (too many concurrent changes)")))
+        Err(StorageError::Precondition(format!(
+            "{CHANGES} (too many concurrent changes)"
+        )))
     }
 
     /// Records that `model` changed, so every host looks at it again.
@@ -288,8 +315,15 @@ impl Store {
         let listed = self.storage.list("models/").await?;
         let mut by_model: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for l in listed {
-            if let Some((model, _)) = l.key.strip_prefix("models/").and_then(|k| k.split_once('/')) {
-                by_model.entry(model.to_owned()).or_default().push(l.key.clone());
+            if let Some((model, _)) = l
+                .key
+                .strip_prefix("models/")
+                .and_then(|k| k.split_once('/'))
+            {
+                by_model
+                    .entry(model.to_owned())
+                    .or_default()
+                    .push(l.key.clone());
             }
         }
         let mut models = BTreeMap::new();
@@ -308,7 +342,11 @@ impl Store {
         use std::hash::{Hash, Hasher};
         let mut hashers: BTreeMap<String, std::hash::DefaultHasher> = BTreeMap::new();
         for l in self.storage.list("models/").await? {
-            if let Some((model, _)) = l.key.strip_prefix("models/").and_then(|k| k.split_once('/')) {
+            if let Some((model, _)) = l
+                .key
+                .strip_prefix("models/")
+                .and_then(|k| k.split_once('/'))
+            {
                 let hasher = hashers.entry(model.to_owned()).or_default();
                 (&l.key, l.size, unix_ms(l.modified)).hash(hasher);
             }
@@ -318,18 +356,30 @@ impl Store {
 
     /// One model as the store has it now.
     pub async fn model(&self, model: &str) -> Result<ModelView, StorageError> {
-        let keys: Vec<String> = self.storage.list(&format!("models/{model}/")).await?.into_iter().map(|l| l.key).collect();
+        let keys: Vec<String> = self
+            .storage
+            .list(&format!("models/{model}/"))
+            .await?
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
         self.view_from_keys(model, &keys).await
     }
 
-    async fn view_from_keys(&self, model: &str, keys: &[String]) -> Result<ModelView, StorageError> {
+    async fn view_from_keys(
+        &self,
+        model: &str,
+        keys: &[String],
+    ) -> Result<ModelView, StorageError> {
         let mut view = ModelView::default();
         for key in keys {
             let name = key.rsplit('/').next().unwrap_or_default();
             if key == &aliases_key(model) {
                 match self.get_json::<Aliases>(key).await {
                     Ok(found) => view.aliases = found.map(|(a, _)| a).unwrap_or_default(),
-                    Err(StorageError::Other(e)) => tracing::error!(model, error = %e, "ignoring unreadable aliases"),
+                    Err(StorageError::Other(e)) => {
+                        tracing::error!(model, error = %e, "ignoring unreadable aliases")
+                    }
                     Err(e) => return Err(e),
                 }
             } else if key == &unloaded_key(model) {
@@ -337,9 +387,13 @@ impl Store {
             } else if name.ends_with(".json") && key.matches('/').count() == 2 {
                 match self.get_json::<VersionManifest>(key).await {
                     Ok(Some((m, _))) if m.model == model => view.manifests.push(m),
-                    Ok(Some(_)) => tracing::error!(key, "skipping a manifest that names another model"),
+                    Ok(Some(_)) => {
+                        tracing::error!(key, "skipping a manifest that names another model")
+                    }
                     Ok(None) => {} // deleted since the listing
-                    Err(StorageError::Other(e)) => tracing::error!(key, error = %e, "skipping an unreadable version manifest"),
+                    Err(StorageError::Other(e)) => {
+                        tracing::error!(key, error = %e, "skipping an unreadable version manifest")
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -356,7 +410,11 @@ impl Store {
     /// The next free numeric version name of `model`.
     pub async fn next_version_name(&self, model: &str) -> Result<String, StorageError> {
         let view = self.model(model).await?;
-        let highest = view.manifests.iter().filter_map(|m| m.version.parse::<u64>().ok()).max();
+        let highest = view
+            .manifests
+            .iter()
+            .filter_map(|m| m.version.parse::<u64>().ok())
+            .max();
         Ok(highest.map_or(1, |n| n + 1).to_string())
     }
 
@@ -364,7 +422,10 @@ impl Store {
     /// written only if no version of that name exists (a conflict otherwise), then announced. An
     /// empty version name takes the next number (again if another writer takes it first). Returns
     /// the manifest as written.
-    pub async fn create_version(&self, manifest: &VersionManifest) -> Result<VersionManifest, ChangeError> {
+    pub async fn create_version(
+        &self,
+        manifest: &VersionManifest,
+    ) -> Result<VersionManifest, ChangeError> {
         let invalid = |e: anyhow::Error| ChangeError::Invalid(e.to_string());
         check_name("model", &manifest.model).map_err(invalid)?;
         let named = !manifest.version.is_empty();
@@ -373,7 +434,9 @@ impl Store {
         }
         for sha in manifest.blobs() {
             if !self.blobs.exists(sha).await? {
-                return Err(ChangeError::Invalid(format!("blob {sha} is not in the store")));
+                return Err(ChangeError::Invalid(format!(
+                    "blob {sha} is not in the store"
+                )));
             }
         }
         let mut manifest = manifest.clone();
@@ -431,25 +494,38 @@ impl Store {
                 Ok(_) => {
                     let now = self.get_json::<Aliases>(&key).await?;
                     if !now.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
-                        tracing::warn!(model, "a racing write replaced this alias move; applying it again");
+                        tracing::warn!(
+                            model,
+                            "a racing write replaced this alias move; applying it again"
+                        );
                         backoff(attempt).await;
                         continue;
                     }
                     self.announce(model).await?;
                     return Ok((aliases, outcome));
                 }
-                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => backoff(attempt).await,
+                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
+                    backoff(attempt).await
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ChangeError::Conflict(format!("the aliases of `{model}` keep changing meanwhile; try again")))
+        Err(ChangeError::Conflict(format!(
+            "the aliases of `{model}` keep changing meanwhile; try again"
+        )))
     }
 
     /// Records that `model` is unloaded on request, or that it is not.
     pub async fn set_unloaded(&self, model: &str, unloaded: bool) -> Result<(), ChangeError> {
         let key = unloaded_key(model);
         if unloaded {
-            self.storage.put(&key, Bytes::from_static(b"unloaded on request\n"), Write::Overwrite).await?;
+            self.storage
+                .put(
+                    &key,
+                    Bytes::from_static(b"unloaded on request\n"),
+                    Write::Overwrite,
+                )
+                .await?;
         } else {
             self.storage.delete(&key).await?;
         }
@@ -459,7 +535,14 @@ impl Store {
 
     /// Publishes this host's status.
     pub async fn publish_host(&self, status: &HostStatus) -> Result<(), StorageError> {
-        self.storage.put(&host_key(&status.host), Self::json(status), Write::Overwrite).await.map(|_| ())
+        self.storage
+            .put(
+                &host_key(&status.host),
+                Self::json(status),
+                Write::Overwrite,
+            )
+            .await
+            .map(|_| ())
     }
 
     /// Removes a host's status: it left the fleet (a graceful stop).
@@ -474,7 +557,9 @@ impl Store {
             match self.get_json::<HostStatus>(&l.key).await {
                 Ok(Some((status, _))) => hosts.push(status),
                 Ok(None) => {}
-                Err(StorageError::Other(e)) => tracing::warn!(key = l.key, error = %e, "skipping an unreadable host status"),
+                Err(StorageError::Other(e)) => {
+                    tracing::warn!(key = l.key, error = %e, "skipping an unreadable host status")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -486,8 +571,11 @@ impl Store {
     /// heard from for a day. Returns the blobs deleted and their bytes.
     pub async fn collect_garbage(&self, grace: Duration) -> Result<(usize, u64), StorageError> {
         let models = self.all_models().await?;
-        let named: std::collections::HashSet<&String> =
-            models.values().flat_map(|m| &m.manifests).flat_map(|m| m.blobs()).collect();
+        let named: std::collections::HashSet<&String> = models
+            .values()
+            .flat_map(|m| &m.manifests)
+            .flat_map(|m| m.blobs())
+            .collect();
         let cutoff = SystemTime::now() - grace;
         let (mut deleted, mut bytes) = (0, 0);
         for blob in self.storage.list("blobs/").await? {
@@ -496,7 +584,11 @@ impl Store {
                 continue;
             }
             self.storage.delete(&blob.key).await?;
-            tracing::info!(blob = sha, bytes = blob.size, "garbage-collected a blob no version names");
+            tracing::info!(
+                blob = sha,
+                bytes = blob.size,
+                "garbage-collected a blob no version names"
+            );
             deleted += 1;
             bytes += blob.size;
         }
@@ -512,7 +604,8 @@ impl Store {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A short, jittered wait before retrying a lost race, so racers spread out.
@@ -600,17 +693,32 @@ mod tests {
         let unnamed = store.create_version(&manifest("", 0, &c)).await.unwrap();
         assert_eq!(unnamed.version, "1");
         let view = store.model("m").await.unwrap();
-        assert_eq!(view.manifests.iter().map(|m| m.version.as_str()).collect::<Vec<_>>(), ["b", "a", "1"]);
+        assert_eq!(
+            view.manifests
+                .iter()
+                .map(|m| m.version.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a", "1"]
+        );
         let (changes, _) = store.changes().await.unwrap().unwrap();
-        assert_eq!(changes.models["m"], changes.generation, "the last change was to m");
-        assert!(matches!(store.create_version(&manifest("a", 9, &c)).await, Err(ChangeError::Conflict(_))));
+        assert_eq!(
+            changes.models["m"], changes.generation,
+            "the last change was to m"
+        );
+        assert!(matches!(
+            store.create_version(&manifest("a", 9, &c)).await,
+            Err(ChangeError::Conflict(_))
+        ));
         assert_eq!(store.next_version_name("m").await.unwrap(), "2");
     }
 
     #[tokio::test]
     async fn a_manifest_naming_a_missing_blob_or_a_bad_name_is_refused() {
         let (_dir, store) = store().await;
-        let err = store.create_version(&manifest("1", 1, &"00".repeat(32))).await.unwrap_err();
+        let err = store
+            .create_version(&manifest("1", 1, &"00".repeat(32)))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not in the store"), "{err}");
         assert!(check_name("model", "../etc").is_err());
         assert!(check_name("model", "digits-onnx_v2.1").is_ok());
@@ -621,7 +729,13 @@ mod tests {
         let (dir, store) = store().await;
         let sha = put_blob(&store, b"weights").await;
         std::fs::write(dir.path().join("store/blobs").join(&sha), b"tampered").unwrap();
-        assert!(store.blobs().read(&sha).await.unwrap_err().to_string().contains("corrupt"));
+        assert!(store
+            .blobs()
+            .read(&sha)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("corrupt"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,7 +757,11 @@ mod tests {
         .await;
         assert!(moves.iter().all(|m| m.is_ok()), "{moves:?}");
         let aliases = store.model("m").await.unwrap().aliases;
-        assert_eq!(aliases.history["production"].len(), 5, "no move was lost: {aliases:?}");
+        assert_eq!(
+            aliases.history["production"].len(),
+            5,
+            "no move was lost: {aliases:?}"
+        );
     }
 
     #[tokio::test]
@@ -665,8 +783,19 @@ mod tests {
         let (_dir, store) = store().await;
         let named = put_blob(&store, b"named").await;
         let orphan = put_blob(&store, b"orphan").await;
-        store.create_version(&manifest("1", 1, &named)).await.unwrap();
-        assert_eq!(store.collect_garbage(Duration::from_secs(3600)).await.unwrap().0, 0, "recent blobs stay");
+        store
+            .create_version(&manifest("1", 1, &named))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .collect_garbage(Duration::from_secs(3600))
+                .await
+                .unwrap()
+                .0,
+            0,
+            "recent blobs stay"
+        );
         assert_eq!(store.collect_garbage(Duration::ZERO).await.unwrap(), (1, 6));
         assert!(store.blobs().exists(&named).await.unwrap());
         assert!(!store.blobs().exists(&orphan).await.unwrap());

@@ -110,10 +110,20 @@ impl Syncer {
             .store()
             .describe()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let digest = crate::runtime::sha256_hex(self.registry.store().describe().as_bytes());
-        self.registry.store().blobs().state_dir().join(format!("{}-{}.json", &digest[..12], name.trim_start_matches('_')))
+        self.registry.store().blobs().state_dir().join(format!(
+            "{}-{}.json",
+            &digest[..12],
+            name.trim_start_matches('_')
+        ))
     }
 
     /// Loads what the store has — or, when it cannot be reached, what this host last synced from it
@@ -127,7 +137,10 @@ impl Syncer {
                 Err(e @ StorageError::Unavailable(_)) => {
                     self.failed(&e);
                     let path = self.snapshot_path();
-                    let snapshot = tokio::fs::read(&path).await.ok().and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
+                    let snapshot = tokio::fs::read(&path)
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
                     if let Some(snapshot) = snapshot {
                         tracing::warn!(error = %e, snapshot = %path.display(), models = snapshot.models.len(),
                             "the store is unreachable: serving the state last synced from it");
@@ -142,11 +155,21 @@ impl Syncer {
                     tracing::warn!(error = %e, "the store is unreachable and this host has never synced with it: not ready until it answers");
                     tokio::time::sleep(self.options.interval).await;
                 }
-                Err(e) => return Err(anyhow::anyhow!("reading the store {}: {e}", self.registry.store().describe())),
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "reading the store {}: {e}",
+                        self.registry.store().describe()
+                    ))
+                }
             }
         }
         self.registry.settle(Duration::from_secs(3600)).await;
-        let loaded = self.registry.table().versions().filter(|v| v.is_ready()).count();
+        let loaded = self
+            .registry
+            .table()
+            .versions()
+            .filter(|v| v.is_ready())
+            .count();
         tracing::info!(loaded, elapsed = ?started.elapsed(), store = %self.registry.store().describe(), "store loaded");
         self.heartbeat().await;
         Ok(())
@@ -166,7 +189,11 @@ impl Syncer {
     /// One poll: the change record, then whatever it says changed.
     pub async fn poll(&mut self) {
         let was_reachable = self.registry.sync.reachable.load(Ordering::Relaxed);
-        let result = if self.needs_full { self.full().await } else { self.incremental().await };
+        let result = if self.needs_full {
+            self.full().await
+        } else {
+            self.incremental().await
+        };
         match result {
             Ok(()) => {
                 if !was_reachable {
@@ -182,7 +209,9 @@ impl Syncer {
     fn failed(&self, e: &StorageError) {
         let health = &self.registry.sync;
         health.failures.fetch_add(1, Ordering::Relaxed);
-        if health.reachable.swap(false, Ordering::Relaxed) || health.last_error.lock().unwrap().is_none() {
+        if health.reachable.swap(false, Ordering::Relaxed)
+            || health.last_error.lock().unwrap().is_none()
+        {
             tracing::warn!(error = %e, "cannot sync with the store; serving what this host has");
         }
         *health.last_error.lock().unwrap() = Some(e.to_string());
@@ -190,9 +219,13 @@ impl Syncer {
 
     fn succeeded(&mut self, record: ChangeRecord, seen: Option<ObjectVersion>) {
         let health = &self.registry.sync;
-        health.last_success_unix_ms.store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        health
+            .last_success_unix_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
         health.reachable.store(true, Ordering::Relaxed);
-        health.generation.store(record.generation, Ordering::Relaxed);
+        health
+            .generation
+            .store(record.generation, Ordering::Relaxed);
         *health.last_error.lock().unwrap() = None;
         self.record = record;
         self.seen = seen;
@@ -246,9 +279,16 @@ impl Syncer {
             self.applied.insert(model.clone(), *generation);
             applied += 1;
         }
-        self.registry.sync.changes_applied.fetch_add(applied, Ordering::Relaxed);
+        self.registry
+            .sync
+            .changes_applied
+            .fetch_add(applied, Ordering::Relaxed);
         if applied > 0 {
-            tracing::info!(models = applied, generation = record.generation, "applied changes from the store");
+            tracing::info!(
+                models = applied,
+                generation = record.generation,
+                "applied changes from the store"
+            );
         }
         self.succeeded(record, Some(seen));
         if applied > 0 {
@@ -270,7 +310,11 @@ impl Syncer {
         let result: Result<usize, StorageError> = async {
             let now = store.fingerprints().await?;
             let mut changed = 0;
-            for model in now.keys().chain(self.fingerprints.keys()).collect::<BTreeSet<_>>() {
+            for model in now
+                .keys()
+                .chain(self.fingerprints.keys())
+                .collect::<BTreeSet<_>>()
+            {
                 if now.get(model) == self.fingerprints.get(model) {
                     continue;
                 }
@@ -294,10 +338,15 @@ impl Syncer {
     }
 
     async fn save_snapshot(&self) {
-        let snapshot = Snapshot { record: self.record.clone(), models: self.registry.views() };
+        let snapshot = Snapshot {
+            record: self.record.clone(),
+            models: self.registry.views(),
+        };
         let path = self.snapshot_path();
         let bytes = serde_json::to_vec(&snapshot).expect("snapshots serialise");
-        let written = tokio::task::spawn_blocking(move || crate::files::write_atomically(&path, &bytes)).await;
+        let written =
+            tokio::task::spawn_blocking(move || crate::files::write_atomically(&path, &bytes))
+                .await;
         if let Ok(Err(e)) = written {
             tracing::warn!(error = %e, "cannot keep the synced state on the local disk");
         }
@@ -313,8 +362,19 @@ impl Syncer {
                     VersionState::Failed(r) | VersionState::Unloaded(r) => Some(r.clone()),
                     _ => None,
                 };
-                let aliases = entry.aliases.iter().filter(|(_, t)| *t == name).map(|(a, _)| a.clone()).collect();
-                versions.push(HostVersion { model: model.clone(), version: name.clone(), state: v.state.name().into(), reason, aliases });
+                let aliases = entry
+                    .aliases
+                    .iter()
+                    .filter(|(_, t)| *t == name)
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                versions.push(HostVersion {
+                    model: model.clone(),
+                    version: name.clone(),
+                    state: v.state.name().into(),
+                    reason,
+                    aliases,
+                });
             }
         }
         HostStatus {
@@ -332,7 +392,9 @@ impl Syncer {
     async fn heartbeat(&mut self) {
         let status = self.status();
         let key = (status.versions.clone(), status.store_reachable);
-        let due = self.last_heartbeat.is_none_or(|t| t.elapsed() >= self.options.heartbeat);
+        let due = self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= self.options.heartbeat);
         if !due && self.published.as_ref() == Some(&key) {
             return;
         }
@@ -349,14 +411,23 @@ impl Syncer {
     }
 
     async fn collect_garbage(&mut self) {
-        let Some(every) = self.options.gc_interval else { return };
+        let Some(every) = self.options.gc_interval else {
+            return;
+        };
         if self.last_gc.elapsed() < every || !self.registry.sync.reachable.load(Ordering::Relaxed) {
             return;
         }
         self.last_gc = Instant::now();
-        match self.registry.store().collect_garbage(self.options.gc_grace).await {
+        match self
+            .registry
+            .store()
+            .collect_garbage(self.options.gc_grace)
+            .await
+        {
             Ok((0, _)) => {}
-            Ok((blobs, bytes)) => tracing::info!(blobs, bytes, "garbage-collected blobs no version names"),
+            Ok((blobs, bytes)) => {
+                tracing::info!(blobs, bytes, "garbage-collected blobs no version names")
+            }
             Err(e) => tracing::warn!(error = %e, "garbage collection failed; tried again later"),
         }
     }

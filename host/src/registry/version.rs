@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::VersionManifest;
-use crate::storage::{BlobCache, StorageError};
 use crate::engine::FerryEngine;
 use crate::runtime::{Admission, InstancePool, ModelLimits, ModelMetadata, VersionInputs};
 use crate::selftest::{collect_cases, run_cases, SelfTestReport};
+use crate::storage::{BlobCache, StorageError};
 
 /// Where a version is in its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +145,12 @@ impl ModelVersion {
         artifacts: VersionArtifacts,
         require_self_tests: bool,
     ) -> anyhow::Result<()> {
-        let VersionArtifacts { component: component_bytes, weights, config, tests } = artifacts;
+        let VersionArtifacts {
+            component: component_bytes,
+            weights,
+            config,
+            tests,
+        } = artifacts;
         let config = config
             .map(String::from_utf8)
             .transpose()
@@ -220,7 +225,10 @@ pub struct VersionArtifacts {
 
 impl VersionArtifacts {
     /// Reads every blob `manifest` names.
-    pub async fn read(blobs: &BlobCache, manifest: &VersionManifest) -> Result<VersionArtifacts, StorageError> {
+    pub async fn read(
+        blobs: &BlobCache,
+        manifest: &VersionManifest,
+    ) -> Result<VersionArtifacts, StorageError> {
         let optional = |sha: &Option<String>| {
             let sha = sha.clone();
             async move {

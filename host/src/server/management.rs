@@ -157,7 +157,8 @@ pub async fn put_version(
     request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let registry = state.registry.clone();
-    let mut manifest: VersionManifest = registry.new_manifest(&model, Some(version.clone())).await?;
+    let mut manifest: VersionManifest =
+        registry.new_manifest(&model, Some(version.clone())).await?;
     if registry
         .table()
         .models
@@ -316,7 +317,10 @@ pub async fn set_alias(
     Path((model, alias)): Path<(String, String)>,
     Json(body): Json<AliasBody>,
 ) -> Result<Json<Value>, ApiError> {
-    state.registry.set_alias(&model, &alias, &body.version).await?;
+    state
+        .registry
+        .set_alias(&model, &alias, &body.version)
+        .await?;
     Ok(Json(
         json!({ "model": model, "alias": alias, "version": body.version }),
     ))

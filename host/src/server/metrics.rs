@@ -78,25 +78,46 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time since this host last reached the store (how stale what it serves may be)"
     );
-    metrics::describe_gauge!("ferry_store_reachable", "1 when the last poll reached the store");
-    metrics::describe_counter!("ferry_store_sync_failures_total", "Polls that could not reach the store");
+    metrics::describe_gauge!(
+        "ferry_store_reachable",
+        "1 when the last poll reached the store"
+    );
+    metrics::describe_counter!(
+        "ferry_store_sync_failures_total",
+        "Polls that could not reach the store"
+    );
     metrics::describe_counter!(
         "ferry_store_changes_applied_total",
         "Models read again from the store and applied because they changed"
     );
-    metrics::describe_gauge!("ferry_store_generation", "The store change record generation applied here");
-    metrics::describe_counter!("ferry_store_requests_total", "Requests made to the store, by operation and outcome");
+    metrics::describe_gauge!(
+        "ferry_store_generation",
+        "The store change record generation applied here"
+    );
+    metrics::describe_counter!(
+        "ferry_store_requests_total",
+        "Requests made to the store, by operation and outcome"
+    );
 }
 
 /// Samples the sync gauges (called at scrape time).
 pub fn sample_sync(sync: &SyncHealth) {
     use std::sync::atomic::Ordering::Relaxed;
     let last = sync.last_success_unix_ms.load(Relaxed);
-    let age = if last == 0 { f64::INFINITY } else { unix_ms(std::time::SystemTime::now()).saturating_sub(last) as f64 / 1000.0 };
+    let age = if last == 0 {
+        f64::INFINITY
+    } else {
+        unix_ms(std::time::SystemTime::now()).saturating_sub(last) as f64 / 1000.0
+    };
     metrics::gauge!("ferry_store_sync_age_seconds").set(age);
-    metrics::gauge!("ferry_store_reachable").set(if sync.reachable.load(Relaxed) { 1.0 } else { 0.0 });
+    metrics::gauge!("ferry_store_reachable").set(if sync.reachable.load(Relaxed) {
+        1.0
+    } else {
+        0.0
+    });
     metrics::counter!("ferry_store_sync_failures_total").absolute(sync.failures.load(Relaxed));
-    metrics::counter!("ferry_store_changes_applied_total").absolute(sync.changes_applied.load(Relaxed));
+    metrics::counter!("ferry_store_changes_applied_total")
+        .absolute(sync.changes_applied.load(Relaxed));
     metrics::gauge!("ferry_store_generation").set(sync.generation.load(Relaxed) as f64);
 }
 

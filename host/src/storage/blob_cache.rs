@@ -28,7 +28,9 @@ pub fn blob_key(sha256: &str) -> String {
 
 /// True for a well-formed sha256 (64 lowercase hex digits).
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// A host's cache directory and the store it caches.
@@ -47,24 +49,39 @@ impl BlobCache {
     /// A cache of `storage` in `root` (created), bounded to `max_bytes`. Removes what uploads
     /// interrupted by an earlier stop left (files of processes no longer running: another host may
     /// share the directory).
-    pub fn open(storage: Arc<dyn Storage>, root: &Path, max_bytes: u64) -> anyhow::Result<BlobCache> {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        root: &Path,
+        max_bytes: u64,
+    ) -> anyhow::Result<BlobCache> {
         for dir in ["blobs", "compiled", "uploads", "state"] {
-            std::fs::create_dir_all(root.join(dir))
-                .map_err(|e| anyhow::anyhow!("creating the cache {}: {e}", root.join(dir).display()))?;
+            std::fs::create_dir_all(root.join(dir)).map_err(|e| {
+                anyhow::anyhow!("creating the cache {}: {e}", root.join(dir).display())
+            })?;
         }
         let mut interrupted = 0;
         for entry in std::fs::read_dir(root.join("uploads"))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.strip_prefix(".tmp-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+            let pid = name
+                .strip_prefix(".tmp-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
             let running = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !running && std::fs::remove_file(entry.path()).is_ok() {
                 interrupted += 1;
             }
         }
         if interrupted > 0 {
-            tracing::warn!(files = interrupted, "removed uploads interrupted by an earlier stop");
+            tracing::warn!(
+                files = interrupted,
+                "removed uploads interrupted by an earlier stop"
+            );
         }
-        Ok(BlobCache { storage, root: root.to_owned(), max_bytes })
+        Ok(BlobCache {
+            storage,
+            root: root.to_owned(),
+            max_bytes,
+        })
     }
 
     /// The store behind the cache.
@@ -105,7 +122,10 @@ impl BlobCache {
         let path = self.fetch(sha256).await?;
         match read_verified(path.clone(), sha256).await {
             Err(StorageError::Other(e)) if e.contains("corrupt") => {
-                tracing::warn!(blob = sha256, "the cached copy is corrupt; downloading it again");
+                tracing::warn!(
+                    blob = sha256,
+                    "the cached copy is corrupt; downloading it again"
+                );
                 let _ = tokio::fs::remove_file(&path).await;
                 let path = self.fetch(sha256).await?;
                 read_verified(path, sha256).await
@@ -123,7 +143,9 @@ impl BlobCache {
         let tmp = files::temp_beside(&path);
         let result = async {
             let mut stream = self.storage.get_stream(&blob_key(sha256)).await?;
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| disk(&tmp, e))?;
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| disk(&tmp, e))?;
             let mut hasher = Sha256::new();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
@@ -186,8 +208,12 @@ impl BlobCache {
 
     /// Evicts least recently used blobs and compiled components past the bound.
     pub async fn enforce_budget(&self) {
-        let (roots, max) = (vec![self.root.join("blobs"), self.compiled_dir()], self.max_bytes);
-        let _ = tokio::task::spawn_blocking(move || files::evict_least_recently_used(&roots, max)).await;
+        let (roots, max) = (
+            vec![self.root.join("blobs"), self.compiled_dir()],
+            self.max_bytes,
+        );
+        let _ = tokio::task::spawn_blocking(move || files::evict_least_recently_used(&roots, max))
+            .await;
     }
 }
 

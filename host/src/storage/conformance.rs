@@ -31,43 +31,106 @@ pub async fn run(storage: Arc<dyn Storage>, base: &str, races: Races) {
     let s = storage.as_ref();
 
     // Missing objects are typed as such.
-    assert!(matches!(s.get(&key("missing")).await, Err(StorageError::NotFound(_))), "get of a missing key");
+    assert!(
+        matches!(s.get(&key("missing")).await, Err(StorageError::NotFound(_))),
+        "get of a missing key"
+    );
     let some = super::ObjectVersion("\"nothing\"".into());
     assert!(
-        matches!(s.get_if_changed(&key("missing"), &some).await, Err(StorageError::NotFound(_))),
+        matches!(
+            s.get_if_changed(&key("missing"), &some).await,
+            Err(StorageError::NotFound(_))
+        ),
         "conditional get of a missing key"
     );
-    assert!(s.get_stream(&key("missing")).await.is_err(), "stream of a missing key");
+    assert!(
+        s.get_stream(&key("missing")).await.is_err(),
+        "stream of a missing key"
+    );
 
     // Write, read back; the version returned by a write is the one a read sees.
-    let v1 = s.put(&key("doc"), Bytes::from_static(b"one"), Write::Overwrite).await.expect("put");
+    let v1 = s
+        .put(&key("doc"), Bytes::from_static(b"one"), Write::Overwrite)
+        .await
+        .expect("put");
     let read = s.get(&key("doc")).await.expect("get");
-    assert_eq!((read.bytes.as_ref(), &read.version), (&b"one"[..], &v1), "read after write");
+    assert_eq!(
+        (read.bytes.as_ref(), &read.version),
+        (&b"one"[..], &v1),
+        "read after write"
+    );
 
     // Create-if-absent.
     assert!(
-        matches!(s.put(&key("doc"), Bytes::from_static(b"x"), Write::Create).await, Err(StorageError::AlreadyExists(_))),
+        matches!(
+            s.put(&key("doc"), Bytes::from_static(b"x"), Write::Create)
+                .await,
+            Err(StorageError::AlreadyExists(_))
+        ),
         "create over an existing object"
     );
-    s.put(&key("created"), Bytes::from_static(b"new"), Write::Create).await.expect("create of a new key");
+    s.put(&key("created"), Bytes::from_static(b"new"), Write::Create)
+        .await
+        .expect("create of a new key");
 
     // Compare-and-swap.
-    let v2 = s.put(&key("doc"), Bytes::from_static(b"two"), Write::Replace(v1.clone())).await.expect("swap");
+    let v2 = s
+        .put(
+            &key("doc"),
+            Bytes::from_static(b"two"),
+            Write::Replace(v1.clone()),
+        )
+        .await
+        .expect("swap");
     assert_ne!(v1, v2, "a swap gives a new version");
     assert!(
-        matches!(s.put(&key("doc"), Bytes::from_static(b"stale"), Write::Replace(v1.clone())).await, Err(StorageError::Precondition(_))),
+        matches!(
+            s.put(
+                &key("doc"),
+                Bytes::from_static(b"stale"),
+                Write::Replace(v1.clone())
+            )
+            .await,
+            Err(StorageError::Precondition(_))
+        ),
         "swap from a stale version"
     );
     assert!(
-        matches!(s.put(&key("absent"), Bytes::from_static(b"x"), Write::Replace(v1.clone())).await, Err(StorageError::Precondition(_))),
+        matches!(
+            s.put(
+                &key("absent"),
+                Bytes::from_static(b"x"),
+                Write::Replace(v1.clone())
+            )
+            .await,
+            Err(StorageError::Precondition(_))
+        ),
         "swap of a missing object"
     );
-    assert_eq!(s.get(&key("doc")).await.unwrap().bytes.as_ref(), b"two", "the stale swap changed nothing");
+    assert_eq!(
+        s.get(&key("doc")).await.unwrap().bytes.as_ref(),
+        b"two",
+        "the stale swap changed nothing"
+    );
 
     // Conditional reads: unchanged → None, changed → the new content.
-    assert!(s.get_if_changed(&key("doc"), &v2).await.expect("conditional get").is_none(), "unchanged object");
-    let changed = s.get_if_changed(&key("doc"), &v1).await.expect("conditional get").expect("changed object");
-    assert_eq!((changed.bytes.as_ref(), &changed.version), (&b"two"[..], &v2), "conditional get of a changed object");
+    assert!(
+        s.get_if_changed(&key("doc"), &v2)
+            .await
+            .expect("conditional get")
+            .is_none(),
+        "unchanged object"
+    );
+    let changed = s
+        .get_if_changed(&key("doc"), &v1)
+        .await
+        .expect("conditional get")
+        .expect("changed object");
+    assert_eq!(
+        (changed.bytes.as_ref(), &changed.version),
+        (&b"two"[..], &v2),
+        "conditional get of a changed object"
+    );
 
     // Racers: one create and one swap win each round; the losers get the typed error.
     let rounds = 3;
@@ -76,26 +139,44 @@ pub async fn run(storage: Arc<dyn Storage>, base: &str, races: Races) {
         let create_key = key(&format!("race-create-{round}"));
         let creates = futures_util::future::join_all((0..8).map(|i| {
             let (storage, k) = (storage.clone(), create_key.clone());
-            async move { storage.put(&k, Bytes::from(format!("{i}")), Write::Create).await }
+            async move {
+                storage
+                    .put(&k, Bytes::from(format!("{i}")), Write::Create)
+                    .await
+            }
         }))
         .await;
         let swap_key = key(&format!("race-swap-{round}"));
-        let base_version = s.put(&swap_key, Bytes::from_static(b"base"), Write::Overwrite).await.unwrap();
+        let base_version = s
+            .put(&swap_key, Bytes::from_static(b"base"), Write::Overwrite)
+            .await
+            .unwrap();
         let swaps = futures_util::future::join_all((0..8).map(|i| {
             let (storage, k, v) = (storage.clone(), swap_key.clone(), base_version.clone());
-            async move { storage.put(&k, Bytes::from(format!("{i}")), Write::Replace(v)).await }
+            async move {
+                storage
+                    .put(&k, Bytes::from(format!("{i}")), Write::Replace(v))
+                    .await
+            }
         }))
         .await;
         for (what, results) in [("creates", &creates), ("swaps", &swaps)] {
             let winners = results.iter().filter(|r| r.is_ok()).count();
             assert!(winners >= 1, "racing {what}: nobody won: {results:?}");
             assert!(
-                results.iter().all(|r| r.is_ok() || matches!(r, Err(StorageError::AlreadyExists(_) | StorageError::Precondition(_)))),
+                results.iter().all(|r| r.is_ok()
+                    || matches!(
+                        r,
+                        Err(StorageError::AlreadyExists(_) | StorageError::Precondition(_))
+                    )),
                 "racing {what}: losers see AlreadyExists or Precondition: {results:?}"
             );
             if winners > 1 {
                 double_wins += 1;
-                eprintln!("conformance: {} let {winners} of 8 racing {what} win", storage.describe());
+                eprintln!(
+                    "conformance: {} let {winners} of 8 racing {what} win",
+                    storage.describe()
+                );
             }
         }
         for k in [&create_key, &swap_key] {
@@ -103,35 +184,77 @@ pub async fn run(storage: Arc<dyn Storage>, base: &str, races: Races) {
         }
     }
     match races {
-        Races::ExactlyOneWinner => assert_eq!(double_wins, 0, "racing writes had more than one winner"),
-        Races::MostlyOneWinner => assert!(double_wins < 2 * rounds, "racing writes never had exactly one winner"),
+        Races::ExactlyOneWinner => {
+            assert_eq!(double_wins, 0, "racing writes had more than one winner")
+        }
+        Races::MostlyOneWinner => assert!(
+            double_wins < 2 * rounds,
+            "racing writes never had exactly one winner"
+        ),
     }
 
     // Existence without reading.
-    assert!(s.exists(&key("doc")).await.expect("exists"), "exists of a present key");
-    assert!(!s.exists(&key("missing")).await.expect("exists"), "exists of a missing key");
+    assert!(
+        s.exists(&key("doc")).await.expect("exists"),
+        "exists of a present key"
+    );
+    assert!(
+        !s.exists(&key("missing")).await.expect("exists"),
+        "exists of a missing key"
+    );
 
     // Listings by folder and by partial name, sorted, with sizes.
-    for k in ["list/a.json", "list/b.json", "list/sub/c.json", "listing-not-this"] {
-        s.put(&key(k), Bytes::from_static(b"12345"), Write::Overwrite).await.unwrap();
+    for k in [
+        "list/a.json",
+        "list/b.json",
+        "list/sub/c.json",
+        "listing-not-this",
+    ] {
+        s.put(&key(k), Bytes::from_static(b"12345"), Write::Overwrite)
+            .await
+            .unwrap();
     }
     let listed = s.list(&key("list/")).await.expect("list");
     let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
-    assert_eq!(keys, [key("list/a.json"), key("list/b.json"), key("list/sub/c.json")], "list of a folder");
+    assert_eq!(
+        keys,
+        [
+            key("list/a.json"),
+            key("list/b.json"),
+            key("list/sub/c.json")
+        ],
+        "list of a folder"
+    );
     assert!(listed.iter().all(|l| l.size == 5), "listed sizes");
     let partial = s.list(&key("list/a")).await.expect("list");
     assert_eq!(partial.len(), 1, "list by a partial name");
-    assert!(s.list(&key("nothing-here/")).await.expect("empty list").is_empty(), "list of an empty folder");
+    assert!(
+        s.list(&key("nothing-here/"))
+            .await
+            .expect("empty list")
+            .is_empty(),
+        "list of an empty folder"
+    );
 
     // Deletes are idempotent.
     s.delete(&key("list/a.json")).await.expect("delete");
-    s.delete(&key("list/a.json")).await.expect("delete of a missing key");
-    assert!(matches!(s.get(&key("list/a.json")).await, Err(StorageError::NotFound(_))), "deleted");
+    s.delete(&key("list/a.json"))
+        .await
+        .expect("delete of a missing key");
+    assert!(
+        matches!(
+            s.get(&key("list/a.json")).await,
+            Err(StorageError::NotFound(_))
+        ),
+        "deleted"
+    );
 
     // A large object streams up (multipart on S3) and down intact.
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("big");
-    let big: Vec<u8> = (0..(40u32 << 20) / 4).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
+    let big: Vec<u8> = (0..(40u32 << 20) / 4)
+        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+        .collect();
     std::fs::write(&file, &big).unwrap();
     s.put_file(&key("big"), &file).await.expect("put_file");
     let mut stream = s.get_stream(&key("big")).await.expect("get_stream");
@@ -142,14 +265,28 @@ pub async fn run(storage: Arc<dyn Storage>, base: &str, races: Races) {
         hasher.update(&chunk);
     }
     assert_eq!(size, big.len(), "large object size");
-    assert_eq!(hasher.finalize().as_slice(), Sha256::digest(&big).as_slice(), "large object content");
+    assert_eq!(
+        hasher.finalize().as_slice(),
+        Sha256::digest(&big).as_slice(),
+        "large object content"
+    );
 
     // Keys that could escape the store are refused.
     for bad in ["../escape", "/absolute", "a//b", "a/./b"] {
-        assert!(matches!(s.get(bad).await, Err(StorageError::Other(_))), "bad key {bad:?}");
+        assert!(
+            matches!(s.get(bad).await, Err(StorageError::Other(_))),
+            "bad key {bad:?}"
+        );
     }
 
-    for k in ["doc", "created", "list/b.json", "list/sub/c.json", "listing-not-this", "big"] {
+    for k in [
+        "doc",
+        "created",
+        "list/b.json",
+        "list/sub/c.json",
+        "listing-not-this",
+        "big",
+    ] {
         s.delete(&key(k)).await.unwrap();
     }
 }

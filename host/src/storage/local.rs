@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{check_key, ByteStream, Listed, Object, ObjectVersion, Result, Storage, StorageError, Write};
+use super::{
+    check_key, ByteStream, Listed, Object, ObjectVersion, Result, Storage, StorageError, Write,
+};
 use crate::files;
 
 /// A store directory.
@@ -36,7 +38,10 @@ impl LocalDir {
         let root = root.into();
         std::fs::create_dir_all(&root)
             .map_err(|e| anyhow::anyhow!("creating the store {}: {e}", root.display()))?;
-        Ok(LocalDir { root, writer: Default::default() })
+        Ok(LocalDir {
+            root,
+            writer: Default::default(),
+        })
     }
 
     /// The store's directory.
@@ -59,7 +64,10 @@ impl LocalDir {
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| disk(path, e))?;
-        Ok(Object { version: version_of(&bytes), bytes: bytes.into() })
+        Ok(Object {
+            version: version_of(&bytes),
+            bytes: bytes.into(),
+        })
     }
 
     fn put_blocking(&self, key: &str, bytes: &[u8], mode: &Write) -> Result<ObjectVersion> {
@@ -68,7 +76,8 @@ impl LocalDir {
             None
         } else {
             let local = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let lock = std::fs::File::create(self.root.join(".lock")).map_err(|e| disk(&self.root, e))?;
+            let lock =
+                std::fs::File::create(self.root.join(".lock")).map_err(|e| disk(&self.root, e))?;
             lock.lock().map_err(|e| disk(&self.root, e))?;
             Some((local, lock))
         };
@@ -109,7 +118,11 @@ impl LocalDir {
     fn list_blocking(&self, prefix: &str) -> Result<Vec<Listed>> {
         // The folder part of the prefix is walked; the rest filters names.
         let (folder, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let start = if folder.is_empty() { self.root.clone() } else { self.path(folder)? };
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(folder)?
+        };
         let mut found = Vec::new();
         let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
@@ -224,7 +237,8 @@ impl Storage for LocalDir {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => files::sync_dir(path.parent().expect("keys have a parent")).map_err(|e| disk(&path, e)),
+            Ok(()) => files::sync_dir(path.parent().expect("keys have a parent"))
+                .map_err(|e| disk(&path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(disk(&path, e)),
         })

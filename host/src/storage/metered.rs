@@ -23,7 +23,10 @@ pub struct RequestCounts {
 impl RequestCounts {
     /// Every request so far.
     pub fn total(&self) -> u64 {
-        [&self.get, &self.put, &self.list, &self.delete].iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        [&self.get, &self.put, &self.list, &self.delete]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -37,7 +40,10 @@ pub struct Metered {
 impl Metered {
     /// Counts the requests made of `inner`.
     pub fn new(inner: Arc<dyn Storage>) -> Metered {
-        Metered { inner, counts: Default::default() }
+        Metered {
+            inner,
+            counts: Default::default(),
+        }
     }
 
     /// The counts, shared.
@@ -55,7 +61,8 @@ impl Metered {
             }
             Err(_) => "refused",
         };
-        metrics::counter!("ferry_store_requests_total", "op" => op, "outcome" => outcome).increment(1);
+        metrics::counter!("ferry_store_requests_total", "op" => op, "outcome" => outcome)
+            .increment(1);
         result
     }
 }

@@ -142,7 +142,9 @@ pub fn open_with(location: &str, settings: &[(String, String)]) -> anyhow::Resul
 pub fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && !key.starts_with('/')
-        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
         && !key.contains('\\');
     if ok {
         Ok(())

@@ -16,7 +16,9 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
-use super::{check_key, ByteStream, Listed, Object, ObjectVersion, Result, Storage, StorageError, Write};
+use super::{
+    check_key, ByteStream, Listed, Object, ObjectVersion, Result, Storage, StorageError, Write,
+};
 
 /// Files above this go up as a multipart upload, in parts of this size.
 const PART_BYTES: usize = 16 << 20;
@@ -37,26 +39,33 @@ impl S3 {
 
     /// Like [`S3::from_env`], with `settings` (AWS variable names and values) over the environment.
     pub fn from_env_and(url: &str, settings: &[(String, String)]) -> anyhow::Result<S3> {
-        let rest = url.strip_prefix("s3://").expect("caller checked the scheme");
+        let rest = url
+            .strip_prefix("s3://")
+            .expect("caller checked the scheme");
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             anyhow::bail!("{url}: name a bucket, as in s3://BUCKET/PREFIX");
         }
         let prefix = prefix.trim_matches('/').to_owned();
         if !prefix.is_empty() {
-            check_key(&prefix).map_err(|_| anyhow::anyhow!("{url}: the prefix is not a valid key"))?;
+            check_key(&prefix)
+                .map_err(|_| anyhow::anyhow!("{url}: the prefix is not a valid key"))?;
         }
         // Installing twice is refused; whichever call came first set ring, which is what we want.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env();
         let mut allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true");
-        let mut region_set = std::env::var_os("AWS_REGION").is_some() || std::env::var_os("AWS_DEFAULT_REGION").is_some();
+        let mut region_set = std::env::var_os("AWS_REGION").is_some()
+            || std::env::var_os("AWS_DEFAULT_REGION").is_some();
         for (name, value) in settings {
             match name.as_str() {
                 "AWS_ALLOW_HTTP" => allow_http = value == "true",
                 other => {
                     region_set |= other == "AWS_REGION";
-                    let key = other.to_ascii_lowercase().parse().map_err(|e| anyhow::anyhow!("{other}: {e}"))?;
+                    let key = other
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("{other}: {e}"))?;
                     builder = builder.with_config(key, value);
                 }
             }
@@ -87,20 +96,33 @@ impl S3 {
         let store = builder
             .build()
             .map_err(|e| anyhow::anyhow!("configuring the S3 store {url}: {e}"))?;
-        Ok(S3 { store, bucket: bucket.to_owned(), prefix })
+        Ok(S3 {
+            store,
+            bucket: bucket.to_owned(),
+            prefix,
+        })
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath> {
         check_key(key)?;
-        let full = if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) };
-        ObjectPath::parse(&full).map_err(|e| StorageError::Other(format!("invalid key {key:?}: {e}")))
+        let full = if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        ObjectPath::parse(&full)
+            .map_err(|e| StorageError::Other(format!("invalid key {key:?}: {e}")))
     }
 
     fn key_of(&self, path: &ObjectPath) -> String {
         let full = path.as_ref();
         match self.prefix.as_str() {
             "" => full.to_owned(),
-            p => full.strip_prefix(p).and_then(|k| k.strip_prefix('/')).unwrap_or(full).to_owned(),
+            p => full
+                .strip_prefix(p)
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(full)
+                .to_owned(),
         }
     }
 }
@@ -117,14 +139,19 @@ fn classify(key: &str, e: object_store::Error) -> StorageError {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&other);
             let mut unreachable = false;
             while let Some(err) = source {
-                if err.downcast_ref::<object_store::client::HttpError>().is_some() {
+                if err
+                    .downcast_ref::<object_store::client::HttpError>()
+                    .is_some()
+                {
                     unreachable = true;
                 }
                 source = err.source();
             }
             let message = other.to_string();
             // 5xx, throttling (429) and request timeouts (408) pass: the same request may succeed later.
-            let transient = ["status code: 5", "status code: 429", "status code: 408"].iter().any(|s| message.contains(s));
+            let transient = ["status code: 5", "status code: 429", "status code: 408"]
+                .iter()
+                .any(|s| message.contains(s));
             if unreachable || transient {
                 StorageError::Unavailable(message)
             } else {
@@ -135,15 +162,21 @@ fn classify(key: &str, e: object_store::Error) -> StorageError {
 }
 
 fn version_of(e_tag: Option<String>, key: &str) -> Result<ObjectVersion> {
-    e_tag
-        .map(ObjectVersion)
-        .ok_or_else(|| StorageError::Other(format!("the store gave {key} no ETag; conditional writes need one")))
+    e_tag.map(ObjectVersion).ok_or_else(|| {
+        StorageError::Other(format!(
+            "the store gave {key} no ETag; conditional writes need one"
+        ))
+    })
 }
 
 #[async_trait::async_trait]
 impl Storage for S3 {
     async fn get(&self, key: &str) -> Result<Object> {
-        let result = self.store.get(&self.path(key)?).await.map_err(|e| classify(key, e))?;
+        let result = self
+            .store
+            .get(&self.path(key)?)
+            .await
+            .map_err(|e| classify(key, e))?;
         let version = version_of(result.meta.e_tag.clone(), key)?;
         let bytes = result.bytes().await.map_err(|e| classify(key, e))?;
         Ok(Object { bytes, version })
@@ -163,18 +196,31 @@ impl Storage for S3 {
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream> {
-        let result = self.store.get(&self.path(key)?).await.map_err(|e| classify(key, e))?;
+        let result = self
+            .store
+            .get(&self.path(key)?)
+            .await
+            .map_err(|e| classify(key, e))?;
         let key = key.to_owned();
-        Ok(result.into_stream().map_err(move |e| classify(&key, e)).boxed())
+        Ok(result
+            .into_stream()
+            .map_err(move |e| classify(&key, e))
+            .boxed())
     }
 
     async fn put(&self, key: &str, bytes: Bytes, mode: Write) -> Result<ObjectVersion> {
         let mode = match mode {
             Write::Overwrite => PutMode::Overwrite,
             Write::Create => PutMode::Create,
-            Write::Replace(v) => PutMode::Update(UpdateVersion { e_tag: Some(v.0), version: None }),
+            Write::Replace(v) => PutMode::Update(UpdateVersion {
+                e_tag: Some(v.0),
+                version: None,
+            }),
         };
-        let options = PutOptions { mode, ..Default::default() };
+        let options = PutOptions {
+            mode,
+            ..Default::default()
+        };
         let result = self
             .store
             .put_opts(&self.path(key)?, PutPayload::from_bytes(bytes), options)
@@ -191,16 +237,26 @@ impl Storage for S3 {
         if size <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(size as usize);
             source.read_to_end(&mut bytes).await.map_err(disk)?;
-            self.store.put(&path, PutPayload::from(bytes)).await.map_err(|e| classify(key, e))?;
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(|e| classify(key, e))?;
             return Ok(());
         }
         // Streamed in parts: at most a few parts in memory at once, whatever the file's size.
-        let upload = self.store.put_multipart(&path).await.map_err(|e| classify(key, e))?;
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| classify(key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut buf = vec![0u8; 1 << 20];
         let copied: Result<()> = async {
             loop {
-                writer.wait_for_capacity(2).await.map_err(|e| classify(key, e))?;
+                writer
+                    .wait_for_capacity(2)
+                    .await
+                    .map_err(|e| classify(key, e))?;
                 let n = source.read(&mut buf).await.map_err(disk)?;
                 if n == 0 {
                     return Ok(());
@@ -210,7 +266,11 @@ impl Storage for S3 {
         }
         .await;
         match copied {
-            Ok(()) => writer.finish().await.map(|_| ()).map_err(|e| classify(key, e)),
+            Ok(()) => writer
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(key, e)),
             Err(e) => {
                 let _ = writer.abort().await;
                 Err(e)
