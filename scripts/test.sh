@@ -5,7 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/build-models.sh
+# Incremental state is for editing sessions; in a test run it only costs disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The host side first, with the features `cargo test --all-targets` resolves, so the test run below
+# reuses the build (a `cargo build -p ferry` alone resolves other features of serde, hashbrown, … and
+# compiles wasmtime twice); its `ferry` builds the Python samples.
+cargo build --all-targets
+FERRY_BIN=target/debug/ferry scripts/build-models.sh
 
 # Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.
 if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
@@ -21,6 +27,4 @@ export FERRY_TEST_S3_DIR=$s3_dir
 scripts/validate-deploy.sh
 
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
-# Incremental state is for editing sessions; in a test run it only costs disk.
-export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --all-targets --no-fail-fast

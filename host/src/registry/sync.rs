@@ -152,7 +152,9 @@ impl Syncer {
                         self.needs_full = true;
                         break;
                     }
-                    tracing::warn!(error = %e, "the store is unreachable and this host has never synced with it: not ready until it answers");
+                    if self.registry.sync.failures.load(Ordering::Relaxed) == 1 {
+                        tracing::warn!(error = %e, "the store is unreachable and this host has never synced with it: not ready until it answers");
+                    }
                     tokio::time::sleep(self.options.interval).await;
                 }
                 Err(e) => {
