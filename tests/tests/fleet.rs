@@ -30,6 +30,16 @@ fn push(host: &Host, version: &str, parts: &[(&str, Vec<u8>)]) -> (u16, String) 
     put_version(&host.base, "diabetes-gbdt", version, &parts)
 }
 
+/// Pushes version 1 (component, weights, tests) and returns the component's sha256.
+fn push_first_version(host: &Host) -> String {
+    let (s, body) = push(host, "1", &diabetes_parts());
+    assert_eq!(s, 201, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["component_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// A weights-only version on the stored component.
 fn push_weights_only(host: &Host, version: &str, component_sha: &str) -> (u16, String) {
     push(
@@ -133,12 +143,7 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
     let all: Vec<&Host> = hosts.iter().collect();
 
     // Push on host 1 → ready on hosts 2 and 3.
-    let (s, body) = push(&hosts[0], "1", &diabetes_parts());
-    assert_eq!(s, 201, "{body}");
-    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let component_sha = push_first_version(&hosts[0]);
     let took = converge(&all, "v1 ready everywhere", |h| {
         state_of(h, "1").as_deref() == Some("ready")
     });
@@ -372,12 +377,7 @@ fn with_the_store_away_hosts_keep_serving_and_converge_when_it_returns() {
     let mut hosts: Vec<Host> = (1..=2)
         .map(|i| Host::start(&s3, &url, &format!("outage-{i}"), FLEET_CONFIG))
         .collect();
-    let (s, body) = push(&hosts[0], "1", &diabetes_parts());
-    assert_eq!(s, 201, "{body}");
-    let component_sha = serde_json::from_str::<Value>(&body).unwrap()["component_sha256"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let component_sha = push_first_version(&hosts[0]);
     let all: Vec<&Host> = hosts.iter().collect();
     converge(&all, "v1 ready everywhere", |h| {
         infer(h).as_deref() == Ok("1")
