@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null
 
-samples=(fraud-features diabetes-gbdt digits-onnx)
+samples=(fraud-features diabetes-gbdt digits-onnx geo-embeddings)
 guests=(hostile-guest wrong-contract-guest)
 packages=()
 for p in "${samples[@]}" "${guests[@]}"; do packages+=(-p "$p"); done

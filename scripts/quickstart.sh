@@ -29,6 +29,7 @@ Serving the sample models on http://127.0.0.1:8080 — try, from another termina
   curl -s -X POST localhost:8080/v2/models/diabetes-gbdt/infer -d @sample-models/diabetes-gbdt/example-request.json
   curl -si -X POST localhost:8080/v1/models/fraud-features/predict -d @sample-models/fraud-features/example-request.json
   curl -s -X POST localhost:8080/v1/models/python-eta/predict -d @sample-models/python-eta/example-request.json
+  curl -s -X POST localhost:8080/v1/models/geo-embeddings/predict -d @sample-models/geo-embeddings/example-request.json
   curl -s localhost:8080/metrics
 TXT
 exec $ferry serve --listen 127.0.0.1:8080 --store ferry-store

@@ -403,6 +403,13 @@ def check_config(config, C, W, pod, c, cache_volume, limits, requests):
         if memory_limit and (host.get("max_memory_mib", 4096) << 20) >= memory_limit:
             problem(C, f"host.max_memory_mib {host.get('max_memory_mib', 4096)} is not below the container's "
                        f"memory limit {limits.get('memory')}")
+        # The versions' memory budget leaves the host room under the same limit.
+        budget = host.get("max_resident_bytes")
+        if memory_limit and budget is None:
+            problem(W, "ferry.toml sets no host.max_resident_bytes: versions may grow until the pod is OOM-killed")
+        elif memory_limit and budget >= memory_limit:
+            problem(C, f"host.max_resident_bytes {budget} is not below the container's memory limit "
+                       f"{limits.get('memory')}")
     except ValueError as e:
         problem(W, str(e))
     # The cache, plus an upload being staged, fits in the emptyDir without the kubelet evicting the pod.

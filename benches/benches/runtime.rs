@@ -1,6 +1,8 @@
 //! Runtime benchmarks on the sample models (built by scripts/build-models.sh):
 //! - `instantiate+init/<model>`: a new instance from the pre-linked component (pooling allocator,
 //!   copy-on-write image) plus the model's `init` — what a pool pays to grow by one instance;
+//! - `instantiate-from-snapshot/<model>`: a new instance from the version's snapshot of its initialised
+//!   instance (no `init`) — what a pool pays with snapshots (goal ≤ 50 µs for every sample);
 //! - `infer/<model>`: one request through a warm instance, across the component boundary;
 //! - `digits-native-vs-wasm`: the same tract network on the same image natively and in the guest;
 //!   the ratio is printed at the end (goal ≤ 1.3×);
@@ -14,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
-use ferry::runtime::{ModelInstance, ModelLimits, Tensor, TensorData};
+use ferry::runtime::{
+    ModelInstance, ModelLimits, StartMode, Startup, Tensor, TensorData, VersionCode,
+};
 use ferry_tests::{engine, model_file, workspace};
 use tract_onnx::prelude::*;
 
@@ -41,6 +45,10 @@ fn samples() -> Vec<Sample> {
             name: "python-eta",
             weights: Some(model_file("python-eta.weights")),
         },
+        Sample {
+            name: "geo-embeddings",
+            weights: Some(model_file("geo-embeddings.weights")),
+        },
     ]
 }
 
@@ -52,8 +60,10 @@ fn start(name: &str, weights: Option<&[u8]>) -> ModelInstance {
         &component,
         &ModelLimits::default(),
         Arc::from(name),
-        "{}",
-        weights,
+        Startup::Init {
+            config: "{}",
+            weights,
+        },
     )
     .expect("init")
 }
@@ -89,8 +99,49 @@ fn bench_instantiate(c: &mut Criterion) {
                         &component,
                         &ModelLimits::default(),
                         label.clone(),
-                        "{}",
-                        s.weights.as_deref(),
+                        Startup::Init {
+                            config: "{}",
+                            weights: s.weights.as_deref(),
+                        },
+                    )
+                    .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A new instance from the version's snapshot: no `init`, the initialised memory mapped
+/// copy-on-write. Against `instantiate+init`, what snapshots save every time a pool grows.
+fn bench_instantiate_from_snapshot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("instantiate-from-snapshot");
+    for s in samples() {
+        let bytes = model_file(&format!("{}.wasm", s.name));
+        let weights_sha = s.weights.as_deref().map(ferry::runtime::sha256_hex);
+        let label: Arc<str> = Arc::from(s.name);
+        let limits = ModelLimits::default();
+        let prepared = engine()
+            .prepare(
+                &VersionCode {
+                    component: &bytes,
+                    component_sha256: &ferry::runtime::sha256_hex(&bytes),
+                    config: "{}",
+                    weights: s.weights.as_deref().zip(weights_sha.as_deref()),
+                },
+                &limits,
+                &label,
+            )
+            .expect("prepare");
+        assert_eq!(prepared.mode, StartMode::Snapshot, "{}", s.name);
+        group.bench_function(s.name, |b| {
+            b.iter(|| {
+                black_box(
+                    ModelInstance::start(
+                        &prepared.component,
+                        &limits,
+                        label.clone(),
+                        Startup::Snapshot,
                     )
                     .unwrap(),
                 )
@@ -167,8 +218,10 @@ fn bench_new_projects(c: &mut Criterion) {
                 &component,
                 &ModelLimits::default(),
                 label.clone(),
-                "{}",
-                Some(&weights),
+                Startup::Init {
+                    config: "{}",
+                    weights: Some(&weights),
+                },
             )
             .unwrap()
         };
@@ -269,6 +322,7 @@ fn main() {
         return;
     }
     bench_instantiate(&mut c);
+    bench_instantiate_from_snapshot(&mut c);
     bench_infer(&mut c);
     bench_native_vs_wasm(&mut c);
     c.final_summary();

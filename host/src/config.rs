@@ -51,6 +51,14 @@ pub struct HostSection {
     pub require_self_tests: bool,
     /// Largest uploaded file (component, weights, config or tests), in bytes.
     pub max_upload_bytes: u64,
+    /// Memory the routed versions may hold (shared snapshot images once, plus instances' private
+    /// memory), in bytes; least recently used versions are evicted beyond it and come back on their
+    /// next request. Unset: no budget.
+    pub max_resident_bytes: Option<u64>,
+    /// Versions compiled and initialised at once (default: one per core).
+    pub parallel_loads: Option<usize>,
+    /// Serve versions from snapshots of their initialised instance (off: every instance runs `init`).
+    pub snapshots: bool,
 }
 
 impl Default for HostSection {
@@ -62,6 +70,9 @@ impl Default for HostSection {
             max_body_bytes: 64 << 20,
             require_self_tests: true,
             max_upload_bytes: 4 << 30,
+            max_resident_bytes: None,
+            parallel_loads: None,
+            snapshots: true,
         }
     }
 }

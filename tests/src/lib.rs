@@ -11,8 +11,8 @@ pub mod server;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use ferry::engine::{EngineSettings, FerryEngine};
-use ferry::runtime::{InstancePool, ModelLimits, VersionInputs};
+use ferry::engine::EngineSettings;
+use ferry::runtime::{InstancePool, ModelLimits, ModelRuntime, VersionInputs};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -45,24 +45,55 @@ pub fn test_guest(name: &str) -> Vec<u8> {
     )
 }
 
-/// One engine per test binary, with fuel counting on (so fuel limits can be tested) and its own
-/// compile cache under `target/`.
-pub fn engine() -> Arc<FerryEngine> {
-    static ENGINE: OnceLock<Arc<FerryEngine>> = OnceLock::new();
-    ENGINE
+/// One runtime per test binary, with fuel counting on (so fuel limits can be tested), snapshots on
+/// (as the host serves), and its own compile cache under `target/`.
+pub fn engine() -> Arc<ModelRuntime> {
+    static RUNTIME: OnceLock<Arc<ModelRuntime>> = OnceLock::new();
+    RUNTIME
         .get_or_init(|| {
-            FerryEngine::new(EngineSettings {
-                cache_dir: Some(workspace().join("target/ferry-test-cache")),
-                total_instances: 64,
-                fuel: true,
-                ..Default::default()
-            })
-            .expect("engine")
+            ModelRuntime::new(
+                EngineSettings {
+                    cache_dir: Some(workspace().join("target/ferry-test-cache")),
+                    total_instances: 64,
+                    fuel: true,
+                    ..Default::default()
+                },
+                true,
+            )
+            .expect("runtime")
         })
         .clone()
 }
 
-/// Starts a version of `component` with `config`, `weights` and `limits`, as the host would.
+/// Starts a version of `component` with `config`, `weights` and `limits`, as the host would (from a
+/// snapshot of its initialised instance when it can be taken).
+pub fn try_start_version(
+    component: &[u8],
+    config: serde_json::Value,
+    weights: Option<Vec<u8>>,
+    limits: ModelLimits,
+    label: &str,
+) -> anyhow::Result<Arc<InstancePool>> {
+    let weights_sha = weights.as_deref().map(ferry::runtime::sha256_hex);
+    let (pool, _) = engine().start_version(
+        ferry::runtime::NewVersion {
+            component,
+            component_sha256: &ferry::runtime::sha256_hex(component),
+            inputs: VersionInputs {
+                config: config.to_string(),
+                weights: weights.map(Into::into),
+            },
+            weights_sha256: weights_sha.as_deref(),
+            refetch: None,
+        },
+        &limits,
+        &Arc::from(label),
+        None,
+    )?;
+    Ok(pool)
+}
+
+/// [`try_start_version`], for versions that must start.
 pub fn start_version(
     component: &[u8],
     config: serde_json::Value,
@@ -70,17 +101,8 @@ pub fn start_version(
     limits: ModelLimits,
     label: &str,
 ) -> Arc<InstancePool> {
-    let component = engine().load_component(component).expect("component loads");
-    InstancePool::start(
-        component,
-        limits,
-        Arc::new(VersionInputs {
-            config: config.to_string(),
-            weights,
-        }),
-        label,
-    )
-    .unwrap_or_else(|e| panic!("{label} starts: {e}"))
+    try_start_version(component, config, weights, limits, label)
+        .unwrap_or_else(|e| panic!("{label} starts: {e:#}"))
 }
 
 /// The fraud-features sample, healthy, in the shared engine: the bystander every hostile test checks.

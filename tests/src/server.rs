@@ -198,6 +198,16 @@ impl Server {
         self._dir.path().join("cache")
     }
 
+    /// Replaces the configuration file; a [`Server::restart`] reads it.
+    pub fn set_config(&self, config_toml: &str) {
+        std::fs::write(self._dir.path().join("ferry.toml"), config_toml).unwrap();
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process outright (SIGKILL): no draining, no cleanup.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -175,8 +175,12 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
                     let r = ureq::post(&format!("{base}/v2/models/diabetes-gbdt/infer"))
                         .send_string(&body);
                     sent.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = r {
-                        failed.lock().unwrap().push(e.to_string());
+                    match r {
+                        Ok(_) => {}
+                        Err(ureq::Error::Status(code, answer)) => failed.lock().unwrap().push(
+                            format!("{code}: {}", answer.into_string().unwrap_or_default()),
+                        ),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
                     }
                 }
             })
@@ -202,6 +206,11 @@ fn three_hosts_converge_on_pushes_and_promotes_without_failing_a_request() {
         t.join().unwrap();
     }
     let failed = failed.lock().unwrap();
+    if !failed.is_empty() {
+        for h in &hosts {
+            eprintln!("---- log of {}:\n{}", h.base, h.log());
+        }
+    }
     assert!(
         failed.is_empty(),
         "{} of {} requests failed: {:?}",

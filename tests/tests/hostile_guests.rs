@@ -218,19 +218,21 @@ fn a_poisoned_instance_is_replaced_and_the_version_serves_again() {
 
 #[test]
 fn a_failing_init_is_an_error_not_a_version() {
-    let component = ferry_tests::engine()
-        .load_component(&test_guest("hostile-guest"))
-        .unwrap();
-    let inputs = Arc::new(ferry::runtime::VersionInputs {
-        config: json!({"attack": "fail-init"}).to_string(),
-        weights: None,
-    });
-    let err = InstancePool::start(component, ModelLimits::default(), inputs, "fail-init")
-        .err()
-        .expect("init must fail");
+    let err = ferry_tests::try_start_version(
+        &test_guest("hostile-guest"),
+        json!({"attack": "fail-init"}),
+        None,
+        ModelLimits::default(),
+        "fail-init",
+    )
+    .err()
+    .expect("init must fail");
     assert_eq!(
-        err,
-        CallError::ModelFailed("refusing to start: fail-init".into())
+        format!("{err:#}"),
+        format!(
+            "initialising: {}",
+            CallError::ModelFailed("refusing to start: fail-init".into())
+        )
     );
     assert_bystander_answers();
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use ferry::runtime::{CallError, Datatype, ModelInstance, ModelLimits, Tensor, TensorData};
+use ferry::runtime::{
+    CallError, Datatype, ModelInstance, ModelLimits, Startup, Tensor, TensorData,
+};
 use ferry::selftest::{collect_cases, run_cases};
 use ferry_tests::{engine, test_guest};
 
@@ -16,8 +18,10 @@ fn probe(config: &str) -> Result<ModelInstance, CallError> {
         &component,
         &ModelLimits::default(),
         Arc::from("python-sdk-guest"),
-        config,
-        None,
+        Startup::Init {
+            config,
+            weights: None,
+        },
     )
 }
 

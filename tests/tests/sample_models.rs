@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ferry::runtime::{ModelInstance, ModelLimits};
+use ferry::runtime::{ModelInstance, ModelLimits, Startup};
 use ferry::selftest::{collect_cases, run_cases};
 use ferry_tests::{engine, model_file, workspace};
 
@@ -17,8 +17,10 @@ fn start(name: &str, weights: bool) -> ModelInstance {
         &component,
         &ModelLimits::default(),
         Arc::from(name),
-        "{}",
-        weights.as_deref(),
+        Startup::Init {
+            config: "{}",
+            weights: weights.as_deref(),
+        },
     )
     .expect("init")
 }

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::HostConfig;
-use crate::engine::{EngineSettings, FerryEngine};
+use crate::engine::EngineSettings;
 use crate::registry::sync::SyncOptions;
 use crate::registry::{Registry, Store};
+use crate::runtime::ModelRuntime;
 use crate::server::{ServeOptions, Token};
 use crate::storage::BlobCache;
 
@@ -87,13 +88,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     runtime.block_on(async move {
         let storage = crate::storage::open(&args.store)?;
         let blobs = BlobCache::open(storage, &cache_dir, config.cache.max_bytes)?;
-        let engine = FerryEngine::new(EngineSettings {
-            max_memory_bytes: config.host.max_memory_mib << 20,
-            total_instances: config.host.total_instances,
-            fuel: config.host.fuel,
-            cache_dir: Some(blobs.compiled_dir()),
-            ..Default::default()
-        })?;
+        let models = ModelRuntime::new(
+            EngineSettings {
+                max_memory_bytes: config.host.max_memory_mib << 20,
+                total_instances: config.host.total_instances,
+                fuel: config.host.fuel,
+                cache_dir: Some(blobs.compiled_dir()),
+                ..Default::default()
+            },
+            config.host.snapshots,
+        )?;
         let options = ServeOptions {
             max_body_bytes: config.host.max_body_bytes,
             admin_token: args
@@ -117,7 +121,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
             gc_grace: Duration::from_secs(config.store.gc_grace_s),
             reconcile_interval: Duration::from_secs(config.store.reconcile_interval_s.max(1)),
         };
-        let registry = Registry::new(Store::new(blobs), engine, config);
+        let registry = Registry::new(Store::new(blobs), models, config);
         crate::server::serve(registry, args.listen, options, sync).await
     })?;
     Ok(0)

@@ -8,8 +8,11 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::CacheArgs;
-use crate::engine::{EngineSettings, FerryEngine};
-use crate::runtime::{ModelInstance, ModelLimits, ModelMetadata, TensorSpec};
+use crate::engine::EngineSettings;
+use crate::runtime::{
+    ModelInstance, ModelLimits, ModelMetadata, ModelRuntime, StartMode, Startup, TensorSpec,
+    VersionCode,
+};
 use crate::selftest::{collect_cases, run_cases};
 use crate::tensor::datatype_name;
 
@@ -65,39 +68,78 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         ..limits
     };
 
-    let engine = FerryEngine::new(EngineSettings {
-        cache_dir: args.cache.dir(),
-        total_instances: 8,
-        ..Default::default()
-    })?;
+    let runtime = ModelRuntime::new(
+        EngineSettings {
+            cache_dir: args.cache.dir(),
+            total_instances: 8,
+            ..Default::default()
+        },
+        true,
+    )?;
     println!("ferry test {}", args.component.display());
 
+    let component_sha = crate::runtime::sha256_hex(&bytes);
+    // As the host does: `init` once, then a snapshot of the initialised instance that the self-tests
+    // run on (or `init` per instance, when the guest's state cannot be captured).
     let started = Instant::now();
-    let component = engine
-        .load_component(&bytes)
-        .with_context(|| format!("{} is not a usable Ferry model", args.component.display()))?;
-    println!(
-        "  component  sha256 {}  ({:.1} MB, ready in {:.1?})",
-        component.sha256(),
-        bytes.len() as f64 / 1e6,
-        started.elapsed()
-    );
-
-    let started = Instant::now();
-    let mut instance = ModelInstance::start(
-        &component,
-        &limits,
-        Arc::from("ferry-test"),
-        &config,
-        weights.as_deref(),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "init failed: {e}\n  init runs with the version's --config and --weights: check they are the \
-             files the model expects (the model's log, above, has any traceback)"
+    let weights_sha = weights.as_deref().map(crate::runtime::sha256_hex);
+    let label: Arc<str> = Arc::from("ferry-test");
+    let prepared = runtime
+        .prepare(
+            &VersionCode {
+                component: &bytes,
+                component_sha256: &component_sha,
+                config: &config,
+                weights: weights.as_deref().zip(weights_sha.as_deref()),
+            },
+            &limits,
+            &label,
         )
-    })?;
-    println!("  init       {:.2?}", started.elapsed());
+        .map_err(|e| {
+            let cause = format!("{e:#}");
+            match cause.strip_prefix("compiling: ") {
+                Some(why) => anyhow::anyhow!(
+                    "{} is not a usable Ferry model: {why}",
+                    args.component.display()
+                ),
+                None => anyhow::anyhow!(
+                    "init failed: {}\n  init runs with the version's --config and --weights: check \
+                     they are the files the model expects (the model's log, above, has any traceback)",
+                    cause.strip_prefix("initialising: ").unwrap_or(&cause)
+                ),
+            }
+        })?;
+    let startup = match &prepared.mode {
+        StartMode::Snapshot => Startup::Snapshot,
+        StartMode::InitPerInstance(_) => Startup::Init {
+            config: &config,
+            weights: weights.as_deref(),
+        },
+    };
+    let prepare_time = started.elapsed();
+    let started = Instant::now();
+    let mut instance = ModelInstance::start(&prepared.component, &limits, label, startup)
+        .map_err(|e| anyhow::anyhow!("init failed: {e}"))?;
+    let instance_time = started.elapsed();
+    let compiled = runtime.engine().incremental_stats();
+    println!(
+        "  component  sha256 {component_sha}  ({:.1} MB; compiled, initialised and captured in {:.1?}; \
+         {} functions compiled, {} reused)",
+        bytes.len() as f64 / 1e6,
+        prepare_time,
+        compiled.misses,
+        compiled.hits
+    );
+    match &prepared.mode {
+        StartMode::Snapshot => println!(
+            "  snapshot   {:.1} MB of initialised memory shared by every instance",
+            prepared.image_bytes as f64 / 1e6
+        ),
+        StartMode::InitPerInstance(reason) => {
+            println!("  snapshot   none, every instance runs init: {reason}")
+        }
+    }
+    println!("  instance   started in {instance_time:.2?}");
     let metadata = instance
         .metadata()
         .map_err(|e| anyhow::anyhow!("metadata failed: {e}"))?;

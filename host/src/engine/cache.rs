@@ -1,5 +1,7 @@
-//! Compiled components on disk, keyed by the component's sha256 and the engine's compatibility hash,
-//! so a component is compiled once per engine configuration and loaded by `mmap` afterwards.
+//! Compiled components on disk, keyed by a content hash of what was compiled and the engine's
+//! compatibility hash, so a component (or a snapshot) is compiled once per engine configuration and
+//! loaded by `mmap` afterwards — which also lets instances map its memory image copy-on-write from
+//! the file instead of copying it.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use anyhow::Context;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-/// A directory of `.cwasm` files: `<dir>/<engine-hash>/<sha256>.cwasm`.
+/// A directory of `.cwasm` files: `<dir>/<engine-hash>/<key>.cwasm`, with notes beside them.
 pub struct CompileCache {
     dir: PathBuf,
 }
@@ -24,47 +26,76 @@ impl CompileCache {
         Ok(CompileCache { dir })
     }
 
-    /// Where the compiled form of `sha256` lives.
-    pub fn path_for(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}.cwasm"))
+    /// Where Cranelift's per-function cache keeps its entries.
+    pub fn incremental_dir(&self) -> PathBuf {
+        self.dir.join("functions")
     }
 
-    /// The compiled component for `bytes` (whose digest is `sha256`): from the cache when present,
-    /// otherwise compiled now and stored.
+    /// Where the compiled form of `key` lives.
+    pub fn path_for(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.cwasm"))
+    }
+
+    /// Where a caller keeps what it knows of `key`'s compiled form (a small file of its own format).
+    pub fn note_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// The cached component for `key`, if there is a readable one.
+    pub fn get(&self, engine: &Engine, key: &str) -> Option<Component> {
+        let path = self.path_for(key);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: files in this directory are only ever written by `store` below, from
+        // `Engine::precompile_component`, and renamed into place whole; the engine hash in the path
+        // guarantees a compatible configuration.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => {
+                // Recently used: the host cache's eviction takes it last.
+                crate::files::touch(&path);
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled component");
+                None
+            }
+        }
+    }
+
+    /// The compiled component for `bytes` (named by `key`): from the cache when present, otherwise
+    /// compiled now, stored, and mapped from the stored file.
     pub fn get_or_compile(
         &self,
         engine: &Engine,
-        sha256: &str,
+        key: &str,
         bytes: &[u8],
     ) -> anyhow::Result<Component> {
-        let path = self.path_for(sha256);
-        if path.exists() {
-            // SAFETY: files in this directory are only ever written by `store` below, from
-            // `Engine::precompile_component`, and renamed into place whole; the engine hash in the path
-            // guarantees a compatible configuration.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => {
-                    // Recently used: the host cache's eviction takes it last.
-                    crate::files::touch(&path);
-                    return Ok(component);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled component")
-                }
-            }
+        if let Some(component) = self.get(engine, key) {
+            return Ok(component);
         }
         let compiled = engine
             .precompile_component(bytes)
             .map_err(anyhow::Error::from)?;
-        if let Err(e) = self.store(&path, &compiled) {
-            // A full or read-only disk costs the next load a compile, not this one its answer.
-            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
+        let path = self.path_for(key);
+        match crate::files::write_atomically(&path, &compiled) {
+            Ok(()) => {
+                drop(compiled);
+                // Mapped from the file, so memory images are shared file pages, not a private copy.
+                if let Some(component) = self.get(engine, key) {
+                    return Ok(component);
+                }
+                anyhow::bail!(
+                    "the compiled component just written to {} cannot be read back",
+                    path.display()
+                )
+            }
+            Err(e) => {
+                // A full or read-only disk costs the next load a compile, not this one its answer.
+                tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
+                // SAFETY: `compiled` was produced by `precompile_component` on this very engine.
+                unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)
+            }
         }
-        // SAFETY: `compiled` was produced by `precompile_component` on this very engine just above.
-        unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)
-    }
-
-    fn store(&self, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
-        crate::files::write_atomically(path, compiled)
     }
 }

@@ -1,22 +1,23 @@
 //! The process-wide wasmtime engine: one `Engine` configured for serving many small instances
 //! (pooling allocator, copy-on-write memory images, SIMD), an epoch ticker that turns wall-clock
-//! deadlines into interrupts, the `Linker` every model is instantiated against, and the
-//! compiled-component cache.
+//! deadlines into interrupts, and the caches of compiled code (whole components on disk, Cranelift's
+//! per-function cache in memory). It knows nothing of the guest: the runtime owns the linker and
+//! what an instance is.
 
 mod cache;
+mod incremental;
 mod ticker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 pub use cache::CompileCache;
+pub use incremental::{IncrementalCache, IncrementalStats};
 use ticker::EpochTicker;
-
-use crate::runtime::{GuestState, ModelComponent};
 
 /// Host-wide settings of the engine. Per-model limits live in [`crate::runtime::ModelLimits`] and are
 /// clamped to these.
@@ -32,6 +33,9 @@ pub struct EngineSettings {
     pub fuel: bool,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes of Cranelift's per-function cache kept in memory, so that a component recompiled with
+    /// other data (a snapshot of new weights) reuses the machine code of its unchanged functions.
+    pub incremental_cache_bytes: usize,
 }
 
 impl Default for EngineSettings {
@@ -42,6 +46,7 @@ impl Default for EngineSettings {
             epoch_tick: Duration::from_millis(1),
             fuel: false,
             cache_dir: default_cache_dir(),
+            incremental_cache_bytes: 512 << 20,
         }
     }
 }
@@ -56,11 +61,11 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// The engine every model version runs on.
 pub struct FerryEngine {
     engine: Engine,
-    linker: Linker<GuestState>,
     cache: Option<CompileCache>,
-    /// Components in memory by sha256: versions that share a component (weights-only updates) share
-    /// its compiled code and pre-linked instance template.
-    loaded: dashmap::DashMap<String, std::sync::Weak<ModelComponent>>,
+    /// One compile per key at a time: versions loading together that share code wait for the first
+    /// compile and then find it in the cache, instead of each compiling it.
+    compiling: dashmap::DashMap<String, Arc<std::sync::Mutex<()>>>,
+    incremental: Arc<IncrementalCache>,
     settings: EngineSettings,
     _ticker: EpochTicker,
 }
@@ -83,6 +88,10 @@ impl FerryEngine {
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_reservation(settings.max_memory_bytes.max(1 << 32))
+            // A snapshot's memory is dense and may be gigabytes: always map it copy-on-write from the
+            // compiled file (the default refuses images above 16 MiB unless they look sparse, and
+            // then copies the data into every instance).
+            .memory_guaranteed_dense_image_size(settings.max_memory_bytes.max(1 << 32))
             .wasm_component_model(true)
             .wasm_simd(true)
             .cranelift_opt_level(OptLevel::Speed)
@@ -91,22 +100,24 @@ impl FerryEngine {
             // Guests that recurse without bound trap here instead of taking the host's stack.
             .max_wasm_stack(1 << 20)
             .parallel_compilation(true);
-        let engine = Engine::new(&config)?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        crate::runtime::add_to_linker(&mut linker)?;
-
+        // The compile cache's directory depends on the engine's compatibility hash, which the
+        // incremental cache does not change: open it from an engine without one first.
         let cache = match &settings.cache_dir {
-            Some(dir) => Some(CompileCache::open(dir, &engine)?),
+            Some(dir) => Some(CompileCache::open(dir, &Engine::new(&config)?)?),
             None => None,
         };
+        let incremental = Arc::new(IncrementalCache::new(
+            settings.incremental_cache_bytes,
+            cache.as_ref().map(|c| c.incremental_dir()),
+        ));
+        config.enable_incremental_compilation(incremental.clone())?;
+        let engine = Engine::new(&config)?;
         let ticker = EpochTicker::start(engine.clone(), settings.epoch_tick);
         Ok(Arc::new(FerryEngine {
             engine,
-            linker,
             cache,
-            loaded: Default::default(),
+            compiling: Default::default(),
+            incremental,
             settings,
             _ticker: ticker,
         }))
@@ -128,31 +139,48 @@ impl FerryEngine {
         (deadline.as_nanos().div_ceil(tick) as u64).max(1)
     }
 
-    /// Compiles a component (or loads it from the cache) and checks it against the contract.
-    pub fn load_component(self: &Arc<Self>, bytes: &[u8]) -> anyhow::Result<Arc<ModelComponent>> {
-        check_header(bytes)?;
-        let sha256 = crate::runtime::sha256_hex(bytes);
-        if let Some(shared) = self.loaded.get(&sha256).and_then(|weak| weak.upgrade()) {
-            return Ok(shared);
-        }
-        let component = match &self.cache {
-            Some(cache) => cache.get_or_compile(&self.engine, &sha256, bytes)?,
-            None => Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?,
-        };
-        let component = ModelComponent::new(self.clone(), component, sha256.clone())?;
-        self.loaded.retain(|_, weak| weak.strong_count() > 0);
-        self.loaded.insert(sha256, Arc::downgrade(&component));
-        Ok(component)
+    /// The component compiled from `bytes`, cached under `key` (which must name the bytes: a
+    /// content hash): loaded from the cache when there, else compiled now (reusing unchanged
+    /// functions from Cranelift's cache) and stored. WAT text is accepted (tests rely on it).
+    pub fn compile(&self, key: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+        let lock = self.compiling.entry(key.to_owned()).or_default().clone();
+        let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = self.compile_now(key, bytes);
+        self.compiling
+            .remove_if(key, |_, l| Arc::strong_count(l) <= 2);
+        compiled
     }
 
-    pub(crate) fn linker(&self) -> &Linker<GuestState> {
-        &self.linker
+    fn compile_now(&self, key: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+        match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, key, bytes),
+            None => {
+                let compiled = self.engine.precompile_component(bytes)?;
+                // SAFETY: produced by `precompile_component` on this very engine just above.
+                Ok(unsafe { Component::deserialize(&self.engine, &compiled) }?)
+            }
+        }
+    }
+
+    /// The component cached under `key`, if this host compiled it before.
+    pub fn cached(&self, key: &str) -> Option<Component> {
+        self.cache.as_ref()?.get(&self.engine, key)
+    }
+
+    /// The on-disk compile cache, when there is one.
+    pub fn compile_cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
+    /// How Cranelift's per-function cache has done so far.
+    pub fn incremental_stats(&self) -> IncrementalStats {
+        self.incremental.stats()
     }
 }
 
 /// Refuses what is not a component before the compiler sees it, with a message an author can act on.
 /// WAT text (starting with `(`) passes through: the engine parses it, which tests rely on.
-fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
     const MAGIC: &[u8] = b"\0asm";
     if bytes.first() == Some(&b'(') {
         return Ok(());
@@ -174,55 +202,14 @@ fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn engine() -> Arc<FerryEngine> {
-        FerryEngine::new(EngineSettings {
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        let e = FerryEngine::new(EngineSettings {
             cache_dir: None,
             total_instances: 4,
             ..Default::default()
         })
-        .unwrap()
-    }
-
-    #[test]
-    fn garbage_and_core_modules_are_refused_with_a_reason() {
-        let e = engine();
-        let err = e
-            .load_component(b"\x7fELF not wasm")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("does not start with the \\0asm header"),
-            "{err}"
-        );
-        let module = wat::parse_str("(module)").unwrap();
-        let err = e.load_component(&module).err().unwrap().to_string();
-        assert!(
-            err.contains("core WebAssembly module, not a component"),
-            "{err}"
-        );
-        let mut truncated = wat::parse_str("(component (core module))").unwrap();
-        truncated.truncate(truncated.len() - 3);
-        assert!(e.load_component(&truncated).is_err());
-    }
-
-    #[test]
-    fn a_component_without_the_model_export_is_named_as_such() {
-        let err = engine()
-            .load_component(b"(component)")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("does not export `ferry:model/model@0.1.0`"),
-            "{err}"
-        );
-        assert!(err.contains("export_model!"), "{err}");
-    }
-
-    #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        let e = engine();
+        .unwrap();
         assert_eq!(e.ticks_for(Duration::from_micros(1)), 1);
         assert_eq!(e.ticks_for(Duration::from_millis(100)), 100);
     }

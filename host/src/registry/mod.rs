@@ -14,6 +14,7 @@
 //! that newest one is ready, the newest one that is. Others are listed as unloaded and come back when
 //! promoted.
 
+mod budget;
 mod routing;
 mod store;
 pub mod sync;
@@ -26,16 +27,17 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+pub use budget::{MemoryBudget, ProcessMemory};
 pub use routing::{ModelEntry, RouteError, RoutingTable, DEFAULT_ALIAS};
 pub use store::{
     check_name, unix_ms, Aliases, ChangeRecord, HostStatus, HostVersion, ModelView, Store,
     VersionManifest,
 };
 pub use sync::SyncHealth;
-pub use version::{ModelVersion, VersionArtifacts, VersionState};
+pub use version::{LoadOptions, ModelVersion, VersionArtifacts, VersionState};
 
 use crate::config::HostConfig;
-use crate::engine::FerryEngine;
+use crate::runtime::ModelRuntime;
 use crate::storage::StorageError;
 
 /// Why a registry change was refused; the server maps each to a status.
@@ -68,8 +70,10 @@ const WAITING_FOR_STORE: &str = "waiting for the store";
 /// The versions this host knows and the table that routes requests to them.
 pub struct Registry {
     store: Store,
-    engine: Arc<FerryEngine>,
+    models: Arc<ModelRuntime>,
     config: HostConfig,
+    /// The host's memory budget over the routed versions.
+    budget: Arc<MemoryBudget>,
     table: ArcSwap<RoutingTable>,
     /// What the store said of each model, as last read, with the ticket of that read: what
     /// [`Registry::apply`] converges on.
@@ -80,6 +84,9 @@ pub struct Registry {
     loading: Mutex<HashSet<String>>,
     /// Loads started and not yet followed by their re-apply ([`Registry::settle`] waits for them).
     loads_in_flight: AtomicUsize,
+    /// Loads that may run at once: a host with thousands of versions to bring up compiles and
+    /// initialises a few at a time, not thousands of threads against two cores.
+    load_slots: tokio::sync::Semaphore,
     /// Versions held loaded while a promote to them is in flight.
     pinned: Mutex<Vec<(String, String)>>,
     /// Serialises table swaps; readers never take it.
@@ -92,21 +99,41 @@ pub struct Registry {
 
 impl Registry {
     /// A registry over `store` with an empty routing table. Call from within the tokio runtime.
-    pub fn new(store: Store, engine: Arc<FerryEngine>, config: HostConfig) -> Arc<Registry> {
-        Arc::new(Registry {
+    pub fn new(store: Store, models: Arc<ModelRuntime>, config: HostConfig) -> Arc<Registry> {
+        let budget = MemoryBudget::new(config.host.max_resident_bytes);
+        let parallel_loads = config
+            .host
+            .parallel_loads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1);
+        let registry = Arc::new(Registry {
             store,
-            engine,
+            models,
             config,
+            budget: budget.clone(),
             table: ArcSwap::from_pointee(RoutingTable::default()),
             views: Default::default(),
             tickets: AtomicU64::new(1),
             loading: Default::default(),
             loads_in_flight: AtomicUsize::new(0),
+            load_slots: tokio::sync::Semaphore::new(parallel_loads),
             pinned: Default::default(),
             writer: Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
             sync: SyncHealth::default(),
-        })
+        });
+        budget.attach(&registry);
+        registry
+    }
+
+    /// The host's memory budget.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    /// The runtime versions run on.
+    pub fn models(&self) -> &Arc<ModelRuntime> {
+        &self.models
     }
 
     /// The current routing table.
@@ -257,10 +284,26 @@ impl Registry {
             };
             entry.aliases.insert(alias.clone(), published);
         }
+        // Requests without a version go to the `production` alias, else the newest ready version. If
+        // that would find nothing ready now — an alias this host learns of only with its new target,
+        // still loading, while the version that answered is deleted — that version keeps answering
+        // until one is ready.
+        let mut carried = None;
+        if entry.default_version().is_none() {
+            if let Some(serving) = old.default_version() {
+                let name = serving.manifest.version.clone();
+                entry
+                    .versions
+                    .entry(name.clone())
+                    .or_insert_with(|| serving.clone());
+                carried = Some(name);
+            }
+        }
         let ready = |v: &str| ready(&entry, v);
 
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         if !view.unloaded {
+            wanted.extend(carried);
             wanted.extend(view.aliases.current.values().cloned());
             wanted.extend(entry.aliases.values().cloned());
             wanted.extend(
@@ -374,7 +417,9 @@ impl Registry {
             .name(format!("load-{}", manifest.model))
             .spawn(move || {
                 let model = manifest.model.clone();
+                let slot = registry.runtime.block_on(registry.load_slots.acquire());
                 let loaded = registry.load(manifest);
+                drop(slot);
                 registry.finish_load(loaded);
                 // Done loading before the re-apply, so that a re-apply that wants it again can start it;
                 // still in flight until the re-apply has started whatever follows (an older version when
@@ -398,13 +443,18 @@ impl Registry {
         let artifacts = self
             .runtime
             .block_on(VersionArtifacts::read(self.store.blobs(), &manifest));
+        let refetch = self.refetch(&manifest);
         let version = match artifacts {
             Ok(artifacts) => ModelVersion::load(
-                &self.engine,
+                &self.models,
                 manifest,
                 artifacts,
                 limits,
-                self.config.host.require_self_tests,
+                &LoadOptions {
+                    require_self_tests: self.config.host.require_self_tests,
+                    governor: Some(self.budget.clone()),
+                    refetch: Some(refetch),
+                },
             ),
             Err(e @ StorageError::Unavailable(_)) => ModelVersion::listed(
                 manifest,
@@ -425,6 +475,21 @@ impl Registry {
             }
         }
         version
+    }
+
+    /// Reads `manifest`'s files again from the blob cache (or the store), from any thread.
+    fn refetch(&self, manifest: &VersionManifest) -> crate::runtime::Refetch {
+        let (blobs, manifest, runtime) = (
+            self.store.blobs().clone(),
+            manifest.clone(),
+            self.runtime.clone(),
+        );
+        Arc::new(move || {
+            let read = VersionArtifacts::read(&blobs, &manifest);
+            // Called on a request's path (inside `block_in_place`) or a loader thread.
+            let artifacts = runtime.block_on(read)?;
+            artifacts.into_inputs()
+        })
     }
 
     fn finish_load(&self, version: ModelVersion) {

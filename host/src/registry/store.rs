@@ -686,7 +686,7 @@ mod tests {
     async fn versions_come_back_in_creation_order_and_names_are_not_reused() {
         let (_dir, store) = store().await;
         let c = put_blob(&store, b"component").await;
-        assert_eq!(store.blobs().read(&c).await.unwrap(), b"component");
+        assert_eq!(&store.blobs().read(&c).await.unwrap()[..], b"component");
         for v in ["b", "a"] {
             store.create_version(&manifest(v, 0, &c)).await.unwrap();
         }

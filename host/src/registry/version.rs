@@ -7,8 +7,12 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::VersionManifest;
-use crate::engine::FerryEngine;
-use crate::runtime::{Admission, InstancePool, ModelLimits, ModelMetadata, VersionInputs};
+use bytes::Bytes;
+
+use crate::runtime::{
+    Admission, InstancePool, MemoryGovernor, ModelLimits, ModelMetadata, ModelRuntime, NewVersion,
+    Refetch, StartMode, VersionInputs,
+};
 use crate::selftest::{collect_cases, run_cases, SelfTestReport};
 use crate::storage::{BlobCache, StorageError};
 
@@ -61,6 +65,10 @@ pub struct ModelVersion {
     pub metadata: Option<ModelMetadata>,
     /// The self-tests run at load.
     pub self_tests: Option<SelfTestReport>,
+    /// Cases that passed when this same snapshot was loaded before on this host (not run again).
+    pub self_tests_cached: Option<usize>,
+    /// How its instances start (ready versions only).
+    pub start_mode: Option<StartMode>,
     /// The bounded queue in front of the pool.
     pub admission: Admission,
     /// Seconds from the start of loading to ready (or failed).
@@ -80,6 +88,8 @@ impl ModelVersion {
             pool: None,
             metadata: None,
             self_tests: None,
+            self_tests_cached: None,
+            start_mode: None,
             admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
@@ -111,14 +121,14 @@ impl ModelVersion {
     /// Loads the version: component (compiled or cached), pool, self-tests. Never panics on a bad
     /// version: every failure becomes [`VersionState::Failed`] with the step and the cause.
     pub fn load(
-        engine: &Arc<FerryEngine>,
+        runtime: &Arc<ModelRuntime>,
         manifest: VersionManifest,
         artifacts: VersionArtifacts,
         limits: ModelLimits,
-        require_self_tests: bool,
+        host: &LoadOptions,
     ) -> ModelVersion {
         let started = Instant::now();
-        let limits = limits.clamped(engine.settings().max_memory_bytes);
+        let limits = limits.clamped(runtime.engine().settings().max_memory_bytes);
         let mut version = ModelVersion {
             admission: Admission::new(
                 limits.max_instances,
@@ -128,7 +138,7 @@ impl ModelVersion {
             limits,
             ..ModelVersion::listed(manifest, VersionState::Loading)
         };
-        match version.bring_up(engine, artifacts, require_self_tests) {
+        match version.bring_up(runtime, artifacts, host) {
             Ok(()) => version.state = VersionState::Ready,
             Err(e) => {
                 version.state = VersionState::Failed(format!("{e:#}"));
@@ -141,9 +151,9 @@ impl ModelVersion {
 
     fn bring_up(
         &mut self,
-        engine: &Arc<FerryEngine>,
+        runtime: &Arc<ModelRuntime>,
         artifacts: VersionArtifacts,
-        require_self_tests: bool,
+        host: &LoadOptions,
     ) -> anyhow::Result<()> {
         let VersionArtifacts {
             component: component_bytes,
@@ -152,23 +162,33 @@ impl ModelVersion {
             tests,
         } = artifacts;
         let config = config
-            .map(String::from_utf8)
+            .map(|c| String::from_utf8(c.to_vec()))
             .transpose()
-            .context("the config is not UTF-8")?;
+            .context("the config is not UTF-8")?
+            .unwrap_or_else(|| "{}".into());
         let tests = tests
-            .map(String::from_utf8)
+            .map(|t| String::from_utf8(t.to_vec()))
             .transpose()
             .context("the tests file is not UTF-8")?;
+        if let Some(weights) = &weights {
+            check_fits(weights.len() as u64, self.limits.memory_bytes)?;
+        }
 
-        let component = engine
-            .load_component(&component_bytes)
-            .context("compiling")?;
-        let inputs = Arc::new(VersionInputs {
-            config: config.unwrap_or_else(|| "{}".into()),
-            weights,
-        });
-        let pool = InstancePool::start(component, self.limits.clone(), inputs, self.label())
-            .map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
+        let label: Arc<str> = self.label().into();
+        let (pool, prepared) = runtime.start_version(
+            NewVersion {
+                component: &component_bytes,
+                component_sha256: &self.manifest.component_sha256,
+                inputs: VersionInputs { config, weights },
+                weights_sha256: self.manifest.weights_sha256.as_deref(),
+                refetch: host.refetch.clone(),
+            },
+            &self.limits,
+            &label,
+            host.governor.clone(),
+        )?;
+        drop(component_bytes);
+        self.start_mode = Some(prepared.mode.clone());
 
         let mut instance = pool
             .checkout()
@@ -178,11 +198,22 @@ impl ModelVersion {
                 .metadata()
                 .map_err(|e| anyhow::anyhow!("reading metadata: {e}"))?,
         );
+        let tests_sha = self.manifest.tests_sha256.clone().unwrap_or_default();
+        let snapshot = prepared.mode == StartMode::Snapshot;
+        if snapshot {
+            if let Some(passed) = runtime.self_tests_passed(&prepared.key, &tests_sha) {
+                // The same initialised model passed these very cases on this host before.
+                self.self_tests_cached = Some(passed);
+                drop(instance);
+                self.pool = Some(pool);
+                return Ok(());
+            }
+        }
         let suite = instance
             .self_tests()
             .map_err(|e| anyhow::anyhow!("listing self-tests: {e}"))?;
         let cases = collect_cases(suite, tests.as_deref())?;
-        if cases.is_empty() && require_self_tests {
+        if cases.is_empty() && host.require_self_tests {
             anyhow::bail!(
                 "self-tests: the version ships none (add cases to the component or a tests file)"
             );
@@ -206,24 +237,76 @@ impl ModelVersion {
                 failed.join("; ")
             );
         }
+        if snapshot {
+            runtime.record_self_tests_passed(&prepared.key, &tests_sha, cases.len());
+        }
         self.pool = Some(pool);
         Ok(())
     }
 }
 
+/// What the host lends every version it loads.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// Refuse versions that ship no self-tests.
+    pub require_self_tests: bool,
+    /// Keeps the host within its memory budget.
+    pub governor: Option<Arc<dyn MemoryGovernor>>,
+    /// Reads the version's files again, should its snapshot leave the host cache while evicted.
+    pub refetch: Option<Refetch>,
+}
+
+/// wasm32 addresses 4 GiB: weights an instance cannot hold are refused before `init` runs.
+fn check_fits(weights: u64, memory_limit: u64) -> anyhow::Result<()> {
+    const WASM32: u64 = 4 << 30;
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    if weights >= WASM32 {
+        anyhow::bail!(
+            "the weights are {:.0} MiB, more than a wasm32 instance can address (4 GiB of linear \
+             memory): serve a model this large as a host-side graph (an ONNX graph run by the host \
+             through wasi:nn, `ferry push --graph NAME=FILE.onnx`) rather than inside the component",
+            mib(weights)
+        );
+    }
+    if weights >= memory_limit {
+        anyhow::bail!(
+            "the weights are {:.0} MiB but an instance of this model may have {:.0} MiB of linear \
+             memory: raise the model's `memory_bytes` limit (up to 4 GiB for a wasm32 instance)",
+            mib(weights),
+            mib(memory_limit)
+        );
+    }
+    Ok(())
+}
+
 /// A version's files, read from the host's blob cache (or the store) and checked by sha256.
 pub struct VersionArtifacts {
     /// The component's bytes.
-    pub component: Vec<u8>,
-    /// The weights blob.
-    pub weights: Option<Vec<u8>>,
+    pub component: Bytes,
+    /// The weights blob (mapped from the cache when large).
+    pub weights: Option<Bytes>,
     /// The config document.
-    pub config: Option<Vec<u8>>,
+    pub config: Option<Bytes>,
     /// The tests file.
-    pub tests: Option<Vec<u8>>,
+    pub tests: Option<Bytes>,
 }
 
 impl VersionArtifacts {
+    /// The component's bytes and what `init` gets.
+    pub fn into_inputs(self) -> anyhow::Result<(Bytes, VersionInputs)> {
+        let config = match self.config {
+            Some(c) => String::from_utf8(c.to_vec()).context("the config is not UTF-8")?,
+            None => "{}".into(),
+        };
+        Ok((
+            self.component,
+            VersionInputs {
+                config,
+                weights: self.weights,
+            },
+        ))
+    }
+
     /// Reads every blob `manifest` names.
     pub async fn read(
         blobs: &BlobCache,
@@ -244,5 +327,23 @@ impl VersionArtifacts {
             config: optional(&manifest.config_sha256).await?,
             tests: optional(&manifest.tests_sha256).await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_fits;
+
+    #[test]
+    fn weights_beyond_wasm32_are_refused_pointing_to_host_side_graphs() {
+        let err = check_fits(5 << 30, 4 << 30).unwrap_err().to_string();
+        assert!(
+            err.contains("more than a wasm32 instance can address"),
+            "{err}"
+        );
+        assert!(err.contains("host-side graph"), "{err}");
+        let err = check_fits(300 << 20, 256 << 20).unwrap_err().to_string();
+        assert!(err.contains("raise the model's `memory_bytes`"), "{err}");
+        assert!(check_fits(100 << 20, 256 << 20).is_ok());
     }
 }

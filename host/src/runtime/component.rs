@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use wasmtime::component::Component;
 
+use wasmtime::component::Linker;
+
 use super::bindings::FerryModelPre;
 use super::GuestState;
 use crate::engine::FerryEngine;
@@ -24,11 +26,11 @@ impl ModelComponent {
     /// Links `component` against the host; the error says what does not match the contract.
     pub(crate) fn new(
         engine: Arc<FerryEngine>,
+        linker: &Linker<GuestState>,
         component: Component,
         sha256: String,
     ) -> anyhow::Result<Arc<Self>> {
-        let pre = engine
-            .linker()
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .and_then(|pre| FerryModelPre::new(pre).map_err(anyhow::Error::from))
@@ -50,7 +52,7 @@ impl ModelComponent {
         self.pre.instance_pre().component().component_type()
     }
 
-    /// The component's content address.
+    /// The content address of what was compiled (the component's sha256, or a snapshot's key).
     pub fn sha256(&self) -> &str {
         &self.sha256
     }

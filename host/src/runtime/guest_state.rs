@@ -38,6 +38,13 @@ impl GuestState {
     }
 }
 
+impl GuestState {
+    /// True when the guest holds no handle to a host resource.
+    pub(crate) fn table_is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -68,18 +75,25 @@ impl log::Host for GuestState {
 /// the call fails with a clear cause instead of a guest allocator's abort.
 pub(crate) struct MemoryLimiter {
     limit: u64,
+    /// Bytes of linear memory the instance has (every memory, from its creation on).
+    current: u64,
 }
 
 impl MemoryLimiter {
     fn new(limit: u64) -> Self {
-        MemoryLimiter { limit }
+        MemoryLimiter { limit, current: 0 }
+    }
+
+    /// Bytes of linear memory the instance has now.
+    pub(crate) fn current(&self) -> u64 {
+        self.current
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -89,6 +103,8 @@ impl ResourceLimiter for MemoryLimiter {
                 limit: self.limit,
             }));
         }
+        // Called with `current == 0` when a memory is created, then on every growth.
+        self.current += desired.saturating_sub(current) as u64;
         Ok(true)
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmtime::component::Instance;
 use wasmtime::{Store, Trap};
 
 use super::bindings::FerryModel;
@@ -17,22 +18,38 @@ use super::{
 /// An initialised instance. Not shared: a pool hands it to one caller at a time.
 pub struct ModelInstance {
     store: Store<GuestState>,
+    instance: Instance,
     model: FerryModel,
     component: Arc<ModelComponent>,
     limits: ModelLimits,
     label: Arc<str>,
     poisoned: bool,
+    /// Its linear memory as its pool last counted it.
+    pub(crate) accounted: u64,
+}
+
+/// How a new instance gets to its initialised state.
+#[derive(Clone, Copy)]
+pub enum Startup<'a> {
+    /// Run the model's `init` with the version's config and weights.
+    Init {
+        /// The config document (JSON).
+        config: &'a str,
+        /// The weights blob.
+        weights: Option<&'a [u8]>,
+    },
+    /// The component is a snapshot taken after `init`: nothing to run.
+    Snapshot,
 }
 
 impl ModelInstance {
-    /// Instantiates `component` and runs the model's `init` with `config` and `weights`.
+    /// Instantiates `component` and brings it to its initialised state as `startup` says.
     /// `label` names the version in logs (e.g. `digits-onnx@3`).
     pub fn start(
         component: &Arc<ModelComponent>,
         limits: &ModelLimits,
         label: Arc<str>,
-        config: &str,
-        weights: Option<&[u8]>,
+        startup: Startup<'_>,
     ) -> Result<ModelInstance, CallError> {
         let engine = &component.engine;
         let mut store = Store::new(engine.engine(), GuestState::new(limits.memory_bytes));
@@ -42,25 +59,61 @@ impl ModelInstance {
             store.set_fuel(u64::MAX).expect("fuel is enabled");
         }
         store.data().log.begin_call(limits.max_log_bytes_per_call);
-        let model = match component.pre.instantiate(&mut store) {
-            Ok(model) => model,
+        let instantiated = component
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| Ok((instance, FerryModel::new(&mut store, &instance)?)));
+        let (wasm_instance, model) = match instantiated {
+            Ok(both) => both,
             Err(e) => return Err(classify(&store, e, limits.init_deadline(), u64::MAX)),
         };
         let mut instance = ModelInstance {
             store,
+            instance: wasm_instance,
             model,
             component: component.clone(),
             limits: limits.clone(),
             label,
             poisoned: false,
+            accounted: 0,
         };
-        let init_deadline = instance.limits.init_deadline();
-        instance
-            .call_with(init_deadline, |m, s| {
-                m.ferry_model_model().call_init(s, config, weights)
-            })?
-            .map_err(model_error)?;
+        if let Startup::Init { config, weights } = startup {
+            let init_deadline = instance.limits.init_deadline();
+            instance
+                .call_with(init_deadline, |m, s| {
+                    m.ferry_model_model().call_init(s, config, weights)
+                })?
+                .map_err(model_error)?;
+        }
+        instance.accounted = instance.memory_bytes();
         Ok(instance)
+    }
+
+    /// Bytes of linear memory the instance has now (what it may have dirtied privately, at most).
+    pub fn memory_bytes(&self) -> u64 {
+        self.store.data().memory.current()
+    }
+
+    /// Host resources (WASI streams, …) the guest holds handles to: state a snapshot cannot carry.
+    pub(crate) fn host_resources_held(&self) -> bool {
+        !self.store.data().table_is_empty()
+    }
+
+    /// The store and the raw component instance, for reading the guest's state into a snapshot.
+    /// Calls made this way run under the init deadline.
+    pub(crate) fn raw(&mut self) -> (&mut Store<GuestState>, Instance) {
+        let engine = &self.component.engine;
+        self.store
+            .set_epoch_deadline(engine.ticks_for(self.limits.init_deadline()));
+        if engine.settings().fuel {
+            self.store.set_fuel(u64::MAX).expect("fuel is enabled");
+        }
+        // A snapshot reads the guest's whole memory in one call; it is bounded by the memory limit,
+        // not by the per-call cap on what a guest hands the host (128 MiB by default).
+        self.store
+            .set_hostcall_fuel(self.limits.memory_bytes.saturating_add(1 << 20) as usize);
+        (&mut self.store, self.instance)
     }
 
     /// The model's declared metadata.

@@ -10,7 +10,9 @@ mod guest_log;
 mod guest_state;
 mod instance;
 mod limits;
+mod loader;
 mod pool;
+mod snapshot;
 
 pub use admission::{Admission, Admitted};
 pub use bindings::ferry::model::types::{
@@ -20,9 +22,14 @@ pub use bindings::ferry::model::types::{
 pub use component::ModelComponent;
 pub use error::{CallError, LimitExceeded};
 pub use guest_state::GuestState;
-pub use instance::ModelInstance;
+pub use instance::{ModelInstance, Startup};
 pub use limits::ModelLimits;
-pub use pool::{InstancePool, PoolStats, PooledInstance, VersionInputs};
+pub use loader::ModelRuntime;
+pub use pool::{
+    InstancePool, MemoryGovernor, PoolSpec, PoolStart, PoolStats, PooledInstance, Reopen,
+    VersionInputs,
+};
+pub use snapshot::{NewVersion, Prepared, Refetch, StartMode, VersionCode};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};

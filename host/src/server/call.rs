@@ -30,15 +30,22 @@ pub async fn call_model<R>(
             .ok_or_else(|| CallError::Overloaded(Default::default()))?;
         let admitted = version.admission.admit().await?;
         metrics::queue_wait(version, admitted.waited);
+        // An evicted version comes back (from its compiled snapshot) before this call: milliseconds,
+        // bounded by the pool's queue timeout for callers that find another one bringing it back.
+        let cold = !pool.is_resident();
         let run = || {
+            let waited = Instant::now();
             let mut instance = pool.checkout()?;
+            if cold {
+                metrics::cold_wait(version, waited.elapsed());
+            }
             call(&mut instance)
         };
         // Calls that usually take microseconds run right here on the worker: handing the worker off
         // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). Versions
         // whose calls take longer hand off, so the runtime's other tasks keep moving.
         let call_started = Instant::now();
-        let result = if version.typical_call() < INLINE_BELOW {
+        let result = if version.typical_call() < INLINE_BELOW && !cold {
             run()
         } else {
             tokio::task::block_in_place(run)

@@ -6,6 +6,12 @@
 //! - `ferry_instances{model,version,state="busy"|"idle"}` (gauge, sampled at scrape)
 //! - `ferry_guest_errors_total{model,version,kind}`: traps and limit hits by kind
 //! - `ferry_model_load_seconds{model,version}` (gauge) and `ferry_model_ready{model,version}` (0/1)
+//! - `ferry_version_memory_bytes{model,version,kind="shared"|"private"}`: the snapshot image its
+//!   instances share (counted once) and their linear memory beyond it; `ferry_version_resident`
+//!   (0/1), `ferry_version_evictions_total`, `ferry_version_cold_loads_total` (came back after an
+//!   eviction), `ferry_cold_request_wait_seconds` (histogram: requests that waited for that)
+//! - `ferry_host_memory_bytes{kind="versions"|"budget"|"rss"|"pss"}`: what the routed versions hold,
+//!   the budget (`[host] max_resident_bytes`), and the process's resident and proportional set size
 //! - `ferry_store_sync_age_seconds` (gauge: since the last poll that reached the store),
 //!   `ferry_store_reachable` (0/1), `ferry_store_sync_failures_total`, `ferry_store_changes_applied_total`,
 //!   `ferry_store_generation`, and `ferry_store_requests_total{op,outcome}` (every request to the store)
@@ -15,7 +21,9 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::registry::{unix_ms, ModelVersion, RoutingTable, SyncHealth};
+use crate::registry::{
+    unix_ms, MemoryBudget, ModelVersion, ProcessMemory, RoutingTable, SyncHealth,
+};
 use crate::runtime::CallError;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -72,6 +80,33 @@ fn describe() {
     metrics::describe_gauge!(
         "ferry_model_ready",
         "1 when the version serves, 0 when it is loading or failed"
+    );
+    metrics::describe_gauge!(
+        "ferry_version_memory_bytes",
+        metrics::Unit::Bytes,
+        "Memory of a version: the snapshot image its instances share, and their private linear memory"
+    );
+    metrics::describe_gauge!(
+        "ferry_version_resident",
+        "1 when the version holds its instances, 0 when evicted (it comes back on its next request)"
+    );
+    metrics::describe_counter!(
+        "ferry_version_evictions_total",
+        "Times a version was evicted to stay within the host's memory budget"
+    );
+    metrics::describe_counter!(
+        "ferry_version_cold_loads_total",
+        "Times an evicted version came back for a request"
+    );
+    metrics::describe_histogram!(
+        "ferry_cold_request_wait_seconds",
+        metrics::Unit::Seconds,
+        "Time a request to an evicted version waited for it to come back"
+    );
+    metrics::describe_gauge!(
+        "ferry_host_memory_bytes",
+        metrics::Unit::Bytes,
+        "Host memory: held by routed versions, the budget, and the process's RSS and PSS"
     );
     metrics::describe_gauge!(
         "ferry_store_sync_age_seconds",
@@ -163,10 +198,54 @@ pub fn call_error(v: &ModelVersion, e: &CallError) {
     .increment(1);
 }
 
+/// Records how long a request waited for its evicted version to come back.
+pub fn cold_wait(v: &ModelVersion, waited: Duration) {
+    metrics::histogram!("ferry_cold_request_wait_seconds", &labels(v)).record(waited.as_secs_f64());
+}
+
+/// Samples the host's memory gauges (called at scrape time).
+pub fn sample_memory(budget: &MemoryBudget) {
+    let gauge = |kind: &str, bytes: u64| {
+        metrics::gauge!("ferry_host_memory_bytes", "kind" => kind.to_owned()).set(bytes as f64)
+    };
+    gauge("versions", budget.resident_bytes());
+    if let Some(max) = budget.max() {
+        gauge("budget", max);
+    }
+    if let Some(process) = ProcessMemory::read() {
+        gauge("rss", process.rss_bytes);
+        gauge("pss", process.pss_bytes);
+    }
+}
+
 /// Samples per-version gauges from the routing table (called at scrape time).
 pub fn sample(table: &RoutingTable) {
     for v in table.versions() {
         let [model, version] = labels(v);
+        if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
+            let memory = |kind: &str, bytes: u64| {
+                metrics::gauge!(
+                    "ferry_version_memory_bytes",
+                    &[model.clone(), version.clone(), ("kind", kind.to_owned())]
+                )
+                .set(bytes as f64)
+            };
+            let resident = stats.resident;
+            memory("shared", if resident { stats.shared_bytes } else { 0 });
+            memory("private", stats.private_bytes);
+            metrics::gauge!("ferry_version_resident", &[model.clone(), version.clone()])
+                .set(if resident { 1.0 } else { 0.0 });
+            metrics::counter!(
+                "ferry_version_evictions_total",
+                &[model.clone(), version.clone()]
+            )
+            .absolute(stats.evictions);
+            metrics::counter!(
+                "ferry_version_cold_loads_total",
+                &[model.clone(), version.clone()]
+            )
+            .absolute(stats.reopens);
+        }
         let (busy, idle) = v
             .pool
             .as_ref()

@@ -83,6 +83,7 @@ async fn not_found() -> ApiError {
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::sample(&state.registry.table());
     metrics::sample_sync(&state.registry.sync);
+    metrics::sample_memory(state.registry.budget());
     (
         [(
             header::CONTENT_TYPE,

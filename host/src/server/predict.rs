@@ -86,6 +86,31 @@ fn describe_version(v: &ModelVersion) -> Value {
     {
         out["reason"] = json!(reason);
     }
+    if let Some(passed) = v.self_tests_cached {
+        out["self_tests"] = json!({
+            "passed": passed,
+            "failed": 0,
+            "cached": "passed when this same snapshot was first loaded on this host; not run again",
+        });
+    }
+    if let Some(mode) = &v.start_mode {
+        out["snapshot"] = match mode {
+            crate::runtime::StartMode::Snapshot => json!({"taken": true}),
+            crate::runtime::StartMode::InitPerInstance(reason) => {
+                json!({"taken": false, "reason": reason})
+            }
+        };
+    }
+    if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
+        out["memory"] = json!({
+            "resident": stats.resident,
+            "shared_bytes": if stats.resident { stats.shared_bytes } else { 0 },
+            "private_bytes": stats.private_bytes,
+            "instances": stats.live,
+            "evictions": stats.evictions,
+            "cold_loads": stats.reopens,
+        });
+    }
     if let Some(report) = &v.self_tests {
         out["self_tests"] = json!({
             "passed": report.passed(),

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -112,7 +113,7 @@ impl BlobCache {
     /// The blob's content, checked against its sha256: read in place from a local store, else from
     /// the cache, downloading it first if needed. A cached copy that no longer matches is dropped and
     /// downloaded again.
-    pub async fn read(&self, sha256: &str) -> Result<Vec<u8>> {
+    pub async fn read(&self, sha256: &str) -> Result<Bytes> {
         if !is_sha256(sha256) {
             return Err(StorageError::Other(format!("{sha256:?} is not a sha256")));
         }
@@ -218,10 +219,10 @@ impl BlobCache {
 }
 
 /// Reads a file that should hold the blob `sha256`, checking that it does.
-async fn read_verified(path: PathBuf, sha256: &str) -> Result<Vec<u8>> {
+async fn read_verified(path: PathBuf, sha256: &str) -> Result<Bytes> {
     let sha = sha256.to_owned();
     tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        let bytes = map_or_read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StorageError::NotFound(blob_key(&sha)),
             _ => disk(&path, e),
         })?;
@@ -235,4 +236,20 @@ async fn read_verified(path: PathBuf, sha256: &str) -> Result<Vec<u8>> {
     })
     .await
     .map_err(|e| StorageError::Other(e.to_string()))?
+}
+
+/// Blobs above this are mapped rather than read: gigabytes of weights become file pages the kernel
+/// can share and drop, not heap.
+const MAP_ABOVE: u64 = 1 << 20;
+
+/// The file's content, mapped read-only when large. Blobs are immutable (written whole, then renamed
+/// into place; removal unlinks), so the mapping never sees them change.
+fn map_or_read(path: &Path) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() <= MAP_ABOVE {
+        return std::fs::read(path).map(Bytes::from);
+    }
+    // SAFETY: see above — nothing writes to or truncates a blob file in place.
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    Ok(Bytes::from_owner(map))
 }

@@ -22,6 +22,11 @@ impl Model for Hostile {
         if config.attack == "fail-init" {
             return Err(Error::internal("refusing to start: fail-init"));
         }
+        if config.attack == "print-at-init" {
+            // Writing to stdout opens a WASI stream the guest's libc keeps: state a snapshot of the
+            // initialised instance cannot carry, so the host must start this one with init per instance.
+            println!("hostile guest: hello from init");
+        }
         Ok(Hostile { config })
     }
 
@@ -49,7 +54,7 @@ impl Model for Hostile {
 
     fn predict(&self, request: Value) -> Result<Value> {
         match self.config.attack.as_str() {
-            "" => Ok(json!({ "echo": request })),
+            "" | "print-at-init" => Ok(json!({ "echo": request })),
             "infinite-loop" => {
                 let mut n: u64 = 0;
                 loop {

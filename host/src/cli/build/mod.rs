@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::CacheArgs;
-use crate::engine::{EngineSettings, FerryEngine};
+use crate::engine::EngineSettings;
+use crate::runtime::ModelRuntime;
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
@@ -54,17 +55,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<i32> {
 /// Loads the built component as the host would and reports what it exports.
 fn check(out: &Path, build_time: Duration, cache: &CacheArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(out).with_context(|| format!("reading {}", out.display()))?;
-    let engine = FerryEngine::new(EngineSettings {
-        cache_dir: cache.dir(),
-        total_instances: 4,
-        ..Default::default()
-    })?;
-    let component = engine
+    let runtime = ModelRuntime::new(
+        EngineSettings {
+            cache_dir: cache.dir(),
+            total_instances: 4,
+            ..Default::default()
+        },
+        true,
+    )?;
+    let component = runtime
         .load_component(&bytes)
         .with_context(|| format!("{} does not match the Ferry contract", out.display()))?;
     let exports: Vec<String> = component
         .pre_component_type()
-        .exports(engine.engine())
+        .exports(runtime.engine().engine())
         .map(|(n, _)| n.to_owned())
         .collect();
     println!(

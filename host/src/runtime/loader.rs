@@ -1,0 +1,128 @@
+//! The runtime's half of the engine: the linker every model is instantiated against (the contract's
+//! host imports and deny-by-default WASI), and components in memory, shared by every version that
+//! uses the same code or the same snapshot.
+
+use std::sync::{Arc, Weak};
+
+use dashmap::DashMap;
+use wasmtime::component::Linker;
+
+use super::{GuestState, ModelComponent};
+use crate::engine::{check_header, EngineSettings, FerryEngine};
+
+/// The engine plus what the runtime adds to it.
+pub struct ModelRuntime {
+    engine: Arc<FerryEngine>,
+    linker: Linker<GuestState>,
+    /// Components in memory by content key: versions that share code (weights-only updates) or a
+    /// snapshot share its compiled code and pre-linked instance template.
+    loaded: DashMap<String, Weak<ModelComponent>>,
+    snapshots: bool,
+}
+
+impl ModelRuntime {
+    /// Builds the engine and the linker. `snapshots` turns initialised snapshots on (the default for
+    /// serving); off, every instance runs `init` itself.
+    pub fn new(settings: EngineSettings, snapshots: bool) -> anyhow::Result<Arc<ModelRuntime>> {
+        let engine = FerryEngine::new(settings)?;
+        let mut linker = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::add_to_linker(&mut linker)?;
+        Ok(Arc::new(ModelRuntime {
+            engine,
+            linker,
+            loaded: DashMap::new(),
+            snapshots,
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<FerryEngine> {
+        &self.engine
+    }
+
+    /// Whether versions are served from snapshots of their initialised instance.
+    pub fn snapshots(&self) -> bool {
+        self.snapshots
+    }
+
+    /// Compiles a component (or loads it from the cache) and checks it against the contract.
+    pub fn load_component(&self, bytes: &[u8]) -> anyhow::Result<Arc<ModelComponent>> {
+        check_header(bytes)?;
+        let sha256 = super::sha256_hex(bytes);
+        self.component(&sha256, || self.engine.compile(&sha256, bytes))
+    }
+
+    /// The component named `key`, shared when already in memory, else made by `compile` and
+    /// checked against the contract.
+    pub(crate) fn component(
+        &self,
+        key: &str,
+        compile: impl FnOnce() -> anyhow::Result<wasmtime::component::Component>,
+    ) -> anyhow::Result<Arc<ModelComponent>> {
+        if let Some(shared) = self.loaded.get(key).and_then(|weak| weak.upgrade()) {
+            return Ok(shared);
+        }
+        let component = compile()?;
+        let component =
+            ModelComponent::new(self.engine.clone(), &self.linker, component, key.to_owned())?;
+        self.loaded.retain(|_, weak| weak.strong_count() > 0);
+        self.loaded
+            .insert(key.to_owned(), Arc::downgrade(&component));
+        Ok(component)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn runtime() -> Arc<ModelRuntime> {
+        ModelRuntime::new(
+            EngineSettings {
+                cache_dir: None,
+                total_instances: 4,
+                ..Default::default()
+            },
+            true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn garbage_and_core_modules_are_refused_with_a_reason() {
+        let r = runtime();
+        let err = r
+            .load_component(b"\x7fELF not wasm")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("does not start with the \\0asm header"),
+            "{err}"
+        );
+        let module = wat::parse_str("(module)").unwrap();
+        let err = r.load_component(&module).err().unwrap().to_string();
+        assert!(
+            err.contains("core WebAssembly module, not a component"),
+            "{err}"
+        );
+        let mut truncated = wat::parse_str("(component (core module))").unwrap();
+        truncated.truncate(truncated.len() - 3);
+        assert!(r.load_component(&truncated).is_err());
+    }
+
+    #[test]
+    fn a_component_without_the_model_export_is_named_as_such() {
+        let err = runtime()
+            .load_component(b"(component)")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("does not export `ferry:model/model@0.1.0`"),
+            "{err}"
+        );
+        assert!(err.contains("export_model!"), "{err}");
+    }
+}
