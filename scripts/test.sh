@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 
 # Incremental state is for editing sessions; in a test run it only costs disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Where the run's time goes, so the suite can be kept within CI's budget.
+phase() { echo "== test.sh: $1 at $((SECONDS / 60))m$((SECONDS % 60))s" >&2; }
 # The host side first, with the features `cargo test --all-targets` resolves, so the test run below
 # reuses the build (a `cargo build -p ferry` alone resolves other features of serde, hashbrown, … and
 # compiles wasmtime twice); its `ferry` builds the Python samples.
+phase "building the host"
 cargo build --all-targets
+phase "building the models"
 FERRY_BIN=target/debug/ferry scripts/build-models.sh
 
 # Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.
@@ -27,4 +31,6 @@ export FERRY_TEST_S3_DIR=$s3_dir
 scripts/validate-deploy.sh
 
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
+phase "testing"
 cargo test --all-targets --no-fail-fast
+phase "done"

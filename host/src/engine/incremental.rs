@@ -76,7 +76,11 @@ impl IncrementalCache {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
                 let tmp = crate::files::temp_beside(&path);
-                std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path))
+                let done = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
+                if done.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                done
             });
         if let Err(e) = written {
             tracing::debug!(path = %path.display(), error = %e, "cannot keep a compiled function");
@@ -88,13 +92,23 @@ impl IncrementalCache {
         if size > self.max_bytes {
             return;
         }
-        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
+        if self
+            .bytes
+            .fetch_add(size, Ordering::Relaxed)
+            .saturating_add(size)
+            > self.max_bytes
+        {
             self.entries.clear();
             self.bytes.store(size, Ordering::Relaxed);
         }
         if let Some(old) = self.entries.insert(key.to_vec(), value) {
-            self.bytes
-                .fetch_sub(key.len() + old.len(), Ordering::Relaxed);
+            // Saturating: a concurrent start-over may already have zeroed the count.
+            let freed = key.len() + old.len();
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(freed))
+                });
         }
     }
 

@@ -2,15 +2,18 @@
 //! hold — each one's shared snapshot image once plus its instances' private memory — stays within
 //! it by evicting the least recently used versions. An evicted version stays ready and routed; its
 //! next request brings it back from the compiled snapshot on disk (milliseconds) and waits for it.
+//! The engine's instance slots (`[host] total_instances`) are budgeted the same way, budget or not:
+//! a host with more versions than slots keeps the recently used ones instantiated.
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::Registry;
-use crate::runtime::{InstancePool, MemoryGovernor};
+use crate::runtime::{InstancePool, MemoryGovernor, PoolStats, Room};
 
 /// Keeps the registry's versions within a byte budget.
 pub struct MemoryBudget {
     max: Option<u64>,
+    max_instances: usize,
     registry: OnceLock<Weak<Registry>>,
     /// One eviction decision at a time, so two versions coming back do not both evict for the same
     /// room.
@@ -18,10 +21,11 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
-    /// A budget of `max` bytes (`None`: unlimited, nothing is evicted).
-    pub fn new(max: Option<u64>) -> Arc<MemoryBudget> {
+    /// A budget of `max` bytes (`None`: unlimited) and `max_instances` instance slots.
+    pub fn new(max: Option<u64>, max_instances: usize) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {
             max,
+            max_instances,
             registry: OnceLock::new(),
             deciding: Mutex::new(()),
         })
@@ -55,36 +59,45 @@ impl MemoryBudget {
 }
 
 impl MemoryGovernor for MemoryBudget {
-    fn make_room(&self, needed: u64, pool: &InstancePool) {
-        let Some(max) = self.max else { return };
+    fn make_room(&self, needed: Room, pool: &InstancePool) {
         let _one = self.deciding.lock().unwrap();
-        let mut others: Vec<(u64, u64, Arc<InstancePool>)> = self
+        let mut others: Vec<(u64, PoolStats, Arc<InstancePool>)> = self
             .pools()
             .into_iter()
             .filter(|p| !std::ptr::eq(Arc::as_ptr(p), pool))
-            .map(|p| {
-                let stats = p.stats();
-                (p.last_used(), stats.resident_bytes(), p)
-            })
-            .filter(|(_, bytes, _)| *bytes > 0)
+            .map(|p| (p.last_used(), p.stats(), p))
+            .filter(|(_, stats, _)| stats.resident)
             .collect();
-        let mut total: u64 =
-            others.iter().map(|(_, b, _)| b).sum::<u64>() + pool.stats().resident_bytes() + needed;
+        let own = pool.stats();
+        let mut bytes: u64 = others
+            .iter()
+            .map(|(_, s, _)| s.resident_bytes())
+            .sum::<u64>()
+            + own.resident_bytes()
+            + needed.bytes;
+        let mut instances: usize =
+            others.iter().map(|(_, s, _)| s.live).sum::<usize>() + own.live + needed.instances;
+        let max_bytes = self.max.unwrap_or(u64::MAX);
+        let fits =
+            |bytes: u64, instances: usize| bytes <= max_bytes && instances <= self.max_instances;
         // Least recently used first; a version with a call in flight cannot go and is skipped.
         others.sort_by_key(|(used, _, _)| *used);
-        for (_, bytes, other) in others {
-            if total <= max {
+        for (_, stats, other) in others {
+            if fits(bytes, instances) {
                 break;
             }
             if other.evict() {
-                total = total.saturating_sub(bytes);
+                bytes = bytes.saturating_sub(stats.resident_bytes());
+                instances = instances.saturating_sub(stats.live);
             }
         }
-        if total > max {
+        if !fits(bytes, instances) {
             tracing::warn!(
-                budget = max,
-                resident = total,
-                "over the memory budget: every other version is busy or already evicted"
+                budget = self.max,
+                resident = bytes,
+                instance_slots = self.max_instances,
+                instances,
+                "over the host's budget: every other version is busy or already evicted"
             );
         }
     }

@@ -100,12 +100,16 @@ pub struct Registry {
 impl Registry {
     /// A registry over `store` with an empty routing table. Call from within the tokio runtime.
     pub fn new(store: Store, models: Arc<ModelRuntime>, config: HostConfig) -> Arc<Registry> {
-        let budget = MemoryBudget::new(config.host.max_resident_bytes);
         let parallel_loads = config
             .host
             .parallel_loads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
             .max(1);
+        // Versions being loaded are not in the routing table the budget looks at: keep slots for them.
+        let slots = (config.host.total_instances as usize)
+            .saturating_sub(4 * parallel_loads)
+            .max(1);
+        let budget = MemoryBudget::new(config.host.max_resident_bytes, slots);
         let registry = Arc::new(Registry {
             store,
             models,
@@ -289,7 +293,14 @@ impl Registry {
         // still loading, while the version that answered is deleted — that version keeps answering
         // until one is ready.
         let mut carried = None;
-        if entry.default_version().is_none() {
+        // Only while there is something to wait for: a version in the store that has not failed.
+        let hope = view.manifests.iter().any(|m| {
+            !matches!(
+                entry.versions.get(&m.version).map(|v| &v.state),
+                Some(VersionState::Failed(_))
+            )
+        });
+        if entry.default_version().is_none() && hope && !view.unloaded {
             if let Some(serving) = old.default_version() {
                 let name = serving.manifest.version.clone();
                 entry
@@ -486,8 +497,14 @@ impl Registry {
         );
         Arc::new(move || {
             let read = VersionArtifacts::read(&blobs, &manifest);
-            // Called on a request's path (inside `block_in_place`) or a loader thread.
-            let artifacts = runtime.block_on(read)?;
+            // Called on a loader thread, or on a request's path — usually inside `block_in_place`,
+            // but a version evicted between the caller's look and its checkout comes back on the
+            // async worker itself, where blocking needs `block_in_place` first.
+            let artifacts = if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::task::block_in_place(|| runtime.block_on(read))
+            } else {
+                runtime.block_on(read)
+            }?;
             artifacts.into_inputs()
         })
     }

@@ -201,7 +201,8 @@ impl ModelVersion {
         let tests_sha = self.manifest.tests_sha256.clone().unwrap_or_default();
         let snapshot = prepared.mode == StartMode::Snapshot;
         if snapshot {
-            if let Some(passed) = runtime.self_tests_passed(&prepared.key, &tests_sha) {
+            let cached = runtime.self_tests_passed(&prepared.key, &tests_sha);
+            if let Some(passed) = cached.filter(|n| *n > 0 || !host.require_self_tests) {
                 // The same initialised model passed these very cases on this host before.
                 self.self_tests_cached = Some(passed);
                 drop(instance);

@@ -26,7 +26,7 @@ pub use instance::{ModelInstance, Startup};
 pub use limits::ModelLimits;
 pub use loader::ModelRuntime;
 pub use pool::{
-    InstancePool, MemoryGovernor, PoolSpec, PoolStart, PoolStats, PooledInstance, Reopen,
+    InstancePool, MemoryGovernor, PoolSpec, PoolStart, PoolStats, PooledInstance, Reopen, Room,
     VersionInputs,
 };
 pub use snapshot::{NewVersion, Prepared, Refetch, StartMode, VersionCode};

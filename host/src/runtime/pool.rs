@@ -39,11 +39,21 @@ pub enum PoolStart {
 /// Brings an evicted pool's component back (from the compile cache).
 pub type Reopen = Box<dyn Fn() -> anyhow::Result<Arc<ModelComponent>> + Send + Sync>;
 
-/// Decides which pools give their memory back when the host's budget would be exceeded.
+/// Decides which pools give their memory and instance slots back when the host's budget would be
+/// exceeded.
 pub trait MemoryGovernor: Send + Sync {
-    /// Called before `pool` becomes resident (with the bytes it expects to need) and after (with 0):
-    /// evicts other pools until the host fits its budget.
-    fn make_room(&self, needed: u64, pool: &InstancePool);
+    /// Called before `pool` becomes resident or grows (with what it expects to need) and after (with
+    /// nothing): evicts other pools until the host fits its budget.
+    fn make_room(&self, needed: Room, pool: &InstancePool);
+}
+
+/// What a pool is about to take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes of memory.
+    pub bytes: u64,
+    /// Instance slots (the engine's pooling allocator has a fixed number).
+    pub instances: usize,
 }
 
 #[derive(Default)]
@@ -154,13 +164,13 @@ impl InstancePool {
             evictions: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
         });
-        if let Some(governor) = &pool.governor {
-            governor.make_room(pool.image_bytes, &pool);
-        }
+        // The pool's own stats already count its image (it holds its component).
+        pool.make_room(Room {
+            bytes: 0,
+            instances: pool.limits.min_instances.max(1),
+        });
         pool.fill()?;
-        if let Some(governor) = &pool.governor {
-            governor.make_room(0, &pool);
-        }
+        pool.make_room(Room::default());
         Ok(pool)
     }
 
@@ -190,11 +200,11 @@ impl InstancePool {
         let mut slots = self.slots.lock().unwrap();
         loop {
             if slots.component.is_none() {
+                let now = Instant::now();
+                if now >= cold_deadline {
+                    return Err(CallError::Overloaded(self.limits.init_deadline()));
+                }
                 if slots.reopening {
-                    let now = Instant::now();
-                    if now >= cold_deadline {
-                        return Err(CallError::Overloaded(self.limits.init_deadline()));
-                    }
                     slots = self
                         .freed
                         .wait_timeout(slots, cold_deadline - now)
@@ -204,9 +214,24 @@ impl InstancePool {
                 }
                 slots.reopening = true;
                 drop(slots);
-                let back = self.come_back();
-                self.slots.lock().unwrap().reopening = false;
-                self.freed.notify_all();
+                /// Ends the reopening however `come_back` ends (a panic included), so that waiters
+                /// and evictions are not locked out for good.
+                struct Reopening<'a>(&'a InstancePool);
+                impl Drop for Reopening<'_> {
+                    fn drop(&mut self) {
+                        self.0.slots.lock().unwrap().reopening = false;
+                        self.0.freed.notify_all();
+                    }
+                }
+                let reopening = Reopening(self);
+                // Bringing a version back blocks (mapping, instantiating, maybe reading its files):
+                // off the async worker when called from one.
+                let back = if tokio::runtime::Handle::try_current().is_ok() {
+                    tokio::task::block_in_place(|| self.come_back())
+                } else {
+                    self.come_back()
+                };
+                drop(reopening);
                 back?;
                 deadline = Instant::now() + self.limits.queue_timeout();
                 slots = self.slots.lock().unwrap();
@@ -222,6 +247,10 @@ impl InstancePool {
                 let component = slots.component.clone().expect("checked above");
                 slots.live += 1;
                 drop(slots);
+                self.make_room(Room {
+                    bytes: 0,
+                    instances: 1,
+                });
                 return match self.start_instance(&component) {
                     Ok(instance) => {
                         self.slots.lock().unwrap().memory += instance.memory_bytes();
@@ -247,20 +276,24 @@ impl InstancePool {
     /// Brings an evicted pool back: its code from the compile cache, then its warm instances. One
     /// caller at a time (`Slots::reopening`).
     fn come_back(&self) -> Result<(), CallError> {
-        if let Some(governor) = &self.governor {
-            let needed = self.resident_when_evicted.load(Ordering::Relaxed);
-            governor.make_room(needed.max(self.image_bytes), self);
-        }
+        self.make_room(Room {
+            bytes: (self.resident_when_evicted.load(Ordering::Relaxed)).max(self.image_bytes),
+            instances: self.limits.min_instances.max(1),
+        });
         let component = (self.reopen)().map_err(|e| {
             CallError::ModelFailed(format!("bringing the evicted version back: {e:#}"))
         })?;
         self.slots.lock().unwrap().component = Some(component);
         self.reopens.fetch_add(1, Ordering::Relaxed);
         self.fill()?;
-        if let Some(governor) = &self.governor {
-            governor.make_room(0, self);
-        }
+        self.make_room(Room::default());
         Ok(())
+    }
+
+    fn make_room(&self, needed: Room) {
+        if let Some(governor) = &self.governor {
+            governor.make_room(needed, self);
+        }
     }
 
     /// Gives the pool's memory back if none of its instances is checked out: drops the idle

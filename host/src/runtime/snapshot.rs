@@ -91,6 +91,9 @@ struct SnapshotNote {
     self_tests_passed: std::collections::BTreeMap<String, usize>,
 }
 
+/// wasmparser's limit on one module (`MAX_WASM_MODULE_SIZE`), which a snapshot's module must fit in.
+const MAX_MODULE_BYTES: u64 = 1 << 30;
+
 /// Dropping the init export is not an option here: the contract's world exports `init`, and
 /// instances from a snapshot simply never call it.
 fn wizer() -> Wizer {
@@ -220,7 +223,13 @@ impl ModelRuntime {
         crate::engine::check_header(code.component).context("compiling")?;
 
         let wizer = wizer();
-        let (cx, instrumented) = match wizer.instrument_component(code.component) {
+        // Wizer panics on some shapes it does not support (a funcref global, say): those are
+        // guests it cannot capture, not a reason to lose the loader thread.
+        let instrumented = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wizer.instrument_component(code.component)
+        }))
+        .unwrap_or_else(|_| Err(wasmtime::format_err!("Wizer panicked instrumenting it")));
+        let (cx, instrumented) = match instrumented {
             Ok(both) => both,
             Err(e) => {
                 let component = self.load_component(code.component).context("compiling")?;
@@ -261,7 +270,14 @@ impl ModelRuntime {
                 instance: raw,
                 error: None,
             };
-            let taken = run_now(wizer.snapshot_component(&cx, &mut state));
+            let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_now(wizer.snapshot_component(&cx, &mut state))
+            }))
+            .unwrap_or_else(|_| {
+                Some(Err(wasmtime::format_err!(
+                    "Wizer panicked reading the state"
+                )))
+            });
             match (taken, state.error) {
                 (Some(Ok(bytes)), None) => Ok(bytes),
                 (Some(Err(e)), _) => Err(format!("{e:#}")),
@@ -275,6 +291,14 @@ impl ModelRuntime {
             Err(e) => return Ok(per_instance(base, key, format!("taking the snapshot: {e}"))),
         };
         let image_bytes = data_segment_bytes(&snapshot);
+        if snapshot.len() as u64 >= MAX_MODULE_BYTES {
+            let reason = format!(
+                "the initialised memory ({} MiB) is more than a compiled snapshot can hold: wasmtime \
+                 reads modules of up to 1 GiB, and the snapshot is one module with the memory in it",
+                image_bytes >> 20
+            );
+            return Ok(per_instance(base, key, reason));
+        }
         let component = match self.component(&key, || self.engine().compile(&key, &snapshot)) {
             Ok(component) => component,
             Err(e) => {
