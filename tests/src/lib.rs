@@ -65,8 +65,36 @@ pub fn engine() -> Arc<ModelRuntime> {
         .clone()
 }
 
-/// Starts a version of `component` with `config`, `weights` and `limits`, as the host would (from a
-/// snapshot of its initialised instance when it can be taken).
+/// Starts a version of `component` on `runtime` the way the host does (from a snapshot of its
+/// initialised instance when one can be taken); also says how it was prepared.
+pub fn start_version_on(
+    runtime: &Arc<ModelRuntime>,
+    component: &[u8],
+    config: &str,
+    weights: Option<Vec<u8>>,
+    limits: &ModelLimits,
+    label: &str,
+) -> anyhow::Result<(Arc<InstancePool>, ferry::runtime::Prepared)> {
+    let weights_sha = weights.as_deref().map(ferry::runtime::sha256_hex);
+    runtime.start_version(
+        ferry::runtime::NewVersion {
+            component,
+            component_sha256: &ferry::runtime::sha256_hex(component),
+            inputs: VersionInputs {
+                config: config.to_owned(),
+                weights: weights.map(Into::into),
+            },
+            weights_sha256: weights_sha.as_deref(),
+            refetch: None,
+        },
+        limits,
+        &Arc::from(label),
+        None,
+    )
+}
+
+/// Starts a version of `component` with `config`, `weights` and `limits` in the shared runtime, as
+/// the host would.
 pub fn try_start_version(
     component: &[u8],
     config: serde_json::Value,
@@ -74,21 +102,13 @@ pub fn try_start_version(
     limits: ModelLimits,
     label: &str,
 ) -> anyhow::Result<Arc<InstancePool>> {
-    let weights_sha = weights.as_deref().map(ferry::runtime::sha256_hex);
-    let (pool, _) = engine().start_version(
-        ferry::runtime::NewVersion {
-            component,
-            component_sha256: &ferry::runtime::sha256_hex(component),
-            inputs: VersionInputs {
-                config: config.to_string(),
-                weights: weights.map(Into::into),
-            },
-            weights_sha256: weights_sha.as_deref(),
-            refetch: None,
-        },
+    let (pool, _) = start_version_on(
+        &engine(),
+        component,
+        &config.to_string(),
+        weights,
         &limits,
-        &Arc::from(label),
-        None,
+        label,
     )?;
     Ok(pool)
 }

@@ -80,6 +80,17 @@ fn example_request(model: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Sends `model`'s example request to its main route: OIP infer for the tensor model diabetes-gbdt,
+/// feature-style predict for the others.
+fn call_example(server: &Server, model: &str) -> (u16, String) {
+    let route = if model == "diabetes-gbdt" {
+        format!("/v2/models/{model}/infer")
+    } else {
+        format!("/v1/models/{model}/predict")
+    };
+    ferry_tests::http::status_of(ureq::post(&server.url(&route)).send_json(example_request(model)))
+}
+
 fn pss(server: &Server) -> u64 {
     ProcessMemory::of(&server.pid().to_string())
         .expect("/proc/PID/smaps_rollup")
@@ -166,15 +177,7 @@ fn a_memory_budget_evicts_the_least_recently_used_and_brings_it_back_on_request(
 
     for round in 0..3 {
         for m in models {
-            // diabetes-gbdt is a tensor model (OIP infer); the others are feature-style.
-            let route = if m == "diabetes-gbdt" {
-                format!("/v2/models/{m}/infer")
-            } else {
-                format!("/v1/models/{m}/predict")
-            };
-            let (status, body) = ferry_tests::http::status_of(
-                ureq::post(&server.url(&route)).send_json(example_request(m)),
-            );
+            let (status, body) = call_example(&server, m);
             assert_eq!(status, 200, "round {round}, {m}: {body}");
             let listing = get_json(&server, "/v1/models");
             let memory = |e: &Value| e["versions"][0]["memory"].clone();
@@ -221,14 +224,7 @@ fn a_memory_budget_evicts_the_least_recently_used_and_brings_it_back_on_request(
         compiled.display()
     );
     for m in models {
-        let route = if m == "diabetes-gbdt" {
-            format!("/v2/models/{m}/infer")
-        } else {
-            format!("/v1/models/{m}/predict")
-        };
-        let (status, body) = ferry_tests::http::status_of(
-            ureq::post(&server.url(&route)).send_json(example_request(m)),
-        );
+        let (status, body) = call_example(&server, m);
         assert_eq!(status, 200, "{m} after its snapshot left the cache: {body}");
     }
     assert!(

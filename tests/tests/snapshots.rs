@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use ferry::engine::EngineSettings;
-use ferry::runtime::{ModelLimits, ModelRuntime, StartMode, VersionInputs};
+use ferry::runtime::{ModelLimits, ModelRuntime, StartMode};
 use ferry::selftest::{collect_cases, run_cases};
-use ferry_tests::{engine, model_file, test_guest, workspace};
+use ferry_tests::{engine, model_file, start_version_on, test_guest, workspace};
 use serde_json::json;
 
 fn start(
@@ -27,26 +27,11 @@ fn start_on(
     weights: Option<Vec<u8>>,
     label: &str,
 ) -> (Arc<ferry::runtime::InstancePool>, ferry::runtime::Prepared) {
-    let weights_sha = weights.as_deref().map(ferry::runtime::sha256_hex);
-    runtime
-        .start_version(
-            ferry::runtime::NewVersion {
-                component,
-                component_sha256: &ferry::runtime::sha256_hex(component),
-                inputs: VersionInputs {
-                    config: config.to_owned(),
-                    weights: weights.map(Into::into),
-                },
-                weights_sha256: weights_sha.as_deref(),
-                refetch: None,
-            },
-            &ModelLimits {
-                min_instances: 2,
-                ..Default::default()
-            },
-            &Arc::from(label),
-            None,
-        )
+    let limits = ModelLimits {
+        min_instances: 2,
+        ..Default::default()
+    };
+    start_version_on(runtime, component, config, weights, &limits, label)
         .unwrap_or_else(|e| panic!("{label}: {e:#}"))
 }
 

@@ -431,7 +431,15 @@ impl Registry {
                 let slot = registry.runtime.block_on(registry.load_slots.acquire());
                 let loaded = registry.load(manifest);
                 drop(slot);
-                registry.finish_load(loaded);
+                if let Some(pool) = registry.finish_load(loaded) {
+                    // Loads in flight do not see each other: once this one is routed, the budget
+                    // looks again at everything routed.
+                    crate::runtime::MemoryGovernor::make_room(
+                        registry.budget.as_ref(),
+                        crate::runtime::Room::default(),
+                        &pool,
+                    );
+                }
                 // Done loading before the re-apply, so that a re-apply that wants it again can start it;
                 // still in flight until the re-apply has started whatever follows (an older version when
                 // this one failed), so that [`Registry::settle`] does not look in between.
@@ -509,7 +517,9 @@ impl Registry {
         })
     }
 
-    fn finish_load(&self, version: ModelVersion) {
+    /// Publishes a loaded version (unless it was deleted, replaced or unloaded meanwhile); returns its
+    /// pool when it was published with one.
+    fn finish_load(&self, version: ModelVersion) -> Option<Arc<crate::runtime::InstancePool>> {
         let _writer = self.writer.lock().unwrap();
         let (model, name) = (
             version.manifest.model.clone(),
@@ -522,12 +532,15 @@ impl Registry {
             .is_some_and(|c| c.manifest == version.manifest && c.state == VersionState::Loading)
         {
             let version = Arc::new(version);
+            let pool = version.pool.clone();
             self.publish(|t| {
                 if let Some(entry) = t.models.get_mut(&model) {
                     entry.versions.insert(name, version);
                 }
             });
+            return pool;
         }
+        None
     }
 
     /// Applies `change` to a copy of the table and publishes it in one atomic store. Callers hold

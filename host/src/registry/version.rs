@@ -155,22 +155,14 @@ impl ModelVersion {
         artifacts: VersionArtifacts,
         host: &LoadOptions,
     ) -> anyhow::Result<()> {
-        let VersionArtifacts {
-            component: component_bytes,
-            weights,
-            config,
-            tests,
-        } = artifacts;
-        let config = config
-            .map(|c| String::from_utf8(c.to_vec()))
-            .transpose()
-            .context("the config is not UTF-8")?
-            .unwrap_or_else(|| "{}".into());
-        let tests = tests
+        let tests = artifacts
+            .tests
+            .as_ref()
             .map(|t| String::from_utf8(t.to_vec()))
             .transpose()
             .context("the tests file is not UTF-8")?;
-        if let Some(weights) = &weights {
+        let (component_bytes, inputs) = artifacts.into_inputs()?;
+        if let Some(weights) = &inputs.weights {
             check_fits(weights.len() as u64, self.limits.memory_bytes)?;
         }
 
@@ -179,7 +171,7 @@ impl ModelVersion {
             NewVersion {
                 component: &component_bytes,
                 component_sha256: &self.manifest.component_sha256,
-                inputs: VersionInputs { config, weights },
+                inputs,
                 weights_sha256: self.manifest.weights_sha256.as_deref(),
                 refetch: host.refetch.clone(),
             },
