@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every sample model into target/models/<name>.wasm, with its weights, config and tests files
-# beside it (target/models/<name>.weights, .config.json, .tests.json), and the hostile test guests into
+# beside it (target/models/<name>.weights, .config.json, .tests.json) and its ONNX graphs
+# (target/models/<name>.graph.<NAME>.onnx), and the hostile test guests into
 # target/test-guests/. Installs the wasm32-wasip2 target if it is missing, and componentize-py for the
 # Python sample.
 set -euo pipefail
@@ -8,20 +9,31 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null
 
-samples=(fraud-features diabetes-gbdt digits-onnx geo-embeddings)
+samples=(fraud-features diabetes-gbdt digits-onnx geo-embeddings gbdt-graph digits-graph)
 guests=(hostile-guest wrong-contract-guest)
 packages=()
 for p in "${samples[@]}" "${guests[@]}"; do packages+=(-p "$p"); done
 cargo build --release --target wasm32-wasip2 "${packages[@]}"
 
 # A sample's version files go beside its component. A sample declares them by name: weights.file holds
-# the weights file's name; a tests.json beside weights is the version's tests file (without weights, the
-# model compiles its tests in).
+# the weights file's name; graphs holds NAME=FILE lines, one per ONNX graph; a tests.json beside weights
+# or graphs is the version's tests file (or the file tests.file names; without either, the model
+# compiles its tests in). Paths are relative to the sample's folder.
 version_files() { # name
     local dir=sample-models/$1
+    rm -f target/models/"$1".graph.*.onnx
     if [[ -f $dir/weights.file ]]; then cp "$dir/$(cat "$dir/weights.file")" "target/models/$1.weights"; fi
     if [[ -f $dir/config.json ]]; then cp "$dir/config.json" "target/models/$1.config.json"; fi
-    if [[ -f $dir/weights.file && -f $dir/tests.json ]]; then cp "$dir/tests.json" "target/models/$1.tests.json"; fi
+    if [[ -f $dir/graphs ]]; then
+        while IFS='=' read -r graph file; do
+            [[ -n $graph ]] && cp "$dir/$file" "target/models/$1.graph.$graph.onnx"
+        done < "$dir/graphs"
+    fi
+    if [[ -f $dir/tests.file ]]; then
+        cp "$dir/$(cat "$dir/tests.file")" "target/models/$1.tests.json"
+    elif [[ ( -f $dir/weights.file || -f $dir/graphs ) && -f $dir/tests.json ]]; then
+        cp "$dir/tests.json" "target/models/$1.tests.json"
+    fi
 }
 
 built=target/wasm32-wasip2/release
@@ -36,7 +48,7 @@ done
 
 # Python samples are built by `ferry build` itself (componentize-py, pinned, installed on first use into
 # $FERRY_TOOLS_DIR). FERRY_BIN names a ferry binary already built; otherwise a debug one is built.
-python_samples=(python-eta)
+python_samples=(python-eta python-sklearn-graph)
 if [[ -z ${FERRY_BIN:-} ]]; then
     cargo build -p ferry
     FERRY_BIN=target/debug/ferry

@@ -64,6 +64,7 @@ fn start(name: &str, weights: Option<&[u8]>) -> ModelInstance {
             config: "{}",
             weights,
         },
+        None,
     )
     .expect("init")
 }
@@ -103,6 +104,7 @@ fn bench_instantiate(c: &mut Criterion) {
                             config: "{}",
                             weights: s.weights.as_deref(),
                         },
+                        None,
                     )
                     .unwrap(),
                 )
@@ -128,6 +130,7 @@ fn bench_instantiate_from_snapshot(c: &mut Criterion) {
                     component_sha256: &ferry::runtime::sha256_hex(&bytes),
                     config: "{}",
                     weights: s.weights.as_deref().zip(weights_sha.as_deref()),
+                    graphs: None,
                 },
                 &limits,
                 &label,
@@ -142,6 +145,7 @@ fn bench_instantiate_from_snapshot(c: &mut Criterion) {
                         &limits,
                         label.clone(),
                         Startup::Snapshot,
+                        None,
                     )
                     .unwrap(),
                 )
@@ -222,6 +226,7 @@ fn bench_new_projects(c: &mut Criterion) {
                     config: "{}",
                     weights: Some(&weights),
                 },
+                None,
             )
             .unwrap()
         };

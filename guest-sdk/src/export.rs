@@ -9,7 +9,11 @@ use crate::{Error, Init, Inputs, Model};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "ferry-model",
+        // The world with `wasi:nn`: a model that never opens a graph imports none of it (unused
+        // imports are left out of the component), so only graph models need their version's grant.
+        world: "ferry-graph-model",
+        // Bindings for the interfaces of other packages (wasi:nn) are generated here too.
+        generate_all,
         path: "../wit",
         pub_export_macro: true,
         default_bindings_module: "ferry_sdk::__private::bindings",

@@ -41,11 +41,13 @@ extern crate self as ferry_sdk;
 
 mod error;
 mod export;
+pub mod graph;
 mod metadata;
 mod selftest;
 mod tensor;
 
 pub use error::{Error, Result};
+pub use graph::Graph;
 pub use metadata::Metadata;
 pub use selftest::{SelfTest, SelfTests};
 pub use serde_json::{json, Value};
@@ -138,7 +140,7 @@ pub mod log {
 /// Everything a model file needs: `use ferry_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_model, json, Datatype, Error, Init, Inputs, Matrix, Metadata, Model, Result,
+        export_model, json, Datatype, Error, Graph, Init, Inputs, Matrix, Metadata, Model, Result,
         SelfTest, SelfTests, Tensor, TensorData, TensorSpec, Value,
     };
 }

@@ -3,6 +3,7 @@
 //! A host that serves machine-learning models compiled into sandboxed WebAssembly components.
 //!
 //! - [`engine`] owns the one wasmtime `Engine`: pooling allocator, epoch ticker, compiled-component cache.
+//! - [`host_api`] holds what a guest may import beyond logging: host-side graphs through `wasi:nn`.
 //! - [`runtime`] owns a version's instances: limits, the instance pool, and every call into a guest.
 //! - [`storage`] is where a store's objects live: one interface, a local-directory and an S3 backend.
 //! - [`registry`] owns versions' lives on this host, syncs them with the store, and publishes the one
@@ -11,18 +12,21 @@
 //! - [`config`] reads the host's TOML configuration.
 //! - [`selftest`] runs the self-tests a model ships and compares answers with a tolerance.
 //! - [`tensor`] converts Open Inference Protocol JSON tensors to and from the contract's tensors.
+//! - [`tools`] installs the pinned PyPI tools Ferry uses (componentize-py, ONNX Runtime) on first use.
 //! - [`cli`] is the `ferry` command line.
 
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod files;
+pub mod host_api;
 pub mod registry;
 pub mod runtime;
 pub mod selftest;
 pub mod server;
 pub mod storage;
 pub mod tensor;
+pub mod tools;
 
 /// The contract version this host serves (the `wit/` package).
 pub const CONTRACT: &str = "ferry:model@0.1.0";

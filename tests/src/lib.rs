@@ -85,6 +85,7 @@ pub fn start_version_on(
                 weights: weights.map(Into::into),
             },
             weights_sha256: weights_sha.as_deref(),
+            graphs: None,
             refetch: None,
         },
         limits,

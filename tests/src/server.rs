@@ -118,6 +118,8 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
         .arg(dir.join("ferry.toml"))
         .args(extra_args)
         .env("FERRY_LOG", "ferry=info,warn")
+        // The ONNX Runtime that host-side graphs load, installed once per checkout.
+        .env("FERRY_TOOLS_DIR", crate::workspace().join("target/tools"))
         .env_remove("FERRY_ADMIN_TOKEN")
         .env_remove("FERRY_INFERENCE_TOKEN")
         .stdout(Stdio::null())

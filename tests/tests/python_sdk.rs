@@ -22,6 +22,7 @@ fn probe(config: &str) -> Result<ModelInstance, CallError> {
             config,
             weights: None,
         },
+        None,
     )
 }
 

@@ -21,6 +21,7 @@ fn start(name: &str, weights: bool) -> ModelInstance {
             config: "{}",
             weights: weights.as_deref(),
         },
+        None,
     )
     .expect("init")
 }

@@ -102,6 +102,13 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
             config_sha256: optional(&args.files.config).await?,
             tests_sha256: optional(&args.files.tests).await?,
             limits,
+            graphs: {
+                let mut graphs = std::collections::BTreeMap::new();
+                for (name, path) in &args.files.graphs {
+                    graphs.insert(name.clone(), put(path.clone()).await?);
+                }
+                graphs
+            },
         };
         let manifest = Store::new(blobs)
             .create_version(&manifest)

@@ -55,6 +55,22 @@ pub struct VersionFiles {
     /// The version's tests file (JSON), written by the training script.
     #[arg(long)]
     pub tests: Option<PathBuf>,
+    /// A named ONNX graph of the version, run by the host and opened by the model through wasi:nn
+    /// (`load-by-name`); repeatable.
+    #[arg(long = "graph", value_name = "NAME=FILE.onnx", value_parser = parse_graph)]
+    pub graphs: Vec<(String, PathBuf)>,
+}
+
+/// `NAME=FILE.onnx`.
+fn parse_graph(arg: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("`{arg}` is not NAME=FILE.onnx (e.g. model=target/model.onnx)"))?;
+    crate::registry::check_graph_name(name).map_err(|e| e.to_string())?;
+    if file.is_empty() {
+        return Err(format!("`{arg}` names no file"));
+    }
+    Ok((name.to_owned(), PathBuf::from(file)))
 }
 
 /// Where the compiled-component cache lives unless `--cache-dir` says otherwise.

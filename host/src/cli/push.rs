@@ -140,6 +140,11 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
             shas.insert(format!("{name}_sha256"), json!(sha));
         }
     }
+    for (name, path) in &args.files.graphs {
+        let (part, sha) = file_part(&boundary, &format!("graph:{name}"), path)?;
+        parts.push(part);
+        shas.insert(format!("graph {name} sha256"), json!(sha));
+    }
 
     let total: u64 = parts
         .iter()

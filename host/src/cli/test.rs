@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::CacheArgs;
 use crate::engine::EngineSettings;
+use crate::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
 use crate::runtime::{
     ModelInstance, ModelLimits, ModelMetadata, ModelRuntime, StartMode, Startup, TensorSpec,
     VersionCode,
@@ -68,6 +69,35 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         ..limits
     };
 
+    let graphs = if args.files.graphs.is_empty() {
+        None
+    } else {
+        let mut files = Vec::new();
+        for (name, path) in &args.files.graphs {
+            let bytes = read(path, &format!("graph `{name}`"))?;
+            files.push(GraphFile {
+                name: name.clone(),
+                sha256: crate::runtime::sha256_hex(&bytes),
+                bytes: bytes.into(),
+            });
+        }
+        let options = GraphOptions::from_config(&config)?;
+        let started = Instant::now();
+        let graphs = VersionGraphs::load(files, &options, limits.graph_threads)?;
+        println!(
+            "  graphs     {} by {} ({:.1} MB in memory; loaded in {:.1?})",
+            args.files
+                .graphs
+                .iter()
+                .map(|(n, _)| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            graphs.backend().name(),
+            graphs.memory_bytes() as f64 / 1e6,
+            started.elapsed()
+        );
+        Some(graphs)
+    };
     let runtime = ModelRuntime::new(
         EngineSettings {
             cache_dir: args.cache.dir(),
@@ -91,6 +121,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
                 component_sha256: &component_sha,
                 config: &config,
                 weights: weights.as_deref().zip(weights_sha.as_deref()),
+                graphs: graphs.as_ref(),
             },
             &limits,
             &label,
@@ -118,8 +149,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     };
     let prepare_time = started.elapsed();
     let started = Instant::now();
-    let mut instance = ModelInstance::start(&prepared.component, &limits, label, startup)
-        .map_err(|e| anyhow::anyhow!("init failed: {e}"))?;
+    let mut instance = ModelInstance::start(
+        &prepared.component,
+        &limits,
+        label,
+        startup,
+        graphs.as_ref(),
+    )
+    .map_err(|e| anyhow::anyhow!("init failed: {e}"))?;
     let instance_time = started.elapsed();
     let compiled = runtime.engine().incremental_stats();
     println!(

@@ -30,8 +30,8 @@ use arc_swap::ArcSwap;
 pub use budget::{MemoryBudget, ProcessMemory};
 pub use routing::{ModelEntry, RouteError, RoutingTable, DEFAULT_ALIAS};
 pub use store::{
-    check_name, unix_ms, Aliases, ChangeRecord, HostStatus, HostVersion, ModelView, Store,
-    VersionManifest,
+    check_graph_name, check_name, unix_ms, Aliases, ChangeRecord, HostStatus, HostVersion,
+    ModelView, Store, VersionManifest,
 };
 pub use sync::SyncHealth;
 pub use version::{LoadOptions, ModelVersion, VersionArtifacts, VersionState};
@@ -595,6 +595,7 @@ impl Registry {
             config_sha256: None,
             tests_sha256: None,
             limits: None,
+            graphs: Default::default(),
         })
     }
 

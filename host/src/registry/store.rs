@@ -50,6 +50,10 @@ pub struct VersionManifest {
     /// Limits set for this version (over the host's per-model defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ModelLimits>,
+    /// Its named ONNX graphs (name → sha256), run by the host and opened by the guest through
+    /// `wasi:nn`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub graphs: BTreeMap<String, String>,
 }
 
 impl VersionManifest {
@@ -63,6 +67,7 @@ impl VersionManifest {
         ]
         .into_iter()
         .flatten()
+        .chain(self.graphs.values())
     }
 }
 
@@ -148,6 +153,11 @@ pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
         bail!("invalid {kind} name {name:?}: use 1-128 letters, digits, '-', '_' or '.', not starting with '.'");
     }
     Ok(())
+}
+
+/// A graph's name: what a model passes to `load-by-name`.
+pub fn check_graph_name(name: &str) -> anyhow::Result<()> {
+    check_name("graph", name)
 }
 
 const CHANGES: &str = "changes.json";
@@ -670,6 +680,7 @@ mod tests {
             weights_sha256: None,
             config_sha256: None,
             tests_sha256: None,
+            graphs: Default::default(),
             limits: None,
         }
     }

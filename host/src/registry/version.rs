@@ -9,6 +9,7 @@ use anyhow::Context;
 use super::VersionManifest;
 use bytes::Bytes;
 
+use crate::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
 use crate::runtime::{
     Admission, InstancePool, MemoryGovernor, ModelLimits, ModelMetadata, ModelRuntime, NewVersion,
     Refetch, StartMode, VersionInputs,
@@ -69,6 +70,8 @@ pub struct ModelVersion {
     pub self_tests_cached: Option<usize>,
     /// How its instances start (ready versions only).
     pub start_mode: Option<StartMode>,
+    /// Its host-side graphs, loaded (ready versions with graphs only).
+    pub graphs: Option<Arc<VersionGraphs>>,
     /// The bounded queue in front of the pool.
     pub admission: Admission,
     /// Seconds from the start of loading to ready (or failed).
@@ -90,6 +93,7 @@ impl ModelVersion {
             self_tests: None,
             self_tests_cached: None,
             start_mode: None,
+            graphs: None,
             admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
@@ -143,6 +147,7 @@ impl ModelVersion {
             Err(e) => {
                 version.state = VersionState::Failed(format!("{e:#}"));
                 version.pool = None;
+                version.graphs = None;
             }
         }
         version.load_seconds = started.elapsed().as_secs_f64();
@@ -161,10 +166,23 @@ impl ModelVersion {
             .map(|t| String::from_utf8(t.to_vec()))
             .transpose()
             .context("the tests file is not UTF-8")?;
+        let graph_files = artifacts.graphs.clone();
         let (component_bytes, inputs) = artifacts.into_inputs()?;
         if let Some(weights) = &inputs.weights {
             check_fits(weights.len() as u64, self.limits.memory_bytes)?;
         }
+        // Loaded once for the version, before any instance (snapshot or not) can open them.
+        let graphs = if graph_files.is_empty() {
+            None
+        } else {
+            let options = GraphOptions::from_config(&inputs.config)?;
+            Some(VersionGraphs::load(
+                graph_files,
+                &options,
+                self.limits.graph_threads,
+            )?)
+        };
+        self.graphs = graphs.clone();
 
         let label: Arc<str> = self.label().into();
         let (pool, prepared) = runtime.start_version(
@@ -173,6 +191,7 @@ impl ModelVersion {
                 component_sha256: &self.manifest.component_sha256,
                 inputs,
                 weights_sha256: self.manifest.weights_sha256.as_deref(),
+                graphs,
                 refetch: host.refetch.clone(),
             },
             &self.limits,
@@ -282,6 +301,8 @@ pub struct VersionArtifacts {
     pub config: Option<Bytes>,
     /// The tests file.
     pub tests: Option<Bytes>,
+    /// The named ONNX graphs.
+    pub graphs: Vec<GraphFile>,
 }
 
 impl VersionArtifacts {
@@ -319,6 +340,17 @@ impl VersionArtifacts {
             weights: optional(&manifest.weights_sha256).await?,
             config: optional(&manifest.config_sha256).await?,
             tests: optional(&manifest.tests_sha256).await?,
+            graphs: {
+                let mut graphs = Vec::with_capacity(manifest.graphs.len());
+                for (name, sha256) in &manifest.graphs {
+                    graphs.push(GraphFile {
+                        name: name.clone(),
+                        sha256: sha256.clone(),
+                        bytes: blobs.read(sha256).await?,
+                    });
+                }
+                graphs
+            },
         })
     }
 }

@@ -1,12 +1,16 @@
 //! What the host keeps per instance (the wasmtime store's data): a deny-by-default WASI context,
-//! the log capture, and the memory limiter.
+//! the log capture, the memory limiter, and the version's graphs as `wasi:nn` sees them.
+
+use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_nn::wit::WasiNnView;
 
 use super::bindings::ferry::model::{log, types};
 use super::guest_log::GuestLog;
 use super::LimitExceeded;
+use crate::host_api::graph::{GraphClock, StoreGraphs, VersionGraphs};
 
 /// Store data of one model instance.
 pub struct GuestState {
@@ -14,11 +18,13 @@ pub struct GuestState {
     table: ResourceTable,
     pub(crate) log: GuestLog,
     pub(crate) memory: MemoryLimiter,
+    /// Made on first use for a version without graphs (its component cannot import `wasi:nn`).
+    graphs: Option<StoreGraphs>,
 }
 
 impl GuestState {
-    /// State for an instance allowed `memory_bytes` of linear memory.
-    pub fn new(memory_bytes: u64) -> GuestState {
+    /// State for an instance allowed `memory_bytes` of linear memory, of a version with `graphs`.
+    pub fn new(memory_bytes: u64, graphs: Option<&Arc<VersionGraphs>>) -> GuestState {
         let log = GuestLog::default();
         // Deny by default: no preopened directories, no environment or arguments, stdin closed,
         // no sockets, no name lookups. Clocks and randomness stay (language runtimes need them).
@@ -34,7 +40,19 @@ impl GuestState {
             table: ResourceTable::new(),
             log,
             memory: MemoryLimiter::new(memory_bytes),
+            graphs: graphs.map(|g| StoreGraphs::new(Some(g))),
         }
+    }
+
+    /// What `wasi:nn`'s host functions work on.
+    pub(crate) fn wasi_nn(state: &mut GuestState) -> WasiNnView<'_> {
+        let graphs = state.graphs.get_or_insert_with(|| StoreGraphs::new(None));
+        graphs.view(&mut state.table)
+    }
+
+    /// The clock of this instance's graph runs, when its version has graphs.
+    pub(crate) fn graph_clock(&self) -> Option<&GraphClock> {
+        self.graphs.as_ref().map(StoreGraphs::clock)
     }
 }
 

@@ -14,6 +14,7 @@ use super::{
     GuestState, ModelComponent, ModelError, ModelLimits, ModelMetadata, SelfTestSuite, Tensor,
     TensorData,
 };
+use crate::host_api::graph::VersionGraphs;
 
 /// An initialised instance. Not shared: a pool hands it to one caller at a time.
 pub struct ModelInstance {
@@ -24,6 +25,8 @@ pub struct ModelInstance {
     limits: ModelLimits,
     label: Arc<str>,
     poisoned: bool,
+    /// What went wrong in a graph run during the last call (the guest's error carries no detail).
+    graph_failure: Option<String>,
     /// Its linear memory as its pool last counted it.
     pub(crate) accounted: u64,
 }
@@ -43,16 +46,21 @@ pub enum Startup<'a> {
 }
 
 impl ModelInstance {
-    /// Instantiates `component` and brings it to its initialised state as `startup` says.
-    /// `label` names the version in logs (e.g. `digits-onnx@3`).
+    /// Instantiates `component` and brings it to its initialised state as `startup` says; the
+    /// instance may open `graphs` (its version's) through `wasi:nn`. `label` names the version in logs
+    /// (e.g. `digits-onnx@3`).
     pub fn start(
         component: &Arc<ModelComponent>,
         limits: &ModelLimits,
         label: Arc<str>,
         startup: Startup<'_>,
+        graphs: Option<&Arc<VersionGraphs>>,
     ) -> Result<ModelInstance, CallError> {
         let engine = &component.engine;
-        let mut store = Store::new(engine.engine(), GuestState::new(limits.memory_bytes));
+        let mut store = Store::new(
+            engine.engine(),
+            GuestState::new(limits.memory_bytes, graphs),
+        );
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(engine.ticks_for(limits.init_deadline()));
         if engine.settings().fuel {
@@ -76,6 +84,7 @@ impl ModelInstance {
             limits: limits.clone(),
             label,
             poisoned: false,
+            graph_failure: None,
             accounted: 0,
         };
         if let Startup::Init { config, weights } = startup {
@@ -84,7 +93,7 @@ impl ModelInstance {
                 .call_with(init_deadline, |m, s| {
                     m.ferry_model_model().call_init(s, config, weights)
                 })?
-                .map_err(model_error)?;
+                .map_err(|e| instance.model_error(e))?;
         }
         instance.accounted = instance.memory_bytes();
         Ok(instance)
@@ -132,7 +141,7 @@ impl ModelInstance {
         self.check_input(size)?;
         let outputs = self
             .call(|m, s| m.ferry_model_model().call_infer(s, inputs, parameters))?
-            .map_err(model_error)?;
+            .map_err(|e| self.model_error(e))?;
         self.check_output(outputs.iter().map(tensor_bytes).sum())?;
         Ok(outputs)
     }
@@ -142,7 +151,7 @@ impl ModelInstance {
         self.check_input(request.len())?;
         let answer = self
             .call(|m, s| m.ferry_model_model().call_predict(s, request))?
-            .map_err(model_error)?;
+            .map_err(|e| self.model_error(e))?;
         self.check_output(answer.len())?;
         Ok(answer)
     }
@@ -202,8 +211,20 @@ impl ModelInstance {
             .data()
             .log
             .begin_call(self.limits.max_log_bytes_per_call);
+        if let Some(clock) = self.store.data().graph_clock() {
+            clock.arm(deadline);
+        }
         let result = f(&self.model, &mut self.store);
+        let graphs = self
+            .store
+            .data()
+            .graph_clock()
+            .map(|clock| clock.disarm())
+            .unwrap_or_default();
+        self.graph_failure = graphs.failure;
         let outcome = match result {
+            // A graph run stopped at the deadline: whatever the guest made of it, the call is late.
+            _ if graphs.deadline_passed => Err(CallError::DeadlineExceeded(deadline)),
             Ok(value) if self.store.data().log.overflowed() => {
                 // The guest swallowed the write error; the flood still costs it the call.
                 drop(value);
@@ -222,12 +243,19 @@ impl ModelInstance {
     }
 }
 
-/// Maps the guest's typed error to a call error.
-fn model_error(e: ModelError) -> CallError {
-    match e {
-        ModelError::InvalidInput(m) => CallError::InvalidInput(m),
-        ModelError::Unsupported(m) => CallError::Unsupported(m),
-        ModelError::Internal(m) => CallError::ModelFailed(m),
+impl ModelInstance {
+    /// Maps the guest's typed error to a call error; a failed graph run during the call adds what
+    /// the backend said.
+    fn model_error(&mut self, e: ModelError) -> CallError {
+        let mut detail = |m: String| match self.graph_failure.take() {
+            Some(failure) if !m.contains(&failure) => format!("{m} ({failure})"),
+            _ => m,
+        };
+        match e {
+            ModelError::InvalidInput(m) => CallError::InvalidInput(detail(m)),
+            ModelError::Unsupported(m) => CallError::Unsupported(detail(m)),
+            ModelError::Internal(m) => CallError::ModelFailed(detail(m)),
+        }
     }
 }
 

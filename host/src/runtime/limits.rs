@@ -31,6 +31,8 @@ pub struct ModelLimits {
     pub max_log_bytes_per_call: usize,
     /// Time `init` may take per instance (loading weights can be slow), in milliseconds.
     pub init_deadline_ms: u64,
+    /// Threads one run of a host-side graph may use (1: it runs on the calling instance's thread).
+    pub graph_threads: usize,
 }
 
 impl Default for ModelLimits {
@@ -47,6 +49,7 @@ impl Default for ModelLimits {
             max_output_bytes: 16 << 20,
             max_log_bytes_per_call: 64 << 10,
             init_deadline_ms: 30_000,
+            graph_threads: 1,
         }
     }
 }
@@ -72,6 +75,11 @@ impl ModelLimits {
             memory_bytes: self.memory_bytes.min(max_memory_bytes),
             max_instances,
             min_instances: self.min_instances.min(max_instances),
+            // More threads than cores only makes runs wait for each other.
+            graph_threads: self.graph_threads.clamp(
+                1,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             ..self.clone()
         }
     }

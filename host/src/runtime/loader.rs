@@ -28,6 +28,8 @@ impl ModelRuntime {
         let mut linker = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::add_to_linker(&mut linker)?;
+        // Granted per version: a component that imports it is refused unless its version has graphs.
+        crate::host_api::graph::add_to_linker(&mut linker, GuestState::wasi_nn)?;
         Ok(Arc::new(ModelRuntime {
             engine,
             linker,

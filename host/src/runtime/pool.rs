@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use super::instance::Startup;
 use super::{CallError, ModelComponent, ModelInstance, ModelLimits};
+use crate::host_api::graph::VersionGraphs;
 
 /// What every instance of a version is initialised with, when it runs `init` itself.
 #[derive(Debug, Default)]
@@ -77,6 +78,7 @@ pub struct InstancePool {
     image_bytes: u64,
     reopen: Reopen,
     governor: Option<Arc<dyn MemoryGovernor>>,
+    graphs: Option<Arc<VersionGraphs>>,
     slots: Mutex<Slots>,
     freed: Condvar,
     last_used: AtomicU64,
@@ -99,6 +101,8 @@ pub struct PoolStats {
     /// Bytes of linear memory beyond the shared image, summed over instances: what they may have
     /// written privately.
     pub private_bytes: u64,
+    /// Bytes the version's host-side graphs take (loaded once, shared; kept while evicted).
+    pub graph_bytes: u64,
     /// Times the pool was evicted.
     pub evictions: u64,
     /// Times it came back after an eviction.
@@ -106,12 +110,13 @@ pub struct PoolStats {
 }
 
 impl PoolStats {
-    /// What the pool costs the host: the shared image once plus every instance's private memory.
+    /// What the pool costs the host: the shared image once plus every instance's private memory,
+    /// and its graphs (which an eviction does not free).
     pub fn resident_bytes(&self) -> u64 {
         if self.resident {
-            self.shared_bytes + self.private_bytes
+            self.shared_bytes + self.private_bytes + self.graph_bytes
         } else {
-            0
+            self.graph_bytes
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct PoolSpec {
     pub reopen: Reopen,
     /// Who keeps the host within its memory budget, if anyone.
     pub governor: Option<Arc<dyn MemoryGovernor>>,
+    /// The version's host-side graphs, which its instances open through `wasi:nn`.
+    pub graphs: Option<Arc<VersionGraphs>>,
 }
 
 impl InstancePool {
@@ -154,6 +161,7 @@ impl InstancePool {
             image_bytes: spec.image_bytes,
             reopen: spec.reopen,
             governor: spec.governor,
+            graphs: spec.graphs,
             slots: Mutex::new(Slots {
                 component: Some(spec.component),
                 ..Default::default()
@@ -335,6 +343,7 @@ impl InstancePool {
             resident: slots.component.is_some(),
             shared_bytes: self.image_bytes,
             private_bytes: self.private(slots.memory, slots.live),
+            graph_bytes: self.graphs.as_ref().map_or(0, |g| g.memory_bytes()),
             evictions: self.evictions.load(Ordering::Relaxed),
             reopens: self.reopens.load(Ordering::Relaxed),
         }
@@ -363,7 +372,13 @@ impl InstancePool {
                 weights: inputs.weights.as_deref(),
             },
         };
-        ModelInstance::start(component, &self.limits, self.label.clone(), startup)
+        ModelInstance::start(
+            component,
+            &self.limits,
+            self.label.clone(),
+            startup,
+            self.graphs.as_ref(),
+        )
     }
 
     fn release_slot(&self, memory: u64) {

@@ -30,6 +30,7 @@ use super::{
     CallError, GuestState, InstancePool, MemoryGovernor, ModelComponent, ModelInstance,
     ModelLimits, ModelRuntime, PoolSpec, PoolStart, VersionInputs,
 };
+use crate::host_api::graph::VersionGraphs;
 
 /// A version's code and data, as the runtime needs them to bring it up.
 pub struct VersionCode<'a> {
@@ -41,6 +42,8 @@ pub struct VersionCode<'a> {
     pub config: &'a str,
     /// The weights and their sha256.
     pub weights: Option<(&'a [u8], &'a str)>,
+    /// The version's host-side graphs, loaded.
+    pub graphs: Option<&'a Arc<VersionGraphs>>,
 }
 
 /// A version to start: its code and what `init` gets (owned: without a snapshot the pool keeps it).
@@ -53,6 +56,8 @@ pub struct NewVersion<'a> {
     pub inputs: VersionInputs,
     /// The weights' sha256.
     pub weights_sha256: Option<&'a str>,
+    /// The version's host-side graphs, loaded (once, for all its instances).
+    pub graphs: Option<Arc<VersionGraphs>>,
     /// Reads the component and inputs again (from the host's blob cache), for when an evicted
     /// version's compiled snapshot has left the host cache meanwhile: it is then taken again.
     pub refetch: Option<Refetch>,
@@ -117,6 +122,7 @@ impl ModelRuntime {
             component_sha256,
             inputs,
             weights_sha256,
+            graphs,
             refetch,
         } = version;
         let prepared = self.prepare(
@@ -125,6 +131,7 @@ impl ModelRuntime {
                 component_sha256,
                 config: &inputs.config,
                 weights: inputs.weights.as_deref().zip(weights_sha256),
+                graphs: graphs.as_ref(),
             },
             limits,
             label,
@@ -137,6 +144,7 @@ impl ModelRuntime {
                     weights_sha256.map(str::to_owned),
                 );
                 let limits = limits.clone();
+                let graphs = graphs.clone();
                 // The weights went into the snapshot: dropping `inputs` drops the host's copy.
                 let reopen = move || match (runtime.reopen_snapshot(&key), &refetch) {
                     (Ok(component), _) => Ok(component),
@@ -150,6 +158,7 @@ impl ModelRuntime {
                                 component_sha256: &sha,
                                 config: &inputs.config,
                                 weights: inputs.weights.as_deref().zip(weights_sha.as_deref()),
+                                graphs: graphs.as_ref(),
                             },
                             &limits,
                             &label,
@@ -184,6 +193,7 @@ impl ModelRuntime {
             image_bytes: prepared.image_bytes,
             reopen,
             governor,
+            graphs,
         })
         .map_err(|e: CallError| anyhow::anyhow!("initialising: {e}"))?;
         Ok((pool, prepared))
@@ -198,6 +208,7 @@ impl ModelRuntime {
         limits: &ModelLimits,
         label: &Arc<str>,
     ) -> anyhow::Result<Prepared> {
+        check_graph_grant(code.component, code.graphs.is_some()).context("compiling")?;
         let key = snapshot_key(code);
         if !self.snapshots() {
             let component = self.load_component(code.component).context("compiling")?;
@@ -255,6 +266,7 @@ impl ModelRuntime {
                 config: code.config,
                 weights: code.weights.map(|(w, _)| w),
             },
+            code.graphs,
         )
         .map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
         if instance.host_resources_held() {
@@ -382,7 +394,50 @@ fn snapshot_key(code: &VersionCode<'_>) -> String {
     h.update(code.weights.map_or("", |(_, sha)| sha).as_bytes());
     h.update(b"\0");
     h.update(Sha256::digest(code.config.as_bytes()));
+    // `init` may have run a graph: its answers are in the snapshot.
+    if let Some(graphs) = code.graphs {
+        h.update(b"\0graphs\0");
+        h.update(graphs.key().as_bytes());
+    }
     format!("snapshot-{}", hex::encode(h.finalize()))
+}
+
+/// `wasi:nn` is granted only to versions with graphs: a component that imports it without any is
+/// refused before anything of it runs.
+fn check_graph_grant(component: &[u8], has_graphs: bool) -> anyhow::Result<()> {
+    if has_graphs {
+        return Ok(());
+    }
+    if let Some(import) = top_level_imports(component)
+        .into_iter()
+        .find(|name| name.starts_with("wasi:nn/"))
+    {
+        anyhow::bail!(
+            "the component imports `{import}` (host-side graphs through wasi:nn), but this version has \
+             no graphs: push it with its graphs (`ferry push … --graph NAME=FILE.onnx`)"
+        );
+    }
+    Ok(())
+}
+
+/// The names a component imports from the host (not those of components nested inside it).
+fn top_level_imports(component: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload {
+            Ok(wasmparser::Payload::ModuleSection { .. })
+            | Ok(wasmparser::Payload::ComponentSection { .. }) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::ComponentImportSection(reader)) if depth == 0 => {
+                names.extend(reader.into_iter().flatten().map(|i| i.name.name.to_owned()));
+            }
+            Ok(_) => {}
+            // Malformed: compiling it reports the error properly.
+            Err(_) => break,
+        }
+    }
+    names
 }
 
 /// Bytes of active data segments in every core module of `component`: the initialised memory image.

@@ -24,6 +24,9 @@ use crate::storage::{BlobCache, StorageError};
 /// Header with the sha256 the uploader expects the component to have.
 pub const SHA_HEADER: &str = "ferry-sha256";
 
+/// Named graphs one version may carry (`graph:NAME` parts).
+const MAX_GRAPHS: usize = 16;
+
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         let status = match &e {
@@ -172,7 +175,7 @@ pub async fn put_version(
     }
     let cap = registry.config().host.max_upload_bytes;
     // Refuse a declared oversize body before reading any of it (a multipart version holds up to four
-    // files, each under the cap).
+    // files and its graphs, each under the cap).
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -183,7 +186,7 @@ pub async fn put_version(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"multipart/"))
     {
-        4
+        4 + MAX_GRAPHS as u64
     } else {
         1
     };
@@ -222,7 +225,19 @@ pub async fn put_version(
                 "weights" => manifest.weights_sha256 = Some(uploads.ingest("weights", field, cap).await?.0),
                 "config" => manifest.config_sha256 = Some(uploads.ingest("config", field, cap).await?.0),
                 "tests" => manifest.tests_sha256 = Some(uploads.ingest("tests", field, cap).await?.0),
-                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests)"))),
+                other if other.starts_with("graph:") => {
+                    let graph = other["graph:".len()..].to_owned();
+                    crate::registry::check_graph_name(&graph).map_err(|e| ApiError::bad_request(format!("part `{other}`: {e}")))?;
+                    if manifest.graphs.contains_key(&graph) {
+                        return Err(ApiError::bad_request(format!("graph `{graph}` is sent twice")));
+                    }
+                    if manifest.graphs.len() >= MAX_GRAPHS {
+                        return Err(ApiError::bad_request(format!("a version has at most {MAX_GRAPHS} graphs")));
+                    }
+                    let sha = uploads.ingest("graph", field, cap).await?.0;
+                    manifest.graphs.insert(graph, sha);
+                }
+                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests, graph:NAME)"))),
             }
         }
     } else {
@@ -301,6 +316,7 @@ pub async fn put_version(
             "version": manifest.version,
             "component_sha256": manifest.component_sha256,
             "weights_sha256": manifest.weights_sha256,
+            "graphs": manifest.graphs,
             "state": version_state.state.name(),
         })),
     ))

@@ -6,8 +6,9 @@
 //! - `ferry_instances{model,version,state="busy"|"idle"}` (gauge, sampled at scrape)
 //! - `ferry_guest_errors_total{model,version,kind}`: traps and limit hits by kind
 //! - `ferry_model_load_seconds{model,version}` (gauge) and `ferry_model_ready{model,version}` (0/1)
-//! - `ferry_version_memory_bytes{model,version,kind="shared"|"private"}`: the snapshot image its
-//!   instances share (counted once) and their linear memory beyond it; `ferry_version_resident`
+//! - `ferry_version_memory_bytes{model,version,kind="shared"|"private"|"graph"}`: the snapshot image
+//!   its instances share (counted once), their linear memory beyond it, and what its host-side
+//!   graphs took when loaded (once per version); `ferry_version_resident`
 //!   (0/1), `ferry_version_evictions_total`, `ferry_version_cold_loads_total` (came back after an
 //!   eviction), `ferry_cold_request_wait_seconds` (histogram: requests that waited for that)
 //! - `ferry_host_memory_bytes{kind="versions"|"budget"|"rss"|"pss"}`: what the routed versions hold,
@@ -233,6 +234,7 @@ pub fn sample(table: &RoutingTable) {
             let resident = stats.resident;
             memory("shared", if resident { stats.shared_bytes } else { 0 });
             memory("private", stats.private_bytes);
+            memory("graph", stats.graph_bytes);
             metrics::gauge!("ferry_version_resident", &[model.clone(), version.clone()])
                 .set(if resident { 1.0 } else { 0.0 });
             metrics::counter!(

@@ -106,10 +106,14 @@ fn describe_version(v: &ModelVersion) -> Value {
             "resident": stats.resident,
             "shared_bytes": if stats.resident { stats.shared_bytes } else { 0 },
             "private_bytes": stats.private_bytes,
+            "graph_bytes": stats.graph_bytes,
             "instances": stats.live,
             "evictions": stats.evictions,
             "cold_loads": stats.reopens,
         });
+    }
+    if let Some(graphs) = &v.graphs {
+        out["graphs"] = graphs.describe();
     }
     if let Some(report) = &v.self_tests {
         out["self_tests"] = json!({

@@ -20,9 +20,20 @@ const SDK: &[(&str, &str)] = &[
         "ferry_sdk/_component.py",
         include_str!("../../../../guest-sdk/python/ferry_sdk/_component.py"),
     ),
+    (
+        "ferry_sdk/graph.py",
+        include_str!("../../../../guest-sdk/python/ferry_sdk/graph.py"),
+    ),
     ("wit/model.wit", include_str!("../../../../wit/model.wit")),
+    (
+        "wit/deps/wasi-nn/wasi-nn.wit",
+        include_str!("../../../../wit/deps/wasi-nn/wasi-nn.wit"),
+    ),
 ];
+/// componentize-py keeps every import of the world, used or not: only models that open graphs are
+/// built against the world with `wasi:nn` (which the host grants only to versions with graphs).
 const WORLD: &str = "ferry-model";
+const GRAPH_WORLD: &str = "ferry-graph-model";
 const ENTRY_MODULE: &str = "ferry_component";
 
 /// What `pyproject.toml` tells the build.
@@ -32,6 +43,8 @@ struct Project {
     module: String,
     class: String,
     bundle: Vec<PathBuf>,
+    /// `graphs = true`: the model opens host-side graphs.
+    graphs: bool,
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -84,11 +97,17 @@ fn read_project(dir: &Path) -> anyhow::Result<Project> {
             .collect::<anyhow::Result<_>>()?,
         Some(_) => bail!("[tool.ferry] bundle must be a list of folders"),
     };
+    let graphs = match ferry.get("graphs") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(_) => bail!("[tool.ferry] graphs is true or false"),
+    };
     Ok(Project {
         name,
         module: module.to_owned(),
         class: class.to_owned(),
         bundle,
+        graphs,
     })
 }
 
@@ -98,64 +117,12 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("FERRY_COMPONENTIZE_PY") {
         return Ok(PathBuf::from(path));
     }
-    let tools = std::env::var_os("FERRY_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("ferry/tools")))
-        .context("no cache directory for tools; set FERRY_TOOLS_DIR")?;
-    let venv = tools.join(format!("componentize-py-{COMPONENTIZE_PY}"));
-    let bin = venv.join("bin/componentize-py");
-    // Written last: a venv without it is an interrupted install, started over (a venv cannot be built
-    // elsewhere and moved: its scripts name their interpreter by absolute path).
-    let installed_mark = venv.join(".ferry-installed");
-    if installed_mark.exists() {
-        return Ok(bin);
-    }
-    // Builds running side by side must not install into (or clear) the same venv at once.
-    std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
-    let lock =
-        std::fs::File::create(tools.join(format!(".componentize-py-{COMPONENTIZE_PY}.lock")))?;
-    lock.lock()
-        .context("waiting for another ferry build's install")?;
-    if installed_mark.exists() {
-        return Ok(bin);
-    }
-    println!(
-        "installing componentize-py {COMPONENTIZE_PY} from PyPI into {}",
-        venv.display()
-    );
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).with_context(|| format!("clearing {}", venv.display()))?;
-    }
-    let python = std::env::var_os("FERRY_PYTHON").unwrap_or_else(|| "python3".into());
-    let venv_made = Command::new(&python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .with_context(|| {
-            format!(
-                "ferry build needs Python 3 ({}) to install componentize-py; install Python 3, or point \
-                 FERRY_COMPONENTIZE_PY at a componentize-py {COMPONENTIZE_PY} executable",
-                python.to_string_lossy()
-            )
-        })?;
-    if !venv_made.success() {
-        bail!("`{} -m venv` failed (see above); install the venv module (e.g. python3-venv) or set FERRY_COMPONENTIZE_PY", python.to_string_lossy());
-    }
-    let pip = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("componentize-py=={COMPONENTIZE_PY}"))
-        .status()
-        .context("running pip")?;
-    if !pip.success() {
-        let _ = std::fs::remove_dir_all(&venv);
-        bail!(
-            "could not install componentize-py {COMPONENTIZE_PY} from PyPI (pip's output is above). Without \
-             access to PyPI, install it elsewhere (`pip install componentize-py=={COMPONENTIZE_PY}`) and set \
-             FERRY_COMPONENTIZE_PY to the executable"
-        );
-    }
-    std::fs::write(&installed_mark, COMPONENTIZE_PY)?;
-    Ok(bin)
+    let tool = crate::tools::PypiTool {
+        package: "componentize-py",
+        version: COMPONENTIZE_PY,
+        override_var: "FERRY_COMPONENTIZE_PY (a componentize-py executable)",
+    };
+    Ok(tool.venv()?.join("bin/componentize-py"))
 }
 
 /// The generated entry module: imports the author's class and exports it through the SDK.
@@ -195,7 +162,8 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     command
         .arg("-d")
         .arg(stage.join("wit"))
-        .args(["-w", WORLD, "componentize", ENTRY_MODULE])
+        .args(["-w", if project.graphs { GRAPH_WORLD } else { WORLD }])
+        .args(["componentize", ENTRY_MODULE])
         .arg("-p")
         .arg(&stage)
         .arg("-p")
