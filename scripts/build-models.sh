@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 
 samples=(fraud-features diabetes-gbdt digits-onnx geo-embeddings gbdt-graph digits-graph)
-guests=(hostile-guest wrong-contract-guest)
+guests=(hostile-guest wrong-contract-guest graph-guest)
 packages=()
 for p in "${samples[@]}" "${guests[@]}"; do packages+=(-p "$p"); done
 cargo build --release --target wasm32-wasip2 "${packages[@]}"

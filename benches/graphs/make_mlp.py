@@ -1,16 +1,19 @@
 """Write a few-MB ONNX graph for benchmarks: a multi-layer perceptron with random (seeded) weights.
 
-The graph (opset 13, float32) takes `input` FP32 [N, 256] and gives `probabilities` FP32 [N, 10]:
-  256 → 1024 ReLU → 1024 ReLU → 10 softmax
+The graph (opset 13, float32) takes `input` FP32 [N, 64] and gives `probabilities` FP32 [N, 10]:
+  64 → 1024 ReLU → 1024 ReLU → 10 softmax
+(64 inputs and 10 classes, as the digits network, so that the digits samples run it unchanged: digits-onnx
+with tract inside the component, digits-graph through wasi:nn)
 built from MatMul, Add, Relu and Softmax only, with the weights as initializers, so tract runs it as well
 as ONNX Runtime. Weights are He-normal (σ = √(2 / fan-in)), biases N(0, 0.01²); with the defaults the file
-is about 5.3 MB (1.32 M parameters). Nothing is trained: the answers mean nothing, only the work does.
+is about 4.5 MB (1.13 M parameters). Nothing is trained: the answers mean nothing, only the work does.
 The output is generated, not committed: write it under target/.
 
 After writing, the script checks the graph with onnx.checker and, when onnxruntime is installed, runs a
 seeded batch through it and compares with the same network in numpy (max |Δ| printed, must be ≤ 1e-5).
 
-Run: python benches/graphs/make_mlp.py --out target/graphs/mlp.onnx [--hidden 1024] [--layers 2] [--seed 20261201]
+Run: python benches/graphs/make_mlp.py --out target/graphs/mlp.onnx [--inputs 64] [--hidden 1024] [--layers 2]
+     [--seed 20261201]
 """
 import argparse
 import pathlib
@@ -19,12 +22,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-INPUTS, CLASSES = 256, 10
+CLASSES = 10
 
 
-def build(hidden: int, layers: int, seed: int) -> tuple[onnx.ModelProto, list[tuple[np.ndarray, np.ndarray]]]:
+def build(inputs: int, hidden: int, layers: int, seed: int) -> tuple[onnx.ModelProto, list[tuple[np.ndarray, np.ndarray]]]:
     rng = np.random.default_rng(seed)
-    widths = [INPUTS] + [hidden] * layers + [CLASSES]
+    widths = [inputs] + [hidden] * layers + [CLASSES]
     params, nodes, initializers = [], [], []
     x = "input"
     for k, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
@@ -42,7 +45,7 @@ def build(hidden: int, layers: int, seed: int) -> tuple[onnx.ModelProto, list[tu
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", INPUTS])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", inputs])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", CLASSES])],
         initializers,
     )
@@ -64,12 +67,13 @@ def reference(params: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=pathlib.Path, help="where to write the .onnx file")
+    parser.add_argument("--inputs", type=int, default=64, help="width of the input (default 64, as digits)")
     parser.add_argument("--hidden", type=int, default=1024, help="width of each hidden layer (default 1024)")
     parser.add_argument("--layers", type=int, default=2, help="number of hidden layers (default 2)")
     parser.add_argument("--seed", type=int, default=20261201)
     args = parser.parse_args()
 
-    model, params = build(args.hidden, args.layers, args.seed)
+    model, params = build(args.inputs, args.hidden, args.layers, args.seed)
     onnx.checker.check_model(model, full_check=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(model.SerializeToString())
@@ -82,7 +86,7 @@ def main() -> None:
     except ImportError:
         print("onnxruntime not installed: not run")
         return
-    x = np.random.default_rng(args.seed + 1).normal(0.0, 1.0, (8, INPUTS)).astype(np.float32)
+    x = np.random.default_rng(args.seed + 1).normal(0.0, 1.0, (8, args.inputs)).astype(np.float32)
     session = ort.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
     (got,) = session.run(["probabilities"], {"input": x})
     delta = float(np.max(np.abs(got - reference(params, x))))

@@ -179,3 +179,32 @@ pub fn author_env(cmd: &mut std::process::Command) -> &mut std::process::Command
     )
     .env("FERRY_TOOLS_DIR", workspace().join("target/tools"))
 }
+
+/// An ONNX graph written by `benches/graphs/make_mlp.py` with `args` (e.g. `["--hidden", "256"]`),
+/// generated once per checkout under `target/graphs/NAME.onnx` with the tests' Python (`target/py`,
+/// which scripts/test.sh fills from tests/python/requirements.txt).
+pub fn generated_graph(name: &str, args: &[&str]) -> PathBuf {
+    let out = workspace().join(format!("target/graphs/{name}.onnx"));
+    if out.exists() {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    // Test binaries run side by side: each writes its own file, the last rename wins (same bytes).
+    let partial = out.with_extension(format!("onnx.{}", std::process::id()));
+    let python = workspace().join("target/py/bin/python");
+    let status = std::process::Command::new(&python)
+        .arg(workspace().join("benches/graphs/make_mlp.py"))
+        .arg("--out")
+        .arg(&partial)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run scripts/test.sh once to install it)",
+                python.display()
+            )
+        });
+    assert!(status.success(), "make_mlp.py {args:?} failed");
+    std::fs::rename(&partial, &out).unwrap();
+    out
+}

@@ -31,20 +31,39 @@ pub struct Seed<'a> {
     pub weights: Option<PathBuf>,
     pub tests: Option<PathBuf>,
     pub config: Option<serde_json::Value>,
+    /// Named ONNX graphs (`--graph NAME=FILE`).
+    pub graphs: Vec<(String, PathBuf)>,
 }
 
 impl<'a> Seed<'a> {
-    /// A sample model from target/models with whatever files it has beside it.
+    /// A sample model from target/models with whatever files it has beside it (weights, config,
+    /// tests, `<name>.graph.<NAME>.onnx` graphs).
     pub fn sample(name: &'a str, version: &'a str) -> Seed<'a> {
         let dir = workspace().join("target/models");
         let beside = |ext: &str| Some(dir.join(format!("{name}.{ext}"))).filter(|p| p.exists());
+        let prefix = format!("{name}.graph.");
+        let mut graphs: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().into_string().ok()?;
+                let graph = file
+                    .strip_prefix(&prefix)?
+                    .strip_suffix(".onnx")?
+                    .to_owned();
+                Some((graph, e.path()))
+            })
+            .collect();
+        graphs.sort();
         Seed {
             model: name,
             version,
             component: dir.join(format!("{name}.wasm")),
             weights: beside("weights"),
             tests: beside("tests.json"),
-            config: None,
+            config: beside("config.json")
+                .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()),
+            graphs,
         }
     }
 
@@ -57,6 +76,7 @@ impl<'a> Seed<'a> {
             weights: None,
             tests: None,
             config: Some(config),
+            graphs: Vec::new(),
         }
     }
 }
@@ -76,6 +96,9 @@ pub fn add(store: &Path, seed: &Seed) {
     }
     if let Some(t) = &seed.tests {
         cmd.arg("--tests").arg(t);
+    }
+    for (name, file) in &seed.graphs {
+        cmd.arg("--graph").arg(format!("{name}={}", file.display()));
     }
     if let Some(c) = &seed.config {
         let path = store.with_file_name(format!("{}-{}.config.json", seed.model, seed.version));

@@ -115,6 +115,7 @@ fn sixteen_instances_of_a_256_mb_version_share_its_snapshot() {
         weights: Some(weights.path().join("geo-embeddings.weights")),
         tests: Some(weights.path().join("geo-embeddings.tests.json")),
         config: None,
+        graphs: Vec::new(),
     };
     let request = example_request("geo-embeddings");
 

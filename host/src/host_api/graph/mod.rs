@@ -25,6 +25,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use onnxruntime::library as onnxruntime_library;
 pub use wasi_nn::add_to_linker;
 pub(crate) use wasi_nn::StoreGraphs;
 
@@ -388,7 +389,10 @@ mod tests {
             ) else {
                 panic!("{backend:?} accepted a wrong input name")
             };
-            assert!(m.contains("takes input `input`, which was not given"), "{m}");
+            assert!(
+                m.contains("takes input `input`, which was not given"),
+                "{m}"
+            );
         }
         for (a, b) in answers[0].iter().zip(&answers[1]) {
             assert!((a - b).abs() < 1e-5, "tract {a} vs onnxruntime {b}");
@@ -407,7 +411,11 @@ mod tests {
         let err = format!("{err:#}");
         assert!(err.contains("run on the onnxruntime backend"), "{err}");
         assert!(err.contains("TreeEnsembleClassifier"), "{err}");
-        let graphs = load("sample-models/gbdt-graph/model.onnx", GraphBackend::OnnxRuntime).unwrap();
+        let graphs = load(
+            "sample-models/gbdt-graph/model.onnx",
+            GraphBackend::OnnxRuntime,
+        )
+        .unwrap();
         let rows = vec![NamedTensor {
             name: "features".into(),
             tensor: tensor::tensor(vec![2, 30], TensorType::Fp32, &[1f32; 60]),
@@ -420,11 +428,15 @@ mod tests {
             name: "features".into(),
             tensor: tensor::tensor(vec![2, 30], TensorType::Fp64, &[1f64; 60]),
         }];
-        let Err(RunError::Invalid(m)) = run(&graphs, wrong, Instant::now() + Duration::from_secs(60))
+        let Err(RunError::Invalid(m)) =
+            run(&graphs, wrong, Instant::now() + Duration::from_secs(60))
         else {
             panic!("FP64 accepted for an FP32 input")
         };
-        assert!(m.contains("input `features` is FP64, the graph takes Float32"), "{m}");
+        assert!(
+            m.contains("input `features` is FP64, the graph takes Float32"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -59,8 +59,9 @@ fn environment() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `$ORT_DYLIB_PATH`, else the library inside the pinned wheel's venv.
-fn library() -> anyhow::Result<PathBuf> {
+/// The ONNX Runtime shared library Ferry loads: `$ORT_DYLIB_PATH`, else the library inside the
+/// pinned wheel's venv (installed on first use).
+pub fn library() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         if !path.is_file() {

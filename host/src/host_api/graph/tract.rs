@@ -30,8 +30,7 @@ pub(super) fn load(bytes: &[u8]) -> anyhow::Result<Arc<dyn NativeGraph>> {
 }
 
 fn parse(bytes: &[u8]) -> anyhow::Result<Arc<dyn NativeGraph>> {
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])?;
+    let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
     for ix in 0..model.inputs.len() {
         let fact = model.input_fact(ix)?.clone();
         let Some(dt) = fact.datum_type.concretize() else {

@@ -1,0 +1,300 @@
+//! Host-side graphs end to end: the three graph samples pass `ferry test` with their training
+//! libraries' answers, serve over HTTP with both backends, and what a model may not do with a graph
+//! (import wasi:nn without graphs, hand the host graph bytes, open a graph it was not given, run past
+//! its deadline, send the wrong shape) fails that version or that request only.
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ferry_tests::http::{put_version, status_of};
+use ferry_tests::server::{ferry_bin, Seed, Server};
+use ferry_tests::{generated_graph, model_file, try_start_version, workspace};
+use serde_json::{json, Value};
+
+/// `ferry test` of a built sample with the files beside it, as the quick start runs it.
+fn ferry_test(name: &str) -> (bool, String) {
+    let seed = Seed::sample(name, "1");
+    let mut cmd = Command::new(ferry_bin());
+    cmd.arg("test").arg(&seed.component);
+    if let Some(tests) = &seed.tests {
+        cmd.arg("--tests").arg(tests);
+    }
+    let config = workspace().join(format!("target/models/{name}.config.json"));
+    if config.exists() {
+        cmd.arg("--config").arg(config);
+    }
+    for (graph, file) in &seed.graphs {
+        cmd.arg("--graph")
+            .arg(format!("{graph}={}", file.display()));
+    }
+    let out = ferry_tests::author_env(&mut cmd).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn graph_samples_pass_ferry_test_with_their_training_libraries_answers() {
+    for (name, cases, backend) in [
+        ("python-sklearn-graph", 30, "onnxruntime"),
+        ("gbdt-graph", 21, "onnxruntime"),
+        ("digits-graph", 31, "tract"),
+    ] {
+        let (passed, out) = ferry_test(name);
+        assert!(passed, "{name}:\n{out}");
+        assert!(
+            out.contains(&format!("{cases} passed, 0 failed")),
+            "{name}:\n{out}"
+        );
+        assert!(out.contains(&format!("by {backend}")), "{name}:\n{out}");
+    }
+}
+
+#[test]
+fn a_component_importing_wasi_nn_is_refused_for_a_version_without_graphs() {
+    let err = try_start_version(
+        &model_file("digits-graph.wasm"),
+        json!({}),
+        None,
+        Default::default(),
+        "digits-graph@no-graphs",
+    )
+    .err()
+    .expect("a wasi:nn component loaded without graphs");
+    let err = format!("{err:#}");
+    assert!(err.contains("imports `wasi:nn/"), "{err}");
+    assert!(err.contains("this version has no graphs"), "{err}");
+    assert!(err.contains("--graph NAME=FILE.onnx"), "{err}");
+    // The SDK links wasi:nn into every Rust model, but a model that opens no graph imports none of it.
+    let pool = try_start_version(
+        &model_file("fraud-features.wasm"),
+        json!({}),
+        None,
+        Default::default(),
+        "fraud-features@imports",
+    )
+    .expect("fraud-features loads");
+    let imports: Vec<String> = pool
+        .checkout()
+        .unwrap()
+        .component()
+        .pre_component_type()
+        .imports(ferry_tests::engine().engine().engine())
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(
+        imports.iter().all(|i| !i.starts_with("wasi:nn")),
+        "{imports:?}"
+    );
+}
+
+fn infer(server: &Server, model: &str) -> (u16, Value) {
+    let body =
+        std::fs::read(workspace().join(format!("sample-models/{model}/example-request.json")))
+            .unwrap();
+    let route = if model.starts_with("python") {
+        "v1"
+    } else {
+        "v2"
+    };
+    let path = if route == "v1" {
+        format!("/v1/models/{model}/predict")
+    } else {
+        format!("/v2/models/{model}/infer")
+    };
+    let (status, text) = status_of(
+        ureq::post(&server.url(&path))
+            .set("content-type", "application/json")
+            .send_bytes(&body),
+    );
+    (status, serde_json::from_str(&text).unwrap_or(json!(text)))
+}
+
+fn describe(server: &Server, model: &str) -> Value {
+    ureq::get(&server.url(&format!("/v1/models/{model}")))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+#[test]
+fn graph_versions_serve_over_http_and_uploads_carry_their_graphs() {
+    let server = Server::start(
+        &[
+            Seed::sample("python-sklearn-graph", "1"),
+            Seed::sample("gbdt-graph", "1"),
+            Seed::sample("digits-graph", "1"),
+        ],
+        "[host]\nrequire_self_tests = true\n",
+    );
+    let (status, answer) = infer(&server, "python-sklearn-graph");
+    assert_eq!(status, 200, "{answer}");
+    let p = answer["cancel_probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{answer}");
+    assert_eq!(answer["will_cancel"], json!(p > 0.5));
+    for model in ["gbdt-graph", "digits-graph"] {
+        let (status, answer) = infer(&server, model);
+        assert_eq!(status, 200, "{model}: {answer}");
+        let outputs = answer["outputs"].as_array().unwrap();
+        assert!(outputs.iter().any(|o| o["name"] == "label"), "{answer}");
+    }
+    for (model, backend) in [
+        ("gbdt-graph", "onnxruntime"),
+        ("digits-graph", "tract"),
+        ("python-sklearn-graph", "onnxruntime"),
+    ] {
+        let v = &describe(&server, model)["versions"][0];
+        assert_eq!(v["state"], "ready", "{v}");
+        assert_eq!(v["graphs"]["backend"], backend, "{v}");
+        let graph = &v["graphs"]["graphs"]["model"];
+        assert!(graph["memory_bytes"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["memory"]["graph_bytes"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["snapshot"]["taken"], true, "{v}");
+    }
+
+    // A version uploaded with its graph as a `graph:NAME` part; the same network on the other backend.
+    let component = model_file("digits-graph.wasm");
+    let graph = std::fs::read(workspace().join("sample-models/digits-onnx/digits.onnx")).unwrap();
+    let tests = model_file("digits-graph.tests.json");
+    let (status, body) = put_version(
+        &server.url(""),
+        "digits-graph",
+        "2",
+        &[
+            ("component", &component),
+            ("graph:model", &graph),
+            ("tests", &tests),
+            ("config", br#"{"graphs": {"backend": "onnxruntime"}}"#),
+        ],
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        created["graphs"]["model"].as_str().unwrap().len(),
+        64,
+        "{body}"
+    );
+    let v2 = wait_settled(&server, "digits-graph", "2");
+    assert_eq!(v2["state"], "ready", "{v2}");
+    assert_eq!(v2["graphs"]["backend"], "onnxruntime", "{v2}");
+    assert_eq!(v2["self_tests"]["failed"], 0, "{v2}");
+
+    // Without its graph the same component is refused, with the reason on the version.
+    let (status, body) = put_version(
+        &server.url(""),
+        "digits-graph",
+        "3",
+        &[("component", &component)],
+    );
+    assert_eq!(status, 201, "{body}");
+    let v3 = wait_settled(&server, "digits-graph", "3");
+    assert_eq!(v3["state"], "failed", "{v3}");
+    assert!(
+        v3["reason"]
+            .as_str()
+            .unwrap()
+            .contains("this version has no graphs"),
+        "{v3}"
+    );
+    // An unknown graph name in a part is the uploader's error.
+    let (status, body) = put_version(
+        &server.url(""),
+        "digits-graph",
+        "4",
+        &[("component", &component), ("graph:../x", &graph)],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid graph name"), "{body}");
+}
+
+fn wait_settled(server: &Server, model: &str, version: &str) -> Value {
+    for _ in 0..600 {
+        let d = describe(server, model);
+        if let Some(v) = d["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["version"] == version)
+        {
+            if v["state"] != "loading" {
+                return v.clone();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{model}@{version} did not settle:\n{}", server.log());
+}
+
+/// The graph guest over a deep generated network (24 layers of 256): one run of 20 000 rows is many
+/// operators of tens of milliseconds each, so a deadline falls between two of them.
+fn misuse_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let deep = generated_graph("deep-256x24", &["--hidden", "256", "--layers", "24"]);
+        let guest = Seed {
+            model: "graph-guest",
+            version: "1",
+            component: workspace().join("target/test-guests/graph-guest.wasm"),
+            weights: None,
+            tests: None,
+            config: None,
+            graphs: vec![("model".into(), deep)],
+        };
+        Server::start(
+            &[guest, Seed::sample("fraud-features", "1")],
+            "[host]\nrequire_self_tests = false\n[models.graph-guest]\ndeadline_ms = 300\nmax_instances = 2\n",
+        )
+    })
+}
+
+fn predict(model: &str, body: Value) -> (u16, String) {
+    status_of(
+        ureq::post(&misuse_server().url(&format!("/v1/models/{model}/predict")))
+            .set("content-type", "application/json")
+            .send_string(&body.to_string()),
+    )
+}
+
+fn assert_still_serving() {
+    let (status, body) = predict("graph-guest", json!({"rows": 2}));
+    assert_eq!(status, 200, "{body}");
+    let fraud = std::fs::read_to_string(
+        workspace().join("sample-models/fraud-features/example-request.json"),
+    )
+    .unwrap();
+    let (status, body) = predict("fraud-features", serde_json::from_str(&fraud).unwrap());
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_graph_run_past_its_deadline_is_stopped_and_answered_504() {
+    let (status, body) = predict("graph-guest", json!({"rows": 20_000}));
+    assert_eq!(status, 504, "{body}\n{}", misuse_server().log());
+    assert!(body.contains("deadline exceeded"), "{body}");
+    assert_still_serving();
+}
+
+#[test]
+fn graph_misuse_fails_that_request_only() {
+    let (status, body) = predict("graph-guest", json!({"load_bytes": true}));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("graph bytes from the guest are refused"),
+        "{body}"
+    );
+    assert_still_serving();
+
+    let (status, body) = predict("graph-guest", json!({"graph": "other"}));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("NotFound") && body.contains("other"),
+        "{body}"
+    );
+    assert_still_serving();
+
+    let (status, body) = predict("graph-guest", json!({"pixels": 63}));
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("graph `model`"), "{body}");
+    assert_still_serving();
+}
