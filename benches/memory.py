@@ -14,8 +14,11 @@ prints its figures beside a baseline measured in the same run:
              against warm-request p50/p99, evictions.
   hygiene    RELOADS (default 1000) weights-only updates + promotes of geo-embeddings under steady load:
              host RSS and request p99 over the first and the last tenth (goal: within 10%).
+  graphs     1 and 16 instances of digits-graph sharing one host-side graph (an MLP of GRAPH_HIDDEN,
+             default 2048, wide: 64 → 2048 → 2048 → 10, 17 MB), against digits-onnx running the same
+             network with tract inside each instance: host PSS, and what the graph is charged.
 
-Usage: python benches/memory.py [pss] [update] [budget] [hygiene]   (all when none named)
+Usage: python benches/memory.py [pss] [update] [budget] [hygiene] [graphs]   (all when none named)
 """
 import json
 import os
@@ -126,6 +129,12 @@ class Host:
     def metrics(self) -> str:
         return http("GET", self.base + "/metrics")[1].decode()
 
+    def infer(self, model, body: bytes):
+        status, answer = http("POST", f"{self.base}/v2/models/{model}/infer", body,
+                              {"Content-Type": "application/json"})
+        assert status == 200, answer
+        return answer
+
     def predict(self, model, body: bytes):
         started = time.perf_counter()
         status, answer = http("POST", f"{self.base}/v1/models/{model}/predict", body,
@@ -133,9 +142,11 @@ class Host:
         return status, time.perf_counter() - started, answer
 
 
-def ferry_add(work, model, version, component, weights=None, tests=None, config=None):
+def ferry_add(work, model, version, component, weights=None, tests=None, config=None, graphs=()):
     cmd = [FERRY, "add", str(component), "--model", model, "--version", version,
            "--store", str(work / "store"), "--cache-dir", str(work / "cache")]
+    for name, path in graphs:
+        cmd += ["--graph", f"{name}={path}"]
     if weights:
         cmd += ["--weights", str(weights)]
     if tests:
@@ -456,7 +467,51 @@ def part_hygiene():
         shutil.rmtree(work, ignore_errors=True)
 
 
-PARTS = {"pss": part_pss, "update": part_update, "budget": part_budget, "hygiene": part_hygiene}
+def part_graphs():
+    hidden = os.environ.get("GRAPH_HIDDEN", "2048")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-bench-graphs-"))
+    try:
+        graph = work / "mlp.onnx"
+        subprocess.run([PYTHON, str(ROOT / "benches/graphs/make_mlp.py"), "--out", str(graph), "--hidden", hidden],
+                       check=True, stdout=subprocess.DEVNULL)
+        ferry_add(work, "digits-graph", "1", MODELS / "digits-graph.wasm", graphs=[("model", graph)])
+        ferry_add(work, "digits-onnx", "1", MODELS / "digits-onnx.wasm", weights=graph)
+        body = (ROOT / "sample-models/digits-onnx/example-request.json").read_bytes()
+        rows = []
+        for model in ["digits-graph", "digits-onnx"]:
+            for n in [1, 16]:
+                config = (f"[host]\nrequire_self_tests = false\n[models.{model}]\nmin_instances = {n}\n"
+                          f"max_instances = {n}\nmemory_bytes = 536870912\n")
+                other = "digits-onnx" if model == "digits-graph" else "digits-graph"
+                config += f"[models.{other}]\nmin_instances = 1\nmax_instances = 1\n"
+                host = Host(work, config)
+                # Every instance answers at least once (16 threads over 16 instances).
+                workers = [threading.Thread(target=lambda: [host.infer(model, body) for _ in range(20)])
+                           for _ in range(n)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+                figures = smaps_rollup(host.proc.pid)
+                v = host.version(model, "1")
+                host.stop()
+                rows.append((model, n, figures["Pss"], v["memory"], v.get("snapshot", {})))
+        print(f"graphs: 64 → {hidden} → {hidden} → 10 ({graph.stat().st_size / 1e6:.1f} MB of ONNX), "
+              f"1 and 16 instances (host PSS; the other model has 1 instance)")
+        for model, n, pss, mem, snap in rows:
+            how = "host-side graph (wasi:nn, onnxruntime)" if model == "digits-graph" else "tract in each instance"
+            print(f"  {model:13} {how:40} {n:2} instances: PSS {pss / MIB:7.0f} MiB  "
+                  f"(graph {mem.get('graph_bytes', 0) / MIB:.0f} MiB once; snapshot {mem['shared_bytes'] / MIB:.0f} MiB "
+                  f"shared, {mem['private_bytes'] / MIB:.0f} MiB private)")
+        g1, g16, t1, t16 = rows
+        print(f"  per extra instance: host-side graph {(g16[2] - g1[2]) / 15 / MIB:.2f} MiB PSS, "
+              f"tract in the guest {(t16[2] - t1[2]) / 15 / MIB:.2f} MiB PSS")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+PARTS = {"pss": part_pss, "update": part_update, "budget": part_budget, "hygiene": part_hygiene,
+         "graphs": part_graphs}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(PARTS)

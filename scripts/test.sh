@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Incremental state is for editing sessions; in a test run it only costs disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Pinned tools Ferry installs on first use (componentize-py, the ONNX Runtime wheel), once per checkout.
+export FERRY_TOOLS_DIR=${FERRY_TOOLS_DIR:-$PWD/target/tools}
 # Where the run's time goes, so the suite can be kept within CI's budget.
 phase() { echo "== test.sh: $1 at $((SECONDS / 60))m$((SECONDS % 60))s" >&2; }
 # The host side first, with the features `cargo test --all-targets` resolves, so the test run below

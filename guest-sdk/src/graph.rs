@@ -109,16 +109,17 @@ fn to_nn(t: &Tensor) -> Result<nn_tensor::Tensor> {
         .map(|d| u32::try_from(*d))
         .collect::<std::result::Result<Vec<u32>, _>>()
         .map_err(|_| Error::internal(format!("tensor `{}`: a dimension exceeds 2^32", t.name)))?;
-    let (ty, bytes) = match &t.data {
-        TensorData::Fp32(v) => (nn_tensor::TensorType::Fp32, le(v, |x| x.to_le_bytes())),
-        TensorData::Fp64(v) => (nn_tensor::TensorType::Fp64, le(v, |x| x.to_le_bytes())),
-        TensorData::Uint8(v) => (nn_tensor::TensorType::U8, v.clone()),
-        TensorData::Bool(v) => (
-            nn_tensor::TensorType::U8,
-            v.iter().map(|b| *b as u8).collect(),
-        ),
-        TensorData::Int32(v) => (nn_tensor::TensorType::I32, le(v, |x| x.to_le_bytes())),
-        TensorData::Int64(v) => (nn_tensor::TensorType::I64, le(v, |x| x.to_le_bytes())),
+    let bools: Vec<u8>;
+    let (ty, bytes): (_, &[u8]) = match &t.data {
+        TensorData::Fp32(v) => (nn_tensor::TensorType::Fp32, le_bytes(v)),
+        TensorData::Fp64(v) => (nn_tensor::TensorType::Fp64, le_bytes(v)),
+        TensorData::Uint8(v) => (nn_tensor::TensorType::U8, v),
+        TensorData::Bool(v) => {
+            bools = v.iter().map(|b| *b as u8).collect();
+            (nn_tensor::TensorType::U8, &bools)
+        }
+        TensorData::Int32(v) => (nn_tensor::TensorType::I32, le_bytes(v)),
+        TensorData::Int64(v) => (nn_tensor::TensorType::I64, le_bytes(v)),
         other => {
             return Err(Error::internal(format!(
                 "tensor `{}`: {:?} does not cross to a graph (FP32, FP64, UINT8, INT32, INT64 do)",
@@ -127,15 +128,15 @@ fn to_nn(t: &Tensor) -> Result<nn_tensor::Tensor> {
             )))
         }
     };
-    Ok(nn_tensor::Tensor::new(&dims, ty, &bytes))
+    Ok(nn_tensor::Tensor::new(&dims, ty, bytes))
 }
 
-fn le<T: Copy, const N: usize>(values: &[T], bytes: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * N);
-    for v in values {
-        out.extend_from_slice(&bytes(*v));
-    }
-    out
+/// Numbers as wasi:nn's little-endian bytes: on wasm (little-endian) their memory already is, so the
+/// host copies them straight from it.
+fn le_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    const { assert!(cfg!(target_endian = "little")) };
+    // Safety: plain numbers, no padding; the bytes live as long as `values`.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
 }
 
 fn from_nn(name: String, t: &nn_tensor::Tensor) -> Result<Tensor> {

@@ -37,8 +37,8 @@ macro_rules! from_le {
     };
 }
 
-/// The elements of `tensor` named `name`, after checking its bytes match its dimensions.
-pub(super) fn elements(name: &str, tensor: &Tensor) -> Result<Elements, RunError> {
+/// Checks that the bytes of `tensor` named `name` match its dimensions.
+pub(super) fn check_size(name: &str, tensor: &Tensor) -> Result<(), RunError> {
     let count = tensor
         .dimensions
         .iter()
@@ -58,6 +58,12 @@ pub(super) fn elements(name: &str, tensor: &Tensor) -> Result<Elements, RunError
             type_name(tensor.ty)
         )));
     }
+    Ok(())
+}
+
+/// The elements of `tensor` named `name`, after checking its bytes match its dimensions.
+pub(super) fn elements(name: &str, tensor: &Tensor) -> Result<Elements, RunError> {
+    check_size(name, tensor)?;
     let data = &tensor.data;
     Ok(match tensor.ty {
         TensorType::Fp32 => Elements::F32(from_le!(data, f32)),

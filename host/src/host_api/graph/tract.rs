@@ -152,7 +152,7 @@ impl NativeRun for TractRun {
                     type_name(given.ty)
                 )));
             }
-            super::tensor::elements(name, &given)?;
+            super::tensor::check_size(name, &given)?;
             let shape: Vec<usize> = given.dimensions.iter().map(|d| *d as usize).collect();
             // Safety: `dt` is a plain numeric type and the byte count was checked against `shape`.
             let tensor = unsafe { Tensor::from_raw_dt(*dt, &shape, &given.data) }
