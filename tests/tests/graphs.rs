@@ -148,8 +148,12 @@ fn graph_versions_serve_over_http_and_uploads_carry_their_graphs() {
         assert_eq!(v["state"], "ready", "{v}");
         assert_eq!(v["graphs"]["backend"], backend, "{v}");
         let graph = &v["graphs"]["graphs"]["model"];
-        assert!(graph["memory_bytes"].as_u64().unwrap() > 0, "{v}");
-        assert!(v["memory"]["graph_bytes"].as_u64().unwrap() > 0, "{v}");
+        let file =
+            std::fs::metadata(workspace().join(format!("target/models/{model}.graph.model.onnx")))
+                .unwrap()
+                .len();
+        assert!(graph["memory_bytes"].as_u64().unwrap() >= file, "{v}");
+        assert_eq!(v["memory"]["graph_bytes"], graph["memory_bytes"], "{v}");
         assert_eq!(v["snapshot"]["taken"], true, "{v}");
     }
 
@@ -226,7 +230,7 @@ fn wait_settled(server: &Server, model: &str, version: &str) -> Value {
     panic!("{model}@{version} did not settle:\n{}", server.log());
 }
 
-/// The graph guest over a deep generated network (24 layers of 256): one run of 20 000 rows is many
+/// The graph guest over a deep generated network (24 layers of 256): one run of 40 000 rows (about 2 s) is many
 /// operators of tens of milliseconds each, so a deadline falls between two of them.
 fn misuse_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
@@ -269,9 +273,13 @@ fn assert_still_serving() {
 
 #[test]
 fn a_graph_run_past_its_deadline_is_stopped_and_answered_504() {
-    let (status, body) = predict("graph-guest", json!({"rows": 20_000}));
+    let (status, body) = predict("graph-guest", json!({"rows": 40_000}));
     assert_eq!(status, 504, "{body}\n{}", misuse_server().log());
-    assert!(body.contains("deadline exceeded"), "{body}");
+    // Stopped by the host (not run to its end and then caught by the guest's deadline).
+    assert!(
+        body.contains("a graph run passed the model's 300ms and was stopped"),
+        "{body}"
+    );
     assert_still_serving();
 }
 
@@ -295,6 +303,7 @@ fn graph_misuse_fails_that_request_only() {
 
     let (status, body) = predict("graph-guest", json!({"pixels": 63}));
     assert_eq!(status, 500, "{body}");
-    assert!(body.contains("graph `model`"), "{body}");
+    // ONNX Runtime's own words reach the caller.
+    assert!(body.contains("Got: 63 Expected: 64"), "{body}");
     assert_still_serving();
 }

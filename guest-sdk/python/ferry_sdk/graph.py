@@ -48,7 +48,8 @@ _CODES = {ty: code for ty, code in _TYPES.values()}
 
 
 class GraphError(Exception):
-    """A graph could not be opened or run; the message says what the host said."""
+    """A graph could not be opened or run. The message has wasi:nn's error code; the host adds the
+    backend's own words to the caller's error when the model lets this propagate."""
 
 
 class _Input:
@@ -121,7 +122,7 @@ class Graph:
             ty, code = _TYPES[value.datatype]
             try:
                 data = struct.pack(f"<{len(value.flat)}{code}", *value.flat)
-            except struct.error as e:
+            except (struct.error, OverflowError) as e:
                 raise ValueError(f"input {name!r}: an element is not a {value.datatype} value ({e})") from None
             pairs.append((name, _tensor.Tensor(value.shape, ty, data)))
         try:

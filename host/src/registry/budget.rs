@@ -61,20 +61,22 @@ impl MemoryBudget {
 impl MemoryGovernor for MemoryBudget {
     fn make_room(&self, needed: Room, pool: &InstancePool) {
         let _one = self.deciding.lock().unwrap();
-        let mut others: Vec<(u64, PoolStats, Arc<InstancePool>)> = self
+        let all: Vec<(u64, PoolStats, Arc<InstancePool>)> = self
             .pools()
             .into_iter()
             .filter(|p| !std::ptr::eq(Arc::as_ptr(p), pool))
             .map(|p| (p.last_used(), p.stats(), p))
-            .filter(|(_, stats, _)| stats.resident)
             .collect();
         let own = pool.stats();
-        let mut bytes: u64 = others
-            .iter()
-            .map(|(_, s, _)| s.resident_bytes())
-            .sum::<u64>()
+        // Every routed version's bytes, evicted ones' graphs included (an eviction frees its
+        // instances and code, not its graphs, which stay until the version unloads).
+        let mut bytes: u64 = all.iter().map(|(_, s, _)| s.resident_bytes()).sum::<u64>()
             + own.resident_bytes()
             + needed.bytes;
+        let mut others: Vec<(u64, PoolStats, Arc<InstancePool>)> = all
+            .into_iter()
+            .filter(|(_, stats, _)| stats.resident)
+            .collect();
         let mut instances: usize =
             others.iter().map(|(_, s, _)| s.live).sum::<usize>() + own.live + needed.instances;
         let max_bytes = self.max.unwrap_or(u64::MAX);
@@ -86,10 +88,13 @@ impl MemoryGovernor for MemoryBudget {
             if fits(bytes, instances) {
                 break;
             }
-            if other.evict() {
-                bytes = bytes.saturating_sub(stats.resident_bytes());
-                instances = instances.saturating_sub(stats.live);
+            // Only what an eviction gives back counts; a version of nothing but graphs stays.
+            let freed = stats.resident_bytes() - stats.graph_bytes;
+            if (freed == 0 && stats.live == 0) || !other.evict() {
+                continue;
             }
+            bytes = bytes.saturating_sub(freed);
+            instances = instances.saturating_sub(stats.live);
         }
         if !fits(bytes, instances) {
             tracing::warn!(

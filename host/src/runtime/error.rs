@@ -38,6 +38,9 @@ pub enum CallError {
     /// The call ran past its deadline and was interrupted (HTTP 504).
     #[error("deadline exceeded: the model ran longer than {0:?}")]
     DeadlineExceeded(Duration),
+    /// A host-side graph run passed the call's deadline and was stopped (HTTP 504).
+    #[error("deadline exceeded: a graph run passed the model's {0:?} and was stopped")]
+    GraphStopped(Duration),
     /// The call burnt its fuel (HTTP 504).
     #[error("fuel exhausted: the model used more than {0} units of fuel")]
     FuelExhausted(u64),
@@ -67,7 +70,7 @@ impl CallError {
             CallError::ModelFailed(_) => "model_failed",
             CallError::InputTooLarge { .. } => "input_too_large",
             CallError::OutputTooLarge { .. } => "output_too_large",
-            CallError::DeadlineExceeded(_) => "deadline",
+            CallError::DeadlineExceeded(_) | CallError::GraphStopped(_) => "deadline",
             CallError::FuelExhausted(_) => "fuel",
             CallError::Limit(LimitExceeded::Memory { .. }) => "memory",
             CallError::Limit(LimitExceeded::Log { .. }) => "log",
@@ -83,6 +86,7 @@ impl CallError {
         matches!(
             self,
             CallError::DeadlineExceeded(_)
+                | CallError::GraphStopped(_)
                 | CallError::FuelExhausted(_)
                 | CallError::Limit(_)
                 | CallError::StackOverflow

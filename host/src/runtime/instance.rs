@@ -224,7 +224,7 @@ impl ModelInstance {
         self.graph_failure = graphs.failure;
         let outcome = match result {
             // A graph run stopped at the deadline: whatever the guest made of it, the call is late.
-            _ if graphs.deadline_passed => Err(CallError::DeadlineExceeded(deadline)),
+            _ if graphs.deadline_passed => Err(CallError::GraphStopped(deadline)),
             Ok(value) if self.store.data().log.overflowed() => {
                 // The guest swallowed the write error; the flood still costs it the call.
                 drop(value);

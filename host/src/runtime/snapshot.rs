@@ -408,20 +408,20 @@ fn check_graph_grant(component: &[u8], has_graphs: bool) -> anyhow::Result<()> {
     if has_graphs {
         return Ok(());
     }
-    if let Some(import) = top_level_imports(component)
+    if let Some(import) = top_level_imports(component)?
         .into_iter()
         .find(|name| name.starts_with("wasi:nn/"))
     {
         anyhow::bail!(
             "the component imports `{import}` (host-side graphs through wasi:nn), but this version has \
-             no graphs: push it with its graphs (`ferry push … --graph NAME=FILE.onnx`)"
+             no graphs: give it its graphs (`--graph NAME=FILE.onnx` to ferry push, add or test)"
         );
     }
     Ok(())
 }
 
 /// The names a component imports from the host (not those of components nested inside it).
-fn top_level_imports(component: &[u8]) -> Vec<String> {
+fn top_level_imports(component: &[u8]) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(component) {
@@ -430,14 +430,15 @@ fn top_level_imports(component: &[u8]) -> Vec<String> {
             | Ok(wasmparser::Payload::ComponentSection { .. }) => depth += 1,
             Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
             Ok(wasmparser::Payload::ComponentImportSection(reader)) if depth == 0 => {
-                names.extend(reader.into_iter().flatten().map(|i| i.name.name.to_owned()));
+                for import in reader {
+                    names.push(import?.name.name.to_owned());
+                }
             }
             Ok(_) => {}
-            // Malformed: compiling it reports the error properly.
-            Err(_) => break,
+            Err(e) => anyhow::bail!("reading the component's imports: {e}"),
         }
     }
-    names
+    Ok(names)
 }
 
 /// Bytes of active data segments in every core module of `component`: the initialised memory image.

@@ -46,9 +46,9 @@ impl From<CallError> for ApiError {
             CallError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CallError::Unsupported(_) => StatusCode::BAD_REQUEST,
             CallError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            CallError::DeadlineExceeded(_) | CallError::FuelExhausted(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            CallError::DeadlineExceeded(_)
+            | CallError::GraphStopped(_)
+            | CallError::FuelExhausted(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             CallError::ModelFailed(_)
             | CallError::OutputTooLarge { .. }

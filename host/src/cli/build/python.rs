@@ -121,6 +121,7 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
         package: "componentize-py",
         version: COMPONENTIZE_PY,
         override_var: "FERRY_COMPONENTIZE_PY (a componentize-py executable)",
+        no_deps: false,
     };
     Ok(tool.venv()?.join("bin/componentize-py"))
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use ort::execution_providers::CPUExecutionProvider;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
 use ort::tensor::TensorElementType;
@@ -31,10 +32,12 @@ pub const ONNXRUNTIME: crate::tools::PypiTool = crate::tools::PypiTool {
     package: "onnxruntime",
     version: "1.23.2",
     override_var: "ORT_DYLIB_PATH (the path of libonnxruntime.so)",
+    // Only the shared library is used: numpy, sympy and protobuf would be 200 MB for nothing.
+    no_deps: true,
 };
 
 /// Finds the shared library and starts ONNX Runtime's environment, once per process.
-fn environment() -> anyhow::Result<()> {
+pub(super) fn environment() -> anyhow::Result<()> {
     static STARTED: Mutex<bool> = Mutex::new(false);
     let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
     if *started {
@@ -98,8 +101,13 @@ struct OrtGraph {
 }
 
 /// Builds the session: full graph optimisation, at most `threads` threads for one run (1: the run
-/// stays on the caller's thread), no spinning threads burning a shared CPU while idle.
+/// stays on the caller's thread), no spinning threads burning a shared CPU while idle, and no CPU
+/// arena (it would keep a run's peak memory for the process's life, uncharged).
 pub(super) fn load(bytes: &[u8], threads: usize) -> anyhow::Result<Arc<dyn NativeGraph>> {
+    Ok(Arc::new(open(bytes, threads)?))
+}
+
+fn open(bytes: &[u8], threads: usize) -> anyhow::Result<OrtGraph> {
     environment()?;
     let threads = threads.max(1);
     let session = Session::builder()?
@@ -108,6 +116,9 @@ pub(super) fn load(bytes: &[u8], threads: usize) -> anyhow::Result<Arc<dyn Nativ
         .with_inter_threads(1)?
         .with_parallel_execution(false)?
         .with_intra_op_spinning(false)?
+        .with_execution_providers([CPUExecutionProvider::default()
+            .with_arena_allocator(false)
+            .build()])?
         .commit_from_memory(bytes)
         .map_err(|e| anyhow::anyhow!("ONNX Runtime refuses the graph: {e}"))?;
     let spec = |name: &str, ty: &ValueType| -> (String, String, Vec<i64>) {
@@ -140,12 +151,12 @@ pub(super) fn load(bytes: &[u8], threads: usize) -> anyhow::Result<Arc<dyn Nativ
             .outputs
             .push(spec(&output.name, &output.output_type));
     }
-    Ok(Arc::new(OrtGraph {
+    Ok(OrtGraph {
         session,
         inputs,
         outputs,
         signature,
-    }))
+    })
 }
 
 impl NativeGraph for OrtGraph {
@@ -204,16 +215,16 @@ impl NativeRun for OrtRun {
         if Instant::now() >= deadline {
             return Err(RunError::Deadline);
         }
+        // A flag the watchdog set on an earlier run (just as it ended) must not stop this one.
+        self.options
+            .unterminate()
+            .map_err(|e| RunError::Failed(e.to_string()))?;
         let outputs = {
             let _watch = watchdog::watch(deadline, self.options.clone());
             run(graph, &self.options, &names, &values)
         };
-        if Instant::now() >= deadline {
-            // The watchdog may have set the flag: clear it for this instance's next run.
-            let _ = self.options.unterminate();
-            if outputs.is_err() {
-                return Err(RunError::Deadline);
-            }
+        if outputs.is_err() && Instant::now() >= deadline {
+            return Err(RunError::Deadline);
         }
         let outputs = outputs.map_err(RunError::Failed)?;
         outputs
@@ -264,8 +275,9 @@ fn run(
         .into_iter()
         .map(|p| {
             let p = NonNull::new(p).ok_or("ONNX Runtime returned no output")?;
-            // Safety: an output ONNX Runtime allocated for us; the value owns and releases it.
-            Ok(unsafe { DynValue::from_ptr(p, None) })
+            // Safety: an output the session allocated for us; the value owns and releases it, and
+            // keeps the session alive meanwhile.
+            Ok(unsafe { DynValue::from_ptr(p, Some(graph.session.inner())) })
         })
         .collect()
 }
@@ -382,6 +394,70 @@ fn zipmap(name: &str, value: &DynValue) -> Result<wasmtime_wasi_nn::Tensor, RunE
     }
     let dims = dims_u32(name, &[rows, width.unwrap_or(0)])?;
     Ok(tensor(dims, TensorType::Fp32, &data))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn digits() -> OrtRun {
+        if std::env::var_os("FERRY_TOOLS_DIR").is_none() {
+            std::env::set_var(
+                "FERRY_TOOLS_DIR",
+                format!("{}/../target/tools", env!("CARGO_MANIFEST_DIR")),
+            );
+        }
+        let path = format!(
+            "{}/../sample-models/digits-onnx/digits.onnx",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        OrtRun {
+            graph: Arc::new(open(&std::fs::read(path).unwrap(), 1).unwrap()),
+            options: Arc::new(RunOptions::new().unwrap()),
+        }
+    }
+
+    fn image() -> Vec<NamedTensor> {
+        vec![NamedTensor {
+            name: "input".into(),
+            tensor: tensor(vec![1, 64], TensorType::Fp32, &[1f32; 64]),
+        }]
+    }
+
+    #[test]
+    fn the_watchdog_terminates_a_run_past_its_deadline() {
+        let run = digits();
+        let input = ort_value("input", TensorElementType::Float32, &image()[0].tensor).unwrap();
+        let name = run.graph.inputs[0].0.as_ptr();
+        assert!(super::run(
+            &run.graph,
+            &run.options,
+            &[name],
+            std::slice::from_ref(&input)
+        )
+        .is_ok());
+        let watch = watchdog::watch(Instant::now(), run.options.clone());
+        std::thread::sleep(Duration::from_millis(100));
+        drop(watch);
+        let err = super::run(
+            &run.graph,
+            &run.options,
+            &[name],
+            std::slice::from_ref(&input),
+        )
+        .expect_err("the watchdog did not terminate the run");
+        assert!(err.contains("terminate"), "{err}");
+    }
+
+    #[test]
+    fn a_terminate_flag_left_from_an_earlier_run_does_not_stop_the_next() {
+        let mut run = digits();
+        run.options.terminate().unwrap();
+        let out = run.run(image(), Instant::now() + Duration::from_secs(60));
+        assert!(out.is_ok(), "the next run was stopped");
+    }
 }
 
 /// Terminates runs that pass their deadline. One thread for the process, started with the first run:

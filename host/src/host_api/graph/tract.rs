@@ -10,7 +10,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use wasmtime_wasi_nn::backend::NamedTensor;
 use wasmtime_wasi_nn::wit::TensorType;
 
-use super::tensor::{dims_u32, type_name};
+use super::tensor::{check_size, dims_u32, type_name};
 use super::{NativeGraph, NativeRun, RunError, Signature};
 
 struct TractGraph {
@@ -146,13 +146,25 @@ impl NativeRun for TractRun {
                     )))
                 }
             };
+            // Booleans cross wasi:nn as bytes.
+            let given = if given_dt == u8::datum_type() && *dt == bool::datum_type() {
+                check_size(name, &given)?;
+                let bools: Vec<bool> = given.data.iter().map(|b| *b != 0).collect();
+                let shape: Vec<usize> = given.dimensions.iter().map(|d| *d as usize).collect();
+                let tensor = Tensor::from_shape(&shape, &bools)
+                    .map_err(|e| RunError::Invalid(format!("input `{name}`: {e}")))?;
+                values.push(tensor.into_tvalue());
+                continue;
+            } else {
+                given
+            };
             if given_dt != *dt {
                 return Err(RunError::Invalid(format!(
                     "input `{name}` is {}, the graph takes {dt:?}",
                     type_name(given.ty)
                 )));
             }
-            super::tensor::check_size(name, &given)?;
+            check_size(name, &given)?;
             let shape: Vec<usize> = given.dimensions.iter().map(|d| *d as usize).collect();
             // Safety: `dt` is a plain numeric type and the byte count was checked against `shape`.
             let tensor = unsafe { Tensor::from_raw_dt(*dt, &shape, &given.data) }
