@@ -19,6 +19,7 @@ use criterion::Criterion;
 use ferry::runtime::{
     ModelInstance, ModelLimits, StartMode, Startup, Tensor, TensorData, VersionCode,
 };
+use ferry_benches::mean_ns;
 use ferry_tests::{engine, model_file, workspace};
 use tract_onnx::prelude::*;
 
@@ -299,20 +300,6 @@ fn bench_native_vs_wasm(c: &mut Criterion) {
         b.iter(|| black_box(wasm.infer(&input, "{}").unwrap()))
     });
     group.finish();
-}
-
-/// Mean time of a finished benchmark, from criterion's saved estimates.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(id)
-        .join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
 }
 
 fn main() {

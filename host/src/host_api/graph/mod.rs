@@ -120,6 +120,37 @@ pub(crate) trait NativeRun: Send {
     ) -> Result<Vec<NamedTensor>, RunError>;
 }
 
+/// Takes the input named `name` out of `given`, or says which inputs the graph takes.
+fn take_input(
+    given: &mut Vec<NamedTensor>,
+    name: &str,
+    signature: &Signature,
+) -> Result<wasmtime_wasi_nn::Tensor, RunError> {
+    let at = given.iter().position(|t| t.name == name).ok_or_else(|| {
+        let names: Vec<String> = signature
+            .inputs
+            .iter()
+            .map(|(n, _, _)| format!("`{n}`"))
+            .collect();
+        RunError::Invalid(format!(
+            "the graph takes input `{name}`, which was not given (it takes {})",
+            names.join(", ")
+        ))
+    })?;
+    Ok(given.swap_remove(at).tensor)
+}
+
+/// Refuses inputs left over once the graph's own were taken.
+fn no_other_inputs(left: &[NamedTensor]) -> Result<(), RunError> {
+    match left.first() {
+        Some(extra) => Err(RunError::Invalid(format!(
+            "the graph has no input `{}` (or it was given twice)",
+            extra.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A graph's declared inputs and outputs: name, element type and shape (-1 for any size).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Signature {

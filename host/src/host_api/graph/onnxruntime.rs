@@ -190,28 +190,11 @@ impl NativeRun for OrtRun {
         let mut names: Vec<*const c_char> = Vec::with_capacity(graph.inputs.len());
         for (name, ty) in &graph.inputs {
             let text = name.to_string_lossy();
-            let at = given.iter().position(|t| t.name == text).ok_or_else(|| {
-                RunError::Invalid(format!(
-                    "the graph takes input `{text}`, which was not given (it takes {})",
-                    graph
-                        .signature
-                        .inputs
-                        .iter()
-                        .map(|(n, _, _)| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-            let input = given.swap_remove(at).tensor;
+            let input = super::take_input(&mut given, &text, &graph.signature)?;
             values.push(ort_value(&text, *ty, &input)?);
             names.push(name.as_ptr());
         }
-        if let Some(extra) = given.first() {
-            return Err(RunError::Invalid(format!(
-                "the graph has no input `{}`",
-                extra.name
-            )));
-        }
+        super::no_other_inputs(&given)?;
         if Instant::now() >= deadline {
             return Err(RunError::Deadline);
         }

@@ -121,18 +121,7 @@ impl NativeRun for TractRun {
     ) -> Result<Vec<NamedTensor>, RunError> {
         let mut values: TVec<TValue> = tvec![];
         for (name, dt) in &self.graph.inputs {
-            let at = inputs.iter().position(|t| &t.name == name).ok_or_else(|| {
-                RunError::Invalid(format!(
-                    "the graph takes input `{name}`, which was not given (it takes {})",
-                    self.graph
-                        .inputs
-                        .iter()
-                        .map(|(n, _)| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-            let given = inputs.swap_remove(at).tensor;
+            let given = super::take_input(&mut inputs, name, &self.graph.signature)?;
             let given_dt = match given.ty {
                 TensorType::Fp32 => f32::datum_type(),
                 TensorType::Fp64 => f64::datum_type(),
@@ -171,12 +160,7 @@ impl NativeRun for TractRun {
                 .map_err(|e| RunError::Invalid(format!("input `{name}`: {e}")))?;
             values.push(tensor.into_tvalue());
         }
-        if let Some(extra) = inputs.first() {
-            return Err(RunError::Invalid(format!(
-                "the graph has no input `{}`",
-                extra.name
-            )));
-        }
+        super::no_other_inputs(&inputs)?;
         let mut state = match self.state.take() {
             Some(state) => state,
             None => self
