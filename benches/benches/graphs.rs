@@ -99,14 +99,6 @@ fn bench_network(c: &mut Criterion, net: &Network) {
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .expect("native tract");
-    ort::init_from(
-        ferry::host_api::graph::onnxruntime_library()
-            .unwrap()
-            .display()
-            .to_string(),
-    )
-    .commit()
-    .unwrap();
     let mut session = ort::session::Session::builder()
         .and_then(|b| b.with_intra_threads(1))
         .and_then(|b| b.commit_from_memory(&net.onnx))
@@ -179,6 +171,15 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    // The same ONNX Runtime library the host loads, for the native baseline.
+    ort::init_from(
+        ferry::host_api::graph::onnxruntime_library()
+            .unwrap()
+            .display()
+            .to_string(),
+    )
+    .commit()
+    .unwrap();
     let networks = networks();
     for net in &networks {
         bench_network(&mut c, net);

@@ -92,15 +92,12 @@ fn infer(server: &Server, model: &str) -> (u16, Value) {
     let body =
         std::fs::read(workspace().join(format!("sample-models/{model}/example-request.json")))
             .unwrap();
-    let route = if model.starts_with("python") {
-        "v1"
-    } else {
-        "v2"
-    };
-    let path = if route == "v1" {
-        format!("/v1/models/{model}/predict")
-    } else {
+    // An OIP body (tensors) goes to infer, a feature-style one to predict.
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let path = if request.get("inputs").is_some() {
         format!("/v2/models/{model}/infer")
+    } else {
+        format!("/v1/models/{model}/predict")
     };
     let (status, text) = status_of(
         ureq::post(&server.url(&path))

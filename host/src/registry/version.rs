@@ -157,7 +157,7 @@ impl ModelVersion {
     fn bring_up(
         &mut self,
         runtime: &Arc<ModelRuntime>,
-        artifacts: VersionArtifacts,
+        mut artifacts: VersionArtifacts,
         host: &LoadOptions,
     ) -> anyhow::Result<()> {
         let tests = artifacts
@@ -166,7 +166,7 @@ impl ModelVersion {
             .map(|t| String::from_utf8(t.to_vec()))
             .transpose()
             .context("the tests file is not UTF-8")?;
-        let graph_files = artifacts.graphs.clone();
+        let graph_files = std::mem::take(&mut artifacts.graphs);
         let (component_bytes, inputs) = artifacts.into_inputs()?;
         if let Some(weights) = &inputs.weights {
             check_fits(weights.len() as u64, self.limits.memory_bytes)?;
