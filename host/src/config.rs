@@ -8,6 +8,7 @@
 //! max_body_bytes = 67108864  # largest HTTP request body
 //! require_self_tests = true  # a version that ships no self-tests does not go live
 //! max_upload_bytes = 4294967296
+//! deterministic = true       # canonical NaNs, deterministic relaxed SIMD: replays give the same bits
 //!
 //! [store]                    # syncing with the store (see registry::sync)
 //! sync_interval_ms = 1000    # between polls of the store's change record
@@ -18,6 +19,21 @@
 //!
 //! [cache]                    # the host-local cache directory (--cache-dir)
 //! max_bytes = 21474836480    # downloaded blobs and compiled components, least recently used go first
+//!
+//! [predictions]              # the prediction log (each model's share: PUT /v1/models/{m}/traffic)
+//! sink = "files"             # "files" (default for a local store: <store>/predictions), "store"
+//!                            # (default for s3://: objects under predictions/), or "off"
+//! dir = "/var/log/ferry"     # where "files" writes (default: <store>/predictions)
+//! queue = 4096               # entries waiting for the writer; beyond it they are dropped and counted
+//! batch_records = 1000       # records per write (an object in the store)
+//! flush_interval_ms = 1000   # longest a record waits to be written
+//! max_file_bytes = 67108864  # a new file past this size
+//! max_files = 64             # files kept, the oldest removed
+//!
+//! [shadow]                   # copies of requests for a candidate (PUT /v1/models/{m}/traffic)
+//! workers = 2                # threads running copies (default: one per core), at a lower priority
+//! queue = 4                  # copies waiting for a worker; beyond it they are dropped and counted
+//! nice = 10
 //!
 //! [models.default]           # limits for every model without its own section
 //! deadline_ms = 1000
@@ -59,6 +75,8 @@ pub struct HostSection {
     pub parallel_loads: Option<usize>,
     /// Serve versions from snapshots of their initialised instance (off: every instance runs `init`).
     pub snapshots: bool,
+    /// Canonical NaNs and deterministic relaxed SIMD, so a logged prediction replays bit for bit.
+    pub deterministic: bool,
 }
 
 impl Default for HostSection {
@@ -73,6 +91,7 @@ impl Default for HostSection {
             max_resident_bytes: None,
             parallel_loads: None,
             snapshots: true,
+            deterministic: true,
         }
     }
 }
@@ -122,6 +141,64 @@ impl Default for CacheSection {
     }
 }
 
+/// Where the prediction log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PredictionSink {
+    /// Rotated JSON-lines files.
+    Files,
+    /// Batched objects in the store.
+    Store,
+    /// Nowhere (sampled entries are dropped and counted).
+    Off,
+}
+
+/// The prediction log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PredictionsSection {
+    /// Where records go (default: files for a local store, the store for an object store).
+    pub sink: Option<PredictionSink>,
+    /// The directory of the files sink (default: `<store>/predictions`).
+    pub dir: Option<std::path::PathBuf>,
+    /// Entries waiting for the writer.
+    pub queue: usize,
+    /// Records per write.
+    pub batch_records: usize,
+    /// Longest a record waits to be written, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// A new file past this size, in bytes.
+    pub max_file_bytes: u64,
+    /// Files kept.
+    pub max_files: usize,
+}
+
+impl Default for PredictionsSection {
+    fn default() -> Self {
+        PredictionsSection {
+            sink: None,
+            dir: None,
+            queue: 4096,
+            batch_records: 1000,
+            flush_interval_ms: 1000,
+            max_file_bytes: 64 << 20,
+            max_files: 64,
+        }
+    }
+}
+
+/// Shadow copies.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShadowSection {
+    /// Threads running copies (default: one per core).
+    pub workers: Option<usize>,
+    /// Copies waiting for a worker (default: two per worker).
+    pub queue: Option<usize>,
+    /// OS niceness of the workers (default 10).
+    pub nice: Option<i32>,
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -132,6 +209,10 @@ pub struct HostConfig {
     pub store: StoreSection,
     /// The host-local cache.
     pub cache: CacheSection,
+    /// The prediction log.
+    pub predictions: PredictionsSection,
+    /// Shadow copies.
+    pub shadow: ShadowSection,
     /// Limits by model name; `default` applies to models without a section.
     pub models: BTreeMap<String, ModelLimits>,
 }

@@ -8,7 +8,11 @@
 //! - [`storage`] is where a store's objects live: one interface, a local-directory and an S3 backend.
 //! - [`registry`] owns versions' lives on this host, syncs them with the store, and publishes the one
 //!   routing table.
-//! - [`server`] is the HTTP front door: Open Inference Protocol v2, feature-style predict, metrics.
+//! - [`serving`] is the protocol-neutral call: routing (weighted aliases), admission, the guest call,
+//!   metering, shadow traffic and the prediction log.
+//! - [`server`] is the HTTP front door: Open Inference Protocol v2, feature-style predict, management;
+//!   it translates HTTP to [`serving`] and back.
+//! - [`teams`] says who may change which models: credentials scoped to model-name patterns, with roles.
 //! - [`config`] reads the host's TOML configuration.
 //! - [`selftest`] runs the self-tests a model ships and compares answers with a tolerance.
 //! - [`tensor`] converts Open Inference Protocol JSON tensors to and from the contract's tensors.
@@ -24,7 +28,9 @@ pub mod registry;
 pub mod runtime;
 pub mod selftest;
 pub mod server;
+pub mod serving;
 pub mod storage;
+pub mod teams;
 pub mod tensor;
 pub mod tools;
 

@@ -51,6 +51,14 @@ def main():
     print("tritonclient binary: binary and JSON agree")
     assert right >= 9
 
+    # What Triton's client asks besides the OIP core: the model's configuration and its statistics.
+    config = client.get_model_config("digits-onnx")
+    assert config["input"][0]["data_type"] == "TYPE_FP32" and config["input"][0]["dims"] == [-1, 64], config
+    stats = client.get_inference_statistics("digits-onnx")["model_stats"]
+    assert stats and stats[0]["inference_count"] >= 2, stats  # the JSON and the binary request above
+    assert stats[0]["inference_stats"]["success"]["ns"] > 0, stats
+    print("tritonclient config and statistics: ok")
+
     text = urllib.request.urlopen(f"http://{url}/metrics").read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name in ["ferry_requests", "ferry_request_duration_seconds", "ferry_queue_wait_seconds", "ferry_instances",

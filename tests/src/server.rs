@@ -145,6 +145,7 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
         .env("FERRY_TOOLS_DIR", crate::workspace().join("target/tools"))
         .env_remove("FERRY_ADMIN_TOKEN")
         .env_remove("FERRY_INFERENCE_TOKEN")
+        .env_remove("FERRY_TOKENS_FILE")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -290,6 +291,11 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
+        self.stop()
+    }
+
+    /// As [`Server::terminate`], keeping the store and the log to look at afterwards.
+    pub fn stop(&mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

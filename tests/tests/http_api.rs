@@ -691,4 +691,65 @@ fn a_third_party_oip_client_and_a_prometheus_parser_agree() {
     );
     assert!(text.contains("binary and JSON agree"), "{text}");
     assert!(text.contains("prometheus parser: ok"), "{text}");
+    assert!(
+        text.contains("tritonclient config and statistics: ok"),
+        "{text}"
+    );
+}
+
+#[test]
+fn what_a_new_oip_user_tries_answers() {
+    // The OIP REST specification writes the server-metadata path with a trailing slash.
+    let (status, meta) = get("/v2/");
+    assert_eq!((status, meta["name"].as_str()), (200, Some("ferry")));
+    // Triton's clients call the configuration and statistics extensions.
+    let (status, config) = get("/v2/models/digits-onnx/config");
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["name"], "digits-onnx");
+    assert_eq!(config["input"][0]["data_type"], "TYPE_FP32");
+    assert_eq!(get("/v2/models/digits-onnx/versions/1/config").0, 200);
+    let (status, _) = json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &example("digits-onnx"),
+    );
+    assert_eq!(status, 200);
+    let (status, stats) = get("/v2/models/digits-onnx/stats");
+    assert_eq!(status, 200, "{stats}");
+    let model = &stats["model_stats"][0];
+    assert_eq!(
+        (model["name"].as_str(), model["version"].as_str()),
+        (Some("digits-onnx"), Some("1"))
+    );
+    assert!(model["inference_count"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        model["inference_stats"]["success"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(model["last_inference"].as_u64().unwrap() > 0);
+    assert_eq!(get("/v2/models/nope/stats").0, 404);
+    let (status, all) = get("/v2/models/stats");
+    assert_eq!(status, 200);
+    assert!(all["model_stats"].as_array().unwrap().len() >= 3, "{all}");
+    // Data of the wrong kind is named as such, not counted as one element.
+    let (status, body) = json_call(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": "x"}]}),
+    );
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("must be an array of FP32") && error.contains("not a string"),
+        "{error}"
+    );
+    // Metering: the digits calls above cost CPU time, counted per version.
+    let (_, d) = get("/v1/models/digits-onnx");
+    let usage = &d["versions"][0]["usage"];
+    assert!(
+        usage["calls"].as_u64().unwrap() >= 1 && usage["cpu_seconds"].as_f64().unwrap() > 0.0,
+        "{usage}"
+    );
 }

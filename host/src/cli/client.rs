@@ -1,4 +1,5 @@
-//! The management commands' side of HTTP: the server's address and the admin token.
+//! The management commands' side of HTTP: the server's address and the caller's token (a team's,
+//! or the admin token).
 
 use anyhow::{anyhow, Context};
 use serde_json::Value;
@@ -9,21 +10,35 @@ pub struct ServerArgs {
     /// The Ferry server.
     #[arg(long, env = "FERRY_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// Admin bearer token (when the server requires one).
-    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    /// Bearer token: the team's (or the admin token) when the server requires one [default:
+    /// $FERRY_TOKEN, else $FERRY_ADMIN_TOKEN].
+    #[arg(long)]
     pub token: Option<String>,
 }
 
+/// Where a token comes from without `--token`, first found first: a team's token, then the admin
+/// token's variable that scripts written before teams use. (clap reads one variable per argument.)
+const TOKEN_VARIABLES: [&str; 2] = ["FERRY_TOKEN", "FERRY_ADMIN_TOKEN"];
+
 impl ServerArgs {
+    /// The token to send: `--token`, else the first of [`TOKEN_VARIABLES`] that is set.
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().filter(|t| !t.is_empty()).or_else(|| {
+            TOKEN_VARIABLES
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()))
+        })
+    }
+
     /// A request to `path` on the server, authenticated.
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
         let req = ureq::request(
             method,
             &format!("{}{path}", self.server.trim_end_matches('/')),
         );
-        match &self.token {
-            Some(t) if !t.is_empty() => req.set("Authorization", &format!("Bearer {t}")),
-            _ => req,
+        match self.token() {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
         }
     }
 }

@@ -6,7 +6,9 @@ mod client;
 mod models;
 mod new;
 mod push;
+mod replay;
 mod serve;
+mod teams;
 mod test;
 
 use std::path::PathBuf;
@@ -29,8 +31,10 @@ enum Command {
     Push(push::PushArgs),
     /// List models, versions, states and aliases on a server.
     Models(models::ModelsArgs),
-    /// Point an alias (default: production) at a version.
+    /// Point an alias (default: production) at a version, or split it across versions by weight.
     Promote(models::PromoteArgs),
+    /// Set a model's shadow version and the share of requests it copies and the prediction log keeps.
+    Traffic(models::TrafficArgs),
     /// Move an alias (default: production) back to its previous version.
     Rollback(models::RollbackArgs),
     /// Add a version to a store directory directly (no server needed).
@@ -41,6 +45,12 @@ enum Command {
     Build(build::BuildArgs),
     /// Run a model's self-tests locally: compile, initialise, check every shipped case.
     Test(test::TestArgs),
+    /// Run logged predictions again on their exact version (or another) and report differences.
+    Replay(replay::ReplayArgs),
+    /// Print the sha256 of a token read on stdin, as a tokens file holds it.
+    HashToken(teams::HashTokenArgs),
+    /// Show the server's audit log: who changed which model, when, from what to what.
+    Audit(teams::AuditArgs),
 }
 
 /// The files that make a version besides its component.
@@ -109,6 +119,10 @@ impl Cli {
             Command::New(args) => new::run(args),
             Command::Build(args) => build::run(args),
             Command::Test(args) => test::run(args),
+            Command::Replay(args) => replay::run(args),
+            Command::Traffic(args) => models::traffic(args),
+            Command::HashToken(args) => teams::hash_token(args),
+            Command::Audit(args) => teams::audit(args),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `ferry models`, `ferry promote`, `ferry rollback`: read and move what the server routes.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::client::{json as answer, ServerArgs};
 
@@ -18,13 +18,53 @@ pub struct ModelsArgs {
 pub struct PromoteArgs {
     /// The model.
     model: String,
-    /// The version the alias should point at.
-    version: String,
+    /// The version the alias should point at (or `--split`).
+    #[arg(required_unless_present = "split", conflicts_with = "split")]
+    version: Option<String>,
+    /// A weighted alias instead: `3=90,4=10` (sticky per `ferry-routing-key`).
+    #[arg(long, value_name = "V=WEIGHT,…")]
+    split: Option<String>,
+    /// With `--split`: where a feature-style body carries the routing key (a JSON pointer, e.g.
+    /// `/features/rider_id`).
+    #[arg(long, requires = "split")]
+    routing_key_field: Option<String>,
     /// The alias to move.
     #[arg(long, default_value = crate::registry::DEFAULT_ALIAS)]
     alias: String,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrafficArgs {
+    /// The model.
+    model: String,
+    /// Copy a share of the model's requests to this version, off the request path.
+    #[arg(long)]
+    shadow: Option<String>,
+    /// The share copied to the shadow, 0–100.
+    #[arg(long, default_value_t = 100.0, requires = "shadow")]
+    shadow_percent: f64,
+    /// The share of requests the prediction log keeps, 0–100.
+    #[arg(long, default_value_t = 0.0)]
+    log_percent: f64,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `3=90,4=10` → `{"3": 90, "4": 10}`.
+fn parse_split(text: &str) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut split = serde_json::Map::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (version, weight) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("`{part}` is not VERSION=WEIGHT (e.g. 3=90,4=10)"))?;
+        let weight: u32 = weight.trim().parse().map_err(|_| {
+            anyhow::anyhow!("the weight of `{}` is not a whole number", version.trim())
+        })?;
+        split.insert(version.trim().to_owned(), json!(weight));
+    }
+    Ok(split)
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,12 +94,15 @@ pub fn list(args: ModelsArgs) -> anyhow::Result<i32> {
         let name = m["name"].as_str().unwrap_or_default();
         for v in m["versions"].as_array().into_iter().flatten() {
             let version = v["version"].as_str().unwrap_or_default();
+            // A plain alias names its version; a weighted one shows the version's weight.
             let mut aliases: Vec<String> = m["aliases"]
                 .as_object()
                 .into_iter()
                 .flatten()
-                .filter(|(_, t)| *t == version)
-                .map(|(a, _)| a.clone())
+                .filter_map(|(a, t)| match &t["split"] {
+                    Value::Object(split) => split.get(version).map(|w| format!("{a}({w})")),
+                    _ => (*t == version).then(|| a.clone()),
+                })
                 .collect();
             if m["default_version"] == version {
                 aliases.push("(default)".into());
@@ -84,25 +127,48 @@ pub fn list(args: ModelsArgs) -> anyhow::Result<i32> {
 
 pub fn promote(args: PromoteArgs) -> anyhow::Result<i32> {
     let path = format!("/v1/models/{}/aliases/{}", args.model, args.alias);
+    let (body, shown) = match (&args.version, &args.split) {
+        (Some(version), _) => (json!({ "version": version }), version.clone()),
+        (None, Some(split)) => {
+            let mut body = json!({ "split": parse_split(split)? });
+            if let Some(field) = &args.routing_key_field {
+                body["routing_key_field"] = json!(field);
+            }
+            (body, format!("split {split}"))
+        }
+        (None, None) => unreachable!("clap requires a version or --split"),
+    };
     answer(
-        args.server
-            .request("PUT", &path)
-            .send_json(json!({ "version": args.version })),
+        args.server.request("PUT", &path).send_json(body),
         "promoting",
     )?;
-    println!("{} {} → {}", args.model, args.alias, args.version);
+    println!("{} {} → {shown}", args.model, args.alias);
+    Ok(0)
+}
+
+pub fn traffic(args: TrafficArgs) -> anyhow::Result<i32> {
+    let mut body = json!({ "log": { "percent": args.log_percent } });
+    if let Some(version) = &args.shadow {
+        body["shadow"] = json!({ "version": version, "percent": args.shadow_percent });
+    }
+    let path = format!("/v1/models/{}/traffic", args.model);
+    let policy = answer(
+        args.server.request("PUT", &path).send_json(body),
+        "setting the traffic policy",
+    )?;
+    println!("{} traffic: {policy}", args.model);
     Ok(0)
 }
 
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<i32> {
     let path = format!("/v1/models/{}/aliases/{}/rollback", args.model, args.alias);
     let moved = answer(args.server.request("POST", &path).call(), "rolling back")?;
-    println!(
-        "{} {} → {}",
-        args.model,
-        args.alias,
-        moved["version"].as_str().unwrap_or("?")
-    );
+    let target = match (moved["version"].as_str(), &moved["split"]) {
+        (Some(v), _) => v.to_owned(),
+        (None, Value::Object(split)) => format!("split {}", Value::Object(split.clone())),
+        _ => "?".to_owned(),
+    };
+    println!("{} {} → {target}", args.model, args.alias);
     Ok(0)
 }
 

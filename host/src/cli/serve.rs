@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, PredictionSink};
 use crate::engine::EngineSettings;
+use crate::registry::audit::AuditLog;
 use crate::registry::sync::SyncOptions;
 use crate::registry::{Registry, Store};
 use crate::runtime::ModelRuntime;
 use crate::server::{ServeOptions, Token};
+use crate::serving::{LogOptions, LogSink, PredictionLog, Serving, ShadowOptions, Shadows};
 use crate::storage::BlobCache;
 
 #[derive(Debug, clap::Args)]
@@ -30,9 +32,14 @@ pub struct ServeArgs {
     /// This host's id in the fleet's status (default: hostname and port).
     #[arg(long, env = "FERRY_HOST_ID")]
     host_id: Option<String>,
-    /// Bearer token required on management routes (uploads, aliases, deletes, listings).
+    /// Bearer token of an admin on every model (audit records name it `admin`). With neither this
+    /// nor --tokens, management routes are open.
     #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Teams' credentials (TOML): each a name, the sha256 of its bearer token, model-name patterns
+    /// and roles (deploy, promote, admin); read again every 2 s while serving (see docs/teams.md).
+    #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
+    tokens: Option<PathBuf>,
     /// Bearer token required on inference routes.
     #[arg(long, env = "FERRY_INFERENCE_TOKEN", hide_env_values = true)]
     inference_token: Option<String>,
@@ -69,6 +76,49 @@ fn hostname() -> String {
         .unwrap_or_else(|| "host".into())
 }
 
+/// The prediction log's sink and limits: files beside a local store, objects in an object store,
+/// unless the config says otherwise.
+fn prediction_log(
+    config: &HostConfig,
+    store: &str,
+    storage: std::sync::Arc<dyn crate::storage::Storage>,
+    host: &str,
+) -> LogOptions {
+    let p = &config.predictions;
+    let remote = store.contains("://");
+    let sink = match p.sink.unwrap_or(if remote {
+        PredictionSink::Store
+    } else {
+        PredictionSink::Files
+    }) {
+        PredictionSink::Files => {
+            Some(LogSink::Files(p.dir.clone().unwrap_or_else(|| {
+                std::path::Path::new(store).join("predictions")
+            })))
+        }
+        PredictionSink::Store => Some(LogSink::Store(storage)),
+        PredictionSink::Off => None,
+    };
+    LogOptions {
+        queue: p.queue.max(1),
+        batch_records: p.batch_records.max(1),
+        flush_interval: Duration::from_millis(p.flush_interval_ms.max(1)),
+        max_file_bytes: p.max_file_bytes.max(1),
+        max_files: p.max_files.max(1),
+        ..LogOptions::new(sink, host)
+    }
+}
+
+fn shadow_options(config: &HostConfig) -> ShadowOptions {
+    let defaults = ShadowOptions::default();
+    let workers = config.shadow.workers.unwrap_or(defaults.workers).max(1);
+    ShadowOptions {
+        workers,
+        queue: config.shadow.queue.unwrap_or(2 * workers),
+        nice: config.shadow.nice.unwrap_or(defaults.nice).clamp(0, 19),
+    }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let config = match &args.config {
         Some(path) => HostConfig::load(path)?,
@@ -81,6 +131,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("{}-{}", hostname(), args.listen.port()));
     crate::registry::check_name("host id", &host)?;
+    // Before anything starts: a host must not serve management with credentials other than the
+    // ones its operator wrote.
+    let teams = std::sync::Arc::new(crate::teams::Teams::load(
+        args.admin_token.as_deref(),
+        args.tokens.as_deref(),
+    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-http")
@@ -93,18 +149,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 max_memory_bytes: config.host.max_memory_mib << 20,
                 total_instances: config.host.total_instances,
                 fuel: config.host.fuel,
+                deterministic: config.host.deterministic,
                 cache_dir: Some(blobs.compiled_dir()),
                 ..Default::default()
             },
             config.host.snapshots,
         )?;
+        // Reloads the tokens file for as long as the server runs.
+        let _watcher = teams.watch(crate::teams::RELOAD_INTERVAL);
         let options = ServeOptions {
             max_body_bytes: config.host.max_body_bytes,
-            admin_token: args
-                .admin_token
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .map(Token::new),
+            audit: AuditLog::new(blobs.storage().clone(), &host),
+            teams,
             inference_token: args
                 .inference_token
                 .as_deref()
@@ -121,8 +177,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
             gc_grace: Duration::from_secs(config.store.gc_grace_s),
             reconcile_interval: Duration::from_secs(config.store.reconcile_interval_s.max(1)),
         };
+        let log = prediction_log(&config, &args.store, blobs.storage().clone(), &sync.host);
+        let shadows = Shadows::start(shadow_options(&config));
         let registry = Registry::new(Store::new(blobs), models, config);
-        crate::server::serve(registry, args.listen, options, sync).await
+        let serving = Serving::new(registry, shadows, PredictionLog::start(log));
+        crate::server::serve(serving, args.listen, options, sync).await
     })?;
     Ok(0)
 }

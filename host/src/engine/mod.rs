@@ -33,6 +33,10 @@ pub struct EngineSettings {
     pub fuel: bool,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Run guests deterministically where Wasm leaves a choice: NaN results get the one canonical bit
+    /// pattern and relaxed SIMD its deterministic lowering, so a call gives the same bits on any host
+    /// and CPU — what lets a logged prediction be replayed exactly (`ferry replay`).
+    pub deterministic: bool,
     /// Bytes of Cranelift's per-function cache kept in memory, so that a component recompiled with
     /// other data (a snapshot of new weights) reuses the machine code of its unchanged functions.
     pub incremental_cache_bytes: usize,
@@ -46,6 +50,7 @@ impl Default for EngineSettings {
             epoch_tick: Duration::from_millis(1),
             fuel: false,
             cache_dir: default_cache_dir(),
+            deterministic: true,
             incremental_cache_bytes: 512 << 20,
         }
     }
@@ -99,6 +104,8 @@ impl FerryEngine {
             .consume_fuel(settings.fuel)
             // Guests that recurse without bound trap here instead of taking the host's stack.
             .max_wasm_stack(1 << 20)
+            .cranelift_nan_canonicalization(settings.deterministic)
+            .relaxed_simd_deterministic(settings.deterministic)
             .parallel_compilation(true);
         // The compile cache's directory depends on the engine's compatibility hash, which the
         // incremental cache does not change: open it from an engine without one first.

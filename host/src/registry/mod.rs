@@ -14,10 +14,12 @@
 //! that newest one is ready, the newest one that is. Others are listed as unloaded and come back when
 //! promoted.
 
+pub mod audit;
 mod budget;
 mod routing;
 mod store;
 pub mod sync;
+mod traffic;
 mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -28,13 +30,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use budget::{MemoryBudget, ProcessMemory};
-pub use routing::{ModelEntry, RouteError, RoutingTable, DEFAULT_ALIAS};
+pub use routing::{ModelEntry, Route, RouteError, RoutingTable, SplitRoute, DEFAULT_ALIAS};
 pub use store::{
     check_graph_name, check_name, unix_ms, Aliases, ChangeRecord, HostStatus, HostVersion,
     ModelView, Store, VersionManifest,
 };
 pub use sync::SyncHealth;
-pub use version::{LoadOptions, ModelVersion, VersionArtifacts, VersionState};
+pub use traffic::{AliasTarget, LogPolicy, Percent, Shadow, Split, TrafficPolicy};
+pub use version::{LoadOptions, ModelVersion, Usage, VersionArtifacts, VersionState};
 
 use crate::config::HostConfig;
 use crate::runtime::ModelRuntime;
@@ -269,18 +272,24 @@ impl Registry {
         }
         let ready =
             |entry: &ModelEntry, v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
-        // An alias moves here once its new target is ready here; until then it keeps its old one —
-        // even a version deleted from the store meanwhile, which serves until the alias has moved.
+        // An alias moves here once its new target is ready here (for a split: some version of it);
+        // until then it keeps its old one — even a version deleted from the store meanwhile, which
+        // serves until the alias has moved.
+        let any_ready =
+            |entry: &ModelEntry, t: &AliasTarget| t.versions().iter().any(|v| ready(entry, v));
         for (alias, target) in &view.aliases.current {
-            let previous = old.aliases.get(alias).filter(|p| {
-                !ready(&entry, target) && old.versions.get(*p).is_some_and(|v| v.is_ready())
-            });
+            let previous = old
+                .aliases
+                .get(alias)
+                .filter(|p| !any_ready(&entry, target) && any_ready(&old, p));
             let published = match previous {
                 Some(previous) => {
-                    if !entry.versions.contains_key(previous) {
-                        entry
-                            .versions
-                            .insert(previous.clone(), old.versions[previous].clone());
+                    for v in previous.versions() {
+                        if !entry.versions.contains_key(v) {
+                            if let Some(kept) = old.versions.get(v) {
+                                entry.versions.insert(v.to_owned(), kept.clone());
+                            }
+                        }
                     }
                     previous.clone()
                 }
@@ -288,6 +297,7 @@ impl Registry {
             };
             entry.aliases.insert(alias.clone(), published);
         }
+        entry.traffic = Arc::new(view.traffic.clone());
         // Requests without a version go to the `production` alias, else the newest ready version. If
         // that would find nothing ready now — an alias this host learns of only with its new target,
         // still loading, while the version that answered is deleted — that version keeps answering
@@ -302,6 +312,7 @@ impl Registry {
         });
         if entry.default_version().is_none() && hope && !view.unloaded {
             if let Some(serving) = old.default_version() {
+                let serving = &serving;
                 let name = serving.manifest.version.clone();
                 entry
                     .versions
@@ -315,8 +326,10 @@ impl Registry {
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         if !view.unloaded {
             wanted.extend(carried);
-            wanted.extend(view.aliases.current.values().cloned());
-            wanted.extend(entry.aliases.values().cloned());
+            let named = view.aliases.current.values().chain(entry.aliases.values());
+            wanted.extend(named.flat_map(|t| t.versions()).map(str::to_owned));
+            // A shadow's candidate serves its copies from its own pool.
+            wanted.extend(view.traffic.shadow.as_ref().map(|s| s.version.clone()));
             wanted.extend(
                 self.pinned
                     .lock()
@@ -616,48 +629,61 @@ impl Registry {
             .unwrap_or_else(|| Arc::new(ModelVersion::listed(manifest, VersionState::Loading))))
     }
 
-    /// Points `alias` of `model` at `version`, bringing the version up here first. The switch is one
-    /// table swap; the previous target drains and unloads.
+    /// Points `alias` of `model` at `target` (a version or a weighted split), bringing every version
+    /// it names up here first. The switch is one table swap; the previous target drains and unloads.
+    /// Answers where the alias pointed before.
     pub async fn set_alias(
         self: &Arc<Self>,
         model: &str,
         alias: &str,
-        version: &str,
-    ) -> Result<(), ChangeError> {
+        target: AliasTarget,
+    ) -> Result<Option<AliasTarget>, ChangeError> {
         check_name("alias", alias).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        target.check().map_err(ChangeError::Invalid)?;
+        let target = target.simplified();
         let ticket = self.ticket();
         let view = self.store.model(model).await?;
         self.apply(model, view.clone(), ticket);
-        if !view.manifests.iter().any(|m| m.version == version) {
-            return Err(self.missing(model, version, &view));
+        for version in target.versions() {
+            if !view.manifests.iter().any(|m| m.version == version) {
+                return Err(self.missing(model, version, &view));
+            }
         }
         refuse_unloaded(model, &view)?;
-        let _pin = self.pin(model, version);
-        self.ensure_ready(model, version).await?;
-        self.store
+        let _pins: Vec<Pin> = target
+            .versions()
+            .iter()
+            .map(|v| self.pin(model, v))
+            .collect();
+        for version in target.versions() {
+            self.ensure_ready(model, version).await?;
+        }
+        let (_, previous) = self
+            .store
             .update_aliases(model, |aliases| {
-                if let Some(previous) = aliases.current.insert(alias.to_owned(), version.to_owned())
-                {
-                    if previous != version {
+                let previous = aliases.current.insert(alias.to_owned(), target.clone());
+                if let Some(previous) = &previous {
+                    if *previous != target {
                         let history = aliases.history.entry(alias.to_owned()).or_default();
-                        history.push(previous);
+                        history.push(previous.clone());
                         // Enough to roll back through a bad afternoon, bounded so the file stays small.
                         let excess = history.len().saturating_sub(32);
                         history.drain(..excess);
                     }
                 }
-                Ok(())
+                Ok(previous)
             })
             .await?;
-        self.refresh(model).await
+        self.refresh(model).await?;
+        Ok(previous)
     }
 
-    /// Moves `alias` back to the version it pointed at before.
+    /// Moves `alias` back to where it pointed before; answers `(from, to)`.
     pub async fn rollback(
         self: &Arc<Self>,
         model: &str,
         alias: &str,
-    ) -> Result<String, ChangeError> {
+    ) -> Result<(Option<AliasTarget>, AliasTarget), ChangeError> {
         let view = self.store.model(model).await?;
         if view.manifests.is_empty() {
             return Err(ChangeError::NotFound(format!("unknown model `{model}`")));
@@ -668,27 +694,60 @@ impl Registry {
                 "alias `{alias}` of `{model}` has no earlier version to roll back to"
             ))
         })?;
-        let _pin = self.pin(model, &previous);
-        self.ensure_ready(model, &previous).await?;
-        self.store
+        let _pins: Vec<Pin> = previous
+            .versions()
+            .iter()
+            .map(|v| self.pin(model, v))
+            .collect();
+        for version in previous.versions() {
+            self.ensure_ready(model, version).await?;
+        }
+        let (_, from) = self
+            .store
             .update_aliases(model, |aliases| {
                 let now = previous_target(&ModelView { aliases: aliases.clone(), ..view.clone() }, alias);
-                if now.as_deref() != Some(previous.as_str()) {
+                if now.as_ref() != Some(&previous) {
                     return Err(ChangeError::Conflict(format!(
                         "alias `{alias}` of `{model}` moved meanwhile; look again before rolling back"
                     )));
                 }
                 if let Some(history) = aliases.history.get_mut(alias) {
-                    if let Some(at) = history.iter().rposition(|v| *v == previous) {
+                    if let Some(at) = history.iter().rposition(|t| *t == previous) {
                         history.truncate(at);
                     }
                 }
-                aliases.current.insert(alias.to_owned(), previous.clone());
-                Ok(())
+                Ok(aliases.current.insert(alias.to_owned(), previous.clone()))
             })
             .await?;
         self.refresh(model).await?;
-        Ok(previous)
+        Ok((from, previous))
+    }
+
+    /// Replaces `model`'s traffic policy (shadowing, the prediction log's share), bringing a shadow
+    /// candidate up here first; answers the policy it replaced.
+    pub async fn set_traffic(
+        self: &Arc<Self>,
+        model: &str,
+        policy: TrafficPolicy,
+    ) -> Result<TrafficPolicy, ChangeError> {
+        let ticket = self.ticket();
+        let view = self.store.model(model).await?;
+        self.apply(model, view.clone(), ticket);
+        if view.manifests.is_empty() {
+            return Err(ChangeError::NotFound(format!("unknown model `{model}`")));
+        }
+        let mut _pin = None;
+        if let Some(shadow) = &policy.shadow {
+            if !view.manifests.iter().any(|m| m.version == shadow.version) {
+                return Err(self.missing(model, &shadow.version, &view));
+            }
+            refuse_unloaded(model, &view)?;
+            _pin = Some(self.pin(model, &shadow.version));
+            self.ensure_ready(model, &shadow.version).await?;
+        }
+        self.store.set_traffic(model, &policy).await?;
+        self.refresh(model).await?;
+        Ok(view.traffic)
     }
 
     /// Deletes a version; refused while an alias points at it.
@@ -701,9 +760,19 @@ impl Registry {
         if !view.manifests.iter().any(|m| m.version == version) {
             return Err(self.missing(model, version, &view));
         }
-        if let Some((alias, _)) = view.aliases.current.iter().find(|(_, v)| *v == version) {
+        if let Some((alias, _)) = view.aliases.current.iter().find(|(_, t)| t.names(version)) {
             return Err(ChangeError::Conflict(format!(
                 "alias `{alias}` points at `{model}` version `{version}`; move it first"
+            )));
+        }
+        if view
+            .traffic
+            .shadow
+            .as_ref()
+            .is_some_and(|s| s.version == version)
+        {
+            return Err(ChangeError::Conflict(format!(
+                "`{model}` version `{version}` is the model's shadow; stop shadowing it first (PUT /v1/models/{model}/traffic)"
             )));
         }
         self.store.delete_version(model, version).await?;
@@ -808,15 +877,16 @@ fn refuse_unloaded(model: &str, view: &ModelView) -> Result<(), ChangeError> {
     Ok(())
 }
 
-/// The version `alias` pointed at before its current one, among the versions that still exist.
-fn previous_target(view: &ModelView, alias: &str) -> Option<String> {
+/// Where `alias` pointed before its current target, among the targets whose versions all still exist.
+fn previous_target(view: &ModelView, alias: &str) -> Option<AliasTarget> {
+    let exists = |v: &str| view.manifests.iter().any(|m| m.version == v);
     view.aliases
         .history
         .get(alias)
         .and_then(|h| {
             h.iter()
                 .rev()
-                .find(|v| view.manifests.iter().any(|m| &m.version == *v))
+                .find(|t| t.versions().into_iter().all(exists))
         })
         .cloned()
 }
@@ -824,10 +894,11 @@ fn previous_target(view: &ModelView, alias: &str) -> Option<String> {
 /// A version name a user may choose.
 fn check_version_name(version: &str) -> Result<(), ChangeError> {
     check_name("version", version).map_err(|e| ChangeError::Invalid(e.to_string()))?;
-    if DEFAULT_ALIAS == version {
-        // A version named like the alias would make `/versions/production` ambiguous.
+    if DEFAULT_ALIAS == version || version == "aliases" || version == "traffic" {
+        // A version named like the alias would make `/versions/production` ambiguous; the other two
+        // would be read as the model's aliases and traffic documents in the store.
         return Err(ChangeError::Invalid(format!(
-            "`{version}` is reserved for the alias"
+            "`{version}` is a reserved name"
         )));
     }
     Ok(())

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::traffic::{AliasTarget, TrafficPolicy};
 use super::{ModelVersion, VersionState};
 
 /// The alias a request without a version goes to, when it exists.
@@ -13,8 +14,52 @@ pub const DEFAULT_ALIAS: &str = "production";
 pub struct ModelEntry {
     /// Versions by name.
     pub versions: BTreeMap<String, Arc<ModelVersion>>,
-    /// Alias → version name.
-    pub aliases: BTreeMap<String, String>,
+    /// Alias → where it points on this host (a target moves here once it is ready here).
+    pub aliases: BTreeMap<String, AliasTarget>,
+    /// Shadowing and the prediction log's share.
+    pub traffic: Arc<TrafficPolicy>,
+}
+
+/// Where a request for a model goes, before the routing key is looked at.
+#[derive(Clone)]
+pub enum Route {
+    /// One version.
+    Version(Arc<ModelVersion>),
+    /// A weighted alias: the caller's routing key picks among its targets.
+    Split(SplitRoute),
+}
+
+/// A weighted alias as a request meets it.
+#[derive(Clone)]
+pub struct SplitRoute {
+    /// The alias.
+    pub alias: String,
+    /// Every target in the alias's order, with its weight and, when it serves here, the version.
+    pub targets: Vec<(String, u32, Option<Arc<ModelVersion>>)>,
+    /// Where a feature-style body carries the routing key (a JSON pointer).
+    pub routing_key_field: Option<String>,
+}
+
+impl SplitRoute {
+    /// The ready target with the largest weight: what a question that is not a request (metadata,
+    /// readiness) is answered from.
+    pub fn heaviest(&self) -> Option<&Arc<ModelVersion>> {
+        self.targets
+            .iter()
+            .filter(|(_, w, v)| *w > 0 && v.is_some())
+            .max_by_key(|(_, w, _)| *w)
+            .and_then(|(_, _, v)| v.as_ref())
+    }
+}
+
+impl Route {
+    /// The version for a question that is not a request (metadata, readiness).
+    pub fn representative(&self) -> Option<&Arc<ModelVersion>> {
+        match self {
+            Route::Version(v) => Some(v),
+            Route::Split(s) => s.heaviest(),
+        }
+    }
 }
 
 impl ModelEntry {
@@ -26,13 +71,45 @@ impl ModelEntry {
             .max_by_key(|v| v.manifest.sequence)
     }
 
-    /// Where a request without a version goes: the `production` alias, else the newest ready version.
-    pub fn default_version(&self) -> Option<&Arc<ModelVersion>> {
+    /// Where a request without a version goes: the `production` alias (when some target of it is
+    /// ready), else the newest ready version.
+    pub fn default_route(&self) -> Option<Route> {
         self.aliases
             .get(DEFAULT_ALIAS)
-            .and_then(|v| self.versions.get(v))
-            .filter(|v| v.is_ready())
-            .or_else(|| self.newest_ready())
+            .and_then(|target| self.alias_route(DEFAULT_ALIAS, target))
+            .or_else(|| self.newest_ready().cloned().map(Route::Version))
+    }
+
+    /// The version a request without a version goes to, when the answer is one version (the
+    /// heaviest ready target of a weighted `production`).
+    pub fn default_version(&self) -> Option<Arc<ModelVersion>> {
+        self.default_route()
+            .and_then(|r| r.representative().cloned())
+    }
+
+    /// An alias's route, when some target of it is ready.
+    fn alias_route(&self, alias: &str, target: &AliasTarget) -> Option<Route> {
+        let ready = |v: &str| self.versions.get(v).filter(|v| v.is_ready()).cloned();
+        match target {
+            AliasTarget::Version(v) => ready(v).map(Route::Version),
+            AliasTarget::Split(split) => {
+                let route = SplitRoute {
+                    alias: alias.to_owned(),
+                    targets: split
+                        .split
+                        .iter()
+                        .map(|(v, w)| (v.clone(), *w, ready(v)))
+                        .collect(),
+                    routing_key_field: split.routing_key_field.clone(),
+                };
+                route.heaviest().is_some().then_some(Route::Split(route))
+            }
+        }
+    }
+
+    /// True when the alias names `version` (or the shadow is `version`): it must stay loaded.
+    pub fn targets(&self, version: &str) -> bool {
+        self.aliases.values().any(|t| t.names(version))
     }
 }
 
@@ -65,42 +142,55 @@ pub enum RouteError {
 }
 
 impl RoutingTable {
-    /// The version a request for `model` (and optionally a version or alias name) goes to.
+    /// Where a request for `model` (and optionally a version or alias name) goes.
+    pub fn route(&self, model: &str, version: Option<&str>) -> Result<Route, RouteError> {
+        let entry = self
+            .models
+            .get(model)
+            .ok_or_else(|| RouteError::UnknownModel(model.to_owned()))?;
+        let Some(name) = version else {
+            return entry
+                .default_route()
+                .ok_or_else(|| RouteError::NoReadyVersion(model.to_owned()));
+        };
+        let not_ready = |v: &ModelVersion| RouteError::NotReady {
+            model: model.to_owned(),
+            version: v.manifest.version.clone(),
+            state: v.state.describe(),
+        };
+        if let Some(v) = entry.versions.get(name) {
+            return match &v.state {
+                VersionState::Ready => Ok(Route::Version(v.clone())),
+                _ => Err(not_ready(v)),
+            };
+        }
+        let target = entry
+            .aliases
+            .get(name)
+            .ok_or_else(|| RouteError::UnknownVersion(model.to_owned(), name.to_owned()))?;
+        entry.alias_route(name, target).ok_or_else(|| {
+            // Name the first target that does not serve, and why.
+            let why = target
+                .versions()
+                .into_iter()
+                .find_map(|t| entry.versions.get(t))
+                .map(|v| not_ready(v));
+            why.unwrap_or_else(|| RouteError::UnknownVersion(model.to_owned(), name.to_owned()))
+        })
+    }
+
+    /// The one version a question for `model` (and optionally a version or alias) is answered from:
+    /// a weighted alias answers with its heaviest ready target.
     pub fn resolve(
         &self,
         model: &str,
         version: Option<&str>,
     ) -> Result<Arc<ModelVersion>, RouteError> {
-        let entry = self
-            .models
-            .get(model)
-            .ok_or_else(|| RouteError::UnknownModel(model.to_owned()))?;
-        let target = match version {
-            None => {
-                return entry
-                    .default_version()
-                    .cloned()
-                    .ok_or_else(|| RouteError::NoReadyVersion(model.to_owned()))
-            }
-            Some(v) => entry
-                .versions
-                .get(v)
-                .or_else(|| {
-                    entry
-                        .aliases
-                        .get(v)
-                        .and_then(|target| entry.versions.get(target))
-                })
-                .ok_or_else(|| RouteError::UnknownVersion(model.to_owned(), v.to_owned()))?,
-        };
-        match &target.state {
-            VersionState::Ready => Ok(target.clone()),
-            state => Err(RouteError::NotReady {
-                model: model.to_owned(),
-                version: target.manifest.version.clone(),
-                state: state.describe(),
-            }),
-        }
+        let route = self.route(model, version)?;
+        Ok(route
+            .representative()
+            .cloned()
+            .expect("a route has a ready version"))
     }
 
     /// Every version of every model.

@@ -3,10 +3,12 @@
 //! ```text
 //! blobs/<sha256>                 component, weights, config and tests files, by content
 //! models/<model>/<version>.json  a version's manifest: which blobs, which limits (immutable)
-//! models/<model>/aliases.json    alias → version, and each alias's earlier targets
+//! models/<model>/aliases.json    alias → version (or a weighted split), and each alias's earlier targets
+//! models/<model>/traffic.json    shadowing and the prediction log's share (see [`TrafficPolicy`])
 //! models/<model>/unloaded        present while the model is unloaded on request
 //! changes.json                   the change record: a generation per model, bumped by every change
 //! hosts/<host>.json              each host's status: heartbeat and what it serves
+//! audit/<model>/<ms>-<host>-….json  one record per management action, created once (see `audit`)
 //! ```
 //!
 //! Every write two hosts could race is conditional: a manifest is created only if absent (the loser
@@ -23,6 +25,7 @@ use anyhow::bail;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::traffic::{AliasTarget, TrafficPolicy};
 use super::ChangeError;
 use crate::runtime::ModelLimits;
 use crate::storage::{blob_cache, BlobCache, ObjectVersion, Storage, StorageError, Write};
@@ -76,10 +79,10 @@ impl VersionManifest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Aliases {
-    /// Alias → version.
-    pub current: BTreeMap<String, String>,
+    /// Alias → where it points.
+    pub current: BTreeMap<String, AliasTarget>,
     /// Alias → earlier targets, oldest first.
-    pub history: BTreeMap<String, Vec<String>>,
+    pub history: BTreeMap<String, Vec<AliasTarget>>,
     /// Ids of the last writes of this document, newest last (see [`WriteLog`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub writes: Vec<String>,
@@ -139,6 +142,8 @@ pub struct ModelView {
     pub aliases: Aliases,
     /// Unloaded on request.
     pub unloaded: bool,
+    /// Shadowing and the prediction log's share.
+    pub traffic: TrafficPolicy,
 }
 
 /// Model and version names: what is safe in a path, a key and a URL.
@@ -167,6 +172,9 @@ fn manifest_key(model: &str, version: &str) -> String {
 }
 fn aliases_key(model: &str) -> String {
     format!("models/{model}/aliases.json")
+}
+fn traffic_key(model: &str) -> String {
+    format!("models/{model}/traffic.json")
 }
 fn unloaded_key(model: &str) -> String {
     format!("models/{model}/unloaded")
@@ -392,6 +400,14 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 }
+            } else if key == &traffic_key(model) {
+                match self.get_json::<TrafficPolicy>(key).await {
+                    Ok(found) => view.traffic = found.map(|(t, _)| t).unwrap_or_default(),
+                    Err(StorageError::Other(e)) => {
+                        tracing::error!(model, error = %e, "ignoring an unreadable traffic policy")
+                    }
+                    Err(e) => return Err(e),
+                }
             } else if key == &unloaded_key(model) {
                 view.unloaded = true;
             } else if name.ends_with(".json") && key.matches('/').count() == 2 {
@@ -523,6 +539,19 @@ impl Store {
         Err(ChangeError::Conflict(format!(
             "the aliases of `{model}` keep changing meanwhile; try again"
         )))
+    }
+
+    /// Replaces `model`'s traffic policy (shadowing, the prediction log's share).
+    pub async fn set_traffic(
+        &self,
+        model: &str,
+        policy: &TrafficPolicy,
+    ) -> Result<(), ChangeError> {
+        self.storage
+            .put(&traffic_key(model), Self::json(policy), Write::Overwrite)
+            .await?;
+        self.announce(model).await?;
+        Ok(())
     }
 
     /// Records that `model` is unloaded on request, or that it is not.
@@ -757,7 +786,10 @@ mod tests {
             async move {
                 store
                     .update_aliases("m", |a| {
-                        if let Some(old) = a.current.insert("production".into(), i.to_string()) {
+                        if let Some(old) = a
+                            .current
+                            .insert("production".into(), AliasTarget::version(i.to_string()))
+                        {
                             a.history.entry("production".into()).or_default().push(old);
                         }
                         Ok(())

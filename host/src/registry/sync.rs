@@ -367,7 +367,7 @@ impl Syncer {
                 let aliases = entry
                     .aliases
                     .iter()
-                    .filter(|(_, t)| *t == name)
+                    .filter(|(_, t)| t.names(name))
                     .map(|(a, _)| a.clone())
                     .collect();
                 versions.push(HostVersion {

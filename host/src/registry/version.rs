@@ -79,6 +79,32 @@ pub struct ModelVersion {
     /// Moving average of a call's duration, in nanoseconds. Starts at 1 ms, so a version's first calls
     /// are handed off the async worker until they have shown they are short.
     typical_call_ns: AtomicU64,
+    /// What its calls cost and how they ended (metering, OIP statistics).
+    pub usage: Usage,
+}
+
+/// Counters of a version's calls: what they cost (CPU time in the guest, fuel), for charging the
+/// team that owns the model, and how they ended, for the statistics Triton's clients ask for.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Calls that answered.
+    pub succeeded: AtomicU64,
+    /// Their time from admission to answer, in nanoseconds.
+    pub succeeded_ns: AtomicU64,
+    /// Calls that failed after reaching the version (the guest's or a limit's error, overload).
+    pub failed: AtomicU64,
+    /// Their time, in nanoseconds.
+    pub failed_ns: AtomicU64,
+    /// Time calls waited for admission, in nanoseconds.
+    pub queue_ns: AtomicU64,
+    /// Time spent in the guest (wall clock), in nanoseconds.
+    pub compute_ns: AtomicU64,
+    /// CPU time the calling threads spent in the guest, in nanoseconds.
+    pub cpu_ns: AtomicU64,
+    /// Fuel burnt (when the host counts fuel).
+    pub fuel: AtomicU64,
+    /// When the last call ended (Unix milliseconds; 0: never).
+    pub last_unix_ms: AtomicU64,
 }
 
 impl ModelVersion {
@@ -97,6 +123,7 @@ impl ModelVersion {
             admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
+            usage: Usage::default(),
         }
     }
 

@@ -60,6 +60,14 @@ impl Admission {
         }
     }
 
+    /// A turn now, or none: for work that must never queue (shadow copies).
+    pub fn try_admit(&self) -> Option<Admitted<'_>> {
+        self.running.try_acquire().ok().map(|permit| Admitted {
+            _permit: permit,
+            waited: Duration::ZERO,
+        })
+    }
+
     /// Calls waiting now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)

@@ -27,6 +27,8 @@ pub struct ModelInstance {
     poisoned: bool,
     /// What went wrong in a graph run during the last call (the guest's error carries no detail).
     graph_failure: Option<String>,
+    /// Fuel the last call burnt (when the engine counts fuel).
+    fuel_used: Option<u64>,
     /// Its linear memory as its pool last counted it.
     pub(crate) accounted: u64,
 }
@@ -85,6 +87,7 @@ impl ModelInstance {
             label,
             poisoned: false,
             graph_failure: None,
+            fuel_used: None,
             accounted: 0,
         };
         if let Startup::Init { config, weights } = startup {
@@ -156,6 +159,11 @@ impl ModelInstance {
         Ok(answer)
     }
 
+    /// Fuel the last call burnt, when the engine counts fuel (metering).
+    pub fn fuel_used(&self) -> Option<u64> {
+        self.fuel_used
+    }
+
     /// The limits this instance runs under.
     pub fn limits(&self) -> &ModelLimits {
         &self.limits
@@ -215,6 +223,9 @@ impl ModelInstance {
             clock.arm(deadline);
         }
         let result = f(&self.model, &mut self.store);
+        if engine.settings().fuel {
+            self.fuel_used = Some(fuel.saturating_sub(self.store.get_fuel().unwrap_or(0)));
+        }
         let graphs = self
             .store
             .data()

@@ -1,14 +1,30 @@
-//! Bearer tokens: one for management routes, optionally one for inference. Compared in constant time,
-//! never logged.
+//! Authentication and authorisation over HTTP: the translation of [`crate::teams`] into statuses.
+//!
+//! - Management routes pass [`identified`]: the bearer token becomes a [`Caller`] in the request's
+//!   extensions, or the answer is 401 (no token, or one no credential has). Read-only routes need
+//!   nothing more.
+//! - A handler that changes a model takes a [`Manager`] and asks [`Manager::permit`] first: 403 with
+//!   the reason when the credential's patterns or roles do not cover it (the attempt is audited), and
+//!   [`Manager::record`]s the change once it is done.
+//! - Inference routes keep one optional shared [`Token`].
+//!
+//! Tokens are compared by hash or in constant time, and never logged.
 
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
-use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::{AppState, REQUEST_ID};
+use crate::registry::audit::{AuditLog, AuditRecord};
+use crate::registry::check_name;
+use crate::teams::{Action, Caller, Teams};
 
 /// A secret that must accompany requests as `Authorization: Bearer <token>`.
 #[derive(Clone)]
@@ -21,14 +37,7 @@ impl Token {
     }
 
     fn admits(&self, request: &Request) -> bool {
-        let Some(given) = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let Some(given) = given.strip_prefix("Bearer ") else {
+        let Some(given) = bearer(request.headers()) else {
             return false;
         };
         // Constant time in the content; the length is not a secret worth hiding.
@@ -42,17 +51,155 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The bearer token of a request (`Authorization: Bearer <token>`; the scheme in any case).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response
+        .headers_mut()
+        .insert("www-authenticate", "Bearer".parse().expect("static header"));
+    response
+}
+
 /// Middleware: 401 unless the request carries `token`.
 pub async fn require(token: Token, request: Request, next: Next) -> Response {
     if token.admits(&request) {
         next.run(request).await
     } else {
-        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-            .into_response();
-        response
-            .headers_mut()
-            .insert("www-authenticate", "Bearer".parse().expect("static header"));
-        response
+        unauthorized("missing or wrong bearer token")
+    }
+}
+
+/// Management routes behind `teams`: every request is identified (see the module docs).
+pub fn identified(router: Router<AppState>, teams: Arc<Teams>) -> Router<AppState> {
+    describe_metrics();
+    teams.publish_metrics();
+    router.route_layer(axum::middleware::from_fn(move |request, next| {
+        identify(teams.clone(), request, next)
+    }))
+}
+
+async fn identify(teams: Arc<Teams>, mut request: Request, next: Next) -> Response {
+    match teams.authenticate(bearer(request.headers())) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => unauthorized(&e.to_string()),
+    }
+}
+
+fn describe_metrics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_counter!(
+            "ferry_management_denied_total",
+            "Management requests refused (403) because the credential's models or roles do not cover them, by actor and action"
+        );
+        metrics::describe_counter!(
+            "ferry_audit_write_failures_total",
+            "Done management actions whose audit record could not be written to the store"
+        );
+        metrics::describe_counter!(
+            "ferry_tokens_reloads_total",
+            "Changes of the tokens file seen while serving, applied or refused"
+        );
+        metrics::describe_gauge!(
+            "ferry_tokens_file_valid",
+            "1 while the tokens file as it is now is in force, 0 when its last change was refused"
+        );
+        metrics::describe_gauge!(
+            "ferry_credentials",
+            "Management credentials in force (the admin token's included)"
+        );
+    });
+}
+
+/// Who calls a management handler, and where what they do is recorded.
+pub struct Manager {
+    /// The caller, as identified.
+    pub caller: Caller,
+    request_id: Option<String>,
+    audit: AuditLog,
+}
+
+impl FromRequestParts<AppState> for Manager {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Only a route outside `identified` lacks one: a wiring mistake, refused rather than open.
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this management route does not identify its callers",
+            )
+        })?;
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            // A caller's own id is kept as given, within reason: records stay small.
+            .map(|id| id.chars().take(128).collect());
+        Ok(Manager {
+            caller,
+            request_id,
+            audit: state.audit.clone(),
+        })
+    }
+}
+
+impl Manager {
+    /// 403 unless the caller may do `action` on `model` (a refusal is audited as `denied`); 400
+    /// when `model` is no model name, before anything is recorded under it.
+    pub async fn permit(&self, action: Action, model: &str) -> Result<(), ApiError> {
+        check_name("model", model).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let Err(denied) = self.caller.may(action, model) else {
+            return Ok(());
+        };
+        let actor = self.caller.actor();
+        let message = denied.to_string();
+        tracing::warn!(
+            actor,
+            action = action.name(),
+            model,
+            reason = %message,
+            "management change refused"
+        );
+        metrics::counter!(
+            "ferry_management_denied_total",
+            "actor" => actor.to_owned(),
+            "action" => action.name()
+        )
+        .increment(1);
+        self.write(
+            AuditRecord::denied(actor, action.name(), model, &message)
+                .request_id(self.request_id.as_deref()),
+        )
+        .await;
+        Err(ApiError::new(StatusCode::FORBIDDEN, message))
+    }
+
+    /// A record of `action` on `model` by this caller, for this request, to fill in and
+    /// [`Manager::record`].
+    pub fn entry(&self, action: Action, model: &str) -> AuditRecord {
+        AuditRecord::new(self.caller.actor(), action.name(), model)
+            .request_id(self.request_id.as_deref())
+    }
+
+    /// Records a done action in the audit log. Never fails (see [`AuditLog::record`]).
+    pub async fn record(&self, record: AuditRecord) {
+        self.write(record).await
+    }
+
+    async fn write(&self, record: AuditRecord) {
+        // On its own task: a client that hangs up drops the handler, not the record of what it did.
+        let audit = self.audit.clone();
+        let _ = tokio::spawn(async move { audit.record(record).await }).await;
     }
 }
 
@@ -72,9 +219,14 @@ mod tests {
     fn only_the_exact_bearer_token_is_admitted() {
         let t = Token::new("s3cret");
         assert!(t.admits(&request(Some("Bearer s3cret"))));
+        assert!(
+            t.admits(&request(Some("bearer s3cret"))),
+            "the scheme is case-insensitive"
+        );
         assert!(!t.admits(&request(Some("Bearer s3cre"))));
         assert!(!t.admits(&request(Some("Bearer s3cret2"))));
         assert!(!t.admits(&request(Some("Basic s3cret"))));
+        assert!(!t.admits(&request(Some("Bearers3cret"))));
         assert!(!t.admits(&request(None)));
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
     }

@@ -6,6 +6,7 @@ use axum::Json;
 
 use crate::registry::RouteError;
 use crate::runtime::CallError;
+use crate::serving::ServeError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -40,44 +41,29 @@ impl ApiError {
     }
 }
 
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            retry_after: e.retry_after(),
+            kind: match &e {
+                ServeError::Call(c) => Some(c.kind()),
+                _ => None,
+            },
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
-        let status = match &e {
-            CallError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CallError::Unsupported(_) => StatusCode::BAD_REQUEST,
-            CallError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            CallError::DeadlineExceeded(_)
-            | CallError::GraphStopped(_)
-            | CallError::FuelExhausted(_) => StatusCode::GATEWAY_TIMEOUT,
-            CallError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            CallError::ModelFailed(_)
-            | CallError::OutputTooLarge { .. }
-            | CallError::Limit(_)
-            | CallError::StackOverflow
-            | CallError::Panicked(_)
-            | CallError::Trapped(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let retry_after = matches!(e, CallError::Overloaded(_)).then_some(1);
-        ApiError {
-            status,
-            message: e.to_string(),
-            retry_after,
-            kind: Some(e.kind()),
-        }
+        ServeError::Call(e).into()
     }
 }
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
-        match e {
-            RouteError::UnknownModel(_) | RouteError::UnknownVersion(..) => {
-                ApiError::not_found(e.to_string())
-            }
-            RouteError::NotReady { .. } | RouteError::NoReadyVersion(_) => ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            },
-        }
+        ServeError::Route(e).into()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Management routes (behind the admin token when one is set): upload a version, move aliases, roll
-//! back, delete, the OIP repository extension, and the fleet's status. Uploads stream to the host's
+//! Management routes: upload a version, move aliases, roll back, delete, the OIP repository
+//! extension, and the fleet's status. Each change is checked against the caller's credential first
+//! and recorded in the audit log once done (see [`super::auth`]). Uploads stream to the host's
 //! cache directory while being hashed and counted, so a 1 GB artifact needs no 1 GB of memory; only
 //! once the whole request is good do they stream on to the store (a multipart upload on S3), and
 //! nothing is left behind when it is not.
@@ -16,10 +17,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::auth::Manager;
 use super::error::ApiError;
 use super::AppState;
-use crate::registry::{unix_ms, ChangeError, VersionManifest};
+use crate::registry::{unix_ms, AliasTarget, ChangeError, Split, TrafficPolicy, VersionManifest};
 use crate::storage::{BlobCache, StorageError};
+use crate::teams::Action;
 
 /// Header with the sha256 the uploader expects the component to have.
 pub const SHA_HEADER: &str = "ferry-sha256";
@@ -157,8 +160,10 @@ fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
 pub async fn put_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    manager: Manager,
     request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    manager.permit(Action::PutVersion, &model).await?;
     let registry = state.registry.clone();
     let mut manifest: VersionManifest =
         registry.new_manifest(&model, Some(version.clone())).await?;
@@ -309,6 +314,17 @@ pub async fn put_version(
     uploads.commit().await?;
     let version_state = registry.create_version(manifest.clone()).await?;
     let manifest = &version_state.manifest;
+    let blobs = json!({
+        "component_sha256": manifest.component_sha256,
+        "weights_sha256": manifest.weights_sha256,
+        "config_sha256": manifest.config_sha256,
+        "tests_sha256": manifest.tests_sha256,
+        "graphs": manifest.graphs,
+    });
+    let entry = manager.entry(Action::PutVersion, &model);
+    manager
+        .record(entry.version(&manifest.version).to(blobs))
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -322,43 +338,126 @@ pub async fn put_version(
     ))
 }
 
+/// The body of an alias move: `{"version": "V"}`, or `{"split": {"V1": 90, "V2": 10}}` with an
+/// optional `"routing_key_field": "/features/rider_id"`.
 #[derive(Deserialize)]
-pub struct AliasBody {
-    version: String,
+#[serde(untagged)]
+pub enum AliasBody {
+    /// One version.
+    Version {
+        /// The version.
+        version: String,
+    },
+    /// A weighted split.
+    Split(Split),
 }
 
-/// `PUT /v1/models/{model}/aliases/{alias}` with `{"version": "V"}`: loads V if needed, then switches.
+fn alias_answer(model: &str, alias: &str, target: &AliasTarget) -> Json<Value> {
+    let mut answer = json!({ "model": model, "alias": alias });
+    match target {
+        AliasTarget::Version(v) => answer["version"] = json!(v),
+        AliasTarget::Split(s) => {
+            answer["split"] = json!(s.split);
+            if let Some(field) = &s.routing_key_field {
+                answer["routing_key_field"] = json!(field);
+            }
+        }
+    }
+    Json(answer)
+}
+
+/// `PUT /v1/models/{model}/aliases/{alias}` with `{"version": "V"}` or `{"split": {...}}`: loads
+/// every version it names if needed, then switches.
 pub async fn set_alias(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
-    Json(body): Json<AliasBody>,
+    manager: Manager,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    state
+    manager.permit(Action::SetAlias, &model).await?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let target = match serde_json::from_value::<AliasBody>(body) {
+        Ok(AliasBody::Version { version }) => AliasTarget::Version(version),
+        Ok(AliasBody::Split(split)) => AliasTarget::Split(split),
+        Err(_) => {
+            return Err(ApiError::bad_request(
+                "an alias body is {\"version\": \"V\"} or {\"split\": {\"V1\": 90, \"V2\": 10}} (optionally with \"routing_key_field\": \"/features/rider_id\")",
+            ))
+        }
+    };
+    let previous = state
         .registry
-        .set_alias(&model, &alias, &body.version)
+        .set_alias(&model, &alias, target.clone())
         .await?;
-    Ok(Json(
-        json!({ "model": model, "alias": alias, "version": body.version }),
-    ))
+    let target = target.simplified();
+    let entry = manager.entry(Action::SetAlias, &model).alias(&alias);
+    manager
+        .record(entry.from(previous.map(|p| json!(p))).to(json!(target)))
+        .await;
+    Ok(alias_answer(&model, &alias, &target))
 }
 
-/// `POST /v1/models/{model}/aliases/{alias}/rollback`: the alias goes back to its previous version.
+/// `POST /v1/models/{model}/aliases/{alias}/rollback`: the alias goes back to its previous target.
 pub async fn rollback(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
+    manager: Manager,
 ) -> Result<Json<Value>, ApiError> {
-    let version = state.registry.rollback(&model, &alias).await?;
-    Ok(Json(
-        json!({ "model": model, "alias": alias, "version": version }),
-    ))
+    manager.permit(Action::Rollback, &model).await?;
+    let (from, to) = state.registry.rollback(&model, &alias).await?;
+    let entry = manager.entry(Action::Rollback, &model).alias(&alias);
+    manager
+        .record(entry.from(from.map(|f| json!(f))).to(json!(to)))
+        .await;
+    Ok(alias_answer(&model, &alias, &to))
+}
+
+/// `GET /v1/models/{model}/traffic`: the model's shadow and prediction-log shares.
+pub async fn traffic(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let table = state.registry.table();
+    let entry = table
+        .models
+        .get(&model)
+        .ok_or_else(|| ApiError::not_found(format!("unknown model `{model}`")))?;
+    Ok(Json(json!(*entry.traffic)))
+}
+
+/// `PUT /v1/models/{model}/traffic` with `{"shadow": {"version": "4", "percent": 10}, "log":
+/// {"percent": 100}}`: replaces the model's traffic policy (a shadow candidate is loaded first).
+pub async fn set_traffic(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    manager: Manager,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    manager.permit(Action::SetTraffic, &model).await?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let policy: TrafficPolicy = serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "a traffic policy is {{\"shadow\": {{\"version\": \"V\", \"percent\": 0-100}}, \"log\": {{\"percent\": 0-100}}}}: {e}"
+        ))
+    })?;
+    let previous = state.registry.set_traffic(&model, policy.clone()).await?;
+    let entry = manager.entry(Action::SetTraffic, &model);
+    manager
+        .record(entry.from(Some(json!(previous))).to(json!(policy)))
+        .await;
+    Ok(Json(json!(policy)))
 }
 
 /// `DELETE /v1/models/{model}/versions/{version}`: refused (409) while an alias points at it.
 pub async fn delete_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    manager: Manager,
 ) -> Result<StatusCode, ApiError> {
+    manager.permit(Action::DeleteVersion, &model).await?;
     state.registry.delete_version(&model, &version).await?;
+    let entry = manager.entry(Action::DeleteVersion, &model);
+    manager.record(entry.version(&version)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -382,8 +481,13 @@ pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
 pub async fn repository_load(
     State(state): State<AppState>,
     Path(model): Path<String>,
+    manager: Manager,
 ) -> Result<StatusCode, ApiError> {
+    manager.permit(Action::LoadModel, &model).await?;
     state.registry.load_model(&model).await?;
+    manager
+        .record(manager.entry(Action::LoadModel, &model))
+        .await;
     state.registry.table().resolve(&model, None)?;
     Ok(StatusCode::OK)
 }
@@ -392,8 +496,13 @@ pub async fn repository_load(
 pub async fn repository_unload(
     State(state): State<AppState>,
     Path(model): Path<String>,
+    manager: Manager,
 ) -> Result<StatusCode, ApiError> {
+    manager.permit(Action::UnloadModel, &model).await?;
     state.registry.unload_model(&model).await?;
+    manager
+        .record(manager.entry(Action::UnloadModel, &model))
+        .await;
     Ok(StatusCode::OK)
 }
 

@@ -2,12 +2,12 @@
 //! body limit), and graceful shutdown. Handlers live beside it: [`oip`] (Open Inference Protocol v2),
 //! [`predict`] (feature-style JSON and model listings), [`metrics`] (Prometheus).
 
+mod audit;
 mod auth;
-mod binary;
-mod call;
 mod error;
 mod management;
-pub mod metrics;
+pub use crate::serving::metrics;
+
 mod oip;
 mod predict;
 
@@ -27,12 +27,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use auth::Token;
+pub use auth::{Manager, Token};
 pub use error::ApiError;
 pub use management::SHA_HEADER;
 pub use predict::VERSION_HEADER;
 
 use crate::registry::Registry;
+use crate::serving::Serving;
 
 /// Header carrying the request id (taken from the caller, or made up), returned on every response.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -42,8 +43,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct AppState {
     /// Versions and the routing table.
     pub registry: Arc<Registry>,
+    /// The protocol-neutral call path every inference route hands its requests to.
+    pub serving: Arc<Serving>,
     /// True once the store has been loaded (readiness).
     pub loaded: Arc<AtomicBool>,
+    /// Where management actions are recorded.
+    audit: crate::registry::audit::AuditLog,
     metrics: PrometheusHandle,
 }
 
@@ -98,8 +103,11 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub struct ServeOptions {
     /// Largest request body on inference routes (uploads have their own cap, in the config).
     pub max_body_bytes: usize,
-    /// Token required on management routes, when set.
-    pub admin_token: Option<Token>,
+    /// Who may use management routes: credentials from `--admin-token` and the tokens file
+    /// (open when neither is given).
+    pub teams: Arc<crate::teams::Teams>,
+    /// Where management actions are recorded.
+    pub audit: crate::registry::audit::AuditLog,
     /// Token required on inference routes, when set.
     pub inference_token: Option<Token>,
 }
@@ -114,15 +122,28 @@ fn guarded(router: Router<AppState>, token: &Option<Token>) -> Router<AppState> 
 }
 
 /// The application: every route with its layers.
-pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
+pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
     let state = AppState {
-        registry,
+        registry: serving.registry().clone(),
+        serving,
         loaded,
+        audit: options.audit.clone(),
         metrics: metrics::install(),
     };
     let request_id = HeaderName::from_static(REQUEST_ID);
     let inference = Router::new()
         .route("/v2/models/{model}", get(oip::metadata))
+        .route("/v2/models/{model}/config", get(oip::model_config))
+        .route("/v2/models/{model}/stats", get(oip::model_stats))
+        .route("/v2/models/stats", get(oip::all_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(oip::model_version_config),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(oip::model_version_stats),
+        )
         .route("/v2/models/{model}/ready", get(oip::model_ready))
         .route("/v2/models/{model}/infer", post(oip::infer))
         .route(
@@ -159,10 +180,15 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeO
             axum::routing::put(management::set_alias),
         )
         .route(
+            "/v1/models/{model}/traffic",
+            axum::routing::put(management::set_traffic).get(management::traffic),
+        )
+        .route(
             "/v1/models/{model}/aliases/{alias}/rollback",
             post(management::rollback),
         )
         .route("/v1/fleet", get(management::fleet))
+        .route("/v1/audit", get(audit::list))
         .route("/v2/repository/index", post(management::repository_index))
         .route(
             "/v2/repository/models/{model}/load",
@@ -176,11 +202,13 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeO
         .layer(DefaultBodyLimit::disable());
     let open = Router::new()
         .route("/v2", get(oip::server_metadata))
+        // The OIP REST specification writes the server-metadata path with a trailing slash.
+        .route("/v2/", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
         .route("/v2/health/ready", get(oip::ready))
         .route("/metrics", get(render_metrics));
     open.merge(guarded(inference, &options.inference_token))
-        .merge(guarded(management, &options.admin_token))
+        .merge(auth::identified(management, options.teams.clone()))
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -195,13 +223,14 @@ pub fn router(registry: Arc<Registry>, loaded: Arc<AtomicBool>, options: &ServeO
 /// follows the first sync with the store (see [`crate::registry::sync`]); syncing goes on in the
 /// background for as long as the server runs.
 pub async fn serve(
-    registry: Arc<Registry>,
+    serving: Arc<Serving>,
     listen: SocketAddr,
     options: ServeOptions,
     sync: crate::registry::sync::SyncOptions,
 ) -> anyhow::Result<()> {
     let loaded = Arc::new(AtomicBool::new(false));
-    let app = router(registry.clone(), loaded.clone(), &options);
+    let registry = serving.registry().clone();
+    let app = router(serving.clone(), loaded.clone(), &options);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -242,6 +271,14 @@ pub async fn serve(
     }
     let served = served.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
     served?;
+    // What was answered is logged before the host goes.
+    let log = serving.clone();
+    let flushed = tokio::task::spawn_blocking(move || log.log().close(Duration::from_secs(10)))
+        .await
+        .unwrap_or(false);
+    if !flushed {
+        tracing::warn!("the prediction log did not finish writing within 10 s");
+    }
     tracing::info!("drained; bye");
     Ok(())
 }

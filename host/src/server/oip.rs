@@ -14,17 +14,18 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::{binary, body_bytes, call::call_model, AppState};
+use super::{body_bytes, AppState};
 use crate::registry::ModelVersion;
 use crate::runtime::{Tensor, TensorSpec};
+use crate::serving::{Output, Payload, Request, TensorRequest};
 use crate::tensor::{
-    datatype_name, datatype_of, parse_datatype, tensor_from_json, tensor_to_json, JsonTensor,
+    binary, datatype_name, parse_datatype, tensor_from_json, tensor_to_json, JsonTensor,
 };
 
 /// `GET /v2`
 pub async fn server_metadata() -> Json<Value> {
     Json(
-        json!({ "name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_repository"] }),
+        json!({ "name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_repository", "model_configuration", "statistics"] }),
     )
 }
 
@@ -106,6 +107,128 @@ pub async fn model_version_ready(
     Ok(StatusCode::OK)
 }
 
+/// Triton's name of a datatype in a model configuration.
+fn triton_type(spec: &TensorSpec) -> String {
+    match datatype_name(spec.datatype) {
+        "BYTES" => "TYPE_STRING".to_owned(),
+        other => format!("TYPE_{other}"),
+    }
+}
+
+fn config_of(model: &str, v: &ModelVersion) -> Value {
+    let metadata = v.metadata.as_ref().expect("ready versions have metadata");
+    let io = |specs: &[TensorSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| json!({ "name": s.name, "data_type": triton_type(s), "dims": s.shape }))
+            .collect()
+    };
+    json!({
+        "name": model,
+        "platform": metadata.platform,
+        "backend": "ferry",
+        "version_policy": { "specific": { "versions": [v.manifest.version] } },
+        // Batching is the model's own (the leading dimension), not the server's.
+        "max_batch_size": 0,
+        "input": io(&metadata.inputs),
+        "output": io(&metadata.outputs),
+        "instance_group": [{ "kind": "KIND_CPU", "count": v.limits.max_instances }],
+    })
+}
+
+/// `GET /v2/models/{model}/config` (Triton's model configuration extension, which its clients call).
+pub async fn model_config(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let v = state.registry.table().resolve(&model, None)?;
+    Ok(Json(config_of(&model, &v)))
+}
+
+/// `GET /v2/models/{model}/versions/{version}/config`
+pub async fn model_version_config(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let v = state.registry.table().resolve(&model, Some(&version))?;
+    Ok(Json(config_of(&model, &v)))
+}
+
+fn stats_of(v: &ModelVersion) -> Value {
+    let u = &v.usage;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = (n(&u.succeeded), n(&u.failed));
+    let count_ns = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+    json!({
+        "name": v.manifest.model,
+        "version": v.manifest.version,
+        "last_inference": n(&u.last_unix_ms),
+        "inference_count": ok,
+        "execution_count": ok + failed,
+        "inference_stats": {
+            "success": count_ns(ok, n(&u.succeeded_ns)),
+            "fail": count_ns(failed, n(&u.failed_ns)),
+            "queue": count_ns(ok + failed, n(&u.queue_ns)),
+            "compute_input": count_ns(0, 0),
+            "compute_infer": count_ns(ok + failed, n(&u.compute_ns)),
+            "compute_output": count_ns(0, 0),
+        },
+        "batch_stats": [],
+    })
+}
+
+fn stats(
+    state: &AppState,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let table = state.registry.table();
+    let mut out = Vec::new();
+    match (model, version) {
+        (Some(m), Some(v)) => out.push(stats_of(&*table.resolve(m, Some(v))?)),
+        (Some(m), None) => {
+            let entry = table.models.get(m).ok_or_else(|| {
+                ApiError::from(crate::registry::RouteError::UnknownModel(m.to_owned()))
+            })?;
+            out.extend(
+                entry
+                    .versions
+                    .values()
+                    .filter(|v| v.is_ready())
+                    .map(|v| stats_of(v)),
+            );
+        }
+        (None, _) => out.extend(
+            table
+                .versions()
+                .filter(|v| v.is_ready())
+                .map(|v| stats_of(v)),
+        ),
+    }
+    Ok(Json(json!({ "model_stats": out })))
+}
+
+/// `GET /v2/models/stats` (Triton's statistics extension): every ready version.
+pub async fn all_stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    stats(&state, None, None)
+}
+
+/// `GET /v2/models/{model}/stats`: each ready version of the model.
+pub async fn model_stats(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    stats(&state, Some(&model), None)
+}
+
+/// `GET /v2/models/{model}/versions/{version}/stats`
+pub async fn model_version_stats(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    stats(&state, Some(&model), Some(&version))
+}
+
 #[derive(Deserialize)]
 struct InferRequest {
     #[serde(default)]
@@ -162,46 +285,12 @@ async fn infer_on(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v = state.registry.table().resolve(model, version)?;
     let (json_part, mut binary_part) = split_body(headers, &body)?;
     let mut request: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| ApiError::bad_request(format!("invalid inference request: {e}")))?;
-    let declared = &v.metadata.as_ref().expect("ready versions have metadata");
-    if declared.inputs.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "model `{model}` takes feature-style requests, not tensors: POST /v1/models/{model}/predict"
-        )));
-    }
-
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs.iter_mut() {
-        let spec = declared
-            .inputs
-            .iter()
-            .find(|s| s.name == input.name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = declared.inputs.iter().map(|s| s.name.as_str()).collect();
-                ApiError::bad_request(format!(
-                    "model `{model}` has no input `{}` (its inputs: {})",
-                    input.name,
-                    names.join(", ")
-                ))
-            })?;
-        let tensor = decode_input(input, &mut binary_part)?;
-        check_against_spec(&tensor, spec)?;
-        inputs.push(tensor);
-    }
-    if let Some(missing) = declared
-        .inputs
-        .iter()
-        .find(|s| !request.inputs.iter().any(|i| i.name == s.name))
-    {
-        return Err(ApiError::bad_request(format!(
-            "input `{}` is missing ({} {:?})",
-            missing.name,
-            datatype_name(missing.datatype),
-            missing.shape
-        )));
+        inputs.push(decode_input(input, &mut binary_part)?);
     }
     if !binary_part.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -209,22 +298,34 @@ async fn infer_on(
             binary_part.len()
         )));
     }
-
-    let requested = request.outputs.as_deref().unwrap_or_default();
-    for r in requested {
-        if !declared.outputs.iter().any(|s| s.name == r.name) {
-            return Err(ApiError::bad_request(format!(
-                "model `{model}` has no output `{}`",
-                r.name
-            )));
-        }
-    }
+    let outputs = request
+        .outputs
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
     let parameters = Value::Object(request.parameters.clone().unwrap_or_default()).to_string();
-    let outputs = call_model(&v, "infer", move |instance| {
-        instance.infer(&inputs, &parameters)
-    })
-    .await?;
-    Ok(respond(&v, &request, outputs))
+    let answer = state
+        .serving
+        .call(Request {
+            model: model.to_owned(),
+            version: version.map(str::to_owned),
+            payload: Payload::Tensors(TensorRequest {
+                inputs,
+                parameters,
+                outputs,
+            }),
+            caller: super::predict::caller(headers),
+        })
+        .await?;
+    let Output::Tensors(outputs) = answer.output.as_ref() else {
+        unreachable!("a tensor call answers tensors")
+    };
+    let mut response = respond(&answer.version, &request, outputs);
+    let (name, value) = super::predict::version_header(&answer.version);
+    response.headers_mut().insert(name, value);
+    Ok(response)
 }
 
 /// Splits a body into its JSON header and binary tensor data.
@@ -299,32 +400,7 @@ fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Ten
     }
 }
 
-fn check_against_spec(tensor: &Tensor, spec: &TensorSpec) -> Result<(), ApiError> {
-    let got = datatype_of(&tensor.data);
-    if got != spec.datatype {
-        return Err(ApiError::bad_request(format!(
-            "input `{}`: expected datatype {}, got {}",
-            spec.name,
-            datatype_name(spec.datatype),
-            datatype_name(got)
-        )));
-    }
-    let fits = tensor.shape.len() == spec.shape.len()
-        && tensor
-            .shape
-            .iter()
-            .zip(&spec.shape)
-            .all(|(d, s)| *s < 0 || *d as i64 == *s);
-    if !fits {
-        return Err(ApiError::bad_request(format!(
-            "input `{}`: expected shape {:?} (-1 = any), got {:?}",
-            spec.name, spec.shape, tensor.shape
-        )));
-    }
-    Ok(())
-}
-
-fn respond(v: &Arc<ModelVersion>, request: &InferRequest, outputs: Vec<Tensor>) -> Response {
+fn respond(v: &Arc<ModelVersion>, request: &InferRequest, outputs: &[Tensor]) -> Response {
     let all_binary = request
         .parameters
         .as_ref()
@@ -346,7 +422,7 @@ fn respond(v: &Arc<ModelVersion>, request: &InferRequest, outputs: Vec<Tensor>) 
             }),
         };
         let Some(as_binary) = wanted else { continue };
-        let mut out = serde_json::to_value(tensor_to_json(&t)).expect("tensors serialise");
+        let mut out = serde_json::to_value(tensor_to_json(t)).expect("tensors serialise");
         if as_binary {
             let bytes = binary::encode(&t.data);
             out["parameters"] = json!({ "binary_data_size": bytes.len() });

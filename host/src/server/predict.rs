@@ -4,71 +4,104 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{body_bytes, call::call_model, AppState};
+use super::{body_bytes, AppState};
 use crate::registry::{ModelEntry, ModelVersion};
+use crate::serving::{Caller, Output, Payload, Request};
 
 /// Header naming the version that answered.
 pub const VERSION_HEADER: &str = "ferry-model-version";
+
+/// Header carrying the key a weighted alias keeps sticky.
+pub const ROUTING_KEY_HEADER: &str = "ferry-routing-key";
 
 /// `POST /v1/models/{model}/predict`
 pub async fn predict(
     State(state): State<AppState>,
     Path(model): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    predict_on(&state, &model, None, body_bytes(body)?).await
+    predict_on(&state, model, None, &headers, body_bytes(body)?).await
 }
 
 /// `POST /v1/models/{model}/versions/{version}/predict`
 pub async fn predict_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    predict_on(&state, &model, Some(&version), body_bytes(body)?).await
+    predict_on(&state, model, Some(version), &headers, body_bytes(body)?).await
+}
+
+/// The caller as HTTP tells it: the request id and the routing key.
+pub fn caller(headers: &HeaderMap) -> Caller {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Caller {
+        request_id: text(super::REQUEST_ID),
+        routing_key: text(ROUTING_KEY_HEADER),
+    }
+}
+
+/// The header naming the version that answered.
+pub fn version_header(v: &ModelVersion) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(VERSION_HEADER),
+        HeaderValue::from_str(&v.manifest.version).expect("version names are header-safe"),
+    )
 }
 
 async fn predict_on(
     state: &AppState,
-    model: &str,
-    version: Option<&str>,
+    model: String,
+    version: Option<String>,
+    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v = state.registry.table().resolve(model, version)?;
-    let request: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    if !request.is_object() {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object, e.g. {\"features\": {...}}",
-        ));
+    // Checked here, not by parsing into a tree: the caller's bytes go to the guest unchanged.
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+        Err(e) => return Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
+        Ok(_) if !text.trim_start().starts_with('{') => {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object, e.g. {\"features\": {...}}",
+            ))
+        }
+        Ok(_) => {}
     }
-    if !v.metadata.as_ref().is_some_and(|m| m.predicts_json) {
-        return Err(ApiError::bad_request(format!(
-            "model `{model}` takes tensor requests, not JSON features: POST /v2/models/{model}/infer"
-        )));
-    }
-    // Pass the caller's bytes through unchanged: they were just checked to be a JSON object.
-    let text =
-        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    let answer = call_model(&v, "predict", |instance| instance.predict(text)).await?;
+    let answer = state
+        .serving
+        .call(Request {
+            model,
+            version,
+            payload: Payload::Features(text),
+            caller: caller(headers),
+        })
+        .await?;
+    let Output::Features(json) = answer.output.as_ref() else {
+        unreachable!("a feature-style call answers JSON")
+    };
     Ok((
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (
-                HeaderName::from_static(VERSION_HEADER),
-                HeaderValue::from_str(&v.manifest.version).expect("version names are header-safe"),
-            ),
+            version_header(&answer.version),
         ],
-        answer,
+        json.clone(),
     )
         .into_response())
 }
@@ -115,6 +148,15 @@ fn describe_version(v: &ModelVersion) -> Value {
     if let Some(graphs) = &v.graphs {
         out["graphs"] = graphs.describe();
     }
+    let usage = &v.usage;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    out["usage"] = json!({
+        "calls": n(&usage.succeeded) + n(&usage.failed),
+        "failed": n(&usage.failed),
+        "cpu_seconds": n(&usage.cpu_ns) as f64 / 1e9,
+        "guest_seconds": n(&usage.compute_ns) as f64 / 1e9,
+        "fuel": n(&usage.fuel),
+    });
     if let Some(report) = &v.self_tests {
         out["self_tests"] = json!({
             "passed": report.passed(),
@@ -126,11 +168,13 @@ fn describe_version(v: &ModelVersion) -> Value {
     out
 }
 
-fn describe_model(name: &str, entry: &ModelEntry) -> Value {
+fn describe_model(state: &AppState, name: &str, entry: &ModelEntry) -> Value {
     json!({
         "name": name,
         "default_version": entry.default_version().map(|v| v.manifest.version.clone()),
         "aliases": entry.aliases,
+        "traffic": *entry.traffic,
+        "shadow_agreement": state.serving.shadows().describe(name),
         "versions": entry.versions.values().map(|v| describe_version(v)).collect::<Vec<_>>(),
     })
 }
@@ -139,7 +183,7 @@ fn describe_model(name: &str, entry: &ModelEntry) -> Value {
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let table = state.registry.table();
     Json(
-        json!({ "models": table.models.iter().map(|(name, entry)| describe_model(name, entry)).collect::<Vec<_>>() }),
+        json!({ "models": table.models.iter().map(|(name, entry)| describe_model(&state, name, entry)).collect::<Vec<_>>() }),
     )
 }
 
@@ -153,5 +197,5 @@ pub async fn describe(
         .models
         .get(&model)
         .ok_or_else(|| ApiError::not_found(format!("unknown model `{model}`")))?;
-    Ok(Json(describe_model(&model, entry)))
+    Ok(Json(describe_model(&state, &model, entry)))
 }

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use crate::runtime::{Datatype, Tensor, TensorData};
 
+pub mod binary;
+
 /// A tensor as it appears in OIP JSON.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct JsonTensor {
@@ -117,16 +119,15 @@ pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
         )));
     }
     let shape: Vec<u64> = t.shape.iter().map(|d| *d as u64).collect();
-    let mut items = Vec::new();
-    flatten(&t.data, &mut items);
-    let count: u64 = shape.iter().product();
-    if items.len() as u64 != count {
+    if !t.data.is_array() {
         return Err(fail(format!(
-            "shape {:?} needs {count} elements, data has {}",
-            t.shape,
-            items.len()
+            "`data` must be an array of {} elements (flat or nested), not {}",
+            t.datatype,
+            json_kind(&t.data)
         )));
     }
+    let mut items = Vec::new();
+    flatten(&t.data, &mut items);
     let data = match datatype {
         Datatype::Bool => TensorData::Bool(
             items
@@ -166,11 +167,33 @@ pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
                 .map_err(fail)?,
         ),
     };
+    // Checked after the elements' types, so that data of the wrong type is named as such.
+    let count = shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d));
+    if count != Some(items.len() as u64) {
+        return Err(fail(format!(
+            "shape {:?} needs {} elements, data has {}",
+            t.shape,
+            count.map_or("at least 2^64".to_owned(), |c| c.to_string()),
+            items.len()
+        )));
+    }
     Ok(Tensor {
         name: t.name.clone(),
         shape,
         data,
     })
+}
+
+/// What kind of JSON value `v` is, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Converts a tensor to OIP JSON with flat `data` (BYTES as UTF-8 strings, lossy).
@@ -244,6 +267,22 @@ mod tests {
             assert_eq!(back.datatype, name);
             assert_eq!(back.data, data, "{name}");
         }
+    }
+
+    #[test]
+    fn data_of_the_wrong_kind_is_named_as_such() {
+        let e = parse(json!({"name": "x", "datatype": "FP32", "shape": [1, 4], "data": "x"}))
+            .unwrap_err();
+        assert!(
+            e.contains("must be an array of FP32") && e.contains("not a string"),
+            "{e}"
+        );
+        let e = parse(json!({"name": "x", "datatype": "FP32", "shape": [1, 2], "data": ["a"]}))
+            .unwrap_err();
+        assert!(e.contains("is not a number"), "{e}");
+        let e = parse(json!({"name": "x", "datatype": "FP32", "shape": [4294967296u64, 4294967296u64], "data": [1.0]}))
+            .unwrap_err();
+        assert!(e.contains("at least 2^64"), "{e}");
     }
 
     #[test]

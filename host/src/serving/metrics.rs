@@ -16,6 +16,16 @@
 //! - `ferry_store_sync_age_seconds` (gauge: since the last poll that reached the store),
 //!   `ferry_store_reachable` (0/1), `ferry_store_sync_failures_total`, `ferry_store_changes_applied_total`,
 //!   `ferry_store_generation`, and `ferry_store_requests_total{op,outcome}` (every request to the store)
+//! - metering, per version, for charging the team that owns the model:
+//!   `ferry_guest_cpu_microseconds_total{model,version}` (CPU time of the threads running its guest
+//!   calls, shadow copies included) and `ferry_guest_fuel_total{model,version}` (with `[host] fuel`)
+//! - shadow traffic, per (model, primary, shadow): `ferry_shadow_requests_total{…,outcome}` (compared,
+//!   primary_failed, shadow_failed, dropped_queue_full, dropped_busy), `ferry_shadow_abs_diff` (histogram
+//!   of each compared request's largest |Δ| between paired numbers) and
+//!   `ferry_shadow_labels_total{…,agreed="true"|"false"}` (labels, booleans and structure)
+//! - the prediction log: `ferry_prediction_log_records_total{model}` (written),
+//!   `ferry_prediction_log_dropped_total{model}` (queue full), `ferry_prediction_log_failed_total`
+//!   (lost to a failing sink)
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -32,6 +42,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
+/// |Δ| between a primary's and a shadow's numbers: from exactly equal to far apart.
+const ABS_DIFF_BUCKETS: &[f64] = &[
+    0.0, 1e-12, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0, 100.0,
+];
+
 /// Installs the process's metrics recorder (once) and returns the handle that renders it.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -39,6 +54,11 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("ferry_shadow_abs_diff".into()),
+                    ABS_DIFF_BUCKETS,
+                )
                 .expect("buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -51,6 +71,38 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        "ferry_guest_cpu_microseconds_total",
+        "CPU time of the threads running a version's guest calls (shadow copies included), for charging its team"
+    );
+    metrics::describe_counter!(
+        "ferry_guest_fuel_total",
+        "Fuel a version's guest calls burnt (with [host] fuel = true)"
+    );
+    metrics::describe_counter!(
+        "ferry_shadow_requests_total",
+        "Copies of requests for a shadow version, by outcome (compared, primary_failed, shadow_failed, dropped_queue_full, dropped_busy)"
+    );
+    metrics::describe_histogram!(
+        "ferry_shadow_abs_diff",
+        "Per compared request, the largest absolute difference between the primary's and the shadow's paired numbers"
+    );
+    metrics::describe_counter!(
+        "ferry_shadow_labels_total",
+        "Labels, booleans and structure compared between primary and shadow answers, by whether they agreed"
+    );
+    metrics::describe_counter!(
+        "ferry_prediction_log_records_total",
+        "Prediction records written to the log's sink"
+    );
+    metrics::describe_counter!(
+        "ferry_prediction_log_dropped_total",
+        "Prediction log entries dropped because the log's queue was full"
+    );
+    metrics::describe_counter!(
+        "ferry_prediction_log_failed_total",
+        "Prediction records lost because the sink failed (a full disk, an unreachable store)"
+    );
     metrics::describe_counter!(
         "ferry_requests_total",
         "Inference requests by model, version, route and HTTP status"
@@ -274,4 +326,66 @@ pub fn sample(table: &RoutingTable) {
             0.0
         });
     }
+}
+
+/// Counts what a guest call cost.
+pub fn guest_usage(v: &ModelVersion, cpu: Duration, fuel: Option<u64>) {
+    metrics::counter!("ferry_guest_cpu_microseconds_total", &labels(v))
+        .increment(cpu.as_micros() as u64);
+    if let Some(fuel) = fuel {
+        metrics::counter!("ferry_guest_fuel_total", &labels(v)).increment(fuel);
+    }
+}
+
+/// Counts a shadow copy's outcome and, when compared, how far apart the answers were.
+pub fn shadow(
+    (model, primary, shadow): &(String, String, String),
+    outcome: &'static str,
+    agreement: Option<&crate::serving::traffic::compare::Agreement>,
+) {
+    let pair = [
+        ("model", model.clone()),
+        ("primary", primary.clone()),
+        ("shadow", shadow.clone()),
+    ];
+    let mut with_outcome = pair.to_vec();
+    with_outcome.push(("outcome", outcome.to_owned()));
+    metrics::counter!("ferry_shadow_requests_total", &with_outcome).increment(1);
+    let Some(a) = agreement else { return };
+    if let Some(d) = a.max_abs_diff {
+        metrics::histogram!("ferry_shadow_abs_diff", &pair).record(d);
+    }
+    for (agreed, n) in [
+        ("true", a.labels_agreed),
+        ("false", a.labels - a.labels_agreed),
+    ] {
+        if n > 0 {
+            let mut labels = pair.to_vec();
+            labels.push(("agreed", agreed.to_owned()));
+            metrics::counter!("ferry_shadow_labels_total", &labels).increment(n);
+        }
+    }
+}
+
+/// Counts a log entry dropped because the queue was full.
+pub fn prediction_log_dropped(model: &str) {
+    metrics::counter!("ferry_prediction_log_dropped_total", "model" => model.to_owned())
+        .increment(1);
+}
+
+/// Counts records written.
+pub fn prediction_log_written(batch: &[crate::serving::LogRecord]) {
+    let mut by_model: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in batch {
+        *by_model.entry(&r.model).or_default() += 1;
+    }
+    for (model, n) in by_model {
+        metrics::counter!("ferry_prediction_log_records_total", "model" => model.to_owned())
+            .increment(n);
+    }
+}
+
+/// Counts records lost to a failing sink.
+pub fn prediction_log_failed(n: u64) {
+    metrics::counter!("ferry_prediction_log_failed_total").increment(n);
 }

@@ -1,0 +1,48 @@
+//! `GET /v1/audit[?model=M][&limit=N]`: the audit log, newest first (see
+//! [`crate::registry::audit`]). Any valid credential may read it, whatever its scope: who changed
+//! what is not a secret among the teams sharing a host.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::registry::audit::MAX_LIMIT;
+use crate::registry::check_name;
+
+/// Records answered when the query names no limit.
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    model: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit`: `{"records": [...]}`, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} (the audit log takes ?model=NAME and ?limit=1..{MAX_LIMIT})",
+            e.body_text()
+        ))
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}, not {limit}"
+        )));
+    }
+    if let Some(model) = &query.model {
+        check_name("model", model).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let records = state.audit.recent(query.model.as_deref(), limit).await?;
+    Ok(Json(json!({ "records": records })))
+}

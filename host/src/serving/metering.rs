@@ -1,0 +1,86 @@
+//! What a guest call costs, for charging the team that owns the model: the CPU time of the thread
+//! that ran it (the guest runs on one thread from entry to return, so the thread's CPU clock counts
+//! exactly its work, host calls included, and none of other requests'), wall time, and fuel when the
+//! host counts it. Counted per version in `/metrics` and in `GET /v1/models/{model}`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::registry::ModelVersion;
+
+/// A call being metered.
+pub struct Meter {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl Meter {
+    /// Starts metering a call on this thread.
+    pub fn start() -> Meter {
+        Meter {
+            wall: Instant::now(),
+            cpu: thread_cpu_time(),
+        }
+    }
+
+    /// Adds the call's cost to `version`'s usage and metrics; answers its wall time.
+    pub fn finish(self, version: &ModelVersion, fuel: Option<u64>) -> Duration {
+        let wall = self.wall.elapsed();
+        let cpu = match (self.cpu, thread_cpu_time()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => Duration::ZERO,
+        };
+        let usage = &version.usage;
+        usage.compute_ns.fetch_add(wall.as_nanos() as u64, Relaxed);
+        usage.cpu_ns.fetch_add(cpu.as_nanos() as u64, Relaxed);
+        if let Some(fuel) = fuel {
+            usage.fuel.fetch_add(fuel, Relaxed);
+        }
+        super::metrics::guest_usage(version, cpu, fuel);
+        wall
+    }
+}
+
+/// The CPU time this thread has used, when the platform tells.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to fill; the clock id is a constant.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_clock_counts_this_threads_work_and_not_its_sleep() {
+        let before = thread_cpu_time().expect("linux has a thread CPU clock");
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time().unwrap() - before;
+        let mut x = 0u64;
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let worked = thread_cpu_time().unwrap() - before - slept;
+        assert!(
+            slept < Duration::from_millis(10),
+            "sleeping cost {slept:?} of CPU"
+        );
+        assert!(
+            worked > Duration::from_millis(5),
+            "spinning cost only {worked:?} ({x})"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The protocol-neutral call: one function takes a request for a model (model, version or alias,
+//! payload, caller) and returns the answer or a typed error. Front ends (the REST routes today, gRPC
+//! later) only translate their wire format to a [`Request`] and the [`Answer`] back; everything a
+//! request goes through lives here once:
+//!
+//! route (alias, weighted split by routing key) → check the payload against what the version
+//! declares → admit → call the guest ([`call`]) → metering and metrics → shadow copy and prediction
+//! log ([`traffic`]), both off the request path.
+
+mod call;
+mod inputs;
+mod metering;
+pub mod metrics;
+pub mod traffic;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::registry::{ModelVersion, Registry, Route, RouteError};
+use crate::runtime::{CallError, Tensor};
+
+pub use traffic::log::{LogOptions, LogRecord, LogSink, PredictionLog};
+pub use traffic::shadow::{ShadowOptions, Shadows};
+
+/// A request for a model, as every front end hands it over.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The model.
+    pub model: String,
+    /// A version or alias name; `None`: the model's default (the `production` alias, else the
+    /// newest ready version).
+    pub version: Option<String>,
+    /// What the model is asked.
+    pub payload: Payload,
+    /// Who asks.
+    pub caller: Caller,
+}
+
+/// What the front end knows of the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The request's id (logged with its prediction).
+    pub request_id: Option<String>,
+    /// The key a weighted alias keeps sticky (header `ferry-routing-key` over HTTP).
+    pub routing_key: Option<String>,
+}
+
+/// What a model is asked: the contract's two entry points.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A feature-style request: a JSON object's text, passed to the guest unchanged.
+    Features(String),
+    /// A tensor request (Open Inference Protocol).
+    Tensors(TensorRequest),
+}
+
+/// A tensor request, decoded from whatever the wire format was.
+#[derive(Debug, Clone, Default)]
+pub struct TensorRequest {
+    /// The inputs.
+    pub inputs: Vec<Tensor>,
+    /// The request's parameters as JSON text (`{}` when none).
+    pub parameters: String,
+    /// Outputs the caller asked for by name (empty: all).
+    pub outputs: Vec<String>,
+}
+
+impl Payload {
+    /// The entry point, for metrics and the log.
+    pub fn route(&self) -> &'static str {
+        match self {
+            Payload::Features(_) => "predict",
+            Payload::Tensors(_) => "infer",
+        }
+    }
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// The guest's JSON text.
+    Features(String),
+    /// Output tensors.
+    Tensors(Vec<Tensor>),
+}
+
+/// The answer and the version that gave it.
+pub struct Answer {
+    /// The version that answered (a weighted alias picks one).
+    pub version: Arc<ModelVersion>,
+    /// What it answered; shared with a shadow comparison and the log, never copied for them.
+    pub output: Arc<Output>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServeError {
+    /// Nowhere to go: unknown model or version, nothing ready.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The request does not fit what the version declares (before the guest is called).
+    #[error("{0}")]
+    Invalid(String),
+    /// The call into the guest failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+impl ServeError {
+    /// The status in the Open Inference Protocol's REST terms, which the log and metrics also use
+    /// (a gRPC front end maps these to its codes).
+    pub fn status(&self) -> u16 {
+        match self {
+            ServeError::Route(RouteError::UnknownModel(_) | RouteError::UnknownVersion(..)) => 404,
+            ServeError::Route(_) => 503,
+            ServeError::Invalid(_) => 400,
+            ServeError::Call(e) => call_status(e),
+        }
+    }
+
+    /// Seconds after which trying again may succeed.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ServeError::Route(RouteError::NotReady { .. } | RouteError::NoReadyVersion(_)) => {
+                Some(5)
+            }
+            ServeError::Call(CallError::Overloaded(_)) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// The status of a failed guest call.
+pub fn call_status(e: &CallError) -> u16 {
+    match e {
+        CallError::InvalidInput(_) => 422,
+        CallError::Unsupported(_) => 400,
+        CallError::InputTooLarge { .. } => 413,
+        CallError::DeadlineExceeded(_)
+        | CallError::GraphStopped(_)
+        | CallError::FuelExhausted(_) => 504,
+        CallError::Overloaded(_) => 503,
+        CallError::ModelFailed(_)
+        | CallError::OutputTooLarge { .. }
+        | CallError::Limit(_)
+        | CallError::StackOverflow
+        | CallError::Panicked(_)
+        | CallError::Trapped(_) => 500,
+    }
+}
+
+/// The serving side of a host: the registry's routing table plus the traffic machinery.
+pub struct Serving {
+    registry: Arc<Registry>,
+    shadows: Shadows,
+    log: PredictionLog,
+}
+
+impl Serving {
+    /// Serving over `registry`, with its shadow workers and prediction log.
+    pub fn new(registry: Arc<Registry>, shadows: Shadows, log: PredictionLog) -> Arc<Serving> {
+        Arc::new(Serving {
+            registry,
+            shadows,
+            log,
+        })
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The shadow workers (their agreement statistics).
+    pub fn shadows(&self) -> &Shadows {
+        &self.shadows
+    }
+
+    /// The prediction log.
+    pub fn log(&self) -> &PredictionLog {
+        &self.log
+    }
+
+    /// Answers `request`: the one path every front end's inference request takes.
+    pub async fn call(&self, request: Request) -> Result<Answer, ServeError> {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let table = self.registry.table();
+        let version = match table.route(&request.model, request.version.as_deref())? {
+            Route::Version(v) => v,
+            Route::Split(split) => traffic::split::pick(&request.model, &split, || {
+                traffic::split::routing_key(&request.caller, &request.payload, &split)
+            }),
+        };
+        let policy = table
+            .models
+            .get(&request.model)
+            .map(|e| e.traffic.clone())
+            .unwrap_or_default();
+        let shadow = policy
+            .shadow
+            .as_ref()
+            .filter(|s| s.version != version.manifest.version && s.percent.takes(draw()))
+            .and_then(|s| table.models[&request.model].versions.get(&s.version))
+            .filter(|v| v.is_ready())
+            .cloned();
+        drop(table);
+
+        let payload = Arc::new(request.payload);
+        let route = payload.route();
+        let outcome = match inputs::check(&version, &payload) {
+            Ok(()) => call::run(&version, &payload)
+                .await
+                .map_err(ServeError::from),
+            Err(message) => Err(ServeError::Invalid(message)),
+        };
+        let elapsed = started.elapsed();
+        let outcome = outcome.map(Arc::new);
+        let status = outcome.as_ref().map_or_else(ServeError::status, |_| 200);
+        metrics::request(&version, route, status, elapsed);
+        if let Err(ServeError::Call(e)) = &outcome {
+            metrics::call_error(&version, e);
+        }
+        // A request the version refused before its guest ran has nothing to compare.
+        let reached_guest = !matches!(outcome, Err(ServeError::Invalid(_)));
+        if let (Some(candidate), true) = (shadow, reached_guest) {
+            self.shadows
+                .offer(candidate, version.clone(), payload.clone(), outcome.clone());
+        }
+        // Requests refused before the guest ran are not predictions: metrics count them, the log not.
+        if reached_guest && policy.log.percent.takes(draw()) {
+            self.log.offer(traffic::log::Entry {
+                at,
+                request_id: request.caller.request_id,
+                version: version.clone(),
+                payload,
+                outcome: outcome.clone(),
+                latency: elapsed,
+            });
+        }
+        outcome.map(|output| Answer { version, output })
+    }
+}
+
+/// A draw for sampling shares, in hundredths of a percent.
+fn draw() -> u32 {
+    fastrand::u32(..10_000)
+}

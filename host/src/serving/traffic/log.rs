@@ -1,0 +1,806 @@
+//! The prediction log: a sampled share of each model's requests (its `TrafficPolicy`), each with
+//! everything needed to run it again and compare bit for bit — the version's sha256s, the exact input
+//! and the exact output — written off the request path. A request hands its entry to a bounded queue
+//! and goes on; when the queue is full the entry is dropped and counted, never waited for. One writer
+//! thread turns entries into JSON lines and hands batches to the sink:
+//!
+//! - **files** (the embedded default, `<store>/predictions/`): `<start unix ms>-<host>-<n>.jsonl`, a new
+//!   file past `max_file_bytes`, the oldest removed past `max_files`;
+//! - **store** (a fleet's default): one object per model per batch,
+//!   `predictions/<model>/<unix ms>-<host>-<n>.jsonl`, written create-only, so every host of a fleet
+//!   logs into its object store without coordinating.
+//!
+//! Inputs and outputs are logged exactly: feature-style JSON as the text the guest got and gave,
+//! tensors as their little-endian bytes in base64 (the binary tensor extension's layout), so NaNs,
+//! signed zeros and every float bit survive.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::super::{metrics, Output, Payload, ServeError, TensorRequest};
+use crate::registry::{unix_ms, ModelVersion};
+use crate::runtime::Tensor;
+use crate::storage::{Storage, Write};
+use crate::tensor::{binary, datatype_name, datatype_of, parse_datatype};
+
+/// One logged prediction, as a line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The request's id (`x-request-id`, made up when the caller sent none).
+    pub id: String,
+    /// When the request arrived.
+    pub time_unix_ms: u64,
+    /// The host that answered.
+    pub host: String,
+    /// The model.
+    pub model: String,
+    /// The version that answered.
+    pub version: String,
+    /// What that version is made of: enough to run it again from the store.
+    pub component_sha256: String,
+    /// Its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+    /// Its config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
+    /// Its graphs (name → sha256).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub graphs: BTreeMap<String, String>,
+    /// The entry point: `predict` or `infer`.
+    pub route: String,
+    /// The input, exactly.
+    pub input: LoggedInput,
+    /// The output, exactly (absent when the call failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<LoggedOutput>,
+    /// 200, or the error's status.
+    pub status: u16,
+    /// The error, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// From arrival to answer, in microseconds.
+    pub latency_us: u64,
+}
+
+/// A logged input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoggedInput {
+    /// A feature-style request: the JSON text the guest got.
+    Features {
+        /// The text.
+        json: String,
+    },
+    /// A tensor request.
+    Tensors {
+        /// The inputs.
+        tensors: Vec<LoggedTensor>,
+        /// The parameters' JSON text.
+        parameters: String,
+        /// Outputs asked for (none: all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outputs: Vec<String>,
+    },
+}
+
+/// A logged output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoggedOutput {
+    /// The guest's JSON text.
+    Features {
+        /// The text.
+        json: String,
+    },
+    /// Output tensors.
+    Tensors {
+        /// The tensors.
+        tensors: Vec<LoggedTensor>,
+    },
+}
+
+/// A tensor as its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedTensor {
+    /// Its name.
+    pub name: String,
+    /// Its OIP datatype.
+    pub datatype: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// Its elements, little-endian (BYTES: each a 4-byte length and the bytes), in base64.
+    pub data_base64: String,
+}
+
+impl LoggedTensor {
+    /// The exact bytes of `t`.
+    pub fn of(t: &Tensor) -> LoggedTensor {
+        LoggedTensor {
+            name: t.name.clone(),
+            datatype: datatype_name(datatype_of(&t.data)).to_owned(),
+            shape: t.shape.clone(),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(binary::encode(&t.data)),
+        }
+    }
+
+    /// The tensor back, or what is wrong with the record.
+    pub fn tensor(&self) -> Result<Tensor, String> {
+        let datatype = parse_datatype(&self.datatype)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.data_base64)
+            .map_err(|e| format!("tensor `{}`: data_base64: {e}", self.name))?;
+        let count = self
+            .shape
+            .iter()
+            .try_fold(1u64, |n, d| n.checked_mul(*d))
+            .filter(|n| *n <= bytes.len() as u64 * 8 + 1)
+            .ok_or_else(|| {
+                format!(
+                    "tensor `{}`: shape {:?} does not fit its data",
+                    self.name, self.shape
+                )
+            })?;
+        let data = binary::decode(datatype, &bytes, count as usize)
+            .map_err(|e| format!("tensor `{}`: {e}", self.name))?;
+        Ok(Tensor {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            data,
+        })
+    }
+}
+
+impl LoggedInput {
+    /// The input of `payload`.
+    pub fn of(payload: &Payload) -> LoggedInput {
+        match payload {
+            Payload::Features(json) => LoggedInput::Features { json: json.clone() },
+            Payload::Tensors(t) => LoggedInput::Tensors {
+                tensors: t.inputs.iter().map(LoggedTensor::of).collect(),
+                parameters: t.parameters.clone(),
+                outputs: t.outputs.clone(),
+            },
+        }
+    }
+
+    /// The payload back, to run again.
+    pub fn payload(&self) -> Result<Payload, String> {
+        Ok(match self {
+            LoggedInput::Features { json } => Payload::Features(json.clone()),
+            LoggedInput::Tensors {
+                tensors,
+                parameters,
+                outputs,
+            } => Payload::Tensors(TensorRequest {
+                inputs: tensors
+                    .iter()
+                    .map(LoggedTensor::tensor)
+                    .collect::<Result<_, _>>()?,
+                parameters: parameters.clone(),
+                outputs: outputs.clone(),
+            }),
+        })
+    }
+}
+
+impl LoggedOutput {
+    /// The exact form of `output`: two outputs are equal bit for bit when these are equal.
+    pub fn of(output: &Output) -> LoggedOutput {
+        match output {
+            Output::Features(json) => LoggedOutput::Features { json: json.clone() },
+            Output::Tensors(t) => LoggedOutput::Tensors {
+                tensors: t.iter().map(LoggedTensor::of).collect(),
+            },
+        }
+    }
+
+    /// The output back, for a comparison that is not bit for bit.
+    pub fn output(&self) -> Result<Output, String> {
+        Ok(match self {
+            LoggedOutput::Features { json } => Output::Features(json.clone()),
+            LoggedOutput::Tensors { tensors } => Output::Tensors(
+                tensors
+                    .iter()
+                    .map(LoggedTensor::tensor)
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
+/// What a request hands to the log: references, turned into a record by the writer thread.
+pub struct Entry {
+    /// When the request arrived.
+    pub at: SystemTime,
+    /// Its id.
+    pub request_id: Option<String>,
+    /// The version that answered.
+    pub version: Arc<ModelVersion>,
+    /// The input.
+    pub payload: Arc<Payload>,
+    /// The answer.
+    pub outcome: Result<Arc<Output>, ServeError>,
+    /// From arrival to answer.
+    pub latency: Duration,
+}
+
+impl Entry {
+    fn record(self, host: &str) -> LogRecord {
+        let m = &self.version.manifest;
+        let (output, status, error) = match &self.outcome {
+            Ok(output) => (Some(LoggedOutput::of(output)), 200, None),
+            Err(e) => (None, e.status(), Some(e.to_string())),
+        };
+        LogRecord {
+            id: self
+                .request_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            time_unix_ms: unix_ms(self.at),
+            host: host.to_owned(),
+            model: m.model.clone(),
+            version: m.version.clone(),
+            component_sha256: m.component_sha256.clone(),
+            weights_sha256: m.weights_sha256.clone(),
+            config_sha256: m.config_sha256.clone(),
+            graphs: m.graphs.clone(),
+            route: self.payload.route().to_owned(),
+            input: LoggedInput::of(&self.payload),
+            output,
+            status,
+            error,
+            latency_us: self.latency.as_micros() as u64,
+        }
+    }
+}
+
+/// Where records go.
+#[derive(Clone)]
+pub enum LogSink {
+    /// Rotated JSON-lines files in a directory.
+    Files(PathBuf),
+    /// Batched objects under `predictions/` in the store.
+    Store(Arc<dyn Storage>),
+}
+
+/// How the log runs.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Where records go (`None`: nowhere, every sampled entry is dropped and counted).
+    pub sink: Option<LogSink>,
+    /// This host's name, in records and object names.
+    pub host: String,
+    /// Entries waiting for the writer; beyond it they are dropped.
+    pub queue: usize,
+    /// Records per batch (an object in the store).
+    pub batch_records: usize,
+    /// Longest a record waits to be written.
+    pub flush_interval: Duration,
+    /// A file is closed and a new one begun past this size.
+    pub max_file_bytes: u64,
+    /// Files kept; the oldest go.
+    pub max_files: usize,
+}
+
+impl LogOptions {
+    /// Defaults around `sink`.
+    pub fn new(sink: Option<LogSink>, host: impl Into<String>) -> LogOptions {
+        LogOptions {
+            sink,
+            host: host.into(),
+            queue: 4096,
+            batch_records: 1000,
+            flush_interval: Duration::from_secs(1),
+            max_file_bytes: 64 << 20,
+            max_files: 64,
+        }
+    }
+}
+
+/// Counters of the log, for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct LogCounts {
+    /// Entries handed over.
+    pub accepted: AtomicU64,
+    /// Entries dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Records written.
+    pub written: AtomicU64,
+    /// Records lost because the sink failed.
+    pub failed: AtomicU64,
+}
+
+/// The queue in front of the writer.
+pub struct PredictionLog {
+    queue: SyncSender<Entry>,
+    counts: Arc<LogCounts>,
+    stop: Arc<Stop>,
+}
+
+/// Asks the writer to write what it holds and finish (a host stopping), and says when it has.
+#[derive(Default)]
+struct Stop {
+    asked: std::sync::atomic::AtomicBool,
+    done: std::sync::Mutex<bool>,
+    finished: std::sync::Condvar,
+}
+
+impl PredictionLog {
+    /// Starts the writer thread. Call within a tokio runtime when the sink is the store.
+    pub fn start(options: LogOptions) -> PredictionLog {
+        let (queue, entries) = sync_channel(options.queue);
+        let counts: Arc<LogCounts> = Default::default();
+        let writer: Box<dyn BatchWriter> = match &options.sink {
+            Some(LogSink::Files(dir)) => Box::new(FileWriter::new(dir.clone(), &options)),
+            Some(LogSink::Store(storage)) => Box::new(StoreWriter {
+                storage: storage.clone(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                host: options.host.clone(),
+                next: 0,
+            }),
+            None => Box::new(Discard),
+        };
+        Self::with_writer(options, entries, queue, counts, writer)
+    }
+
+    fn with_writer(
+        options: LogOptions,
+        entries: Receiver<Entry>,
+        queue: SyncSender<Entry>,
+        counts: Arc<LogCounts>,
+        mut writer: Box<dyn BatchWriter>,
+    ) -> PredictionLog {
+        let writer_counts = counts.clone();
+        let stop: Arc<Stop> = Default::default();
+        let writer_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("ferry-prediction-log".into())
+            .spawn(move || {
+                write_loop(
+                    &entries,
+                    &options,
+                    writer.as_mut(),
+                    &writer_counts,
+                    &writer_stop,
+                );
+                *writer_stop.done.lock().unwrap() = true;
+                writer_stop.finished.notify_all();
+            })
+            .expect("spawning the prediction log's writer");
+        PredictionLog {
+            queue,
+            counts,
+            stop,
+        }
+    }
+
+    /// Writes every entry handed over so far and stops the writer, waiting up to `limit` for it
+    /// (a host stopping: what it answered is logged before it goes). Entries offered afterwards are
+    /// dropped and counted.
+    pub fn close(&self, limit: Duration) -> bool {
+        self.stop.asked.store(true, Relaxed);
+        let done = self.stop.done.lock().unwrap();
+        let (done, _) = self
+            .stop
+            .finished
+            .wait_timeout_while(done, limit, |done| !*done)
+            .unwrap();
+        *done
+    }
+
+    /// Hands over an entry; drops it (counted) when the queue is full. Never blocks.
+    pub fn offer(&self, entry: Entry) {
+        let model = entry.version.manifest.model.clone();
+        match self.queue.try_send(entry) {
+            Ok(()) => {
+                self.counts.accepted.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counts.dropped.fetch_add(1, Relaxed);
+                metrics::prediction_log_dropped(&model);
+            }
+        }
+    }
+
+    /// The log's counters.
+    pub fn counts(&self) -> &LogCounts {
+        &self.counts
+    }
+}
+
+fn write_loop(
+    entries: &Receiver<Entry>,
+    options: &LogOptions,
+    writer: &mut dyn BatchWriter,
+    counts: &LogCounts,
+    stop: &Stop,
+) {
+    let mut batch: Vec<LogRecord> = Vec::new();
+    let mut oldest: Option<Instant> = None;
+    // Looks at the stop request at least this often.
+    let tick = options.flush_interval.min(Duration::from_millis(100));
+    loop {
+        let wait = oldest.map_or(tick, |t| {
+            options.flush_interval.saturating_sub(t.elapsed()).min(tick)
+        });
+        let mut closed = match entries.recv_timeout(wait) {
+            Ok(entry) => {
+                batch.push(entry.record(&options.host));
+                oldest.get_or_insert_with(Instant::now);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if stop.asked.load(Relaxed) {
+            batch.extend(entries.try_iter().map(|e| e.record(&options.host)));
+            closed = true;
+        }
+        let due = oldest.is_some_and(|t| t.elapsed() >= options.flush_interval);
+        if !batch.is_empty() && (closed || due || batch.len() >= options.batch_records) {
+            let n = batch.len() as u64;
+            match writer.write(&batch) {
+                Ok(()) => {
+                    counts.written.fetch_add(n, Relaxed);
+                    metrics::prediction_log_written(&batch);
+                }
+                Err(e) => {
+                    counts.failed.fetch_add(n, Relaxed);
+                    metrics::prediction_log_failed(n);
+                    tracing::error!(error = %e, records = n, "the prediction log lost records");
+                }
+            }
+            batch.clear();
+            oldest = None;
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// One sink's way of writing a batch.
+trait BatchWriter: Send {
+    fn write(&mut self, batch: &[LogRecord]) -> Result<(), String>;
+}
+
+fn lines<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).expect("records serialise");
+        out.push(b'\n');
+    }
+    out
+}
+
+struct Discard;
+
+impl BatchWriter for Discard {
+    fn write(&mut self, _: &[LogRecord]) -> Result<(), String> {
+        Err("no prediction log sink is configured".into())
+    }
+}
+
+struct FileWriter {
+    dir: PathBuf,
+    host: String,
+    max_file_bytes: u64,
+    max_files: usize,
+    current: Option<(std::fs::File, u64)>,
+    opened: u64,
+}
+
+impl FileWriter {
+    fn new(dir: PathBuf, options: &LogOptions) -> FileWriter {
+        FileWriter {
+            dir,
+            host: options.host.clone(),
+            max_file_bytes: options.max_file_bytes,
+            max_files: options.max_files.max(1),
+            current: None,
+            opened: 0,
+        }
+    }
+
+    fn open(&mut self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        // Zero-padded, so names sort by time (and by this writer's count within a millisecond).
+        self.opened += 1;
+        let path = self.dir.join(format!(
+            "{:013}-{}-{:06}.jsonl",
+            unix_ms(SystemTime::now()),
+            self.host,
+            self.opened
+        ));
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        self.current = Some((file, 0));
+        self.retain();
+        Ok(())
+    }
+
+    /// Removes the oldest files beyond `max_files`.
+    fn retain(&self) {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = listing
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        files.sort();
+        let excess = files.len().saturating_sub(self.max_files);
+        for old in &files[..excess] {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+}
+
+impl BatchWriter for FileWriter {
+    fn write(&mut self, batch: &[LogRecord]) -> Result<(), String> {
+        let bytes = lines(batch.iter());
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(_, size)| *size > 0 && size + bytes.len() as u64 > self.max_file_bytes)
+        {
+            self.open()?;
+        }
+        let (file, size) = self.current.as_mut().expect("opened above");
+        let written = file.write_all(&bytes).and_then(|_| file.flush());
+        if let Err(e) = written {
+            // A full disk loses this batch, not the log: the next batch tries a new file.
+            self.current = None;
+            return Err(format!("writing the prediction log: {e}"));
+        }
+        *size += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+struct StoreWriter {
+    storage: Arc<dyn Storage>,
+    runtime: Option<tokio::runtime::Handle>,
+    host: String,
+    next: u64,
+}
+
+impl BatchWriter for StoreWriter {
+    fn write(&mut self, batch: &[LogRecord]) -> Result<(), String> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or("the store sink needs the host's async runtime")?;
+        let mut by_model: BTreeMap<&str, Vec<&LogRecord>> = BTreeMap::new();
+        for r in batch {
+            by_model.entry(&r.model).or_default().push(r);
+        }
+        let now = unix_ms(SystemTime::now());
+        for (model, records) in by_model {
+            self.next += 1;
+            let key = format!(
+                "predictions/{model}/{now:013}-{}-{}.jsonl",
+                self.host, self.next
+            );
+            let bytes = bytes::Bytes::from(lines(records.into_iter()));
+            runtime
+                .block_on(self.storage.put(&key, bytes, Write::Create))
+                .map_err(|e| format!("writing {key}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::TensorData;
+
+    #[test]
+    fn tensors_survive_the_log_bit_for_bit() {
+        let t = Tensor {
+            name: "x".into(),
+            shape: vec![2, 2],
+            data: TensorData::Fp32(vec![f32::NAN, -0.0, 1.0e-45, f32::from_bits(0x7fc0_0001)]),
+        };
+        let logged = LoggedTensor::of(&t);
+        let line = serde_json::to_string(&logged).unwrap();
+        let back: LoggedTensor = serde_json::from_str(&line).unwrap();
+        let TensorData::Fp32(v) = back.tensor().unwrap().data else {
+            panic!("FP32 came back as another type")
+        };
+        let TensorData::Fp32(w) = &t.data else {
+            unreachable!()
+        };
+        assert_eq!(
+            v.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            w.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+        );
+        let bad = LoggedTensor {
+            shape: vec![u64::MAX, 4],
+            ..logged
+        };
+        assert!(bad.tensor().unwrap_err().contains("does not fit"));
+    }
+
+    fn version() -> Arc<ModelVersion> {
+        let manifest = crate::registry::VersionManifest {
+            model: "fraud".into(),
+            version: "3".into(),
+            sequence: 3,
+            component_sha256: "c0".repeat(32),
+            weights_sha256: Some("e1".repeat(32)),
+            config_sha256: None,
+            tests_sha256: None,
+            graphs: Default::default(),
+            limits: None,
+        };
+        Arc::new(ModelVersion::listed(
+            manifest,
+            crate::registry::VersionState::Ready,
+        ))
+    }
+
+    fn entry(i: usize) -> Entry {
+        Entry {
+            at: SystemTime::now(),
+            request_id: Some(format!("req-{i}")),
+            version: version(),
+            payload: Arc::new(Payload::Features(format!("{{\"i\": {i}}}"))),
+            outcome: Ok(Arc::new(Output::Features("{\"score\": 0.5}".into()))),
+            latency: Duration::from_micros(42),
+        }
+    }
+
+    /// A sink that holds the writer until told to go on, and keeps what it was given.
+    struct Held {
+        go: std::sync::mpsc::Receiver<()>,
+        got: Arc<std::sync::Mutex<Vec<LogRecord>>>,
+    }
+
+    impl BatchWriter for Held {
+        fn write(&mut self, batch: &[LogRecord]) -> Result<(), String> {
+            let _ = self.go.recv();
+            self.got.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking_the_request() {
+        let (go, held) = std::sync::mpsc::channel();
+        let got: Arc<std::sync::Mutex<Vec<LogRecord>>> = Default::default();
+        let options = LogOptions {
+            queue: 4,
+            batch_records: 1,
+            flush_interval: Duration::from_millis(1),
+            ..LogOptions::new(None, "h1")
+        };
+        let (queue, entries) = sync_channel(options.queue);
+        let log = PredictionLog::with_writer(
+            options,
+            entries,
+            queue,
+            Default::default(),
+            Box::new(Held {
+                go: held,
+                got: got.clone(),
+            }),
+        );
+        // With the writer stuck, 1,000 requests hand over their entries: none may wait. (Were
+        // `offer` to block, this thread would never get past the loop and the test would hang.)
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let offering = std::thread::spawn(move || {
+            for i in 0..1000 {
+                log.offer(entry(i));
+            }
+            done_tx.send(()).unwrap();
+            log
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("offering to a full queue blocked");
+        let log = offering.join().unwrap();
+        let (accepted, dropped) = (
+            log.counts().accepted.load(Relaxed),
+            log.counts().dropped.load(Relaxed),
+        );
+        assert_eq!(accepted + dropped, 1000);
+        // The queue's 4, and the one the writer holds.
+        assert!(
+            accepted <= 5 && dropped >= 995,
+            "accepted {accepted}, dropped {dropped}"
+        );
+        for _ in 0..accepted {
+            go.send(()).unwrap();
+        }
+        let started = Instant::now();
+        while log.counts().written.load(Relaxed) < accepted {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "accepted entries were not written"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let records = got.lock().unwrap().clone();
+        let first = &records[0];
+        assert_eq!(
+            (first.model.as_str(), first.version.as_str(), first.status),
+            ("fraud", "3", 200)
+        );
+        assert_eq!(first.id, "req-0");
+        assert_eq!(first.component_sha256, "c0".repeat(32));
+        assert_eq!(
+            first.weights_sha256.as_deref(),
+            Some("e1".repeat(32).as_str())
+        );
+        assert_eq!(
+            first.input,
+            LoggedInput::Features {
+                json: "{\"i\": 0}".into()
+            }
+        );
+        assert_eq!(
+            first.output,
+            Some(LoggedOutput::Features {
+                json: "{\"score\": 0.5}".into()
+            })
+        );
+        assert_eq!(
+            (first.latency_us, first.route.as_str(), first.host.as_str()),
+            (42, "predict", "h1")
+        );
+    }
+
+    #[test]
+    fn files_rotate_past_their_size_and_the_oldest_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            batch_records: 10,
+            flush_interval: Duration::from_millis(1),
+            max_file_bytes: 2_000,
+            max_files: 3,
+            ..LogOptions::new(Some(LogSink::Files(dir.path().to_owned())), "h1")
+        };
+        let mut writer = FileWriter::new(dir.path().to_owned(), &options);
+        for batch in 0..10 {
+            let records: Vec<LogRecord> = (0..10)
+                .map(|i| entry(batch * 10 + i).record("h1"))
+                .collect();
+            writer.write(&records).unwrap();
+        }
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3, "{files:?}");
+        let last = std::fs::read_to_string(files.last().unwrap()).unwrap();
+        let records: Vec<LogRecord> = last
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.last().unwrap().id, "req-99");
+    }
+
+    #[test]
+    fn features_and_tensor_inputs_are_told_apart_when_read_back() {
+        let f: LoggedInput = serde_json::from_str(r#"{"json": "{\"a\": 1}"}"#).unwrap();
+        assert!(matches!(f, LoggedInput::Features { .. }));
+        let t: LoggedInput =
+            serde_json::from_str(r#"{"tensors": [], "parameters": "{}"}"#).unwrap();
+        assert!(matches!(t, LoggedInput::Tensors { .. }));
+    }
+}

@@ -1,0 +1,253 @@
+//! Shadow traffic: a copy of a sampled share of a model's requests runs on a candidate version, off
+//! the request path, and its answer is compared with the primary's. The copy is handed over after the
+//! primary has answered (nothing of it is on the caller's time) to a few worker threads of their own,
+//! at a lower OS priority, through a bounded queue: when the queue is full, or the candidate has no
+//! free instance, the copy is dropped and counted — never queued behind, never waited for. A copy
+//! runs in the candidate's own pool under the candidate's limits, so a shadow that loops or traps
+//! costs its own instances and nothing of the primary's answer.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::super::{call, metrics, Output, Payload, ServeError};
+use super::compare::{compare, Agreement};
+use crate::registry::ModelVersion;
+
+/// How shadow copies run.
+#[derive(Debug, Clone)]
+pub struct ShadowOptions {
+    /// Threads running copies (at most this many run at once, across models).
+    pub workers: usize,
+    /// Copies waiting for a thread; beyond it they are dropped.
+    pub queue: usize,
+    /// OS niceness of the threads (Linux; 0–19, higher yields more to request threads).
+    pub nice: i32,
+}
+
+impl Default for ShadowOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ShadowOptions {
+            workers: cores,
+            queue: 2 * cores,
+            nice: 10,
+        }
+    }
+}
+
+struct Job {
+    candidate: Arc<ModelVersion>,
+    primary: Arc<ModelVersion>,
+    payload: Arc<Payload>,
+    outcome: Result<Arc<Output>, ServeError>,
+}
+
+/// (model, primary version, shadow version).
+type Pair = (String, String, String);
+
+/// What a pair's copies came to.
+#[derive(Debug, Clone, Default)]
+struct PairStats {
+    compared: u64,
+    primary_failed: u64,
+    shadow_failed: u64,
+    dropped_queue_full: u64,
+    dropped_busy: u64,
+    numbers: u64,
+    sum_abs_diff: f64,
+    max_abs_diff: f64,
+    identical: u64,
+    labels: u64,
+    labels_agreed: u64,
+}
+
+/// The shadow workers and what their copies found.
+pub struct Shadows {
+    queue: SyncSender<Job>,
+    stats: Arc<Mutex<BTreeMap<Pair, PairStats>>>,
+}
+
+impl Shadows {
+    /// Starts the worker threads.
+    pub fn start(options: ShadowOptions) -> Shadows {
+        let (queue, jobs) = sync_channel::<Job>(options.queue);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let stats: Arc<Mutex<BTreeMap<Pair, PairStats>>> = Default::default();
+        for i in 0..options.workers.max(1) {
+            let (jobs, stats) = (jobs.clone(), stats.clone());
+            let nice = options.nice;
+            std::thread::Builder::new()
+                .name(format!("ferry-shadow-{i}"))
+                .spawn(move || {
+                    lower_priority(nice);
+                    work(&jobs, &stats)
+                })
+                .expect("spawning a shadow worker");
+        }
+        Shadows { queue, stats }
+    }
+
+    /// Hands over a copy of a request the primary has answered (`outcome`); drops it when the
+    /// workers are all busy and the queue is full.
+    pub fn offer(
+        &self,
+        candidate: Arc<ModelVersion>,
+        primary: Arc<ModelVersion>,
+        payload: Arc<Payload>,
+        outcome: Result<Arc<Output>, ServeError>,
+    ) {
+        let job = Job {
+            candidate,
+            primary,
+            payload,
+            outcome,
+        };
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+            self.queue.try_send(job)
+        {
+            record(&self.stats, &job, Outcome::DroppedQueueFull);
+        }
+    }
+
+    /// What the copies of `model`'s requests found, per (primary, shadow) pair.
+    pub fn describe(&self, model: &str) -> Value {
+        let stats = self.stats.lock().unwrap();
+        let pairs: Vec<Value> = stats
+            .iter()
+            .filter(|((m, _, _), _)| m == model)
+            .map(|((_, primary, shadow), s)| {
+                json!({
+                    "primary": primary,
+                    "shadow": shadow,
+                    "compared": s.compared,
+                    "identical": s.identical,
+                    "primary_failed": s.primary_failed,
+                    "shadow_failed": s.shadow_failed,
+                    "dropped_queue_full": s.dropped_queue_full,
+                    "dropped_busy": s.dropped_busy,
+                    "abs_diff": if s.numbers > 0 {
+                        json!({"max": s.max_abs_diff, "mean": s.sum_abs_diff / s.numbers as f64})
+                    } else {
+                        Value::Null
+                    },
+                    "label_agreement": if s.labels > 0 {
+                        json!(s.labels_agreed as f64 / s.labels as f64)
+                    } else {
+                        Value::Null
+                    },
+                })
+            })
+            .collect();
+        Value::Array(pairs)
+    }
+}
+
+enum Outcome {
+    Compared(Agreement),
+    PrimaryFailed,
+    ShadowFailed,
+    DroppedQueueFull,
+    DroppedBusy,
+}
+
+fn work(jobs: &Mutex<Receiver<Job>>, stats: &Mutex<BTreeMap<Pair, PairStats>>) {
+    loop {
+        let job = match jobs.lock().unwrap().recv() {
+            Ok(job) => job,
+            Err(_) => return, // the host is going away
+        };
+        let outcome = run(&job);
+        record(stats, &job, outcome);
+    }
+}
+
+fn run(job: &Job) -> Outcome {
+    let candidate = &job.candidate;
+    let Ok(pool) = call::pool_of(candidate) else {
+        return Outcome::DroppedBusy;
+    };
+    // Never queue behind the candidate's own callers (someone may call it by version).
+    let Some(_admitted) = candidate.admission.try_admit() else {
+        return Outcome::DroppedBusy;
+    };
+    let started = Instant::now();
+    let cold = !pool.is_resident();
+    let answer = call::run_here(candidate, pool, &job.payload, cold);
+    let status = match &answer {
+        Ok(_) => 200,
+        Err(e) => super::super::call_status(e),
+    };
+    metrics::request(candidate, "shadow", status, started.elapsed());
+    match (&job.outcome, answer) {
+        (_, Err(e)) => {
+            metrics::call_error(candidate, &e);
+            Outcome::ShadowFailed
+        }
+        (Err(_), Ok(_)) => Outcome::PrimaryFailed,
+        (Ok(primary), Ok(shadow)) => Outcome::Compared(compare(primary, &shadow)),
+    }
+}
+
+fn record(stats: &Mutex<BTreeMap<Pair, PairStats>>, job: &Job, outcome: Outcome) {
+    let pair = (
+        job.primary.manifest.model.clone(),
+        job.primary.manifest.version.clone(),
+        job.candidate.manifest.version.clone(),
+    );
+    let name = match &outcome {
+        Outcome::Compared(_) => "compared",
+        Outcome::PrimaryFailed => "primary_failed",
+        Outcome::ShadowFailed => "shadow_failed",
+        Outcome::DroppedQueueFull => "dropped_queue_full",
+        Outcome::DroppedBusy => "dropped_busy",
+    };
+    metrics::shadow(
+        &pair,
+        name,
+        match &outcome {
+            Outcome::Compared(a) => Some(a),
+            _ => None,
+        },
+    );
+    let mut stats = stats.lock().unwrap();
+    let s = stats.entry(pair).or_default();
+    match outcome {
+        Outcome::Compared(a) => {
+            s.compared += 1;
+            if let Some(d) = a.max_abs_diff {
+                s.numbers += 1;
+                s.sum_abs_diff += d;
+                s.max_abs_diff = s.max_abs_diff.max(d);
+            }
+            s.labels += a.labels;
+            s.labels_agreed += a.labels_agreed;
+            if a.max_abs_diff.unwrap_or(0.0) == 0.0 && a.labels == a.labels_agreed {
+                s.identical += 1;
+            }
+        }
+        Outcome::PrimaryFailed => s.primary_failed += 1,
+        Outcome::ShadowFailed => s.shadow_failed += 1,
+        Outcome::DroppedQueueFull => s.dropped_queue_full += 1,
+        Outcome::DroppedBusy => s.dropped_busy += 1,
+    }
+}
+
+/// Makes this thread yield the CPU to request threads when both want it.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on this thread's own id; failure only leaves the priority as it was.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid);
+            if libc::setpriority(libc::PRIO_PROCESS as _, tid as _, nice) != 0 {
+                tracing::debug!("cannot lower the shadow worker's priority");
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
