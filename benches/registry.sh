@@ -4,7 +4,7 @@
 #   2. upload → ready of a ~100 MB weights-only update on a stored component (stream, hash, fsync,
 #      instantiate, copy the weights into the guest; the echo test guest, which takes any weights)
 #   3. restart time with 100 ready versions (each self-tested again), from the compiled cache
-# Swap-under-load p99 is printed by the test `swap_under_load_drops_no_request` (tests/tests/registry.rs).
+# Swap-under-load p99 is printed by the test `swap_under_load_drops_no_request` (tests/e2e/registry.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-models.sh >/dev/null

@@ -25,6 +25,7 @@
 //!                            # (default for s3://: objects under predictions/), or "off"
 //! dir = "/var/log/ferry"     # where "files" writes (default: <store>/predictions)
 //! queue = 4096               # entries waiting for the writer; beyond it they are dropped and counted
+//! max_queued_bytes = 268435456  # and the bytes of input and output they may hold
 //! batch_records = 1000       # records per write (an object in the store)
 //! flush_interval_ms = 1000   # longest a record waits to be written
 //! max_file_bytes = 67108864  # a new file past this size
@@ -163,6 +164,8 @@ pub struct PredictionsSection {
     pub dir: Option<std::path::PathBuf>,
     /// Entries waiting for the writer.
     pub queue: usize,
+    /// Bytes of input and output the waiting entries may hold.
+    pub max_queued_bytes: u64,
     /// Records per write.
     pub batch_records: usize,
     /// Longest a record waits to be written, in milliseconds.
@@ -179,6 +182,7 @@ impl Default for PredictionsSection {
             sink: None,
             dir: None,
             queue: 4096,
+            max_queued_bytes: 256 << 20,
             batch_records: 1000,
             flush_interval_ms: 1000,
             max_file_bytes: 64 << 20,

@@ -1,4 +1,4 @@
-"""Exercises ferry_sdk from inside a component; tests/tests/python_sdk.rs drives it.
+"""Exercises ferry_sdk from inside a component; tests/e2e/python_sdk.rs drives it.
 
 `infer` scales input "x" by the configured factor and echoes any other tensor unchanged (the datatype
 round trip); `predict` does what the request's "do" says.

@@ -40,14 +40,17 @@ pub struct TrafficArgs {
     /// The model.
     model: String,
     /// Copy a share of the model's requests to this version, off the request path.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_shadow")]
     shadow: Option<String>,
-    /// The share copied to the shadow, 0–100.
-    #[arg(long, default_value_t = 100.0, requires = "shadow")]
-    shadow_percent: f64,
+    /// The share copied to the shadow, 0–100 (default 100 with --shadow).
+    #[arg(long)]
+    shadow_percent: Option<f64>,
+    /// Stop shadowing.
+    #[arg(long)]
+    no_shadow: bool,
     /// The share of requests the prediction log keeps, 0–100.
-    #[arg(long, default_value_t = 0.0)]
-    log_percent: f64,
+    #[arg(long)]
+    log_percent: Option<f64>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -147,13 +150,32 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<i32> {
 }
 
 pub fn traffic(args: TrafficArgs) -> anyhow::Result<i32> {
-    let mut body = json!({ "log": { "percent": args.log_percent } });
-    if let Some(version) = &args.shadow {
-        body["shadow"] = json!({ "version": version, "percent": args.shadow_percent });
-    }
     let path = format!("/v1/models/{}/traffic", args.model);
+    // What is not given stays as it is.
+    let mut policy = answer(
+        args.server.request("GET", &path).call(),
+        "reading the traffic policy",
+    )?;
+    if args.no_shadow {
+        policy.as_object_mut().map(|p| p.remove("shadow"));
+    }
+    if let Some(version) = &args.shadow {
+        policy["shadow"] =
+            json!({ "version": version, "percent": args.shadow_percent.unwrap_or(100.0) });
+    } else if let Some(percent) = args.shadow_percent {
+        if policy["shadow"].is_null() {
+            anyhow::bail!(
+                "{} has no shadow: name one with --shadow VERSION",
+                args.model
+            );
+        }
+        policy["shadow"]["percent"] = json!(percent);
+    }
+    if let Some(percent) = args.log_percent {
+        policy["log"] = json!({ "percent": percent });
+    }
     let policy = answer(
-        args.server.request("PUT", &path).send_json(body),
+        args.server.request("PUT", &path).send_json(policy),
         "setting the traffic policy",
     )?;
     println!("{} traffic: {policy}", args.model);

@@ -6,7 +6,7 @@
 //!
 //! A replay runs the way the host serves: compiled by the same engine settings (deterministic NaNs
 //! and relaxed SIMD unless the config turns them off), initialised from the same snapshot, under
-//! the version's own limits.
+//! the version's own limits — each record on a fresh instance.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,9 @@ use crate::config::HostConfig;
 use crate::engine::EngineSettings;
 use crate::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
 use crate::registry::{Store, VersionManifest};
-use crate::runtime::{CallError, ModelInstance, ModelRuntime, StartMode, Startup, VersionCode};
+use crate::runtime::{
+    CallError, ModelInstance, ModelLimits, ModelRuntime, Prepared, StartMode, Startup, VersionCode,
+};
 use crate::serving::traffic::compare::compare;
 use crate::serving::traffic::log::{LogRecord, LoggedOutput};
 use crate::serving::{call_status, Output, Payload};
@@ -219,12 +221,44 @@ fn read_log(path: &Path) -> anyhow::Result<Vec<LogRecord>> {
     Ok(records)
 }
 
+/// A version made ready to start instances from (compiled, initialised, captured).
+struct Loaded {
+    prepared: Prepared,
+    limits: ModelLimits,
+    config: String,
+    weights: Option<bytes::Bytes>,
+    graphs: Option<Arc<VersionGraphs>>,
+    label: Arc<str>,
+}
+
+impl Loaded {
+    /// A fresh instance: every record runs on one, so no state of an earlier call can change it
+    /// (a model that carries state between calls then shows as `differs`).
+    fn instance(&self) -> Result<ModelInstance, String> {
+        let startup = match &self.prepared.mode {
+            StartMode::Snapshot => Startup::Snapshot,
+            StartMode::InitPerInstance(_) => Startup::Init {
+                config: &self.config,
+                weights: self.weights.as_deref(),
+            },
+        };
+        ModelInstance::start(
+            &self.prepared.component,
+            &self.limits,
+            self.label.clone(),
+            startup,
+            self.graphs.as_ref(),
+        )
+        .map_err(|e| format!("init failed: {e}"))
+    }
+}
+
 struct Replayer {
     io: tokio::runtime::Runtime,
     store: Store,
     runtime: Arc<ModelRuntime>,
     config: HostConfig,
-    loaded: HashMap<Identity, Result<ModelInstance, String>>,
+    loaded: HashMap<Identity, Result<Loaded, String>>,
     manifests: HashMap<String, Vec<VersionManifest>>,
 }
 
@@ -264,16 +298,13 @@ impl Replayer {
                 )
             }
         };
-        let outcome = match self.instance(&record.model, &identity, manifest.as_ref()) {
-            Ok(instance) => call(instance, &payload),
+        let instance = self
+            .loaded(&record.model, &identity, manifest.as_ref())
+            .and_then(Loaded::instance);
+        let outcome = match instance {
+            Ok(mut instance) => call(&mut instance, &payload),
             Err(e) => return (Verdict::Unrunnable(e), ran_on),
         };
-        // A call that broke its instance leaves it for a fresh one.
-        if let Some(Ok(instance)) = self.loaded.get(&identity) {
-            if instance.is_poisoned() {
-                self.loaded.remove(&identity);
-            }
-        }
         (judge(record, outcome, against.is_some()), ran_on)
     }
 
@@ -290,30 +321,30 @@ impl Replayer {
         found
     }
 
-    fn instance(
+    fn loaded(
         &mut self,
         model: &str,
         identity: &Identity,
         manifest: Option<&VersionManifest>,
-    ) -> Result<&mut ModelInstance, String> {
+    ) -> Result<&Loaded, String> {
         if !self.loaded.contains_key(identity) {
-            let started = self
-                .start(model, identity, manifest)
+            let loaded = self
+                .load(model, identity, manifest)
                 .map_err(|e| format!("{e:#}"));
-            self.loaded.insert(identity.clone(), started);
+            self.loaded.insert(identity.clone(), loaded);
         }
-        match self.loaded.get_mut(identity).expect("inserted above") {
-            Ok(instance) => Ok(instance),
+        match self.loaded.get(identity).expect("inserted above") {
+            Ok(loaded) => Ok(loaded),
             Err(e) => Err(e.clone()),
         }
     }
 
-    fn start(
+    fn load(
         &self,
         model: &str,
         identity: &Identity,
         manifest: Option<&VersionManifest>,
-    ) -> anyhow::Result<ModelInstance> {
+    ) -> anyhow::Result<Loaded> {
         let read = |sha: &str, what: &str| {
             self.io
                 .block_on(self.store.blobs().read(sha))
@@ -363,21 +394,14 @@ impl Replayer {
             &limits,
             &label,
         )?;
-        let startup = match &prepared.mode {
-            StartMode::Snapshot => Startup::Snapshot,
-            StartMode::InitPerInstance(_) => Startup::Init {
-                config: &config,
-                weights: weights.as_deref(),
-            },
-        };
-        ModelInstance::start(
-            &prepared.component,
-            &limits,
+        Ok(Loaded {
+            prepared,
+            limits,
+            config,
+            weights,
+            graphs,
             label,
-            startup,
-            graphs.as_ref(),
-        )
-        .map_err(|e| anyhow::anyhow!("init failed: {e}"))
+        })
     }
 }
 

@@ -101,6 +101,7 @@ fn prediction_log(
     };
     LogOptions {
         queue: p.queue.max(1),
+        max_queued_bytes: p.max_queued_bytes,
         batch_records: p.batch_records.max(1),
         flush_interval: Duration::from_millis(p.flush_interval_ms.max(1)),
         max_file_bytes: p.max_file_bytes.max(1),

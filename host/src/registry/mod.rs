@@ -272,16 +272,21 @@ impl Registry {
         }
         let ready =
             |entry: &ModelEntry, v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
-        // An alias moves here once its new target is ready here (for a split: some version of it);
-        // until then it keeps its old one — even a version deleted from the store meanwhile, which
-        // serves until the alias has moved.
-        let any_ready =
-            |entry: &ModelEntry, t: &AliasTarget| t.versions().iter().any(|v| ready(entry, v));
+        // An alias moves here once its new target is ready here — for a split, every version it
+        // gives a share (else a 10 % canary that loads first would take all of it); until then it
+        // keeps its old one — even a version deleted from the store meanwhile, which serves until the
+        // alias has moved.
+        let all_ready = |entry: &ModelEntry, t: &AliasTarget| {
+            t.weighted_versions().iter().all(|v| ready(entry, v))
+        };
+        let serves = |entry: &ModelEntry, t: &AliasTarget| {
+            t.weighted_versions().iter().any(|v| ready(entry, v))
+        };
         for (alias, target) in &view.aliases.current {
             let previous = old
                 .aliases
                 .get(alias)
-                .filter(|p| !any_ready(&entry, target) && any_ready(&old, p));
+                .filter(|p| !all_ready(&entry, target) && serves(&old, p));
             let published = match previous {
                 Some(previous) => {
                     for v in previous.versions() {
@@ -745,9 +750,16 @@ impl Registry {
             _pin = Some(self.pin(model, &shadow.version));
             self.ensure_ready(model, &shadow.version).await?;
         }
-        self.store.set_traffic(model, &policy).await?;
+        // Conditional, so a racing change is neither lost nor misreported as what this replaced.
+        let previous = self
+            .store
+            .update_traffic(model, |current| {
+                *current = policy.clone();
+                Ok(())
+            })
+            .await?;
         self.refresh(model).await?;
-        Ok(view.traffic)
+        Ok(previous)
     }
 
     /// Deletes a version; refused while an alias points at it.

@@ -541,17 +541,35 @@ impl Store {
         )))
     }
 
-    /// Replaces `model`'s traffic policy (shadowing, the prediction log's share).
-    pub async fn set_traffic(
+    /// Changes `model`'s traffic policy by compare-and-swap: `change` sees the current policy and
+    /// edits it (called again if another writer got there first); answers the policy it replaced.
+    pub async fn update_traffic(
         &self,
         model: &str,
-        policy: &TrafficPolicy,
-    ) -> Result<(), ChangeError> {
-        self.storage
-            .put(&traffic_key(model), Self::json(policy), Write::Overwrite)
-            .await?;
-        self.announce(model).await?;
-        Ok(())
+        mut change: impl FnMut(&mut TrafficPolicy) -> Result<(), ChangeError>,
+    ) -> Result<TrafficPolicy, ChangeError> {
+        let key = traffic_key(model);
+        for attempt in 0..CAS_ATTEMPTS {
+            let (current, mode) = match self.get_json::<TrafficPolicy>(&key).await? {
+                Some((policy, version)) => (policy, Write::Replace(version)),
+                None => (TrafficPolicy::default(), Write::Create),
+            };
+            let mut next = current.clone();
+            change(&mut next)?;
+            match self.storage.put(&key, Self::json(&next), mode).await {
+                Ok(_) => {
+                    self.announce(model).await?;
+                    return Ok(current);
+                }
+                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ChangeError::Conflict(format!(
+            "the traffic policy of `{model}` keeps changing meanwhile; try again"
+        )))
     }
 
     /// Records that `model` is unloaded on request, or that it is not.

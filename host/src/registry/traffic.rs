@@ -47,6 +47,19 @@ impl AliasTarget {
         }
     }
 
+    /// The versions that get a share (weight above 0).
+    pub fn weighted_versions(&self) -> Vec<&str> {
+        match self {
+            AliasTarget::Version(v) => vec![v.as_str()],
+            AliasTarget::Split(s) => s
+                .split
+                .iter()
+                .filter(|(_, w)| **w > 0)
+                .map(|(v, _)| v.as_str())
+                .collect(),
+        }
+    }
+
     /// True when the target names `version`.
     pub fn names(&self, version: &str) -> bool {
         self.versions().contains(&version)

@@ -159,9 +159,10 @@ impl ModelInstance {
         Ok(answer)
     }
 
-    /// Fuel the last call burnt, when the engine counts fuel (metering).
-    pub fn fuel_used(&self) -> Option<u64> {
-        self.fuel_used
+    /// Fuel the last call burnt, when the engine counts fuel (metering); read once, so a call
+    /// refused before it ran counts none.
+    pub fn take_fuel_used(&mut self) -> Option<u64> {
+        self.fuel_used.take()
     }
 
     /// The limits this instance runs under.
@@ -335,7 +336,7 @@ fn panic_message(log: &str) -> Option<String> {
 }
 
 /// Bytes a tensor's elements occupy (BYTES: the sum of element lengths plus 4 per element).
-pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
+pub fn tensor_bytes(t: &Tensor) -> usize {
     match &t.data {
         TensorData::Bool(v) => v.len(),
         TensorData::Uint8(v) => v.len(),

@@ -22,7 +22,7 @@ pub use bindings::ferry::model::types::{
 pub use component::ModelComponent;
 pub use error::{CallError, LimitExceeded};
 pub use guest_state::GuestState;
-pub use instance::{ModelInstance, Startup};
+pub use instance::{tensor_bytes, ModelInstance, Startup};
 pub use limits::ModelLimits;
 pub use loader::ModelRuntime;
 pub use pool::{

@@ -281,6 +281,22 @@ impl InstancePool {
         }
     }
 
+    /// A warm idle instance, if more than `keep` are idle — never a new one, never bringing an
+    /// evicted pool back (so never making room by evicting another's): for work that must cost
+    /// nothing to the pool's own callers or anyone else's (shadow copies).
+    pub fn try_checkout_idle(self: &Arc<Self>, keep: usize) -> Option<PooledInstance> {
+        let mut slots = self.slots.lock().unwrap();
+        if slots.component.is_none() || slots.idle.len() <= keep {
+            return None;
+        }
+        let instance = slots.idle.pop()?;
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+        Some(PooledInstance {
+            pool: self.clone(),
+            instance: Some(instance),
+        })
+    }
+
     /// Brings an evicted pool back: its code from the compile cache, then its warm instances. One
     /// caller at a time (`Slots::reopening`).
     fn come_back(&self) -> Result<(), CallError> {

@@ -125,6 +125,20 @@ impl Drop for PendingUploads {
     }
 }
 
+/// Runs a change and its audit record to the end on a task of their own: a client that hangs up
+/// mid-change drops its answer, never the change's record (a dropped handler would lose both halves
+/// of the change at whatever point it had reached).
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(change).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change failed unexpectedly: {e}"),
+        )
+    })?
+}
+
 /// Checks that an uploaded file is a valid WebAssembly component before it becomes a blob.
 fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
     let bytes = std::fs::read(path)
@@ -312,19 +326,22 @@ pub async fn put_version(
     }
 
     uploads.commit().await?;
-    let version_state = registry.create_version(manifest.clone()).await?;
+    let version_state = to_the_end(async move {
+        let version_state = registry.create_version(manifest).await?;
+        let m = &version_state.manifest;
+        let blobs = json!({
+            "component_sha256": m.component_sha256,
+            "weights_sha256": m.weights_sha256,
+            "config_sha256": m.config_sha256,
+            "tests_sha256": m.tests_sha256,
+            "graphs": m.graphs,
+        });
+        let entry = manager.entry(Action::PutVersion, &model);
+        manager.record(entry.version(&m.version).to(blobs)).await;
+        Ok(version_state)
+    })
+    .await?;
     let manifest = &version_state.manifest;
-    let blobs = json!({
-        "component_sha256": manifest.component_sha256,
-        "weights_sha256": manifest.weights_sha256,
-        "config_sha256": manifest.config_sha256,
-        "tests_sha256": manifest.tests_sha256,
-        "graphs": manifest.graphs,
-    });
-    let entry = manager.entry(Action::PutVersion, &model);
-    manager
-        .record(entry.version(&manifest.version).to(blobs))
-        .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -385,16 +402,21 @@ pub async fn set_alias(
             ))
         }
     };
-    let previous = state
-        .registry
-        .set_alias(&model, &alias, target.clone())
-        .await?;
-    let target = target.simplified();
-    let entry = manager.entry(Action::SetAlias, &model).alias(&alias);
-    manager
-        .record(entry.from(previous.map(|p| json!(p))).to(json!(target)))
-        .await;
-    Ok(alias_answer(&model, &alias, &target))
+    let (m, a, t) = (model.clone(), alias.clone(), target.clone());
+    to_the_end(async move {
+        let previous = state.registry.set_alias(&m, &a, t.clone()).await?;
+        let entry = manager.entry(Action::SetAlias, &m).alias(&a);
+        manager
+            .record(
+                entry
+                    .from(previous.map(|p| json!(p)))
+                    .to(json!(t.simplified())),
+            )
+            .await;
+        Ok(())
+    })
+    .await?;
+    Ok(alias_answer(&model, &alias, &target.simplified()))
 }
 
 /// `POST /v1/models/{model}/aliases/{alias}/rollback`: the alias goes back to its previous target.
@@ -404,11 +426,16 @@ pub async fn rollback(
     manager: Manager,
 ) -> Result<Json<Value>, ApiError> {
     manager.permit(Action::Rollback, &model).await?;
-    let (from, to) = state.registry.rollback(&model, &alias).await?;
-    let entry = manager.entry(Action::Rollback, &model).alias(&alias);
-    manager
-        .record(entry.from(from.map(|f| json!(f))).to(json!(to)))
-        .await;
+    let (m, a) = (model.clone(), alias.clone());
+    let to = to_the_end(async move {
+        let (from, to) = state.registry.rollback(&m, &a).await?;
+        let entry = manager.entry(Action::Rollback, &m).alias(&a);
+        manager
+            .record(entry.from(from.map(|f| json!(f))).to(json!(to)))
+            .await;
+        Ok(to)
+    })
+    .await?;
     Ok(alias_answer(&model, &alias, &to))
 }
 
@@ -440,11 +467,16 @@ pub async fn set_traffic(
             "a traffic policy is {{\"shadow\": {{\"version\": \"V\", \"percent\": 0-100}}, \"log\": {{\"percent\": 0-100}}}}: {e}"
         ))
     })?;
-    let previous = state.registry.set_traffic(&model, policy.clone()).await?;
-    let entry = manager.entry(Action::SetTraffic, &model);
-    manager
-        .record(entry.from(Some(json!(previous))).to(json!(policy)))
-        .await;
+    let set = policy.clone();
+    to_the_end(async move {
+        let previous = state.registry.set_traffic(&model, set.clone()).await?;
+        let entry = manager.entry(Action::SetTraffic, &model);
+        manager
+            .record(entry.from(Some(json!(previous))).to(json!(set)))
+            .await;
+        Ok(())
+    })
+    .await?;
     Ok(Json(json!(policy)))
 }
 
@@ -455,9 +487,13 @@ pub async fn delete_version(
     manager: Manager,
 ) -> Result<StatusCode, ApiError> {
     manager.permit(Action::DeleteVersion, &model).await?;
-    state.registry.delete_version(&model, &version).await?;
-    let entry = manager.entry(Action::DeleteVersion, &model);
-    manager.record(entry.version(&version)).await;
+    to_the_end(async move {
+        state.registry.delete_version(&model, &version).await?;
+        let entry = manager.entry(Action::DeleteVersion, &model);
+        manager.record(entry.version(&version)).await;
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -484,10 +520,13 @@ pub async fn repository_load(
     manager: Manager,
 ) -> Result<StatusCode, ApiError> {
     manager.permit(Action::LoadModel, &model).await?;
-    state.registry.load_model(&model).await?;
-    manager
-        .record(manager.entry(Action::LoadModel, &model))
-        .await;
+    let (registry, m) = (state.registry.clone(), model.clone());
+    to_the_end(async move {
+        registry.load_model(&m).await?;
+        manager.record(manager.entry(Action::LoadModel, &m)).await;
+        Ok(())
+    })
+    .await?;
     state.registry.table().resolve(&model, None)?;
     Ok(StatusCode::OK)
 }
@@ -499,10 +538,14 @@ pub async fn repository_unload(
     manager: Manager,
 ) -> Result<StatusCode, ApiError> {
     manager.permit(Action::UnloadModel, &model).await?;
-    state.registry.unload_model(&model).await?;
-    manager
-        .record(manager.entry(Action::UnloadModel, &model))
-        .await;
+    to_the_end(async move {
+        state.registry.unload_model(&model).await?;
+        manager
+            .record(manager.entry(Action::UnloadModel, &model))
+            .await;
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::OK)
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{metering, metrics, Output, Payload};
 use crate::registry::{unix_ms, ModelVersion};
-use crate::runtime::{CallError, InstancePool};
+use crate::runtime::{CallError, InstancePool, ModelInstance};
 
 /// Versions whose typical call is shorter than this run on the async worker itself.
 const INLINE_BELOW: Duration = Duration::from_micros(500);
@@ -60,6 +60,17 @@ pub(super) fn run_here(
     if cold {
         metrics::cold_wait(version, waited.elapsed());
     }
+    run_instance(version, &mut instance, payload, waited)
+}
+
+/// Runs `payload` on `instance` of `version`, metering it; `since` is when the call began waiting
+/// for its instance.
+pub(super) fn run_instance(
+    version: &ModelVersion,
+    instance: &mut ModelInstance,
+    payload: &Payload,
+    since: Instant,
+) -> Result<Output, CallError> {
     let meter = metering::Meter::start();
     let result = match payload {
         Payload::Features(text) => instance.predict(text).map(Output::Features),
@@ -67,7 +78,7 @@ pub(super) fn run_here(
             .infer(&t.inputs, &t.parameters)
             .map(Output::Tensors),
     };
-    let took = meter.finish(version, instance.fuel_used());
+    let took = meter.finish(version, instance.take_fuel_used());
     version.record_call(took);
     let usage = &version.usage;
     let (count, total) = match result {
@@ -75,7 +86,7 @@ pub(super) fn run_here(
         Err(_) => (&usage.failed, &usage.failed_ns),
     };
     count.fetch_add(1, Relaxed);
-    total.fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
+    total.fetch_add(since.elapsed().as_nanos() as u64, Relaxed);
     usage
         .last_unix_ms
         .store(unix_ms(std::time::SystemTime::now()), Relaxed);

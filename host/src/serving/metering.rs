@@ -36,7 +36,6 @@ impl Meter {
         if let Some(fuel) = fuel {
             usage.fuel.fetch_add(fuel, Relaxed);
         }
-        super::metrics::guest_usage(version, cpu, fuel);
         wall
     }
 }

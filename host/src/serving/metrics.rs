@@ -320,20 +320,20 @@ pub fn sample(table: &RoutingTable) {
             &[model.clone(), version.clone()]
         )
         .set(v.load_seconds);
+        // Metering, from the exact totals (per-call rounding would lose the microsecond calls).
+        let usage = &v.usage;
+        metrics::counter!(
+            "ferry_guest_cpu_microseconds_total",
+            &[model.clone(), version.clone()]
+        )
+        .absolute(usage.cpu_ns.load(std::sync::atomic::Ordering::Relaxed) / 1_000);
+        metrics::counter!("ferry_guest_fuel_total", &[model.clone(), version.clone()])
+            .absolute(usage.fuel.load(std::sync::atomic::Ordering::Relaxed));
         metrics::gauge!("ferry_model_ready", &[model, version]).set(if v.is_ready() {
             1.0
         } else {
             0.0
         });
-    }
-}
-
-/// Counts what a guest call cost.
-pub fn guest_usage(v: &ModelVersion, cpu: Duration, fuel: Option<u64>) {
-    metrics::counter!("ferry_guest_cpu_microseconds_total", &labels(v))
-        .increment(cpu.as_micros() as u64);
-    if let Some(fuel) = fuel {
-        metrics::counter!("ferry_guest_fuel_total", &labels(v)).increment(fuel);
     }
 }
 
@@ -374,7 +374,7 @@ pub fn prediction_log_dropped(model: &str) {
 }
 
 /// Counts records written.
-pub fn prediction_log_written(batch: &[crate::serving::LogRecord]) {
+pub fn prediction_log_written(batch: &[&crate::serving::LogRecord]) {
     let mut by_model: std::collections::BTreeMap<&str, u64> = Default::default();
     for r in batch {
         *by_model.entry(&r.model).or_default() += 1;

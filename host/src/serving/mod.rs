@@ -204,6 +204,9 @@ impl Serving {
             .and_then(|s| table.models[&request.model].versions.get(&s.version))
             .filter(|v| v.is_ready())
             .cloned();
+        let serves_live = shadow
+            .as_ref()
+            .is_some_and(|c| table.models[&request.model].targets(&c.manifest.version));
         drop(table);
 
         let payload = Arc::new(request.payload);
@@ -221,11 +224,20 @@ impl Serving {
         if let Err(ServeError::Call(e)) = &outcome {
             metrics::call_error(&version, e);
         }
-        // A request the version refused before its guest ran has nothing to compare.
-        let reached_guest = !matches!(outcome, Err(ServeError::Invalid(_)));
+        // A request refused before its guest ran (a bad input, a full queue) has nothing to compare
+        // and is no prediction.
+        let reached_guest = !matches!(
+            outcome,
+            Err(ServeError::Invalid(_) | ServeError::Call(CallError::Overloaded(_)))
+        );
         if let (Some(candidate), true) = (shadow, reached_guest) {
-            self.shadows
-                .offer(candidate, version.clone(), payload.clone(), outcome.clone());
+            self.shadows.offer(
+                candidate,
+                serves_live,
+                version.clone(),
+                payload.clone(),
+                outcome.clone(),
+            );
         }
         // Requests refused before the guest ran are not predictions: metrics count them, the log not.
         if reached_guest && policy.log.percent.takes(draw()) {

@@ -1,5 +1,5 @@
 //! The conformance suite every storage backend passes: the same cases, run against the local
-//! directory (a unit test) and against a real S3-compatible server (`tests/tests/fleet.rs`, on
+//! directory (a unit test) and against a real S3-compatible server (`tests/e2e/fleet.rs`, on
 //! SeaweedFS). It pins what the registry relies on: typed errors, create-if-absent and
 //! compare-and-swap that exactly one racer wins, conditional reads, listings by prefix, and large
 //! objects streamed both ways.

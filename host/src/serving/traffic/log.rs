@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::{metrics, Output, Payload, ServeError, TensorRequest};
 use crate::registry::{unix_ms, ModelVersion};
-use crate::runtime::Tensor;
+use crate::runtime::{tensor_bytes, Tensor};
 use crate::storage::{Storage, Write};
 use crate::tensor::{binary, datatype_name, datatype_of, parse_datatype};
 
@@ -234,6 +234,24 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// About what the entry holds in memory while it waits (its input and output).
+    fn bytes(&self) -> u64 {
+        let input = match self.payload.as_ref() {
+            Payload::Features(text) => text.len(),
+            Payload::Tensors(t) => {
+                t.inputs.iter().map(tensor_bytes).sum::<usize>() + t.parameters.len()
+            }
+        };
+        let output = match &self.outcome {
+            Ok(o) => match o.as_ref() {
+                Output::Features(text) => text.len(),
+                Output::Tensors(t) => t.iter().map(tensor_bytes).sum(),
+            },
+            Err(_) => 0,
+        };
+        (input + output) as u64 + 512
+    }
+
     fn record(self, host: &str) -> LogRecord {
         let m = &self.version.manifest;
         let (output, status, error) = match &self.outcome {
@@ -280,6 +298,9 @@ pub struct LogOptions {
     pub host: String,
     /// Entries waiting for the writer; beyond it they are dropped.
     pub queue: usize,
+    /// Bytes of input and output the waiting entries may hold; beyond it they are dropped (a queue
+    /// of large tensors is bounded by this, not by its length).
+    pub max_queued_bytes: u64,
     /// Records per batch (an object in the store).
     pub batch_records: usize,
     /// Longest a record waits to be written.
@@ -297,6 +318,7 @@ impl LogOptions {
             sink,
             host: host.into(),
             queue: 4096,
+            max_queued_bytes: 256 << 20,
             batch_records: 1000,
             flush_interval: Duration::from_secs(1),
             max_file_bytes: 64 << 20,
@@ -316,6 +338,8 @@ pub struct LogCounts {
     pub written: AtomicU64,
     /// Records lost because the sink failed.
     pub failed: AtomicU64,
+    /// Bytes the waiting entries hold now.
+    pub queued_bytes: AtomicU64,
 }
 
 /// The queue in front of the writer.
@@ -323,6 +347,9 @@ pub struct PredictionLog {
     queue: SyncSender<Entry>,
     counts: Arc<LogCounts>,
     stop: Arc<Stop>,
+    /// No sink: entries are dropped (and counted) at once.
+    discard: bool,
+    max_queued_bytes: u64,
 }
 
 /// Asks the writer to write what it holds and finish (a host stopping), and says when it has.
@@ -348,7 +375,10 @@ impl PredictionLog {
             }),
             None => Box::new(Discard),
         };
-        Self::with_writer(options, entries, queue, counts, writer)
+        let discard = options.sink.is_none();
+        let mut log = Self::with_writer(options, entries, queue, counts, writer);
+        log.discard = discard;
+        log
     }
 
     fn with_writer(
@@ -358,6 +388,7 @@ impl PredictionLog {
         counts: Arc<LogCounts>,
         mut writer: Box<dyn BatchWriter>,
     ) -> PredictionLog {
+        let options_bytes = options.max_queued_bytes;
         let writer_counts = counts.clone();
         let stop: Arc<Stop> = Default::default();
         let writer_stop = stop.clone();
@@ -379,6 +410,8 @@ impl PredictionLog {
             queue,
             counts,
             stop,
+            discard: false,
+            max_queued_bytes: options_bytes,
         }
     }
 
@@ -399,14 +432,28 @@ impl PredictionLog {
     /// Hands over an entry; drops it (counted) when the queue is full. Never blocks.
     pub fn offer(&self, entry: Entry) {
         let model = entry.version.manifest.model.clone();
-        match self.queue.try_send(entry) {
-            Ok(()) => {
-                self.counts.accepted.fetch_add(1, Relaxed);
+        let bytes = entry.bytes();
+        let queued = &self.counts.queued_bytes;
+        let room = !self.discard
+            && queued
+                .fetch_update(Relaxed, Relaxed, |q| {
+                    (q + bytes <= self.max_queued_bytes).then_some(q + bytes)
+                })
+                .is_ok();
+        let sent = room && {
+            match self.queue.try_send(entry) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    queued.fetch_sub(bytes, Relaxed);
+                    false
+                }
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counts.dropped.fetch_add(1, Relaxed);
-                metrics::prediction_log_dropped(&model);
-            }
+        };
+        if sent {
+            self.counts.accepted.fetch_add(1, Relaxed);
+        } else {
+            self.counts.dropped.fetch_add(1, Relaxed);
+            metrics::prediction_log_dropped(&model);
         }
     }
 
@@ -433,6 +480,7 @@ fn write_loop(
         });
         let mut closed = match entries.recv_timeout(wait) {
             Ok(entry) => {
+                counts.queued_bytes.fetch_sub(entry.bytes(), Relaxed);
                 batch.push(entry.record(&options.host));
                 oldest.get_or_insert_with(Instant::now);
                 false
@@ -441,22 +489,22 @@ fn write_loop(
             Err(RecvTimeoutError::Disconnected) => true,
         };
         if stop.asked.load(Relaxed) {
-            batch.extend(entries.try_iter().map(|e| e.record(&options.host)));
+            for entry in entries.try_iter() {
+                counts.queued_bytes.fetch_sub(entry.bytes(), Relaxed);
+                batch.push(entry.record(&options.host));
+            }
             closed = true;
         }
         let due = oldest.is_some_and(|t| t.elapsed() >= options.flush_interval);
         if !batch.is_empty() && (closed || due || batch.len() >= options.batch_records) {
-            let n = batch.len() as u64;
-            match writer.write(&batch) {
-                Ok(()) => {
-                    counts.written.fetch_add(n, Relaxed);
-                    metrics::prediction_log_written(&batch);
-                }
-                Err(e) => {
-                    counts.failed.fetch_add(n, Relaxed);
-                    metrics::prediction_log_failed(n);
-                    tracing::error!(error = %e, records = n, "the prediction log lost records");
-                }
+            let (written, failure) = writer.write(&batch);
+            counts.written.fetch_add(written.len() as u64, Relaxed);
+            metrics::prediction_log_written(&written);
+            if let Some(e) = failure {
+                let lost = (batch.len() - written.len()) as u64;
+                counts.failed.fetch_add(lost, Relaxed);
+                metrics::prediction_log_failed(lost);
+                tracing::error!(error = %e, records = lost, "the prediction log lost records");
             }
             batch.clear();
             oldest = None;
@@ -467,9 +515,20 @@ fn write_loop(
     }
 }
 
-/// One sink's way of writing a batch.
+/// One sink's way of writing a batch: answers the records written, and why the rest were not.
 trait BatchWriter: Send {
-    fn write(&mut self, batch: &[LogRecord]) -> Result<(), String>;
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>);
+}
+
+/// All of `batch`, or none of it with the reason.
+fn whole<'a>(
+    batch: &'a [LogRecord],
+    result: Result<(), String>,
+) -> (Vec<&'a LogRecord>, Option<String>) {
+    match result {
+        Ok(()) => (batch.iter().collect(), None),
+        Err(e) => (Vec::new(), Some(e)),
+    }
 }
 
 fn lines<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<u8> {
@@ -484,8 +543,8 @@ fn lines<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<u8> {
 struct Discard;
 
 impl BatchWriter for Discard {
-    fn write(&mut self, _: &[LogRecord]) -> Result<(), String> {
-        Err("no prediction log sink is configured".into())
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
+        whole(batch, Err("no prediction log sink is configured".into()))
     }
 }
 
@@ -531,14 +590,21 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Removes the oldest files beyond `max_files`.
+    /// Removes this host's oldest files beyond `max_files`.
     fn retain(&self) {
         let Ok(listing) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        // Only this host's files: a directory several hosts share keeps each one's own.
+        let mine = format!("-{}-", self.host);
         let mut files: Vec<PathBuf> = listing
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains(&mine))
+            })
             .collect();
         files.sort();
         let excess = files.len().saturating_sub(self.max_files);
@@ -549,7 +615,14 @@ impl FileWriter {
 }
 
 impl BatchWriter for FileWriter {
-    fn write(&mut self, batch: &[LogRecord]) -> Result<(), String> {
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
+        let result = self.append(batch);
+        whole(batch, result)
+    }
+}
+
+impl FileWriter {
+    fn append(&mut self, batch: &[LogRecord]) -> Result<(), String> {
         let bytes = lines(batch.iter());
         if self
             .current
@@ -578,28 +651,33 @@ struct StoreWriter {
 }
 
 impl BatchWriter for StoreWriter {
-    fn write(&mut self, batch: &[LogRecord]) -> Result<(), String> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or("the store sink needs the host's async runtime")?;
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return whole(
+                batch,
+                Err("the store sink needs the host's async runtime".into()),
+            );
+        };
         let mut by_model: BTreeMap<&str, Vec<&LogRecord>> = BTreeMap::new();
         for r in batch {
             by_model.entry(&r.model).or_default().push(r);
         }
         let now = unix_ms(SystemTime::now());
+        let (mut written, mut failure) = (Vec::new(), None);
+        // One object per model: a failed one loses its records, not the others'.
         for (model, records) in by_model {
             self.next += 1;
             let key = format!(
                 "predictions/{model}/{now:013}-{}-{}.jsonl",
                 self.host, self.next
             );
-            let bytes = bytes::Bytes::from(lines(records.into_iter()));
-            runtime
-                .block_on(self.storage.put(&key, bytes, Write::Create))
-                .map_err(|e| format!("writing {key}: {e}"))?;
+            let bytes = bytes::Bytes::from(lines(records.iter().copied()));
+            match runtime.block_on(self.storage.put(&key, bytes, Write::Create)) {
+                Ok(_) => written.extend(records),
+                Err(e) => failure = Some(format!("writing {key}: {e}")),
+            }
         }
-        Ok(())
+        (written, failure)
     }
 }
 
@@ -671,10 +749,10 @@ mod tests {
     }
 
     impl BatchWriter for Held {
-        fn write(&mut self, batch: &[LogRecord]) -> Result<(), String> {
+        fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
             let _ = self.go.recv();
             self.got.lock().unwrap().extend_from_slice(batch);
-            Ok(())
+            whole(batch, Ok(()))
         }
     }
 
@@ -779,7 +857,7 @@ mod tests {
             let records: Vec<LogRecord> = (0..10)
                 .map(|i| entry(batch * 10 + i).record("h1"))
                 .collect();
-            writer.write(&records).unwrap();
+            assert!(writer.write(&records).1.is_none());
         }
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -1,10 +1,11 @@
 //! Shadow traffic: a copy of a sampled share of a model's requests runs on a candidate version, off
 //! the request path, and its answer is compared with the primary's. The copy is handed over after the
 //! primary has answered (nothing of it is on the caller's time) to a few worker threads of their own,
-//! at a lower OS priority, through a bounded queue: when the queue is full, or the candidate has no
-//! free instance, the copy is dropped and counted — never queued behind, never waited for. A copy
-//! runs in the candidate's own pool under the candidate's limits, so a shadow that loops or traps
-//! costs its own instances and nothing of the primary's answer.
+//! at a lower OS priority, through a small hand-off buffer: when it is full, or the candidate has no
+//! idle warm instance to spare, the copy is dropped and counted — never queued behind, never waited
+//! for. A copy runs on the candidate's own instances under the candidate's limits and never makes the
+//! candidate's pool grow (nor, through the memory budget, anyone else's shrink), so a shadow that
+//! loops or traps costs its own instances and nothing of the primary's answer.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -41,6 +42,9 @@ impl Default for ShadowOptions {
 
 struct Job {
     candidate: Arc<ModelVersion>,
+    /// The candidate also serves requests of its own (an alias names it): copies leave it one idle
+    /// instance.
+    serves_live: bool,
     primary: Arc<ModelVersion>,
     payload: Arc<Payload>,
     outcome: Result<Arc<Output>, ServeError>,
@@ -96,12 +100,14 @@ impl Shadows {
     pub fn offer(
         &self,
         candidate: Arc<ModelVersion>,
+        serves_live: bool,
         primary: Arc<ModelVersion>,
         payload: Arc<Payload>,
         outcome: Result<Arc<Output>, ServeError>,
     ) {
         let job = Job {
             candidate,
+            serves_live,
             primary,
             payload,
             outcome,
@@ -170,13 +176,21 @@ fn run(job: &Job) -> Outcome {
     let Ok(pool) = call::pool_of(candidate) else {
         return Outcome::DroppedBusy;
     };
-    // Never queue behind the candidate's own callers (someone may call it by version).
+    // Never in anyone's way: not when the candidate's own callers queue, not past its concurrency,
+    // only on a warm idle instance (no new instance, no eviction to make room for one), and leaving
+    // one idle when the candidate serves requests of its own.
+    if candidate.admission.waiting() > 0 {
+        return Outcome::DroppedBusy;
+    }
     let Some(_admitted) = candidate.admission.try_admit() else {
         return Outcome::DroppedBusy;
     };
+    let Some(mut instance) = pool.try_checkout_idle(job.serves_live as usize) else {
+        return Outcome::DroppedBusy;
+    };
     let started = Instant::now();
-    let cold = !pool.is_resident();
-    let answer = call::run_here(candidate, pool, &job.payload, cold);
+    let answer = call::run_instance(candidate, &mut instance, &job.payload, started);
+    drop(instance);
     let status = match &answer {
         Ok(_) => 200,
         Err(e) => super::super::call_status(e),

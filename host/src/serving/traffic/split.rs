@@ -1,10 +1,14 @@
-//! Picking a weighted alias's version. With a routing key the pick is consistent hashing: the key
-//! (with the model and alias) hashes to a point in `[0, total weight)`, and the targets own
-//! consecutive ranges in the order of their names. The same key lands on the same version on every
-//! host of a fleet (SHA-256 is the same everywhere, unlike a seeded hasher), and changing the weights
-//! moves only the keys in the ranges that changed hands. A key whose range belongs to a target not
-//! ready here is placed again, the same way, among the ready ones (so it is sticky there too). A
-//! request without a key is placed at random by weight.
+//! Picking a weighted alias's version. With a routing key the pick is weighted rendezvous hashing:
+//! every target scores the key (`-ln(u) / weight`, `u` from SHA-256 of model, alias, key and the
+//! version), and the lowest score wins. So:
+//! - the same key lands on the same version on every host of a fleet (SHA-256 is the same everywhere,
+//!   unlike a seeded hasher), and each version gets its weight's share of keys;
+//! - changing one version's weight moves keys only to or from that version; adding or removing a
+//!   version moves only the keys it takes or gave up;
+//! - a target not ready here simply does not compete: its keys go to the version that scores next
+//!   best for each, the same on every request, and every other key stays where it was.
+//!
+//! A request without a key is placed at random by weight.
 
 use std::sync::Arc;
 
@@ -19,38 +23,33 @@ pub fn pick(
     split: &SplitRoute,
     key: impl FnOnce() -> Option<String>,
 ) -> Arc<ModelVersion> {
-    let all: Vec<(&str, u32)> = split
+    let ready = split
         .targets
         .iter()
-        .map(|(v, w, _)| (v.as_str(), *w))
-        .collect();
-    let ready: Vec<(&str, u32)> = split
-        .targets
-        .iter()
-        .filter(|(_, _, v)| v.is_some())
-        .map(|(v, w, _)| (v.as_str(), *w))
-        .collect();
+        .filter_map(|(name, w, v)| Some((name.as_str(), *w, v.as_ref()?)))
+        .filter(|(_, w, _)| *w > 0);
     let chosen = match key() {
-        Some(key) => {
-            let first = place(&all, point(model, &split.alias, &key, 0));
-            if split
-                .targets
-                .iter()
-                .any(|(v, _, r)| *v == first && r.is_some())
-            {
-                first
-            } else {
-                place(&ready, point(model, &split.alias, &key, 1))
-            }
+        Some(key) => ready
+            .map(|(name, w, v)| (score(model, &split.alias, &key, name, w), v))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, v)| v),
+        None => {
+            let ready: Vec<_> = ready.collect();
+            let total: u64 = ready.iter().map(|(_, w, _)| *w as u64).sum();
+            let mut at = fastrand::u64(..total.max(1));
+            ready
+                .into_iter()
+                .find(|(_, w, _)| {
+                    let here = at < *w as u64;
+                    at = at.saturating_sub(*w as u64);
+                    here
+                })
+                .map(|(_, _, v)| v)
         }
-        None => place(&ready, fastrand::u64(..)),
     };
-    split
-        .targets
-        .iter()
-        .find(|(v, _, _)| v == chosen)
-        .and_then(|(_, _, v)| v.clone())
-        .or_else(|| split.heaviest().cloned())
+    chosen
+        .or_else(|| split.heaviest())
+        .cloned()
         .expect("a split route has a ready target")
 }
 
@@ -71,73 +70,24 @@ pub fn routing_key(caller: &Caller, payload: &Payload, split: &SplitRoute) -> Op
     }
 }
 
-/// Where a key falls, as 64 uniformly spread bits; `round` 1 is the second placement.
-fn point(model: &str, alias: &str, key: &str, round: u8) -> u64 {
+/// The key's score for one target (lowest wins): `-ln(u) / weight` with `u` uniform in (0, 1]
+/// from SHA-256, so a target wins a key with probability weight / total.
+fn score(model: &str, alias: &str, key: &str, version: &str, weight: u32) -> f64 {
     let mut h = Sha256::new();
-    for part in [model.as_bytes(), alias.as_bytes(), key.as_bytes()] {
+    for part in [model, alias, key, version] {
         // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
         h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+        h.update(part.as_bytes());
     }
-    h.update([round]);
-    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
-}
-
-/// The target whose range holds `point` scaled to the total weight.
-fn place<'a>(targets: &[(&'a str, u32)], point: u64) -> &'a str {
-    let total: u64 = targets.iter().map(|(_, w)| *w as u64).sum();
-    if total == 0 {
-        return targets.first().map_or("", |(v, _)| v);
-    }
-    let mut at = ((point as u128 * total as u128) >> 64) as u64;
-    for (v, w) in targets {
-        if at < *w as u64 {
-            return v;
-        }
-        at -= *w as u64;
-    }
-    targets.last().map_or("", |(v, _)| v)
+    let bits = u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"));
+    // 53 bits, in (0, 1]: never 0, whose logarithm has no value.
+    let u = ((bits >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    -u.ln() / weight as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn share(targets: &[(&str, u32)], keys: impl Iterator<Item = String>, version: &str) -> f64 {
-        let mut n = 0;
-        let mut hits = 0;
-        for k in keys {
-            n += 1;
-            if place(targets, point("m", "production", &k, 0)) == version {
-                hits += 1;
-            }
-        }
-        hits as f64 / n as f64
-    }
-
-    #[test]
-    fn ninety_ten_over_ten_thousand_keys_is_within_two_points() {
-        let targets = [("3", 90), ("4", 10)];
-        let keys = (0..10_000).map(|i| format!("rider-{i}"));
-        let canary = share(&targets, keys, "4");
-        assert!((canary - 0.10).abs() <= 0.02, "canary got {canary}");
-    }
-
-    #[test]
-    fn changing_weights_moves_only_the_keys_of_the_ranges_that_changed() {
-        let before = [("3", 90), ("4", 10)];
-        let after = [("3", 80), ("4", 20)];
-        for i in 0..5_000 {
-            let p = point("m", "production", &format!("k{i}"), 0);
-            if place(&before, p) == "4" {
-                assert_eq!(
-                    place(&after, p),
-                    "4",
-                    "a canary key went back to the old version"
-                );
-            }
-        }
-    }
 
     fn version(name: &str) -> Arc<ModelVersion> {
         let manifest = crate::registry::VersionManifest {
@@ -157,50 +107,124 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn a_target_not_ready_here_gets_no_keys_and_its_keys_stay_put_elsewhere() {
-        let route = |four_ready: bool| SplitRoute {
+    /// A split of `weights`, with the versions in `not_ready` not ready here.
+    fn split(weights: &[(&str, u32)], not_ready: &[&str]) -> SplitRoute {
+        SplitRoute {
             alias: "production".into(),
-            targets: vec![
-                ("3".into(), 50, Some(version("3"))),
-                ("4".into(), 40, four_ready.then(|| version("4"))),
-                ("5".into(), 10, Some(version("5"))),
-            ],
+            targets: weights
+                .iter()
+                .map(|(v, w)| {
+                    (
+                        v.to_string(),
+                        *w,
+                        (!not_ready.contains(v)).then(|| version(v)),
+                    )
+                })
+                .collect(),
             routing_key_field: None,
-        };
-        let (all, partial) = (route(true), route(false));
-        let mut moved_home = 0;
-        for i in 0..3_000 {
-            let key = || Some(format!("k{i}"));
-            let everywhere = pick("m", &all, key).manifest.version.clone();
-            let here = pick("m", &partial, key).manifest.version.clone();
-            assert_ne!(here, "4", "a key went to a version not ready here");
-            if everywhere != "4" {
-                assert_eq!(here, everywhere, "key k{i} left a ready version");
-            } else {
-                // Placed again among the ready ones, the same way every time.
-                assert_eq!(here, pick("m", &partial, key).manifest.version);
-                moved_home += 1;
+        }
+    }
+
+    fn on(route: &SplitRoute, key: &str) -> String {
+        pick("m", route, || Some(key.to_owned()))
+            .manifest
+            .version
+            .clone()
+    }
+
+    #[test]
+    fn ninety_ten_over_ten_thousand_keys_is_within_two_points() {
+        let route = split(&[("3", 90), ("4", 10)], &[]);
+        let canary = (0..10_000)
+            .filter(|i| on(&route, &format!("rider-{i}")) == "4")
+            .count();
+        assert!(
+            (800..=1200).contains(&canary),
+            "the canary got {canary} of 10,000 keys"
+        );
+    }
+
+    #[test]
+    fn changing_one_weight_moves_keys_only_to_or_from_that_version() {
+        // Weights are relative: a's share goes from 10 % to about 18 %, at the others' expense.
+        let before = split(&[("a", 10), ("b", 10), ("c", 80)], &[]);
+        let after = split(&[("a", 22), ("b", 10), ("c", 80)], &[]);
+        let mut moved = 0;
+        for i in 0..5_000 {
+            let k = format!("k{i}");
+            let (x, y) = (on(&before, &k), on(&after, &k));
+            if x != y {
+                moved += 1;
+                assert_eq!(
+                    y, "a",
+                    "key {k} moved from {x} to {y}, not to the version that grew"
+                );
             }
         }
-        assert!(moved_home > 900, "{moved_home} keys of version 4");
-        // Without a key: only ready versions, by weight.
+        // About 9 % of keys change hands.
+        assert!((250..=700).contains(&moved), "{moved} keys moved");
+        // A canary's usual step: both weights move, and keys only move to the canary.
+        let (ten, twenty) = (
+            split(&[("3", 90), ("4", 10)], &[]),
+            split(&[("3", 80), ("4", 20)], &[]),
+        );
+        for i in 0..5_000 {
+            let k = format!("k{i}");
+            if on(&ten, &k) == "4" {
+                assert_eq!(
+                    on(&twenty, &k),
+                    "4",
+                    "a canary key went back to the old version"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_target_not_ready_here_gets_no_keys_and_no_other_key_moves() {
+        let all = split(&[("3", 50), ("4", 40), ("5", 10)], &[]);
+        let partial = split(&[("3", 50), ("4", 40), ("5", 10)], &["4"]);
+        let mut rehomed = 0;
+        for i in 0..3_000 {
+            let k = format!("k{i}");
+            let (everywhere, here) = (on(&all, &k), on(&partial, &k));
+            assert_ne!(here, "4", "a key went to a version not ready here");
+            if everywhere == "4" {
+                assert_eq!(here, on(&partial, &k), "a re-homed key is not sticky");
+                rehomed += 1;
+            } else {
+                assert_eq!(here, everywhere, "key {k} left a ready version");
+            }
+        }
+        assert!(rehomed > 900, "{rehomed} keys of version 4");
+        // Without a key: only ready versions, by weight (5 has 10 of the 60 ready).
         let keyless = (0..2_000)
             .filter(|_| pick("m", &partial, || None).manifest.version == "5")
             .count();
         assert!(
             (200..470).contains(&keyless),
-            "{keyless} of 2000 keyless requests on the 10-weight version"
+            "{keyless} of 2000 keyless requests"
         );
+        // A weight-0 version gets nothing.
+        let zero = split(&[("3", 1), ("4", 0)], &[]);
+        assert!((0..500).all(|i| on(&zero, &format!("z{i}")) == "3"));
     }
 
     #[test]
     fn keys_spread_differently_per_model() {
-        let targets = [("a", 50), ("b", 50)];
+        let route = split(&[("a", 50), ("b", 50)], &[]);
         let same = (0..2_000)
             .filter(|i| {
                 let k = format!("k{i}");
-                place(&targets, point("m1", "p", &k, 0)) == place(&targets, point("m2", "p", &k, 0))
+                let m1 = pick("m1", &route, || Some(k.clone()))
+                    .manifest
+                    .version
+                    .clone();
+                let m2 = pick("m2", &route, || Some(k.clone()))
+                    .manifest
+                    .version
+                    .clone();
+                m1 == m2
             })
             .count();
         assert!((800..1200).contains(&same), "{same} of 2000 agree");

@@ -189,6 +189,7 @@ fn a_team_token_gets_403_on_another_teams_model_and_the_audit_log_records_each_a
         ("POST", "/v1/models/pricing-eta/aliases/production/rollback"),
         ("DELETE", "/v1/models/pricing-eta/versions/1"),
         ("POST", "/v2/repository/models/pricing-eta/unload"),
+        ("POST", "/v2/repository/models/pricing-eta/load"),
     ] {
         let (s, body) = status_of(call(&server, method, path, Some(FRAUD)).call());
         assert!(
@@ -196,6 +197,20 @@ fn a_team_token_gets_403_on_another_teams_model_and_the_audit_log_records_each_a
             "{method} {path}: {s} {body}"
         );
     }
+    // Shadowing and logging another team's model are changes too.
+    let (s, body) = status_of(
+        call(
+            &server,
+            "PUT",
+            "/v1/models/pricing-eta/traffic",
+            Some(FRAUD),
+        )
+        .send_json(serde_json::json!({"log": {"percent": 100}})),
+    );
+    assert!(
+        s == 403 && body.contains("fraud-team"),
+        "traffic: {s} {body}"
+    );
     // And the other way round.
     let (s, body) = promote(&server, PRICING, "fraud-features", "2");
     assert!(
@@ -299,6 +314,8 @@ fn a_team_token_gets_403_on_another_teams_model_and_the_audit_log_records_each_a
             triple("fraud-team", "denied rollback", "pricing-eta"),
             triple("fraud-team", "denied delete_version", "pricing-eta"),
             triple("fraud-team", "denied unload_model", "pricing-eta"),
+            triple("fraud-team", "denied load_model", "pricing-eta"),
+            triple("fraud-team", "denied set_traffic", "pricing-eta"),
             triple("pricing-team", "denied set_alias", "fraud-features"),
             triple("fraud-team", "denied delete_version", "fraud-features"),
             triple("ops", "unload_model", "pricing-eta"),
