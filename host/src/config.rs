@@ -32,9 +32,9 @@
 //! max_files = 64             # files kept, the oldest removed
 //!
 //! [shadow]                   # copies of requests for a candidate (PUT /v1/models/{m}/traffic)
-//! workers = 2                # threads running copies (default: one per core), at a lower priority
+//! workers = 2                # threads running copies (default: one per core), in the idle scheduling class
 //! queue = 4                  # copies waiting for a worker; beyond it they are dropped and counted
-//! nice = 10
+//! nice = 10                  # their niceness where the idle scheduling class is refused
 //!
 //! [models.default]           # limits for every model without its own section
 //! deadline_ms = 1000

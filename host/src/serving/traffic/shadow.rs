@@ -1,7 +1,7 @@
 //! Shadow traffic: a copy of a sampled share of a model's requests runs on a candidate version, off
 //! the request path, and its answer is compared with the primary's. The copy is handed over after the
 //! primary has answered (nothing of it is on the caller's time) to a few worker threads of their own,
-//! at a lower OS priority, through a small hand-off buffer: when it is full, or the candidate has no
+//! in Linux's idle scheduling class (they run on CPU time nothing else wants), through a small hand-off buffer: when it is full, or the candidate has no
 //! idle warm instance to spare, the copy is dropped and counted — never queued behind, never waited
 //! for. A copy runs on the candidate's own instances under the candidate's limits and never makes the
 //! candidate's pool grow (nor, through the memory budget, anyone else's shrink), so a shadow that
@@ -25,7 +25,7 @@ pub struct ShadowOptions {
     pub workers: usize,
     /// Copies waiting for a thread; beyond it they are dropped.
     pub queue: usize,
-    /// OS niceness of the threads (Linux; 0–19, higher yields more to request threads).
+    /// OS niceness of the threads where the idle scheduling class is refused (0–19).
     pub nice: i32,
 }
 
@@ -250,12 +250,18 @@ fn record(stats: &Mutex<BTreeMap<Pair, PairStats>>, job: &Job, outcome: Outcome)
     }
 }
 
-/// Makes this thread yield the CPU to request threads when both want it.
+/// Makes this thread run only on CPU time nothing else wants: Linux's idle scheduling class (a
+/// request thread that wakes takes the core at once), else, where that is refused, `nice`.
 fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain syscalls on this thread's own id; failure only leaves the priority as it was.
+        // SAFETY: plain syscalls on this thread's own id with a valid, zeroed parameter; failure
+        // only leaves the priority as it was.
         unsafe {
+            let param: libc::sched_param = std::mem::zeroed();
+            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
+                return;
+            }
             let tid = libc::syscall(libc::SYS_gettid);
             if libc::setpriority(libc::PRIO_PROCESS as _, tid as _, nice) != 0 {
                 tracing::debug!("cannot lower the shadow worker's priority");
