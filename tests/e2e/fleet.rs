@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry::storage::Storage;
 use ferry_tests::fleet::{Host, FLEET_CONFIG};
 use ferry_tests::http::{put_version, status_of, Trickle};
 use ferry_tests::s3::{unique_prefix, S3Store};
@@ -455,4 +456,88 @@ fn with_the_store_away_hosts_keep_serving_and_converge_when_it_returns() {
     converge(&all, "everyone on v2 after the outage", |h| {
         infer(h).as_deref() == Ok("2")
     });
+}
+
+#[test]
+fn a_fleets_prediction_log_lands_in_its_object_store_and_replays_from_there() {
+    let s3 = S3Store::shared();
+    let url = s3.url(&unique_prefix("predictions"));
+    let config = format!("{FLEET_CONFIG}[predictions]\nflush_interval_ms = 100\n");
+    let hosts: Vec<Host> = (1..=2)
+        .map(|i| Host::start(s3, &url, &format!("log-{i}"), &config))
+        .collect();
+    let all: Vec<&Host> = hosts.iter().collect();
+    push_first_version(&hosts[0]);
+    converge(&all, "v1 ready everywhere", |h| {
+        infer(h).as_deref() == Ok("1")
+    });
+    // The policy is set on one host and followed by both (it lives in the store).
+    let set = ureq::put(&hosts[0].url("/v1/models/diabetes-gbdt/traffic"))
+        .send_json(json!({"log": {"percent": 100}}));
+    assert!(set.is_ok(), "{set:?}");
+    converge(&all, "the log policy everywhere", |h| {
+        describe(h)["traffic"]["log"]["percent"] == json!(100.0)
+    });
+    for h in &hosts {
+        for _ in 0..5 {
+            assert_eq!(infer(h).as_deref(), Ok("1"));
+        }
+    }
+
+    // Batched objects under predictions/<model>/, one host's records per object.
+    let storage = ferry::storage::open_with(&url, &s3.aws()).unwrap();
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let records: Vec<Value> = loop {
+        let listed = io
+            .block_on(storage.list("predictions/diabetes-gbdt/"))
+            .unwrap();
+        let mut records = Vec::new();
+        for (i, l) in listed.iter().enumerate() {
+            let object = io.block_on(storage.get(&l.key)).unwrap();
+            std::fs::write(dir.path().join(format!("{i:04}.jsonl")), &object.bytes).unwrap();
+            let text = String::from_utf8(object.bytes.to_vec()).unwrap();
+            records.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
+        }
+        // Whatever else reached the hosts (the convergence checks' requests) is logged too.
+        if records.iter().filter(|r| r["host"] == "log-1").count() >= 5
+            && records.iter().filter(|r| r["host"] == "log-2").count() >= 5
+        {
+            break records;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} records in the store",
+            records.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(records
+        .iter()
+        .all(|r| r["model"] == "diabetes-gbdt" && r["status"] == 200));
+
+    // Replayed from the store's blobs: the same bits.
+    let mut replay = std::process::Command::new(ferry_tests::server::ferry_bin());
+    replay
+        .arg("replay")
+        .arg(dir.path())
+        .args(["--store", &url])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"));
+    let out = s3.apply(&mut replay).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let n = records.len();
+    assert!(
+        text.contains(&format!("{n} records: {n} equal bit for bit")),
+        "{text}"
+    );
 }
