@@ -745,6 +745,25 @@ fn what_a_new_oip_user_tries_answers() {
         error.contains("must be an array of FP32") && error.contains("not a string"),
         "{error}"
     );
+    // A shape whose element count would wrap is refused, on the binary route too.
+    let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [4294967296u64, 4294967296u64],
+        "parameters": {"binary_data_size": 4}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&1.0f32.to_le_bytes());
+    let length = header.len().to_string();
+    let (status, r) = send(
+        "POST",
+        "/v2/models/digits-onnx/infer",
+        "application/octet-stream",
+        &body,
+        &[("inference-header-content-length", &length)],
+    );
+    let text = r.into_string().unwrap();
+    assert!(
+        status == 400 && text.contains("needs more elements than 4 bytes"),
+        "{status} {text}"
+    );
     // Metering: the digits calls above cost CPU time, counted per version.
     let (_, d) = get("/v1/models/digits-onnx");
     let usage = &d["versions"][0]["usage"];

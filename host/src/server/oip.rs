@@ -378,7 +378,18 @@ fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Ten
                     input.shape
                 )));
             }
-            let count: u64 = input.shape.iter().map(|d| *d as u64).product();
+            // Checked: a shape's element count must not wrap to a small number.
+            let count = input
+                .shape
+                .iter()
+                .try_fold(1u64, |n, d| n.checked_mul(*d as u64))
+                .filter(|n| *n <= mine.len() as u64 * 8 + 1)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "shape {:?} needs more elements than {size} bytes of binary data hold",
+                        input.shape
+                    ))
+                })?;
             let data = binary::decode(datatype, mine, count as usize).map_err(bad)?;
             Ok(Tensor {
                 name: input.name.clone(),
