@@ -1,12 +1,12 @@
 //! The end-to-end tests, one binary: real servers, real components, real stores. One binary rather
 //! than one per file, so the suite links the host once (minutes of CI) and the files' tests run side by
 //! side. Each file is a module; `cargo test -p ferry-tests --test e2e traffic::` runs one of them.
+//! `graphs.rs` is its own binary (`--test graphs`): its deadline tests must not share the cores.
 
 mod author_guide;
 mod author_workflow;
 mod cli_push;
 mod fleet;
-mod graphs;
 mod hostile_guests;
 mod http_api;
 mod http_lifecycle;
