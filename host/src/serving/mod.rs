@@ -192,21 +192,19 @@ impl Serving {
                 traffic::split::routing_key(&request.caller, &request.payload, &split)
             }),
         };
-        let policy = table
-            .models
-            .get(&request.model)
-            .map(|e| e.traffic.clone())
-            .unwrap_or_default();
+        // The route was found, so the model is in this table.
+        let entry = &table.models[&request.model];
+        let policy = entry.traffic.clone();
         let shadow = policy
             .shadow
             .as_ref()
             .filter(|s| s.version != version.manifest.version && s.percent.takes(draw()))
-            .and_then(|s| table.models[&request.model].versions.get(&s.version))
+            .and_then(|s| entry.versions.get(&s.version))
             .filter(|v| v.is_ready())
             .cloned();
         let serves_live = shadow
             .as_ref()
-            .is_some_and(|c| table.models[&request.model].targets(&c.manifest.version));
+            .is_some_and(|c| entry.targets(&c.manifest.version));
         drop(table);
 
         let payload = Arc::new(request.payload);

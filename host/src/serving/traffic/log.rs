@@ -344,7 +344,7 @@ pub struct LogCounts {
 
 /// The queue in front of the writer.
 pub struct PredictionLog {
-    queue: SyncSender<Entry>,
+    queue: SyncSender<(Entry, u64)>,
     counts: Arc<LogCounts>,
     stop: Arc<Stop>,
     /// No sink: entries are dropped (and counted) at once.
@@ -383,8 +383,8 @@ impl PredictionLog {
 
     fn with_writer(
         options: LogOptions,
-        entries: Receiver<Entry>,
-        queue: SyncSender<Entry>,
+        entries: Receiver<(Entry, u64)>,
+        queue: SyncSender<(Entry, u64)>,
         counts: Arc<LogCounts>,
         mut writer: Box<dyn BatchWriter>,
     ) -> PredictionLog {
@@ -441,7 +441,8 @@ impl PredictionLog {
                 })
                 .is_ok();
         let sent = room && {
-            match self.queue.try_send(entry) {
+            // The size travels with the entry: the writer gives back exactly what was taken.
+            match self.queue.try_send((entry, bytes)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     queued.fetch_sub(bytes, Relaxed);
@@ -464,7 +465,7 @@ impl PredictionLog {
 }
 
 fn write_loop(
-    entries: &Receiver<Entry>,
+    entries: &Receiver<(Entry, u64)>,
     options: &LogOptions,
     writer: &mut dyn BatchWriter,
     counts: &LogCounts,
@@ -482,8 +483,8 @@ fn write_loop(
         let mut closed = false;
         loop {
             match entries.try_recv() {
-                Ok(entry) => {
-                    counts.queued_bytes.fetch_sub(entry.bytes(), Relaxed);
+                Ok((entry, bytes)) => {
+                    counts.queued_bytes.fetch_sub(bytes, Relaxed);
                     batch.push(entry.record(&options.host));
                     oldest.get_or_insert_with(Instant::now);
                 }
@@ -495,8 +496,8 @@ fn write_loop(
             }
         }
         if stop.asked.load(Relaxed) {
-            for entry in entries.try_iter() {
-                counts.queued_bytes.fetch_sub(entry.bytes(), Relaxed);
+            for (entry, bytes) in entries.try_iter() {
+                counts.queued_bytes.fetch_sub(bytes, Relaxed);
                 batch.push(entry.record(&options.host));
             }
             closed = true;
@@ -527,10 +528,7 @@ trait BatchWriter: Send {
 }
 
 /// All of `batch`, or none of it with the reason.
-fn whole<'a>(
-    batch: &'a [LogRecord],
-    result: Result<(), String>,
-) -> (Vec<&'a LogRecord>, Option<String>) {
+fn whole(batch: &[LogRecord], result: Result<(), String>) -> (Vec<&LogRecord>, Option<String>) {
     match result {
         Ok(()) => (batch.iter().collect(), None),
         Err(e) => (Vec::new(), Some(e)),
