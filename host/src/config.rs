@@ -78,6 +78,10 @@ pub struct HostSection {
     pub snapshots: bool,
     /// Canonical NaNs and deterministic relaxed SIMD, so a logged prediction replays bit for bit.
     pub deterministic: bool,
+    /// The share of the host's cores a model's guest calls are guaranteed when the host is busy,
+    /// for models whose limits name no `cpu_share` (0.1: a tenth). Past it a model runs only on
+    /// idle capacity.
+    pub cpu_share: f64,
 }
 
 impl Default for HostSection {
@@ -93,6 +97,7 @@ impl Default for HostSection {
             parallel_loads: None,
             snapshots: true,
             deterministic: true,
+            cpu_share: 0.1,
         }
     }
 }
@@ -203,6 +208,29 @@ pub struct ShadowSection {
     pub nice: Option<i32>,
 }
 
+/// Circuit breaking per version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Calls in a row failing by the model's own fault (deadline, fuel, a limit, a trap) that trip
+    /// a version's breaker (0: never).
+    pub after: u32,
+    /// How long a tripped version fails fast before a probe, in milliseconds.
+    pub cool_down_ms: u64,
+    /// The longest cool-down after failed probes (each doubles it), in milliseconds.
+    pub max_cool_down_ms: u64,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            after: 5,
+            cool_down_ms: 5_000,
+            max_cool_down_ms: 60_000,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -217,6 +245,8 @@ pub struct HostConfig {
     pub predictions: PredictionsSection,
     /// Shadow copies.
     pub shadow: ShadowSection,
+    /// Circuit breaking.
+    pub breaker: BreakerSection,
     /// Limits by model name; `default` applies to models without a section.
     pub models: BTreeMap<String, ModelLimits>,
 }

@@ -11,6 +11,7 @@ mod hostile_guests;
 mod http_api;
 mod http_lifecycle;
 mod memory;
+mod neighbours;
 mod python_sdk;
 mod registry;
 mod sample_models;

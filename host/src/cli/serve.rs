@@ -11,7 +11,9 @@ use crate::registry::sync::SyncOptions;
 use crate::registry::{Registry, Store};
 use crate::runtime::ModelRuntime;
 use crate::server::{ServeOptions, Token};
-use crate::serving::{LogOptions, LogSink, PredictionLog, Serving, ShadowOptions, Shadows};
+use crate::serving::{
+    LogOptions, LogSink, PredictionLog, Serving, ServingPolicy, ShadowOptions, Shadows,
+};
 use crate::storage::BlobCache;
 
 #[derive(Debug, clap::Args)]
@@ -180,8 +182,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         };
         let log = prediction_log(&config, &args.store, blobs.storage().clone(), &sync.host);
         let shadows = Shadows::start(shadow_options(&config));
+        let policy = ServingPolicy::from_config(&config);
         let registry = Registry::new(Store::new(blobs), models, config);
-        let serving = Serving::new(registry, shadows, PredictionLog::start(log));
+        let serving = Serving::new(registry, shadows, PredictionLog::start(log), policy);
         crate::server::serve(serving, args.listen, options, sync).await
     })?;
     Ok(0)

@@ -140,12 +140,6 @@ impl FerryEngine {
         &self.settings
     }
 
-    /// Epoch ticks that cover `deadline` (at least one).
-    pub fn ticks_for(&self, deadline: Duration) -> u64 {
-        let tick = self.settings.epoch_tick.as_nanos().max(1);
-        (deadline.as_nanos().div_ceil(tick) as u64).max(1)
-    }
-
     /// The component compiled from `bytes`, cached under `key` (which must name the bytes: a
     /// content hash): loaded from the cache when there, else compiled now (reusing unchanged
     /// functions from Cranelift's cache) and stored. WAT text is accepted (tests rely on it).
@@ -203,21 +197,4 @@ pub(crate) fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        let e = FerryEngine::new(EngineSettings {
-            cache_dir: None,
-            total_instances: 4,
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(e.ticks_for(Duration::from_micros(1)), 1);
-        assert_eq!(e.ticks_for(Duration::from_millis(100)), 100);
-    }
 }

@@ -165,6 +165,66 @@ pub fn check_graph_name(name: &str) -> anyhow::Result<()> {
     check_name("graph", name)
 }
 
+/// Checks a manifest read from the store as `file` (`<version>.json`): what a host would go on to use
+/// as names, keys and blobs must be what a writer through the registry could have written.
+fn check_manifest(file: &str, m: &VersionManifest) -> Result<(), String> {
+    check_name("model", &m.model).map_err(|e| e.to_string())?;
+    check_name("version", &m.version).map_err(|e| e.to_string())?;
+    if file != format!("{}.json", m.version) {
+        return Err(format!("{file} holds version {:?}", m.version));
+    }
+    if let Some(sha) = m.blobs().find(|s| !blob_cache::is_sha256(s)) {
+        return Err(format!("{sha:?} is not a sha256"));
+    }
+    for graph in m.graphs.keys() {
+        check_graph_name(graph).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Checks an alias target read from the store: what [`AliasTarget::check`] asks of a target a user
+/// sends, and valid version names.
+fn check_alias_target(target: &AliasTarget) -> Result<(), String> {
+    target.check()?;
+    for v in target.versions() {
+        check_name("version", v).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Aliases read from the store, without the entries no writer through the registry could have
+/// written (a bad name, an empty or zero-weight split): those are dropped, and said so.
+fn sane_aliases(model: &str, mut aliases: Aliases) -> Aliases {
+    let bad_name = |alias: &String| check_name("alias", alias).is_err();
+    aliases.current.retain(|alias, target| {
+        let verdict = if bad_name(alias) {
+            Err(format!("invalid alias name {alias:?}"))
+        } else {
+            check_alias_target(target)
+        };
+        if let Err(e) = &verdict {
+            tracing::error!(model, alias, error = %e, "ignoring an invalid alias in the store");
+        }
+        verdict.is_ok()
+    });
+    aliases.history.retain(|alias, _| !bad_name(alias));
+    for targets in aliases.history.values_mut() {
+        targets.retain(|t| check_alias_target(t).is_ok());
+    }
+    aliases
+}
+
+/// A traffic policy read from the store, without a shadow whose version name is invalid.
+fn sane_traffic(model: &str, mut traffic: TrafficPolicy) -> TrafficPolicy {
+    if let Some(shadow) = &traffic.shadow {
+        if let Err(e) = check_name("version", &shadow.version) {
+            tracing::error!(model, error = %e, "ignoring an invalid shadow in the store");
+            traffic.shadow = None;
+        }
+    }
+    traffic
+}
+
 const CHANGES: &str = "changes.json";
 
 fn manifest_key(model: &str, version: &str) -> String {
@@ -394,7 +454,10 @@ impl Store {
             let name = key.rsplit('/').next().unwrap_or_default();
             if key == &aliases_key(model) {
                 match self.get_json::<Aliases>(key).await {
-                    Ok(found) => view.aliases = found.map(|(a, _)| a).unwrap_or_default(),
+                    Ok(found) => {
+                        view.aliases =
+                            sane_aliases(model, found.map(|(a, _)| a).unwrap_or_default())
+                    }
                     Err(StorageError::Other(e)) => {
                         tracing::error!(model, error = %e, "ignoring unreadable aliases")
                     }
@@ -402,7 +465,10 @@ impl Store {
                 }
             } else if key == &traffic_key(model) {
                 match self.get_json::<TrafficPolicy>(key).await {
-                    Ok(found) => view.traffic = found.map(|(t, _)| t).unwrap_or_default(),
+                    Ok(found) => {
+                        view.traffic =
+                            sane_traffic(model, found.map(|(t, _)| t).unwrap_or_default())
+                    }
                     Err(StorageError::Other(e)) => {
                         tracing::error!(model, error = %e, "ignoring an unreadable traffic policy")
                     }
@@ -412,7 +478,12 @@ impl Store {
                 view.unloaded = true;
             } else if name.ends_with(".json") && key.matches('/').count() == 2 {
                 match self.get_json::<VersionManifest>(key).await {
-                    Ok(Some((m, _))) if m.model == model => view.manifests.push(m),
+                    Ok(Some((m, _))) if m.model == model => match check_manifest(name, &m) {
+                        Ok(()) => view.manifests.push(m),
+                        Err(e) => {
+                            tracing::error!(key, error = %e, "skipping an invalid version manifest")
+                        }
+                    },
                     Ok(Some(_)) => {
                         tracing::error!(key, "skipping a manifest that names another model")
                     }

@@ -81,6 +81,8 @@ pub struct ModelVersion {
     typical_call_ns: AtomicU64,
     /// What its calls cost and how they ended (metering, OIP statistics).
     pub usage: Usage,
+    /// Fails its requests fast while its calls keep failing by its own fault.
+    pub breaker: crate::serving::breaker::Breaker,
 }
 
 /// Counters of a version's calls: what they cost (CPU time in the guest, fuel), for charging the
@@ -124,6 +126,7 @@ impl ModelVersion {
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
+            breaker: Default::default(),
         }
     }
 

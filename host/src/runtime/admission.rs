@@ -5,22 +5,25 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::CallError;
 
 /// Admission control for one version.
 #[derive(Debug)]
 pub struct Admission {
-    running: Semaphore,
+    running: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
     timeout: Duration,
 }
 
-/// A call's right to run; waiting time is reported for metrics.
-pub struct Admitted<'a> {
-    _permit: SemaphorePermit<'a>,
+/// A call's right to run (it may travel with the call to another thread); waiting time is reported
+/// for metrics.
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
     /// How long the call queued.
     pub waited: Duration,
 }
@@ -29,7 +32,7 @@ impl Admission {
     /// Lets `concurrency` calls run and `max_waiting` wait up to `timeout`.
     pub fn new(concurrency: usize, max_waiting: usize, timeout: Duration) -> Admission {
         Admission {
-            running: Semaphore::new(concurrency.max(1)),
+            running: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting,
             timeout,
@@ -37,9 +40,9 @@ impl Admission {
     }
 
     /// Waits for a turn, or refuses at once when the queue is full, or after the timeout.
-    pub async fn admit(&self) -> Result<Admitted<'_>, CallError> {
+    pub async fn admit(&self) -> Result<Admitted, CallError> {
         let started = Instant::now();
-        if let Ok(permit) = self.running.try_acquire() {
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
             return Ok(Admitted {
                 _permit: permit,
                 waited: Duration::ZERO,
@@ -49,7 +52,7 @@ impl Admission {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(CallError::Overloaded(Duration::ZERO));
         }
-        let permit = tokio::time::timeout(self.timeout, self.running.acquire()).await;
+        let permit = tokio::time::timeout(self.timeout, self.running.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         match permit {
             Ok(Ok(permit)) => Ok(Admitted {
@@ -61,11 +64,15 @@ impl Admission {
     }
 
     /// A turn now, or none: for work that must never queue (shadow copies).
-    pub fn try_admit(&self) -> Option<Admitted<'_>> {
-        self.running.try_acquire().ok().map(|permit| Admitted {
-            _permit: permit,
-            waited: Duration::ZERO,
-        })
+    pub fn try_admit(&self) -> Option<Admitted> {
+        self.running
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Admitted {
+                _permit: permit,
+                waited: Duration::ZERO,
+            })
     }
 
     /// Calls waiting now.

@@ -59,6 +59,17 @@ pub enum CallError {
     /// No instance became free within the queue timeout (HTTP 503).
     #[error("overloaded: no instance of the model became free within {0:?}")]
     Overloaded(Duration),
+    /// The model was over its CPU share while the host was busy, so its call ran on idle capacity
+    /// only, and passed its deadline having had less than half of it on a core (HTTP 503): the
+    /// host's doing, not the model's.
+    #[error("over its CPU share: the model used more than its share ({share_percent}% of the host's cores) while the host was busy, and this call got too little CPU to finish within {deadline:?}")]
+    OverShare {
+        share_percent: u32,
+        deadline: Duration,
+    },
+    /// The version's circuit breaker is open: its recent calls kept failing (HTTP 503).
+    #[error("tripped: {reason}; calls fail fast until a probe call succeeds (next probe in {}s)", retry_in.as_secs().max(1))]
+    Tripped { reason: String, retry_in: Duration },
 }
 
 impl CallError {
@@ -78,6 +89,8 @@ impl CallError {
             CallError::Panicked(_) => "panic",
             CallError::Trapped(_) => "trap",
             CallError::Overloaded(_) => "overloaded",
+            CallError::OverShare { .. } => "over_share",
+            CallError::Tripped { .. } => "tripped",
         }
     }
 
@@ -92,6 +105,14 @@ impl CallError {
                 | CallError::StackOverflow
                 | CallError::Panicked(_)
                 | CallError::Trapped(_)
+                | CallError::OverShare { .. }
         )
+    }
+
+    /// True when the model itself is at fault: it ran past its deadline or fuel, hit a limit,
+    /// trapped or panicked. What a circuit breaker counts; an answer, a refused input, an overload
+    /// or a call starved by the host's other work is no sign of a broken version.
+    pub fn is_model_fault(&self) -> bool {
+        self.poisons_instance() && !matches!(self, CallError::OverShare { .. })
     }
 }

@@ -9,6 +9,7 @@ use wasmtime_wasi_nn::wit::WasiNnView;
 
 use super::bindings::ferry::model::{log, types};
 use super::guest_log::GuestLog;
+use super::pacing::CallClock;
 use super::LimitExceeded;
 use crate::host_api::graph::{GraphClock, StoreGraphs, VersionGraphs};
 
@@ -18,6 +19,8 @@ pub struct GuestState {
     table: ResourceTable,
     pub(crate) log: GuestLog,
     pub(crate) memory: MemoryLimiter,
+    /// The running call's deadline in ticks, and its pacer.
+    pub(crate) clock: CallClock,
     /// Made on first use for a version without graphs (its component cannot import `wasi:nn`).
     graphs: Option<StoreGraphs>,
 }
@@ -40,6 +43,7 @@ impl GuestState {
             table: ResourceTable::new(),
             log,
             memory: MemoryLimiter::new(memory_bytes),
+            clock: CallClock::default(),
             graphs: graphs.map(|g| StoreGraphs::new(Some(g))),
         }
     }

@@ -11,8 +11,8 @@ use wasmtime::{Store, Trap};
 use super::bindings::FerryModel;
 use super::error::{CallError, LimitExceeded};
 use super::{
-    GuestState, ModelComponent, ModelError, ModelLimits, ModelMetadata, SelfTestSuite, Tensor,
-    TensorData,
+    GuestState, ModelComponent, ModelError, ModelLimits, ModelMetadata, Pacer, SelfTestSuite,
+    Tensor, TensorData,
 };
 use crate::host_api::graph::VersionGraphs;
 
@@ -64,7 +64,9 @@ impl ModelInstance {
             GuestState::new(limits.memory_bytes, graphs),
         );
         store.limiter(|state| &mut state.memory);
-        store.set_epoch_deadline(engine.ticks_for(limits.init_deadline()));
+        store.epoch_deadline_callback(super::pacing::on_tick);
+        store.set_epoch_deadline(1);
+        store.data_mut().clock.arm(limits.init_deadline());
         if engine.settings().fuel {
             store.set_fuel(u64::MAX).expect("fuel is enabled");
         }
@@ -116,8 +118,8 @@ impl ModelInstance {
     /// Calls made this way run under the init deadline.
     pub(crate) fn raw(&mut self) -> (&mut Store<GuestState>, Instance) {
         let engine = &self.component.engine;
-        self.store
-            .set_epoch_deadline(engine.ticks_for(self.limits.init_deadline()));
+        self.store.set_epoch_deadline(1);
+        self.store.data_mut().clock.arm(self.limits.init_deadline());
         if engine.settings().fuel {
             self.store.set_fuel(u64::MAX).expect("fuel is enabled");
         }
@@ -163,6 +165,12 @@ impl ModelInstance {
     /// refused before it ran counts none.
     pub fn take_fuel_used(&mut self) -> Option<u64> {
         self.fuel_used.take()
+    }
+
+    /// Hands the ticks of this instance's next calls to `pacer` (`None`: nobody); answers the pacer
+    /// they went to until now.
+    pub fn set_pacer(&mut self, pacer: Option<Box<dyn Pacer>>) -> Option<Box<dyn Pacer>> {
+        self.store.data_mut().clock.set_pacer(pacer)
     }
 
     /// The limits this instance runs under.
@@ -211,7 +219,8 @@ impl ModelInstance {
         f: impl FnOnce(&FerryModel, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let engine = &self.component.engine;
-        self.store.set_epoch_deadline(engine.ticks_for(deadline));
+        self.store.set_epoch_deadline(1);
+        self.store.data_mut().clock.arm(deadline);
         let fuel = self.limits.fuel.unwrap_or(u64::MAX);
         if engine.settings().fuel {
             self.store.set_fuel(fuel).expect("fuel is enabled");

@@ -33,6 +33,10 @@ pub struct ModelLimits {
     pub init_deadline_ms: u64,
     /// Threads one run of a host-side graph may use (1: it runs on the calling instance's thread).
     pub graph_threads: usize,
+    /// The share of the host's cores the model's guest calls are guaranteed when the host is busy
+    /// (0.25: a quarter of them); `None`: the host's default (`[host] cpu_share`). Past its share a
+    /// model runs only on idle capacity.
+    pub cpu_share: Option<f64>,
 }
 
 impl Default for ModelLimits {
@@ -50,6 +54,7 @@ impl Default for ModelLimits {
             max_log_bytes_per_call: 64 << 10,
             init_deadline_ms: 30_000,
             graph_threads: 1,
+            cpu_share: None,
         }
     }
 }
@@ -80,6 +85,10 @@ impl ModelLimits {
                 1,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
+            cpu_share: self
+                .cpu_share
+                .filter(|s| s.is_finite())
+                .map(|s| s.clamp(0.001, 1.0)),
             ..self.clone()
         }
     }

@@ -11,6 +11,7 @@ mod guest_state;
 mod instance;
 mod limits;
 mod loader;
+mod pacing;
 mod pool;
 mod snapshot;
 
@@ -25,6 +26,7 @@ pub use guest_state::GuestState;
 pub use instance::{tensor_bytes, ModelInstance, Startup};
 pub use limits::ModelLimits;
 pub use loader::ModelRuntime;
+pub use pacing::Pacer;
 pub use pool::{
     InstancePool, MemoryGovernor, PoolSpec, PoolStart, PoolStats, PooledInstance, Reopen, Room,
     VersionInputs,

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::Manager;
 use super::error::ApiError;
+use super::multipart;
 use super::AppState;
 use crate::registry::{unix_ms, AliasTarget, ChangeError, Split, TrafficPolicy, VersionManifest};
 use crate::storage::{BlobCache, StorageError};
@@ -161,13 +162,6 @@ fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
-    ApiError::new(
-        e.status(),
-        format!("malformed multipart body: {}", e.body_text()),
-    )
-}
-
 /// `PUT /v1/models/{model}/versions/{version}`: the body is the component (`application/wasm`), or a
 /// `multipart/form-data` version (`component` or `component_sha256`, and optional `weights`, `config`,
 /// `tests`). Answers 201 once the version is stored; loading continues in the background.
@@ -233,23 +227,18 @@ pub async fn put_version(
     let mut component: Option<String> = None;
     let mut reused_component: Option<String> = None;
     if is_multipart {
-        let mut form = Multipart::from_request(request, &())
-            .await
-            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-        while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
+        let mut form = multipart::Form::from_request(request).await?;
+        while let Some(field) = form.next_part().await? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
                 "component" => component = Some(uploads.ingest("component", field, cap).await?.0),
-                "component_sha256" => reused_component = Some(field.text().await.map_err(bad_multipart)?.trim().to_ascii_lowercase()),
+                "component_sha256" => reused_component = Some(multipart::short_text(field, "component_sha256").await?.trim().to_ascii_lowercase()),
                 "weights" => manifest.weights_sha256 = Some(uploads.ingest("weights", field, cap).await?.0),
                 "config" => manifest.config_sha256 = Some(uploads.ingest("config", field, cap).await?.0),
                 "tests" => manifest.tests_sha256 = Some(uploads.ingest("tests", field, cap).await?.0),
                 other if other.starts_with("graph:") => {
                     let graph = other["graph:".len()..].to_owned();
                     crate::registry::check_graph_name(&graph).map_err(|e| ApiError::bad_request(format!("part `{other}`: {e}")))?;
-                    if manifest.graphs.contains_key(&graph) {
-                        return Err(ApiError::bad_request(format!("graph `{graph}` is sent twice")));
-                    }
                     if manifest.graphs.len() >= MAX_GRAPHS {
                         return Err(ApiError::bad_request(format!("a version has at most {MAX_GRAPHS} graphs")));
                     }

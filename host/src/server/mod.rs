@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod error;
 mod management;
+mod multipart;
 pub use crate::serving::metrics;
 
 mod oip;

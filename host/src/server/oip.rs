@@ -19,7 +19,8 @@ use crate::registry::ModelVersion;
 use crate::runtime::{Tensor, TensorSpec};
 use crate::serving::{Output, Payload, Request, TensorRequest};
 use crate::tensor::{
-    binary, datatype_name, parse_datatype, tensor_from_json, tensor_to_json, JsonTensor,
+    binary, datatype_name, element_count, parse_datatype, tensor_from_json, tensor_to_json,
+    JsonTensor,
 };
 
 /// `GET /v2`
@@ -379,10 +380,8 @@ fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Ten
                 )));
             }
             // Checked: a shape's element count must not wrap to a small number.
-            let count = input
-                .shape
-                .iter()
-                .try_fold(1u64, |n, d| n.checked_mul(*d as u64))
+            let shape: Vec<u64> = input.shape.iter().map(|d| *d as u64).collect();
+            let count = element_count(&shape)
                 .filter(|n| *n <= mine.len() as u64 * 8 + 1)
                 .ok_or_else(|| {
                     bad(format!(
@@ -393,7 +392,7 @@ fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Ten
             let data = binary::decode(datatype, mine, count as usize).map_err(bad)?;
             Ok(Tensor {
                 name: input.name.clone(),
-                shape: input.shape.iter().map(|d| *d as u64).collect(),
+                shape,
                 data,
             })
         }

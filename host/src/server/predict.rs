@@ -158,6 +158,7 @@ fn describe_version(v: &ModelVersion) -> Value {
         "guest_seconds": n(&usage.compute_ns) as f64 / 1e9,
         "fuel": n(&usage.fuel),
     });
+    out["breaker"] = v.breaker.describe();
     if let Some(report) = &v.self_tests {
         out["self_tests"] = json!({
             "passed": report.passed(),
@@ -176,6 +177,7 @@ fn describe_model(state: &AppState, name: &str, entry: &ModelEntry) -> Value {
         "aliases": entry.aliases,
         "traffic": *entry.traffic,
         "shadow_agreement": state.serving.shadows().describe(name),
+        "cpu_share": state.serving.shares().describe(name),
         "versions": entry.versions.values().map(|v| describe_version(v)).collect::<Vec<_>>(),
     })
 }

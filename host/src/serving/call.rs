@@ -1,21 +1,23 @@
-//! One call on a version: wait for admission (bounded queue), take a warm instance, run the guest on
-//! this worker (telling tokio so other tasks move), return or drop the instance, meter what it cost.
+//! One call on a version: wait for admission (bounded queue), take a warm instance, run the guest
+//! (paced by its model's CPU share), return or drop the instance, meter what it cost.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::shares::{CpuShares, Place, SharePacer, Tenant};
 use super::{metering, metrics, Output, Payload};
 use crate::registry::{unix_ms, ModelVersion};
-use crate::runtime::{CallError, InstancePool, ModelInstance};
+use crate::runtime::{Admitted, CallError, InstancePool, ModelInstance};
 
-/// Versions whose typical call is shorter than this run on the async worker itself.
+/// Versions whose typical call is shorter than this start on the async worker itself.
 const INLINE_BELOW: Duration = Duration::from_micros(500);
 
 /// Runs `payload` on an instance of `version`, after its admission queue.
 pub(super) async fn run(
+    shares: &CpuShares,
     version: &Arc<ModelVersion>,
-    payload: &Payload,
+    payload: &Arc<Payload>,
 ) -> Result<Output, CallError> {
     let pool = pool_of(version)?;
     let admitted = version.admission.admit().await?;
@@ -27,17 +29,95 @@ pub(super) async fn run(
     // An evicted version comes back (from its compiled snapshot) before this call: milliseconds,
     // bounded by the pool's queue timeout for callers that find another one bringing it back.
     let cold = !pool.is_resident();
-    let run = || run_here(version, pool, payload, cold);
+    let tenant = shares.tenant(version);
+    if tenant.is_over() {
+        // Past its share: on idle capacity only, off the async workers.
+        return borrowed(shares, tenant, version, pool, payload, cold, admitted).await;
+    }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
-    // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). Versions
-    // whose calls take longer hand off, so the runtime's other tasks keep moving.
-    let result = if version.typical_call() < INLINE_BELOW && !cold {
-        run()
+    // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). But never
+    // on every worker at once, so that a burst of calls (or a short model turned slow, which shows
+    // in its typical call only once its first slow call ends) cannot stop the runtime's other
+    // tasks. Versions whose calls take longer hand the worker off.
+    let inline = (version.typical_call() < INLINE_BELOW && !cold)
+        .then(InlineSlot::take)
+        .flatten();
+    let place = if inline.is_some() {
+        Place::Worker
     } else {
-        tokio::task::block_in_place(run)
+        Place::Blocking
+    };
+    let pacer = shares.pacer(tenant, place);
+    let run = || run_here(version, pool, payload, cold, pacer);
+    let result = match inline {
+        Some(_slot) => run(),
+        None => tokio::task::block_in_place(run),
     };
     drop(admitted);
     result
+}
+
+/// Runs the call on a borrowing thread of `shares`, holding its admission until it ends there
+/// (whether or not its caller still waits). One that waited there past its deadline is refused.
+async fn borrowed(
+    shares: &CpuShares,
+    tenant: Arc<Tenant>,
+    version: &Arc<ModelVersion>,
+    pool: &Arc<InstancePool>,
+    payload: &Arc<Payload>,
+    cold: bool,
+    admitted: Admitted,
+) -> Result<Output, CallError> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let pacer = shares.pacer(tenant, Place::Borrowed);
+    let (version, pool, payload) = (version.clone(), pool.clone(), payload.clone());
+    let queued = Instant::now();
+    let job = Box::new(move || {
+        let deadline = version.limits.deadline();
+        let result = if queued.elapsed() >= deadline {
+            pacer.count_starved();
+            Err(CallError::OverShare {
+                share_percent: pacer.share_percent(),
+                deadline,
+            })
+        } else {
+            run_here(&version, &pool, &payload, cold, pacer)
+        };
+        drop(admitted);
+        let _ = answer.send(result);
+    });
+    if shares.borrow(job).is_err() {
+        return Err(CallError::Overloaded(Duration::ZERO));
+    }
+    answered
+        .await
+        .unwrap_or(Err(CallError::Overloaded(Duration::ZERO)))
+}
+
+/// Calls running on async workers now.
+static INLINE_NOW: AtomicUsize = AtomicUsize::new(0);
+
+/// The right to run a guest call on this async worker: held by at most all workers but one.
+struct InlineSlot;
+
+impl InlineSlot {
+    fn take() -> Option<InlineSlot> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return None;
+        }
+        let most = handle.metrics().num_workers().saturating_sub(1).max(1);
+        INLINE_NOW
+            .fetch_update(Relaxed, Relaxed, |n| (n < most).then_some(n + 1))
+            .ok()
+            .map(|_| InlineSlot)
+    }
+}
+
+impl Drop for InlineSlot {
+    fn drop(&mut self) {
+        INLINE_NOW.fetch_sub(1, Relaxed);
+    }
 }
 
 /// The version's pool, or the overload a version without one is to its callers.
@@ -49,36 +129,65 @@ pub(super) fn pool_of(version: &ModelVersion) -> Result<&Arc<InstancePool>, Call
 }
 
 /// Runs `payload` on this thread, on an instance of `version`'s pool (the caller holds admission).
-pub(super) fn run_here(
+fn run_here(
     version: &ModelVersion,
     pool: &Arc<InstancePool>,
     payload: &Payload,
     cold: bool,
+    pacer: SharePacer,
 ) -> Result<Output, CallError> {
     let waited = Instant::now();
     let mut instance = pool.checkout()?;
     if cold {
         metrics::cold_wait(version, waited.elapsed());
     }
-    run_instance(version, &mut instance, payload, waited)
+    run_instance(version, &mut instance, payload, waited, Some(pacer))
 }
 
-/// Runs `payload` on `instance` of `version`, metering it; `since` is when the call began waiting
-/// for its instance.
+/// Runs `payload` on `instance` of `version`, metering it and, with a `pacer`, holding it to its
+/// model's CPU share; `since` is when the call began waiting for its instance.
 pub(super) fn run_instance(
     version: &ModelVersion,
     instance: &mut ModelInstance,
     payload: &Payload,
     since: Instant,
+    pacer: Option<SharePacer>,
 ) -> Result<Output, CallError> {
     let meter = metering::Meter::start();
+    let cpu_at_start = meter.cpu_at_start();
+    if let Some(mut pacer) = pacer {
+        pacer.begin(cpu_at_start);
+        instance.set_pacer(Some(Box::new(pacer)));
+    }
     let result = match payload {
         Payload::Features(text) => instance.predict(text).map(Output::Features),
         Payload::Tensors(t) => instance
             .infer(&t.inputs, &t.parameters)
             .map(Output::Tensors),
     };
-    let took = meter.finish(version, instance.take_fuel_used());
+    let pacer = instance
+        .set_pacer(None)
+        .and_then(|p| (p as Box<dyn std::any::Any>).downcast::<SharePacer>().ok());
+    let (took, cpu) = meter.finish(version, instance.take_fuel_used());
+    let result = match pacer {
+        Some(pacer) => {
+            let starved = match &result {
+                Err(CallError::DeadlineExceeded(deadline)) => pacer
+                    .starved(cpu, *deadline)
+                    .map(|share_percent| (share_percent, *deadline)),
+                _ => None,
+            };
+            pacer.end(cpu_at_start + cpu);
+            match starved {
+                Some((share_percent, deadline)) => Err(CallError::OverShare {
+                    share_percent,
+                    deadline,
+                }),
+                None => result,
+            }
+        }
+        None => result,
+    };
     version.record_call(took);
     let usage = &version.usage;
     let (count, total) = match result {

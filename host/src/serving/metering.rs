@@ -23,8 +23,13 @@ impl Meter {
         }
     }
 
-    /// Adds the call's cost to `version`'s usage and metrics; answers its wall time.
-    pub fn finish(self, version: &ModelVersion, fuel: Option<u64>) -> Duration {
+    /// The thread's CPU clock when the call started (zero where there is none).
+    pub fn cpu_at_start(&self) -> Duration {
+        self.cpu.unwrap_or_default()
+    }
+
+    /// Adds the call's cost to `version`'s usage and metrics; answers its wall time and CPU time.
+    pub fn finish(self, version: &ModelVersion, fuel: Option<u64>) -> (Duration, Duration) {
         let wall = self.wall.elapsed();
         let cpu = match (self.cpu, thread_cpu_time()) {
             (Some(before), Some(after)) => after.saturating_sub(before),
@@ -36,12 +41,12 @@ impl Meter {
         if let Some(fuel) = fuel {
             usage.fuel.fetch_add(fuel, Relaxed);
         }
-        wall
+        (wall, cpu)
     }
 }
 
 /// The CPU time this thread has used, when the platform tells.
-fn thread_cpu_time() -> Option<Duration> {
+pub(super) fn thread_cpu_time() -> Option<Duration> {
     #[cfg(unix)]
     {
         let mut ts = libc::timespec {

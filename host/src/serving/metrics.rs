@@ -23,6 +23,12 @@
 //!   primary_failed, shadow_failed, dropped_queue_full, dropped_busy), `ferry_shadow_abs_diff` (histogram
 //!   of each compared request's largest |Δ| between paired numbers) and
 //!   `ferry_shadow_labels_total{…,agreed="true"|"false"}` (labels, booleans and structure)
+//! - circuit breaking, per version: `ferry_breaker_trips_total{model,version,kind}` (kind: the fault
+//!   that tripped it), `ferry_breaker_probes_total{model,version,outcome="failed"|"recovered"}`,
+//!   `ferry_breaker_rejected_total{model,version}` (requests failed fast)
+//! - CPU shares, per model: `ferry_cpu_share_lowered_calls_total{model}` (calls that ran, wholly or
+//!   partly, on idle capacity because the model was over its share) and
+//!   `ferry_cpu_share_starved_total{model}` (of those, refused with a 503 at their deadline)
 //! - the prediction log: `ferry_prediction_log_records_total{model}` (written),
 //!   `ferry_prediction_log_dropped_total{model}` (queue full), `ferry_prediction_log_failed_total`
 //!   (lost to a failing sink)
@@ -71,6 +77,26 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        "ferry_breaker_trips_total",
+        "Times a version's circuit breaker tripped, by the kind of fault that tripped it"
+    );
+    metrics::describe_counter!(
+        "ferry_breaker_probes_total",
+        "Probe calls through a tripped breaker, by outcome (failed: open again; recovered: closed)"
+    );
+    metrics::describe_counter!(
+        "ferry_breaker_rejected_total",
+        "Requests failed fast (503) because the version's breaker was open"
+    );
+    metrics::describe_counter!(
+        "ferry_cpu_share_lowered_calls_total",
+        "Calls that ran on idle capacity only because their model was over its CPU share"
+    );
+    metrics::describe_counter!(
+        "ferry_cpu_share_starved_total",
+        "Calls over their model's CPU share refused (503) at their deadline, starved by a busy host"
+    );
     metrics::describe_counter!(
         "ferry_guest_cpu_microseconds_total",
         "CPU time of the threads running a version's guest calls (shadow copies included), for charging its team"

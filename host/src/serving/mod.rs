@@ -4,13 +4,16 @@
 //! request goes through lives here once:
 //!
 //! route (alias, weighted split by routing key) → check the payload against what the version
-//! declares → admit → call the guest ([`call`]) → metering and metrics → shadow copy and prediction
-//! log ([`traffic`]), both off the request path.
+//! declares → the version's circuit breaker ([`breaker`]) → admit → call the guest ([`call`]), held
+//! to its model's CPU share ([`shares`]) → metering and metrics → shadow copy and prediction log
+//! ([`traffic`]), both off the request path.
 
+pub mod breaker;
 mod call;
 mod inputs;
 mod metering;
 pub mod metrics;
+pub mod shares;
 pub mod traffic;
 
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use std::time::{Instant, SystemTime};
 use crate::registry::{ModelVersion, Registry, Route, RouteError};
 use crate::runtime::{CallError, Tensor};
 
+pub use breaker::BreakerPolicy;
+pub use shares::CpuShares;
 pub use traffic::log::{LogOptions, LogRecord, LogSink, PredictionLog};
 pub use traffic::shadow::{ShadowOptions, Shadows};
 
@@ -124,7 +129,10 @@ impl ServeError {
             ServeError::Route(RouteError::NotReady { .. } | RouteError::NoReadyVersion(_)) => {
                 Some(5)
             }
-            ServeError::Call(CallError::Overloaded(_)) => Some(1),
+            ServeError::Call(CallError::Overloaded(_) | CallError::OverShare { .. }) => Some(1),
+            ServeError::Call(CallError::Tripped { retry_in, .. }) => {
+                Some(retry_in.as_secs_f64().ceil().max(1.0) as u32)
+            }
             _ => None,
         }
     }
@@ -139,7 +147,7 @@ pub fn call_status(e: &CallError) -> u16 {
         CallError::DeadlineExceeded(_)
         | CallError::GraphStopped(_)
         | CallError::FuelExhausted(_) => 504,
-        CallError::Overloaded(_) => 503,
+        CallError::Overloaded(_) | CallError::OverShare { .. } | CallError::Tripped { .. } => 503,
         CallError::ModelFailed(_)
         | CallError::OutputTooLarge { .. }
         | CallError::Limit(_)
@@ -149,21 +157,61 @@ pub fn call_status(e: &CallError) -> u16 {
     }
 }
 
+/// How a host holds models to their CPU shares and trips failing versions.
+#[derive(Debug, Clone)]
+pub struct ServingPolicy {
+    /// The share of the host's cores of a model whose limits name none.
+    pub cpu_share: f64,
+    /// When a version's breaker trips.
+    pub breaker: BreakerPolicy,
+}
+
+impl ServingPolicy {
+    /// The policy a configuration file sets.
+    pub fn from_config(config: &crate::config::HostConfig) -> ServingPolicy {
+        let b = &config.breaker;
+        ServingPolicy {
+            cpu_share: config.host.cpu_share,
+            breaker: BreakerPolicy {
+                after: b.after,
+                cool_down: std::time::Duration::from_millis(b.cool_down_ms.max(1)),
+                max_cool_down: std::time::Duration::from_millis(
+                    b.max_cool_down_ms.max(b.cool_down_ms.max(1)),
+                ),
+            },
+        }
+    }
+}
+
 /// The serving side of a host: the registry's routing table plus the traffic machinery.
 pub struct Serving {
     registry: Arc<Registry>,
     shadows: Shadows,
     log: PredictionLog,
+    shares: CpuShares,
+    breaker: BreakerPolicy,
 }
 
 impl Serving {
-    /// Serving over `registry`, with its shadow workers and prediction log.
-    pub fn new(registry: Arc<Registry>, shadows: Shadows, log: PredictionLog) -> Arc<Serving> {
+    /// Serving over `registry`, with its shadow workers and prediction log, under `policy`.
+    pub fn new(
+        registry: Arc<Registry>,
+        shadows: Shadows,
+        log: PredictionLog,
+        policy: ServingPolicy,
+    ) -> Arc<Serving> {
         Arc::new(Serving {
             registry,
             shadows,
             log,
+            shares: CpuShares::new(policy.cpu_share),
+            breaker: policy.breaker,
         })
+    }
+
+    /// The models' CPU accounts.
+    pub fn shares(&self) -> &CpuShares {
+        &self.shares
     }
 
     /// The registry.
@@ -210,9 +258,7 @@ impl Serving {
         let payload = Arc::new(request.payload);
         let route = payload.route();
         let outcome = match inputs::check(&version, &payload) {
-            Ok(()) => call::run(&version, &payload)
-                .await
-                .map_err(ServeError::from),
+            Ok(()) => self.call_guest(&version, &payload).await,
             Err(message) => Err(ServeError::Invalid(message)),
         };
         let elapsed = started.elapsed();
@@ -226,7 +272,8 @@ impl Serving {
         // and is no prediction.
         let reached_guest = !matches!(
             outcome,
-            Err(ServeError::Invalid(_) | ServeError::Call(CallError::Overloaded(_)))
+            Err(ServeError::Invalid(_)
+                | ServeError::Call(CallError::Overloaded(_) | CallError::Tripped { .. }))
         );
         if let (Some(candidate), true) = (shadow, reached_guest) {
             self.shadows.offer(
@@ -249,6 +296,20 @@ impl Serving {
             });
         }
         outcome.map(|output| Answer { version, output })
+    }
+}
+
+impl Serving {
+    /// The guest call, through the version's circuit breaker.
+    async fn call_guest(
+        &self,
+        version: &Arc<ModelVersion>,
+        payload: &Arc<Payload>,
+    ) -> Result<Output, ServeError> {
+        let pass = version.breaker.admit(version)?;
+        let result = call::run(&self.shares, version, payload).await;
+        pass.settle(&self.breaker, result.as_ref().err());
+        Ok(result?)
     }
 }
 

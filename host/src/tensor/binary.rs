@@ -17,14 +17,15 @@ fn chunks<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
 
 /// Decodes `count` elements of `datatype` from raw little-endian bytes.
 pub fn decode(datatype: Datatype, bytes: &[u8], count: usize) -> Result<TensorData, String> {
-    let width = match datatype {
+    let width: usize = match datatype {
         Datatype::Bool | Datatype::Uint8 | Datatype::Int8 => 1,
         Datatype::Uint16 | Datatype::Int16 => 2,
         Datatype::Uint32 | Datatype::Int32 | Datatype::Fp32 => 4,
         Datatype::Uint64 | Datatype::Int64 | Datatype::Fp64 => 8,
         Datatype::Bytes => return decode_bytes(bytes, count),
     };
-    if bytes.len() != width * count {
+    // Checked: a count whose byte size wraps must not match a short buffer.
+    if width.checked_mul(count) != Some(bytes.len()) {
         return Err(format!(
             "{} bytes of binary data for {count} elements of {width} bytes",
             bytes.len()
@@ -47,7 +48,9 @@ pub fn decode(datatype: Datatype, bytes: &[u8], count: usize) -> Result<TensorDa
 }
 
 fn decode_bytes(mut bytes: &[u8], count: usize) -> Result<TensorData, String> {
-    let mut items = Vec::with_capacity(count.min(1 << 20));
+    // Each element takes at least its 4-byte length: a count the bytes cannot hold allocates nothing
+    // for it (a declared count of 2^20 once reserved 24 MB, whatever the bytes).
+    let mut items = Vec::with_capacity(count.min(bytes.len() / 4));
     for i in 0..count {
         let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
             return Err(format!("BYTES element {i}: missing its 4-byte length"));
@@ -138,5 +141,10 @@ mod tests {
         assert!(decode(Datatype::Bytes, &[0, 0, 0, 0, 9], 1)
             .unwrap_err()
             .contains("left after"));
+        // 8 × (2^61 + 1) wraps to 8: the count is refused, not decoded as one element.
+        assert!(decode(Datatype::Fp64, &[0; 8], (1 << 61) + 1).is_err());
+        assert!(decode(Datatype::Bytes, &[0; 4], usize::MAX)
+            .unwrap_err()
+            .contains("missing its 4-byte length"));
     }
 }

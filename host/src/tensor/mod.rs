@@ -108,6 +108,34 @@ fn floats(items: &[&Value]) -> Result<Vec<f64>, String> {
         .collect()
 }
 
+/// FP32 elements: a finite number past FP32's range is refused rather than turned into infinity.
+fn floats32(items: &[&Value]) -> Result<Vec<f32>, String> {
+    items
+        .iter()
+        .map(|v| {
+            let x = v
+                .as_f64()
+                .ok_or_else(|| format!("element {v} is not a number"))?;
+            let narrow = x as f32;
+            if narrow.is_infinite() && x.is_finite() {
+                return Err(format!("element {v} is out of the range of FP32"));
+            }
+            Ok(narrow)
+        })
+        .collect()
+}
+
+/// The number of elements a shape holds; `None` when it cannot be counted in 64 bits. The
+/// dimensions other than 0 must multiply within 64 bits whatever their order, so that
+/// `[0, 2^32, 2^32]` is refused like `[2^32, 2^32, 0]` (a guest that multiplies them would wrap).
+pub fn element_count(shape: &[u64]) -> Option<u64> {
+    let nonzero = shape
+        .iter()
+        .filter(|d| **d != 0)
+        .try_fold(1u64, |n, d| n.checked_mul(*d))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
+}
+
 /// Converts an OIP JSON tensor, checking that the element count matches the shape.
 pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
     let fail = |m: String| format!("input `{}`: {m}", t.name);
@@ -147,13 +175,7 @@ pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
         Datatype::Int16 => TensorData::Int16(ints(&items, "INT16").map_err(fail)?),
         Datatype::Int32 => TensorData::Int32(ints(&items, "INT32").map_err(fail)?),
         Datatype::Int64 => TensorData::Int64(ints(&items, "INT64").map_err(fail)?),
-        Datatype::Fp32 => TensorData::Fp32(
-            floats(&items)
-                .map_err(fail)?
-                .into_iter()
-                .map(|v| v as f32)
-                .collect(),
-        ),
+        Datatype::Fp32 => TensorData::Fp32(floats32(&items).map_err(fail)?),
         Datatype::Fp64 => TensorData::Fp64(floats(&items).map_err(fail)?),
         Datatype::Bytes => TensorData::Bytes(
             items
@@ -168,7 +190,7 @@ pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
         ),
     };
     // Checked after the elements' types, so that data of the wrong type is named as such.
-    let count = shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d));
+    let count = element_count(&shape);
     if count != Some(items.len() as u64) {
         return Err(fail(format!(
             "shape {:?} needs {} elements, data has {}",
@@ -283,6 +305,26 @@ mod tests {
         let e = parse(json!({"name": "x", "datatype": "FP32", "shape": [4294967296u64, 4294967296u64], "data": [1.0]}))
             .unwrap_err();
         assert!(e.contains("at least 2^64"), "{e}");
+    }
+
+    #[test]
+    fn element_counts_do_not_wrap_whatever_the_order() {
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[0, 3]), Some(0));
+        assert_eq!(element_count(&[2, 3]), Some(6));
+        assert_eq!(element_count(&[1 << 32, 1 << 32]), None);
+        assert_eq!(element_count(&[0, 1 << 32, 1 << 32]), None);
+        assert_eq!(element_count(&[1 << 32, 1 << 32, 0]), None);
+    }
+
+    #[test]
+    fn an_fp32_element_past_its_range_is_refused() {
+        let e = parse(json!({"name": "x", "datatype": "FP32", "shape": [1], "data": [1e39]}))
+            .unwrap_err();
+        assert!(e.contains("out of the range of FP32"), "{e}");
+        let t = parse(json!({"name": "x", "datatype": "FP32", "shape": [2], "data": [3.4028234663852886e38, 1e-50]}))
+            .unwrap();
+        assert_eq!(t.data, TensorData::Fp32(vec![f32::MAX, 0.0]));
     }
 
     #[test]

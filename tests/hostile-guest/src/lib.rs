@@ -98,6 +98,19 @@ impl Model for Hostile {
                 }
                 Ok(json!({ "spun_ms": ms as u64 }))
             }
+            // A fixed amount of arithmetic per call (`iterations` of the request): slow by the CPU it
+            // needs, not by the clock, so it takes longer when it gets less of a core.
+            "work" => {
+                let n = request["iterations"].as_u64().unwrap_or(1_000_000);
+                let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+                for _ in 0..n {
+                    x = std::hint::black_box(
+                        x.wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407),
+                    );
+                }
+                Ok(json!({ "iterations": n, "x": x }))
+            }
             "huge-output" => Ok(json!({ "blob": "x".repeat(self.config.output_bytes) })),
             other => Err(Error::invalid_input(format!("unknown attack {other:?}"))),
         }

@@ -179,7 +179,7 @@ fn run(job: &Job) -> Outcome {
     // Never in anyone's way: not when the candidate's own callers queue, not past its concurrency,
     // only on a warm idle instance (no new instance, no eviction to make room for one), and leaving
     // one idle when the candidate serves requests of its own.
-    if candidate.admission.waiting() > 0 {
+    if candidate.admission.waiting() > 0 || candidate.breaker.is_open() {
         return Outcome::DroppedBusy;
     }
     let Some(_admitted) = candidate.admission.try_admit() else {
@@ -189,7 +189,7 @@ fn run(job: &Job) -> Outcome {
         return Outcome::DroppedBusy;
     };
     let started = Instant::now();
-    let answer = call::run_instance(candidate, &mut instance, &job.payload, started);
+    let answer = call::run_instance(candidate, &mut instance, &job.payload, started, None);
     drop(instance);
     let status = match &answer {
         Ok(_) => 200,

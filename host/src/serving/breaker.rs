@@ -1,0 +1,371 @@
+//! Circuit breaking per version. A version whose calls keep failing by its own fault (deadline,
+//! fuel, a limit, a trap, a panic: [`CallError::is_model_fault`]) `after` times in a row is tripped:
+//! for a cool-down its requests fail fast with a 503 that says why, costing no instance and no CPU.
+//! Then one request at a time is let through as a probe; its success closes the breaker, its failure
+//! opens it again for twice as long (up to `max_cool_down`). Trips, probes and recoveries are logged,
+//! counted in `/metrics` (`ferry_breaker_*`) and shown in `GET /v1/models/{model}`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::registry::{unix_ms, ModelVersion};
+use crate::runtime::CallError;
+
+/// When a breaker trips and how long it stays open.
+#[derive(Debug, Clone)]
+pub struct BreakerPolicy {
+    /// Model faults in a row that trip it (0: never).
+    pub after: u32,
+    /// The first cool-down.
+    pub cool_down: Duration,
+    /// The longest cool-down, however often probes fail.
+    pub max_cool_down: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            after: 5,
+            cool_down: Duration::from_secs(5),
+            max_cool_down: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A version's breaker.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    state: Mutex<State>,
+    trips: AtomicU64,
+    probes_failed: AtomicU64,
+    recoveries: AtomicU64,
+    rejected: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Closed,
+    /// Counting faults in a row.
+    Failing { faults: u32 },
+    /// Failing fast until `until`.
+    Open(Trip),
+    /// One probe is out.
+    Probing(Trip),
+}
+
+#[derive(Debug, Clone)]
+struct Trip {
+    reason: String,
+    since_unix_ms: u64,
+    until: Instant,
+    cool_down: Duration,
+}
+
+/// A request let through the breaker; [`Pass::settle`] reports how its call ended. A probe dropped
+/// unsettled (its caller went away) lets the next request probe instead.
+#[must_use]
+pub struct Pass<'a> {
+    breaker: &'a Breaker,
+    version: &'a ModelVersion,
+    probe: bool,
+}
+
+impl Breaker {
+    /// Lets a request through, or refuses it while the breaker is open or a probe is out.
+    pub fn admit<'a>(&'a self, version: &'a ModelVersion) -> Result<Pass<'a>, CallError> {
+        let mut state = self.lock();
+        let probe = match &*state {
+            State::Closed | State::Failing { .. } => false,
+            State::Open(trip) if Instant::now() >= trip.until => {
+                let trip = trip.clone();
+                tracing::info!(model = %version.manifest.model, version = %version.manifest.version, "circuit breaker: probing whether the version recovered");
+                *state = State::Probing(trip);
+                true
+            }
+            State::Open(trip) | State::Probing(trip) => {
+                let retry_in = trip
+                    .until
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1));
+                let reason = trip.reason.clone();
+                drop(state);
+                self.rejected.fetch_add(1, Relaxed);
+                count(version, "ferry_breaker_rejected_total", None);
+                return Err(CallError::Tripped { reason, retry_in });
+            }
+        };
+        Ok(Pass {
+            breaker: self,
+            version,
+            probe,
+        })
+    }
+
+    /// True while requests fail fast.
+    pub fn is_open(&self) -> bool {
+        matches!(*self.lock(), State::Open(_) | State::Probing(_))
+    }
+
+    /// The breaker's state, for `GET /v1/models/{model}`.
+    pub fn describe(&self) -> Value {
+        let state = self.lock();
+        let (name, trip, faults) = match &*state {
+            State::Closed => ("closed", None, 0),
+            State::Failing { faults } => ("closed", None, *faults),
+            State::Open(t) => ("open", Some(t), 0),
+            State::Probing(t) => ("probing", Some(t), 0),
+        };
+        let mut out = json!({
+            "state": name,
+            "faults_in_a_row": faults,
+            "trips": self.trips.load(Relaxed),
+            "probes_failed": self.probes_failed.load(Relaxed),
+            "recoveries": self.recoveries.load(Relaxed),
+            "rejected": self.rejected.load(Relaxed),
+        });
+        if let Some(trip) = trip {
+            out["reason"] = json!(trip.reason);
+            out["since_unix_ms"] = json!(trip.since_unix_ms);
+            out["retry_in_ms"] = json!(trip
+                .until
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64);
+        }
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn after_call(
+        &self,
+        state: &mut State,
+        version: &ModelVersion,
+        policy: &BreakerPolicy,
+        outcome: Option<&CallError>,
+        probe: bool,
+    ) {
+        if !probe && matches!(state, State::Open(_) | State::Probing(_)) {
+            // A call let through before the trip ended after it: the probe decides, not this one.
+            return;
+        }
+        let fault = outcome.filter(|e| e.is_model_fault());
+        let (model, name) = (&version.manifest.model, &version.manifest.version);
+        match (std::mem::take(state), fault) {
+            (State::Probing(trip), Some(e)) => {
+                let cool_down = (trip.cool_down * 2).min(policy.max_cool_down);
+                tracing::warn!(model = %model, version = %name, "circuit breaker: the probe failed ({e}); open for another {cool_down:?}");
+                self.probes_failed.fetch_add(1, Relaxed);
+                count(version, "ferry_breaker_probes_total", Some("failed"));
+                *state = State::Open(Trip {
+                    until: Instant::now() + cool_down,
+                    cool_down,
+                    ..trip
+                });
+            }
+            (State::Probing(trip), None) => {
+                if outcome.is_some_and(|e| !answered(e)) {
+                    // Refused before it could show anything (a full queue): the next request probes.
+                    *state = State::Open(Trip {
+                        until: Instant::now(),
+                        ..trip
+                    });
+                    return;
+                }
+                tracing::info!(model = %model, version = %name, "circuit breaker: the probe succeeded; the version serves again");
+                self.recoveries.fetch_add(1, Relaxed);
+                count(version, "ferry_breaker_probes_total", Some("recovered"));
+                *state = State::Closed;
+            }
+            (State::Open(trip), _) => *state = State::Open(trip),
+            (previous, Some(e)) => {
+                let faults = match previous {
+                    State::Failing { faults } => faults + 1,
+                    _ => 1,
+                };
+                if policy.after == 0 || faults < policy.after {
+                    *state = State::Failing { faults };
+                    return;
+                }
+                let reason =
+                    format!("{model}@{name} failed its last {faults} calls; the last one: {e}");
+                tracing::warn!(model = %model, version = %name, "circuit breaker tripped for {:?}: {reason}", policy.cool_down);
+                self.trips.fetch_add(1, Relaxed);
+                metrics::counter!(
+                    "ferry_breaker_trips_total",
+                    "model" => model.clone(),
+                    "version" => name.clone(),
+                    "kind" => e.kind()
+                )
+                .increment(1);
+                *state = State::Open(Trip {
+                    reason,
+                    since_unix_ms: unix_ms(SystemTime::now()),
+                    until: Instant::now() + policy.cool_down,
+                    cool_down: policy.cool_down,
+                });
+            }
+            (State::Failing { faults }, None) if outcome.is_some_and(|e| !answered(e)) => {
+                // A full queue says nothing about the model: the run of faults goes on.
+                *state = State::Failing { faults };
+            }
+            (_, None) => *state = State::Closed,
+        }
+    }
+}
+
+/// False for refusals that happen before or beside the guest's work and say nothing of its health.
+fn answered(e: &CallError) -> bool {
+    !matches!(
+        e,
+        CallError::Overloaded(_) | CallError::OverShare { .. } | CallError::Tripped { .. }
+    )
+}
+
+fn count(version: &ModelVersion, name: &'static str, outcome: Option<&'static str>) {
+    let model = version.manifest.model.clone();
+    let v = version.manifest.version.clone();
+    match outcome {
+        Some(o) => {
+            metrics::counter!(name, "model" => model, "version" => v, "outcome" => o).increment(1)
+        }
+        None => metrics::counter!(name, "model" => model, "version" => v).increment(1),
+    }
+}
+
+impl Pass<'_> {
+    /// Reports how the call ended (`None`: it answered).
+    pub fn settle(self, policy: &BreakerPolicy, outcome: Option<&CallError>) {
+        let mut state = self.breaker.lock();
+        self.breaker
+            .after_call(&mut state, self.version, policy, outcome, self.probe);
+        drop(state);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            let mut state = self.breaker.lock();
+            if let State::Probing(trip) = std::mem::take(&mut *state) {
+                *state = State::Open(Trip {
+                    until: Instant::now(),
+                    ..trip
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{VersionManifest, VersionState};
+
+    fn version() -> ModelVersion {
+        let manifest = VersionManifest {
+            model: "m".into(),
+            version: "1".into(),
+            sequence: 1,
+            component_sha256: "00".into(),
+            weights_sha256: None,
+            config_sha256: None,
+            tests_sha256: None,
+            limits: None,
+            graphs: Default::default(),
+        };
+        ModelVersion::listed(manifest, VersionState::Ready)
+    }
+
+    fn policy(cool_down_ms: u64) -> BreakerPolicy {
+        BreakerPolicy {
+            after: 3,
+            cool_down: Duration::from_millis(cool_down_ms),
+            max_cool_down: Duration::from_millis(4 * cool_down_ms),
+        }
+    }
+
+    fn call(
+        v: &ModelVersion,
+        p: &BreakerPolicy,
+        outcome: Option<CallError>,
+    ) -> Result<(), CallError> {
+        let pass = v.breaker.admit(v)?;
+        pass.settle(p, outcome.as_ref());
+        Ok(())
+    }
+
+    const LATE: CallError = CallError::DeadlineExceeded(Duration::from_millis(50));
+
+    #[test]
+    fn faults_in_a_row_trip_it_and_a_probe_closes_it() {
+        let (v, p) = (version(), policy(40));
+        call(&v, &p, Some(LATE)).unwrap();
+        call(&v, &p, Some(LATE)).unwrap();
+        call(&v, &p, None).unwrap(); // an answer clears the run
+        for _ in 0..3 {
+            call(&v, &p, Some(CallError::Trapped("boom".into()))).unwrap();
+        }
+        let err = call(&v, &p, None).unwrap_err();
+        let CallError::Tripped { reason, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(
+            reason.contains("failed its last 3 calls") && reason.contains("boom"),
+            "{reason}"
+        );
+        assert_eq!(v.breaker.describe()["state"], "open");
+        std::thread::sleep(Duration::from_millis(50));
+        // One probe at a time: while it is out, others fail fast.
+        let probe = v.breaker.admit(&v).unwrap();
+        assert!(v.breaker.admit(&v).is_err());
+        probe.settle(&p, None);
+        assert_eq!(v.breaker.describe()["state"], "closed");
+        assert_eq!(v.breaker.describe()["recoveries"], 1);
+        call(&v, &p, None).unwrap();
+    }
+
+    #[test]
+    fn a_failed_probe_doubles_the_cool_down_and_an_abandoned_one_frees_the_probe() {
+        let (v, p) = (version(), policy(30));
+        for _ in 0..3 {
+            call(&v, &p, Some(LATE)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(35));
+        call(&v, &p, Some(LATE)).unwrap(); // the probe fails: open for 60 ms
+        assert!(call(&v, &p, None).is_err(), "cooling down again");
+        let retry_in = v.breaker.describe()["retry_in_ms"].as_u64().unwrap();
+        assert!(retry_in > 30, "the cool-down doubled: {retry_in} ms left");
+        std::thread::sleep(Duration::from_millis(65));
+        drop(v.breaker.admit(&v).unwrap()); // a probe whose caller went away
+        call(&v, &p, None).unwrap(); // the next request probes
+        assert_eq!(v.breaker.describe()["state"], "closed");
+        assert_eq!(v.breaker.describe()["probes_failed"], 1);
+    }
+
+    #[test]
+    fn refusals_and_the_models_own_errors_do_not_trip_it() {
+        let (v, p) = (version(), policy(30));
+        for _ in 0..10 {
+            call(&v, &p, Some(CallError::InvalidInput("no".into()))).unwrap();
+            call(&v, &p, Some(CallError::Overloaded(Duration::ZERO))).unwrap();
+            call(
+                &v,
+                &p,
+                Some(CallError::OverShare {
+                    share_percent: 10,
+                    deadline: Duration::from_secs(1),
+                }),
+            )
+            .unwrap();
+        }
+        assert_eq!(v.breaker.describe()["state"], "closed");
+        assert_eq!(v.breaker.describe()["trips"], 0);
+    }
+}
