@@ -15,6 +15,7 @@
 #
 # Usage: benches/neighbours.sh   (DURATION=10s CONNECTIONS=16 NEIGHBOUR_RATE=200 NEIGHBOUR_CONNECTIONS=8)
 #        PROTECTION=off benches/neighbours.sh   the same without breaker and shares (after = 0, share 1)
+#        HEALTHY_SHARE=0.3 benches/neighbours.sh   the healthy model with a share of its own (default: [host]'s 0.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FERRY_TOOLS_DIR=${FERRY_TOOLS_DIR:-$PWD/target/tools}
@@ -57,6 +58,9 @@ require_self_tests = false
 min_instances = 2
 max_instances = 4
 TOML
+if [[ -n ${HEALTHY_SHARE:-} ]]; then
+    printf '[models.fraud-features]\ncpu_share = %s\nmin_instances = 2\nmax_instances = 4\n' "$HEALTHY_SHARE" >> "$work/ferry.toml"
+fi
 if [[ ${PROTECTION:-on} == off ]]; then
     sed -i 's/^\[host\]$/[host]\ncpu_share = 1.0/' "$work/ferry.toml"
     printf '[breaker]\nafter = 0\n' >> "$work/ferry.toml"

@@ -30,8 +30,10 @@ pub(super) async fn run(
     // bounded by the pool's queue timeout for callers that find another one bringing it back.
     let cold = !pool.is_resident();
     let tenant = shares.tenant(version);
-    if tenant.is_over() {
-        // Past its share: on idle capacity only, off the async workers.
+    let within = !tenant.is_over();
+    if !within && shares.contended(&tenant) {
+        // Past its share while another model within its share runs: on idle capacity only, off
+        // the async workers. (With nobody else running, it runs as usual: the cores are idle.)
         return borrowed(shares, tenant, version, pool, payload, cold, admitted).await;
     }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
@@ -47,7 +49,7 @@ pub(super) async fn run(
     } else {
         Place::Blocking
     };
-    let pacer = shares.pacer(tenant, place);
+    let pacer = shares.pacer(tenant, place, within);
     let run = || run_here(version, pool, payload, cold, pacer);
     let result = match inline {
         Some(_slot) => run(),
@@ -69,7 +71,7 @@ async fn borrowed(
     admitted: Admitted,
 ) -> Result<Output, CallError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let pacer = shares.pacer(tenant, Place::Borrowed);
+    let pacer = shares.pacer(tenant, Place::Borrowed, false);
     let (version, pool, payload) = (version.clone(), pool.clone(), payload.clone());
     let queued = Instant::now();
     let job = Box::new(move || {

@@ -1,18 +1,22 @@
 //! CPU shares: each model is guaranteed a share of the host's cores for its guest calls (its
 //! `cpu_share` limit, else `[host] cpu_share`), measured by the CPU clock of the threads its calls
-//! actually run on. A model within its share runs as any other thread; a model past it keeps running,
-//! but only on capacity nobody else wants: its calls run in Linux's idle scheduling class, from
-//! which a waking thread of a model within its share (or an HTTP worker) takes the core at once.
-//! So idle capacity is borrowed freely and given back without waiting for a time slice to end.
+//! actually run on. A model within its share runs as any other thread. A model past it keeps
+//! running as usual while no other model within its share has a call running (a model alone on a
+//! host has all of it, at full speed); once one has, the model past its share runs only on capacity
+//! nobody else wants: its calls run in Linux's idle scheduling class, from which a waking thread of a
+//! model within its share (or an HTTP worker) takes the core at once. So idle capacity is borrowed
+//! freely and given back without waiting for a time slice to end.
 //!
 //! The share is a token bucket of CPU time: it fills at `share × cores` CPU-seconds per second, up
 //! to [`BURST`] of that, and every call's CPU time is taken out of it as it runs (at each
 //! millisecond tick of a long call, and at its end). Empty means over the share.
 //!
-//! - A call of a model over its share when it starts runs on a borrowing thread ([`borrow`]), one
-//!   that lowered itself once and stays lowered: that needs no privilege.
-//! - A call that goes over its share while it runs has its own thread lowered at the tick, and
-//!   raised back at its end, where the process may raise threads (`CAP_SYS_NICE`, see
+//! - A call of a model over its share when it starts, while another model within its share has
+//!   calls running, runs on a borrowing thread ([`borrow`]), one that lowered itself once and stays
+//!   lowered: that needs no privilege.
+//! - A call that goes over its share while it runs, or whose model is over its share when another
+//!   model's call starts, has its own thread lowered at the next tick, and raised back when that no
+//!   longer holds or the call ends, where the process may raise threads (`CAP_SYS_NICE`, see
 //!   [`priority`]); elsewhere it finishes at normal priority, so a model can overrun its share by
 //!   one call per instance before its next calls go to the borrowing threads.
 //!
@@ -22,12 +26,13 @@
 //!
 //! A call on an async worker (short calls run there: handing the worker off costs more than they
 //! take) is never lowered, since that would lower every task the worker runs; `call` keeps at least
-//! one worker free of guest calls, and never runs a model over its share on one.
+//! one worker free of guest calls, and never runs a model over its share on one while it must give
+//! way.
 
 mod borrow;
 mod priority;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +58,8 @@ pub struct CpuShares {
     lowering: bool,
     borrowers: borrow::Borrowers,
     tenants: DashMap<String, Arc<Tenant>>,
+    /// Calls running now that started within their model's share.
+    within: Arc<AtomicUsize>,
 }
 
 impl CpuShares {
@@ -72,7 +79,14 @@ impl CpuShares {
             lowering,
             borrowers: borrow::Borrowers::start(cores, BORROW_QUEUE),
             tenants: DashMap::new(),
+            within: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// True when a model within its share, other than `tenant`'s, has a call running: then a model
+    /// over its share must leave the cores to it.
+    pub(super) fn contended(&self, tenant: &Tenant) -> bool {
+        contended(&self.within, tenant)
     }
 
     /// The account of `version`'s model, under the share its limits name.
@@ -94,8 +108,9 @@ impl CpuShares {
         tenant
     }
 
-    /// A pacer for one call of `tenant`, running where `place` says.
-    pub(super) fn pacer(&self, tenant: Arc<Tenant>, place: Place) -> SharePacer {
+    /// A pacer for one call of `tenant`, running where `place` says; `within` when its model was
+    /// within its share as the call started.
+    pub(super) fn pacer(&self, tenant: Arc<Tenant>, place: Place, within: bool) -> SharePacer {
         let borrowed = place == Place::Borrowed;
         if borrowed {
             tenant.lowered_calls.fetch_add(1, Relaxed);
@@ -105,6 +120,9 @@ impl CpuShares {
         SharePacer {
             lowering: self.lowering && place == Place::Blocking,
             tenant,
+            within: self.within.clone(),
+            counts_within: within && !borrowed,
+            begun: false,
             charged_to: Duration::ZERO,
             lowered: false,
             was_lowered: borrowed,
@@ -133,6 +151,10 @@ impl CpuShares {
     }
 }
 
+fn contended(within: &AtomicUsize, tenant: &Tenant) -> bool {
+    within.load(Relaxed) > tenant.within.load(Relaxed)
+}
+
 fn clamp_share(share: f64) -> f64 {
     if share.is_finite() {
         share.clamp(0.001, 1.0)
@@ -150,6 +172,8 @@ pub struct Tenant {
     used_ns: AtomicU64,
     lowered_calls: AtomicU64,
     starved_calls: AtomicU64,
+    /// Its calls running now that started within its share.
+    within: AtomicUsize,
 }
 
 struct Bucket {
@@ -171,6 +195,7 @@ impl Tenant {
             used_ns: AtomicU64::new(0),
             lowered_calls: AtomicU64::new(0),
             starved_calls: AtomicU64::new(0),
+            within: AtomicUsize::new(0),
         }
     }
 
@@ -224,6 +249,11 @@ pub(super) struct SharePacer {
     /// False for a call on an async worker: its thread is never lowered.
     lowering: bool,
     tenant: Arc<Tenant>,
+    /// The host's count of calls running within their share ...
+    within: Arc<AtomicUsize>,
+    /// ... of which this call is one once it has begun.
+    counts_within: bool,
+    begun: bool,
     /// The thread's CPU clock up to which the call has been charged.
     charged_to: Duration,
     lowered: bool,
@@ -234,6 +264,11 @@ impl SharePacer {
     /// The call starts now, on this thread (its CPU clock reads `cpu`).
     pub(super) fn begin(&mut self, cpu: Duration) {
         self.charged_to = cpu;
+        if self.counts_within {
+            self.within.fetch_add(1, Relaxed);
+            self.tenant.within.fetch_add(1, Relaxed);
+        }
+        self.begun = true;
     }
 
     /// The share to name in a refusal, in percent.
@@ -243,10 +278,11 @@ impl SharePacer {
 
     /// The call ended with the thread's CPU clock at `cpu`: charges the rest and raises the thread
     /// back.
-    pub(super) fn end(self, cpu: Duration) {
+    pub(super) fn end(mut self, cpu: Duration) {
         self.tenant.charge(cpu.saturating_sub(self.charged_to));
         if self.lowered {
             priority::raise();
+            self.lowered = false;
         }
     }
 
@@ -279,6 +315,15 @@ impl SharePacer {
     }
 }
 
+impl Drop for SharePacer {
+    fn drop(&mut self) {
+        if self.counts_within && self.begun {
+            self.within.fetch_sub(1, Relaxed);
+            self.tenant.within.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 impl Pacer for SharePacer {
     fn tick(&mut self) {
         let Some(cpu) = thread_cpu_time() else {
@@ -289,9 +334,11 @@ impl Pacer for SharePacer {
         if !self.lowering {
             return;
         }
-        if over && !self.lowered {
+        // Over its share, the call gives way while another model within its share is running.
+        let give_way = over && contended(&self.within, &self.tenant);
+        if give_way && !self.lowered {
             self.lower();
-        } else if !over && self.lowered && priority::raise() {
+        } else if !give_way && self.lowered && priority::raise() {
             self.lowered = false;
         }
     }
