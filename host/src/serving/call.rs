@@ -30,11 +30,11 @@ pub(super) async fn run(
     // bounded by the pool's queue timeout for callers that find another one bringing it back.
     let cold = !pool.is_resident();
     let tenant = shares.tenant(version);
-    let within = !tenant.is_over();
-    if !within && shares.contended(&tenant) {
-        // Past its share while another model within its share runs: on idle capacity only, off
-        // the async workers. (With nobody else running, it runs as usual: the cores are idle.)
-        return borrowed(shares, tenant, version, pool, payload, cold, admitted).await;
+    let tier = tenant.tier();
+    if tier > 0 && shares.contended(&tenant, tier) {
+        // Past its share beside a model less far past its own: on idle capacity only, off the
+        // async workers. (With no such model active, it runs as usual: the cores are idle.)
+        return borrowed(shares, tenant, tier, version, pool, payload, cold, admitted).await;
     }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
     // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). But never
@@ -49,7 +49,7 @@ pub(super) async fn run(
     } else {
         Place::Blocking
     };
-    let pacer = shares.pacer(tenant, place, within);
+    let pacer = shares.pacer(tenant, place, tier);
     let run = || run_here(version, pool, payload, cold, pacer);
     let result = match inline {
         Some(_slot) => run(),
@@ -64,6 +64,7 @@ pub(super) async fn run(
 async fn borrowed(
     shares: &CpuShares,
     tenant: Arc<Tenant>,
+    tier: usize,
     version: &Arc<ModelVersion>,
     pool: &Arc<InstancePool>,
     payload: &Arc<Payload>,
@@ -71,7 +72,7 @@ async fn borrowed(
     admitted: Admitted,
 ) -> Result<Output, CallError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let pacer = shares.pacer(tenant, Place::Borrowed, false);
+    let pacer = shares.pacer(tenant, Place::Borrowed, tier);
     let (version, pool, payload) = (version.clone(), pool.clone(), payload.clone());
     let queued = Instant::now();
     let job = Box::new(move || {

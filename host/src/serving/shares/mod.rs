@@ -1,22 +1,29 @@
 //! CPU shares: each model is guaranteed a share of the host's cores for its guest calls (its
 //! `cpu_share` limit, else `[host] cpu_share`), measured by the CPU clock of the threads its calls
 //! actually run on. A model within its share runs as any other thread. A model past it keeps
-//! running as usual while no other model within its share has a call running (a model alone on a
-//! host has all of it, at full speed); once one has, the model past its share runs only on capacity
-//! nobody else wants: its calls run in Linux's idle scheduling class, from which a waking thread of a
-//! model within its share (or an HTTP worker) takes the core at once. So idle capacity is borrowed
-//! freely and given back without waiting for a time slice to end.
+//! running as usual while no model less far past its own share is active (a model alone on a host
+//! has all of it, at full speed); beside one, the model past its share gives way: its calls run only
+//! on capacity nobody else wants, in Linux's idle scheduling class, from which a waking thread of the
+//! other model (or an HTTP worker) takes the core at once. So idle capacity is borrowed freely and
+//! given back without waiting for a time slice to end.
+//!
+//! Models are in tiers: within their share, a little past it (recent use under [`FAR_OVER`] times
+//! the share), far past it. A model gives way to a model of a lower tier that has a call running or
+//! began or ended one in the last [`ACTIVE`]: a model whose calls take microseconds is seldom caught
+//! mid-call, yet needs its core again at once. So of two models both past their shares, the one
+//! further past (a slow model called far beyond its share) gives way to the one just past it (a busy
+//! model of short calls).
 //!
 //! The share is a token bucket of CPU time: it fills at `share × cores` CPU-seconds per second, up
 //! to [`BURST`] of that, and every call's CPU time is taken out of it as it runs (at each
 //! millisecond tick of a long call, and at its end). Empty means over the share.
 //!
-//! - A call of a model over its share when it starts, while another model within its share has
-//!   calls running, runs on a borrowing thread ([`borrow`]), one that lowered itself once and stays
+//! - A call of a model over its share when it starts, while it must give way, runs on a borrowing
+//!   thread ([`borrow`]), one that lowered itself once and stays
 //!   lowered: that needs no privilege.
-//! - A call that goes over its share while it runs, or whose model is over its share when another
-//!   model's call starts, has its own thread lowered at the next tick, and raised back when that no
-//!   longer holds or the call ends, where the process may raise threads (`CAP_SYS_NICE`, see
+//! - A call that goes over its share while it runs, or must give way while it runs, has its own
+//!   thread lowered at the next tick, and raised back when that no longer holds or the call ends,
+//!   where the process may raise threads (`CAP_SYS_NICE`, see
 //!   [`priority`]); elsewhere it finishes at normal priority, so a model can overrun its share by
 //!   one call per instance before its next calls go to the borrowing threads.
 //!
@@ -58,8 +65,8 @@ pub struct CpuShares {
     lowering: bool,
     borrowers: borrow::Borrowers,
     tenants: DashMap<String, Arc<Tenant>>,
-    /// Calls running now that started within their model's share.
-    within: Arc<AtomicUsize>,
+    /// Calls running now, by their model's tier as they started.
+    running: Arc<Running>,
 }
 
 impl CpuShares {
@@ -79,14 +86,14 @@ impl CpuShares {
             lowering,
             borrowers: borrow::Borrowers::start(cores, BORROW_QUEUE),
             tenants: DashMap::new(),
-            within: Arc::new(AtomicUsize::new(0)),
+            running: Arc::new(Running::new()),
         }
     }
 
-    /// True when a model within its share, other than `tenant`'s, has a call running: then a model
-    /// over its share must leave the cores to it.
-    pub(super) fn contended(&self, tenant: &Tenant) -> bool {
-        contended(&self.within, tenant)
+    /// True when a model of a lower tier than `tier`, other than `tenant`'s, is active: then
+    /// `tenant`'s model must leave the cores to it.
+    pub(super) fn contended(&self, tenant: &Tenant, tier: usize) -> bool {
+        contended(&self.running, tenant, tier)
     }
 
     /// The account of `version`'s model, under the share its limits name.
@@ -108,9 +115,9 @@ impl CpuShares {
         tenant
     }
 
-    /// A pacer for one call of `tenant`, running where `place` says; `within` when its model was
-    /// within its share as the call started.
-    pub(super) fn pacer(&self, tenant: Arc<Tenant>, place: Place, within: bool) -> SharePacer {
+    /// A pacer for one call of `tenant`, running where `place` says; `tier` is its model's as the
+    /// call starts.
+    pub(super) fn pacer(&self, tenant: Arc<Tenant>, place: Place, tier: usize) -> SharePacer {
         let borrowed = place == Place::Borrowed;
         if borrowed {
             tenant.lowered_calls.fetch_add(1, Relaxed);
@@ -120,8 +127,8 @@ impl CpuShares {
         SharePacer {
             lowering: self.lowering && place == Place::Blocking,
             tenant,
-            within: self.within.clone(),
-            counts_within: within && !borrowed,
+            running: self.running.clone(),
+            tier,
             begun: false,
             charged_to: Duration::ZERO,
             lowered: false,
@@ -151,8 +158,47 @@ impl CpuShares {
     }
 }
 
-fn contended(within: &AtomicUsize, tenant: &Tenant) -> bool {
-    within.load(Relaxed) > tenant.within.load(Relaxed)
+/// Tiers: 0 within its share, 1 over it by less than [`FAR_OVER`], 2 further.
+const TIERS: usize = 3;
+/// Recent use past this many times its share puts a model in the last tier.
+const FAR_OVER: f64 = 2.0;
+/// The window over which recent use is measured.
+const WINDOW: Duration = Duration::from_millis(250);
+
+/// Calls running, and the last call seen, by tier.
+struct Running {
+    calls: [AtomicUsize; TIERS],
+    last_ns: [AtomicU64; TIERS],
+    last_by: [AtomicUsize; TIERS],
+    origin: Instant,
+}
+
+/// A model that began or ended a call this recently is active (its next call is microseconds away).
+const ACTIVE: Duration = Duration::from_millis(5);
+
+impl Running {
+    fn new() -> Running {
+        Running {
+            calls: Default::default(),
+            last_ns: Default::default(),
+            last_by: Default::default(),
+            origin: Instant::now(),
+        }
+    }
+    fn seen(&self, tenant: &Tenant, tier: usize) {
+        self.last_ns[tier].store(self.origin.elapsed().as_nanos() as u64 + 1, Relaxed);
+        self.last_by[tier].store(tenant as *const Tenant as usize, Relaxed);
+    }
+}
+
+/// True when another model of a lower tier than `tier` has a call running or is active.
+fn contended(running: &Running, tenant: &Tenant, tier: usize) -> bool {
+    let now = running.origin.elapsed().as_nanos() as u64;
+    (0..tier.min(TIERS)).any(|t| {
+        running.calls[t].load(Relaxed) > tenant.running[t].load(Relaxed)
+            || (running.last_by[t].load(Relaxed) != tenant as *const Tenant as usize
+                && now.saturating_sub(running.last_ns[t].load(Relaxed)) < ACTIVE.as_nanos() as u64)
+    })
 }
 
 fn clamp_share(share: f64) -> f64 {
@@ -172,14 +218,18 @@ pub struct Tenant {
     used_ns: AtomicU64,
     lowered_calls: AtomicU64,
     starved_calls: AtomicU64,
-    /// Its calls running now that started within its share.
-    within: AtomicUsize,
+    /// Its calls running now, by tier.
+    running: [AtomicUsize; TIERS],
 }
 
 struct Bucket {
     /// CPU nanoseconds the model may still use at normal priority (negative: owed).
     credit_ns: f64,
     at: Instant,
+    window_at: Instant,
+    window_ns: f64,
+    /// Recent use, in multiples of its share.
+    recent: f64,
 }
 
 impl Tenant {
@@ -191,11 +241,14 @@ impl Tenant {
             bucket: Mutex::new(Bucket {
                 credit_ns: f64::INFINITY,
                 at: Instant::now(),
+                window_at: Instant::now(),
+                window_ns: 0.0,
+                recent: 0.0,
             }),
             used_ns: AtomicU64::new(0),
             lowered_calls: AtomicU64::new(0),
             starved_calls: AtomicU64::new(0),
-            within: AtomicUsize::new(0),
+            running: Default::default(),
         }
     }
 
@@ -211,14 +264,33 @@ impl Tenant {
         let rate = self.refill(&mut bucket);
         bucket.credit_ns =
             (bucket.credit_ns - cpu.as_nanos() as f64).max(-rate * MAX_DEBT.as_nanos() as f64);
+        bucket.window_ns += cpu.as_nanos() as f64;
+        let window = bucket.at.duration_since(bucket.window_at);
+        if window >= WINDOW {
+            bucket.recent = bucket.window_ns / window.as_nanos() as f64 / rate;
+            bucket.window_ns = 0.0;
+            bucket.window_at = bucket.at;
+        }
         bucket.credit_ns < 0.0
     }
 
     /// True when the model is over its share now.
     pub(super) fn is_over(&self) -> bool {
+        self.tier() > 0
+    }
+
+    /// 0 within its share, 1 a little over it, 2 far over it: a model gives way to running calls of
+    /// models in lower tiers.
+    pub(super) fn tier(&self) -> usize {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         self.refill(&mut bucket);
-        bucket.credit_ns < 0.0
+        if bucket.credit_ns >= 0.0 {
+            0
+        } else if bucket.recent < FAR_OVER {
+            1
+        } else {
+            2
+        }
     }
 
     /// Adds what the share earned since the last look; answers the rate (cores).
@@ -249,10 +321,10 @@ pub(super) struct SharePacer {
     /// False for a call on an async worker: its thread is never lowered.
     lowering: bool,
     tenant: Arc<Tenant>,
-    /// The host's count of calls running within their share ...
-    within: Arc<AtomicUsize>,
-    /// ... of which this call is one once it has begun.
-    counts_within: bool,
+    /// The host's count of calls running, by tier ...
+    running: Arc<Running>,
+    /// ... of which this call is one, in this tier, once it has begun.
+    tier: usize,
     begun: bool,
     /// The thread's CPU clock up to which the call has been charged.
     charged_to: Duration,
@@ -264,10 +336,9 @@ impl SharePacer {
     /// The call starts now, on this thread (its CPU clock reads `cpu`).
     pub(super) fn begin(&mut self, cpu: Duration) {
         self.charged_to = cpu;
-        if self.counts_within {
-            self.within.fetch_add(1, Relaxed);
-            self.tenant.within.fetch_add(1, Relaxed);
-        }
+        self.running.calls[self.tier].fetch_add(1, Relaxed);
+        self.running.seen(&self.tenant, self.tier);
+        self.tenant.running[self.tier].fetch_add(1, Relaxed);
         self.begun = true;
     }
 
@@ -317,9 +388,10 @@ impl SharePacer {
 
 impl Drop for SharePacer {
     fn drop(&mut self) {
-        if self.counts_within && self.begun {
-            self.within.fetch_sub(1, Relaxed);
-            self.tenant.within.fetch_sub(1, Relaxed);
+        if self.begun {
+            self.running.calls[self.tier].fetch_sub(1, Relaxed);
+            self.running.seen(&self.tenant, self.tier);
+            self.tenant.running[self.tier].fetch_sub(1, Relaxed);
         }
     }
 }
@@ -334,8 +406,8 @@ impl Pacer for SharePacer {
         if !self.lowering {
             return;
         }
-        // Over its share, the call gives way while another model within its share is running.
-        let give_way = over && contended(&self.within, &self.tenant);
+        // Over its share, the call gives way while a model of a lower tier is active.
+        let give_way = over && contended(&self.running, &self.tenant, self.tier.max(1));
         if give_way && !self.lowered {
             self.lower();
         } else if !give_way && self.lowered && priority::raise() {
