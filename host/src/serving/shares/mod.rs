@@ -195,8 +195,10 @@ impl Running {
 fn contended(running: &Running, tenant: &Tenant, tier: usize) -> bool {
     let now = running.origin.elapsed().as_nanos() as u64;
     (0..tier.min(TIERS)).any(|t| {
+        let last_by = running.last_by[t].load(Relaxed);
         running.calls[t].load(Relaxed) > tenant.running[t].load(Relaxed)
-            || (running.last_by[t].load(Relaxed) != tenant as *const Tenant as usize
+            || (last_by != 0 // nobody seen yet
+                && last_by != tenant as *const Tenant as usize
                 && now.saturating_sub(running.last_ns[t].load(Relaxed)) < ACTIVE.as_nanos() as u64)
     })
 }
@@ -279,8 +281,8 @@ impl Tenant {
         self.tier() > 0
     }
 
-    /// 0 within its share, 1 a little over it, 2 far over it: a model gives way to running calls of
-    /// models in lower tiers.
+    /// 0 within its share, 1 a little over it, 2 far over it: a model gives way to active models of
+    /// lower tiers.
     pub(super) fn tier(&self) -> usize {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         self.refill(&mut bucket);
@@ -443,6 +445,48 @@ mod tests {
         assert!(t.charge(Duration::from_secs(3600)));
         let credit = t.bucket.lock().unwrap().credit_ns;
         assert!(credit >= -2e9 - 1e6, "{credit}");
+    }
+
+    #[test]
+    fn a_model_gives_way_only_to_other_models_of_lower_tiers_while_they_are_active() {
+        let running = Running::new();
+        let (slow, busy) = (tenant(0.1), tenant(0.1));
+        assert!(
+            !contended(&running, &slow, 2),
+            "alone, nobody to give way to"
+        );
+        // `busy` has a call running in tier 1 (a little past its share).
+        running.calls[1].fetch_add(1, Relaxed);
+        busy.running[1].fetch_add(1, Relaxed);
+        running.seen(&busy, 1);
+        assert!(
+            contended(&running, &slow, 2),
+            "far past its share, it yields"
+        );
+        assert!(
+            !contended(&running, &slow, 1),
+            "not to a model of its own tier"
+        );
+        assert!(!contended(&running, &busy, 2), "nor to its own calls");
+        // The call ends; `busy` stays active for a moment, then is not.
+        running.calls[1].fetch_sub(1, Relaxed);
+        busy.running[1].fetch_sub(1, Relaxed);
+        running.seen(&busy, 1);
+        std::thread::sleep(ACTIVE * 2);
+        assert!(
+            !contended(&running, &slow, 2),
+            "an idle model is not waited for"
+        );
+    }
+
+    #[test]
+    fn recent_use_far_past_the_share_is_the_last_tier() {
+        let t = tenant(0.1); // 0.2 cores
+        assert_eq!(t.tier(), 0);
+        std::thread::sleep(WINDOW);
+        // More CPU than the window's share by far: past the burst, and far past the share.
+        t.charge(Duration::from_millis(500));
+        assert_eq!(t.tier(), 2);
     }
 
     #[test]
