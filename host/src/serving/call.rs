@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shares::{CpuShares, Place, SharePacer, Tenant};
+use super::shares::{CpuShares, Place, SharePacer};
 use super::{metering, metrics, Output, Payload};
 use crate::registry::{unix_ms, ModelVersion};
 use crate::runtime::{Admitted, CallError, InstancePool, ModelInstance};
@@ -34,7 +34,8 @@ pub(super) async fn run(
     if tier > 0 && shares.contended(&tenant, tier) {
         // Past its share beside a model less far past its own: on idle capacity only, off the
         // async workers. (With no such model active, it runs as usual: the cores are idle.)
-        return borrowed(shares, tenant, tier, version, pool, payload, cold, admitted).await;
+        let pacer = shares.pacer(tenant, Place::Borrowed, tier);
+        return borrowed(shares, pacer, version, pool, payload, cold, admitted).await;
     }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
     // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). But never
@@ -63,8 +64,7 @@ pub(super) async fn run(
 /// (whether or not its caller still waits). One that waited there past its deadline is refused.
 async fn borrowed(
     shares: &CpuShares,
-    tenant: Arc<Tenant>,
-    tier: usize,
+    pacer: SharePacer,
     version: &Arc<ModelVersion>,
     pool: &Arc<InstancePool>,
     payload: &Arc<Payload>,
@@ -72,7 +72,6 @@ async fn borrowed(
     admitted: Admitted,
 ) -> Result<Output, CallError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let pacer = shares.pacer(tenant, Place::Borrowed, tier);
     let (version, pool, payload) = (version.clone(), pool.clone(), payload.clone());
     let queued = Instant::now();
     let job = Box::new(move || {
