@@ -31,7 +31,7 @@ LABEL = ("app.kubernetes.io/name", "ferry")
 SERVE_FLAGS = {"--listen", "--store", "--cache-dir", "--config"}
 ENV_NAMES = {
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP",
-    "FERRY_ADMIN_TOKEN", "FERRY_INFERENCE_TOKEN", "FERRY_HOST_ID", "FERRY_CACHE_DIR", "FERRY_LOG_FORMAT",
+    "FERRY_ADMIN_TOKEN", "FERRY_INFERENCE_TOKEN", "FERRY_METRICS_TOKEN", "FERRY_HOST_ID", "FERRY_CACHE_DIR", "FERRY_LOG_FORMAT",
 }
 # Where the host declares its configuration file's structure (serde, deny_unknown_fields: a key it does not
 # know stops `ferry serve` at start, so every pod would crash-loop). Section -> (file, struct).

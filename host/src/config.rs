@@ -9,6 +9,7 @@
 //! require_self_tests = true  # a version that ships no self-tests does not go live
 //! max_upload_bytes = 4294967296
 //! deterministic = true       # canonical NaNs, deterministic relaxed SIMD: replays give the same bits
+//! metrics_idle_timeout_s = 900  # a /metrics series not updated for this long is dropped (0: never)
 //!
 //! [store]                    # syncing with the store (see registry::sync)
 //! sync_interval_ms = 1000    # between polls of the store's change record
@@ -16,6 +17,8 @@
 //! gc_interval_s = 3600       # between garbage collections of unnamed blobs (0: never, from this host)
 //! gc_grace_s = 3600          # an unnamed blob younger than this is kept (uploads in flight)
 //! reconcile_interval_s = 60  # between listings of every model's files (a change nobody announced)
+//! keep_versions = 10         # unaliased versions kept per model, newest first; older ones are deleted
+//!                            # (0: keep all; see registry::retention)
 //!
 //! [cache]                    # the host-local cache directory (--cache-dir)
 //! max_bytes = 21474836480    # downloaded blobs and compiled components, least recently used go first
@@ -30,11 +33,23 @@
 //! flush_interval_ms = 1000   # longest a record waits to be written
 //! max_file_bytes = 67108864  # a new file past this size
 //! max_files = 64             # files kept, the oldest removed
+//! sync_interval_ms = 1000    # "files" fsyncs at most this often (0: every batch), and when a file ends
 //!
 //! [shadow]                   # copies of requests for a candidate (PUT /v1/models/{m}/traffic)
 //! workers = 2                # threads running copies (default: one per core), in the idle scheduling class
 //! queue = 4                  # copies waiting for a worker; beyond it they are dropped and counted
 //! nice = 10                  # their niceness where the idle scheduling class is refused
+//!
+//! [http]                     # what a connection and a request may cost (server::connections)
+//! max_connections = 10000    # open connections (the open-files limit is raised to allow them)
+//! header_timeout_ms = 30000  # to send a request's headers, and idle between keep-alive requests
+//! body_min_bytes_per_s = 16384  # a body slower than this (after body_grace_ms = 10000) is cut off
+//! write_stall_ms = 30000     # an answer the client does not read
+//! request_timeout_ms = 60000 # a whole request (uploads: upload_timeout_ms = 3600000)
+//! drain_timeout_ms = 30000   # on graceful stop, for requests in flight; then the log is flushed
+//! max_request_bytes_in_flight = 268435456  # bytes held by inference requests, raw and decoded
+//! request_bytes_wait_ms = 250  # wait for room in that budget, then 503 with Retry-After
+//! max_management_body_bytes = 1048576  # JSON bodies of management routes
 //!
 //! [models.default]           # limits for every model without its own section
 //! deadline_ms = 1000
@@ -82,6 +97,11 @@ pub struct HostSection {
     /// for models whose limits name no `cpu_share` (0.1: a tenth). Past it a model runs only on
     /// idle capacity.
     pub cpu_share: f64,
+    /// A `/metrics` series not updated for this long is dropped, in seconds (0: never): the series
+    /// of a deleted version go, so months of retraining do not grow the scrape without bound.
+    /// Gauges the host sets are set again at every scrape; a counter that stays idle this long
+    /// starts again from zero when next counted (Prometheus reads that as a counter reset).
+    pub metrics_idle_timeout_s: u64,
 }
 
 impl Default for HostSection {
@@ -98,6 +118,7 @@ impl Default for HostSection {
             snapshots: true,
             deterministic: true,
             cpu_share: 0.1,
+            metrics_idle_timeout_s: 900,
         }
     }
 }
@@ -117,6 +138,11 @@ pub struct StoreSection {
     /// Between listings of every model's files, the safety net for changes the change record does
     /// not name, in seconds.
     pub reconcile_interval_s: u64,
+    /// Versions of a model that no alias, split or shadow names, kept per model, newest (by
+    /// sequence) first; older ones are deleted from the store — as `DELETE
+    /// /v1/models/{m}/versions/{v}` would, audited as `retention` — and their blobs go with the
+    /// next garbage collection. 0: keep every version. See `registry::retention`.
+    pub keep_versions: usize,
 }
 
 impl Default for StoreSection {
@@ -127,6 +153,7 @@ impl Default for StoreSection {
             gc_interval_s: 3600,
             gc_grace_s: 3600,
             reconcile_interval_s: 60,
+            keep_versions: 10,
         }
     }
 }
@@ -179,6 +206,9 @@ pub struct PredictionsSection {
     pub max_file_bytes: u64,
     /// Files kept.
     pub max_files: usize,
+    /// The files sink fsyncs at most this often, in milliseconds (0: after every batch); a power
+    /// cut loses at most this much of the log, never a partial line.
+    pub sync_interval_ms: u64,
 }
 
 impl Default for PredictionsSection {
@@ -192,6 +222,7 @@ impl Default for PredictionsSection {
             flush_interval_ms: 1000,
             max_file_bytes: 64 << 20,
             max_files: 64,
+            sync_interval_ms: 1000,
         }
     }
 }
@@ -231,6 +262,77 @@ impl Default for BreakerSection {
     }
 }
 
+/// What a connection and a request may cost the host before it is served (see
+/// `server::connections` and `server::intake`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Open connections at most (further ones wait in the kernel's backlog); never more than the
+    /// limit on open files allows, which the host raises to its hard limit at start.
+    pub max_connections: usize,
+    /// A request's headers must be complete within this long of the connection's opening or of its
+    /// previous answer, in milliseconds: it bounds slow headers and idle keep-alive connections
+    /// alike (hyper runs one timer for both). Behind a load balancer that keeps idle connections
+    /// longer than this, raise it above the balancer's idle timeout (or lower the balancer's), so
+    /// that the host never closes a connection the balancer is about to reuse.
+    pub header_timeout_ms: u64,
+    /// A request body must arrive at no less than this many bytes a second (0: no minimum) ...
+    pub body_min_bytes_per_s: u64,
+    /// ... once this many milliseconds have passed since it began.
+    pub body_grace_ms: u64,
+    /// Longest an answer waits for a client that reads none of it, in milliseconds.
+    pub write_stall_ms: u64,
+    /// Longest a request may take, its answer included, in milliseconds (uploads excepted); keep it
+    /// above the models' `deadline_ms` plus their queue timeout.
+    pub request_timeout_ms: u64,
+    /// Longest an upload (`PUT .../versions/{v}`) may take, in milliseconds.
+    pub upload_timeout_ms: u64,
+    /// On a graceful stop, how long requests in flight may still finish, in milliseconds; the
+    /// prediction log is flushed after it either way.
+    pub drain_timeout_ms: u64,
+    /// Bytes that inference requests in flight may hold, raw and decoded, host-wide (default: a
+    /// quarter of `[host] max_resident_bytes` when set, else 256 MiB; never less than what one
+    /// largest body needs).
+    pub max_request_bytes_in_flight: Option<u64>,
+    /// How long a request waits for room in that budget before it is refused (503, Retry-After).
+    pub request_bytes_wait_ms: u64,
+    /// Largest body of a management route other than uploads (JSON documents), in bytes.
+    pub max_management_body_bytes: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            max_connections: 10_000,
+            header_timeout_ms: 30_000,
+            body_min_bytes_per_s: 16 << 10,
+            body_grace_ms: 10_000,
+            write_stall_ms: 30_000,
+            request_timeout_ms: 60_000,
+            upload_timeout_ms: 3_600_000,
+            drain_timeout_ms: 30_000,
+            max_request_bytes_in_flight: None,
+            request_bytes_wait_ms: 250,
+            max_management_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl HostConfig {
+    /// The budget of bytes that inference requests in flight may hold.
+    pub fn request_bytes_in_flight(&self) -> u64 {
+        let floor = 2 * self.host.max_body_bytes as u64;
+        self.http
+            .max_request_bytes_in_flight
+            .unwrap_or_else(|| {
+                self.host
+                    .max_resident_bytes
+                    .map_or(256 << 20, |resident| resident / 4)
+            })
+            .max(floor)
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -247,6 +349,8 @@ pub struct HostConfig {
     pub shadow: ShadowSection,
     /// Circuit breaking.
     pub breaker: BreakerSection,
+    /// Connections and requests: timeouts, caps, the budget of bytes in flight.
+    pub http: HttpSection,
     /// Limits by model name; `default` applies to models without a section.
     pub models: BTreeMap<String, ModelLimits>,
 }

@@ -22,12 +22,44 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and its missing parents durably: each directory created is synced into its parent,
+/// so a crash cannot leave a file whose folder is gone (a rename made durable in a folder that is
+/// not). Nothing is synced when `dir` already exists.
+pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+    create_dir_all_with(dir, sync_dir)
+}
+
+fn create_dir_all_with(
+    dir: &Path,
+    mut sync: impl FnMut(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The directories missing, innermost first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path);
+        at = path.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync(parent)?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: a crash leaves the old file or the new one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .expect("paths written atomically have a parent");
-    std::fs::create_dir_all(dir)?;
+    create_dir_all(dir)?;
     let tmp = temp_beside(path);
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -45,7 +77,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Moves a finished file (already synced) to `path` atomically, replacing what is there.
 pub fn install(file: &Path, path: &Path) -> std::io::Result<()> {
     let dir = path.parent().expect("installed paths have a parent");
-    std::fs::create_dir_all(dir)?;
+    create_dir_all(dir)?;
     std::fs::rename(file, path)?;
     sync_dir(dir)
 }
@@ -100,6 +132,37 @@ pub fn evict_least_recently_used(roots: &[PathBuf], max_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_directory_created_is_synced_into_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        let mut synced = Vec::new();
+        create_dir_all_with(&deep, |p| {
+            synced.push(p.to_owned());
+            sync_dir(p)
+        })
+        .unwrap();
+        assert!(deep.is_dir());
+        assert_eq!(
+            synced,
+            [
+                dir.path().to_owned(),
+                dir.path().join("a"),
+                dir.path().join("a/b")
+            ],
+            "outermost first, each new folder's parent"
+        );
+        synced.clear();
+        create_dir_all_with(&deep, |p| {
+            synced.push(p.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert!(synced.is_empty(), "nothing new, nothing synced");
+        write_atomically(&dir.path().join("x/y/file"), b"z").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("x/y/file")).unwrap(), b"z");
+    }
 
     #[test]
     fn eviction_takes_the_least_recently_used_first() {

@@ -103,6 +103,8 @@ fn echo() -> &'static Echo {
                 teams: Arc::new(ferry::teams::Teams::load(None, None).unwrap()),
                 audit: ferry::registry::audit::AuditLog::new(blobs.storage().clone(), "fuzz"),
                 inference_token: None,
+                http: Default::default(),
+                request_bytes_in_flight: 256 << 20,
             };
             let router = ferry::server::router(serving, Arc::new(AtomicBool::new(true)), &options);
             (router, pool)

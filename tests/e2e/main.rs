@@ -6,11 +6,15 @@
 mod author_guide;
 mod author_workflow;
 mod cli_push;
+mod credentials;
 mod fleet;
+mod hostile_callers;
 mod hostile_guests;
 mod http_api;
 mod http_lifecycle;
+mod long_run;
 mod memory;
+mod namespaces;
 mod neighbours;
 mod python_sdk;
 mod registry;

@@ -16,6 +16,8 @@ const FRAUD: &str = "fraud-team-token-5b1c";
 const PRICING: &str = "pricing-team-token-77e0";
 const OPS: &str = "ops-token-0d9a";
 const ADMIN: &str = "root-admin-token-c3f2";
+/// A scraper's token (`--metrics-token`): /metrics follows the read rules once tokens are on.
+const SCRAPE: &str = "scrape-token-41aa";
 
 /// A tokens file as an operator writes it: hashes, never tokens.
 fn tokens_file(entries: &[(&str, &str, &[&str], &[&str])]) -> String {
@@ -391,12 +393,19 @@ fn a_team_token_gets_403_on_another_teams_model_and_the_audit_log_records_each_a
         assert_eq!(s, 400, "{bad}: {body}");
     }
 
-    // One immutable object per record in the store, beside (not among) the models.
-    let in_store: usize = std::fs::read_dir(server.store().join("audit"))
-        .unwrap()
-        .map(|m| std::fs::read_dir(m.unwrap().path()).unwrap().count())
-        .sum();
-    assert_eq!(in_store, records.len());
+    // One immutable object per record in its model's folder, and one in the timeline (`@all`),
+    // beside (not among) the models.
+    let count = |folder: &std::path::Path| std::fs::read_dir(folder).unwrap().count();
+    let (mut in_models, mut in_timeline) = (0, 0);
+    for folder in std::fs::read_dir(server.store().join("audit")).unwrap() {
+        let folder = folder.unwrap();
+        if folder.file_name() == "@all" {
+            in_timeline += count(&folder.path());
+        } else {
+            in_models += count(&folder.path());
+        }
+    }
+    assert_eq!((in_models, in_timeline), (records.len(), records.len()));
 
     let log = server.log();
     for token in [FRAUD, PRICING, OPS, ADMIN] {
@@ -406,7 +415,7 @@ fn a_team_token_gets_403_on_another_teams_model_and_the_audit_log_records_each_a
         log.contains("management change refused"),
         "refusals are logged"
     );
-    let metrics = ureq::get(&server.url("/metrics"))
+    let metrics = call(&server, "GET", "/metrics", Some(ADMIN))
         .call()
         .unwrap()
         .into_string()
@@ -438,7 +447,7 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
 }
 
 fn metric(server: &Server, line_start: &str) -> Option<String> {
-    let text = ureq::get(&server.url("/metrics"))
+    let text = call(server, "GET", "/metrics", Some(SCRAPE))
         .call()
         .unwrap()
         .into_string()
@@ -451,7 +460,7 @@ fn metric(server: &Server, line_start: &str) -> Option<String> {
 #[test]
 fn the_tokens_file_is_reloaded_without_a_restart_and_a_broken_one_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, file) = start(dir.path(), &teams(), &[]);
+    let (server, file) = start(dir.path(), &teams(), &["--metrics-token", SCRAPE]);
     assert_eq!(promote(&server, FRAUD, "pricing-eta", "1").0, 403);
 
     // The fraud team is given pricing-eta too: at once, with no restart.

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::registry::{check_name, Store, VersionManifest};
-use crate::runtime::ModelLimits;
+use crate::registry::{check_name, names, Store, VersionLimits, VersionManifest};
 use crate::storage::BlobCache;
 
 #[derive(Debug, clap::Args)]
@@ -23,7 +22,8 @@ pub struct AddArgs {
     version: Option<String>,
     #[command(flatten)]
     files: super::VersionFiles,
-    /// Limits for this version (JSON, the fields of a model's limits).
+    /// Limits for this version (JSON, some of the fields of a model's limits): each host runs it
+    /// under its operator's limits for the model, lowered where these ask for less (never raised).
     #[arg(long)]
     limits: Option<PathBuf>,
     /// The store: a directory, or `s3://BUCKET/PREFIX` (AWS environment variables as for `serve`).
@@ -36,7 +36,7 @@ pub struct AddArgs {
 pub fn run(args: AddArgs) -> anyhow::Result<i32> {
     check_name("model", &args.model)?;
     if let Some(v) = &args.version {
-        check_name("version", v)?;
+        names::check_version_name(v).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut header = [0u8; 4];
@@ -54,11 +54,12 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
         serde_json::from_slice::<serde_json::Value>(&read(p)?)
             .with_context(|| format!("{} is not JSON", p.display()))?;
     }
-    let limits: Option<ModelLimits> = args
+    let limits: Option<VersionLimits> = args
         .limits
         .as_ref()
         .map(|p| {
-            serde_json::from_slice(&read(p)?).with_context(|| format!("limits in {}", p.display()))
+            VersionLimits::parse(&read(p)?)
+                .map_err(|e| anyhow::anyhow!("limits in {}: {e}", p.display()))
         })
         .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()

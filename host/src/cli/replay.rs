@@ -361,9 +361,8 @@ impl Replayer {
                 .context("the config is not UTF-8")?,
             None => "{}".to_owned(),
         };
-        let limits = manifest
-            .and_then(|m| m.limits.clone())
-            .unwrap_or_else(|| self.config.limits_for(model))
+        let asked = manifest.and_then(|m| m.limits.clone());
+        let limits = crate::registry::effective_limits(&self.config, model, asked.as_ref())
             .clamped(self.runtime.engine().settings().max_memory_bytes);
         let graphs = if identity.graphs.is_empty() {
             None

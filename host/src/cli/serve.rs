@@ -45,6 +45,21 @@ pub struct ServeArgs {
     /// Bearer token required on inference routes.
     #[arg(long, env = "FERRY_INFERENCE_TOKEN", hide_env_values = true)]
     inference_token: Option<String>,
+    /// Bearer token that may read /metrics and nothing else (a scraper's; audit records name it
+    /// `metrics`). With any token configured, /metrics needs one: this, a team's or the inference
+    /// token.
+    #[arg(long, env = "FERRY_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+}
+
+/// The warning due when management is open (no admin token, no tokens file) while the host
+/// listens beyond this machine.
+fn open_management_warning(management_open: bool, listen: &SocketAddr) -> Option<String> {
+    (management_open && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "management is open: anyone who can reach {listen} may upload, promote and delete models; pass --admin-token or --tokens (see docs/teams.md)"
+        )
+    })
 }
 
 /// The host-local cache directory.
@@ -108,6 +123,7 @@ fn prediction_log(
         flush_interval: Duration::from_millis(p.flush_interval_ms.max(1)),
         max_file_bytes: p.max_file_bytes.max(1),
         max_files: p.max_files.max(1),
+        sync_interval: Duration::from_millis(p.sync_interval_ms),
         ..LogOptions::new(sink, host)
     }
 }
@@ -136,10 +152,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     crate::registry::check_name("host id", &host)?;
     // Before anything starts: a host must not serve management with credentials other than the
     // ones its operator wrote.
-    let teams = std::sync::Arc::new(crate::teams::Teams::load(
+    let teams = std::sync::Arc::new(crate::teams::Teams::load_with(
         args.admin_token.as_deref(),
+        args.metrics_token.as_deref(),
         args.tokens.as_deref(),
     )?);
+    if let Some(warning) = open_management_warning(!teams.required(), &args.listen) {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-http")
@@ -162,6 +182,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         let _watcher = teams.watch(crate::teams::RELOAD_INTERVAL);
         let options = ServeOptions {
             max_body_bytes: config.host.max_body_bytes,
+            http: config.http.clone(),
+            request_bytes_in_flight: config.request_bytes_in_flight(),
             audit: AuditLog::new(blobs.storage().clone(), &host),
             teams,
             inference_token: args
@@ -179,6 +201,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 .then(|| Duration::from_secs(config.store.gc_interval_s)),
             gc_grace: Duration::from_secs(config.store.gc_grace_s),
             reconcile_interval: Duration::from_secs(config.store.reconcile_interval_s.max(1)),
+            audit: Some(options.audit.clone()),
         };
         let log = prediction_log(&config, &args.store, blobs.storage().clone(), &sync.host);
         let shadows = Shadows::start(shadow_options(&config));
@@ -187,5 +210,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         let serving = Serving::new(registry, shadows, PredictionLog::start(log), policy);
         crate::server::serve(serving, args.listen, options, sync).await
     })?;
+    // Calls still running past the drain deadline end at their own deadlines; the process does
+    // not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_management_is_warned_about_beyond_loopback_only() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(open_management_warning(true, &at("0.0.0.0:8080"))
+            .is_some_and(|w| w.contains("0.0.0.0:8080") && w.contains("--admin-token")));
+        assert!(open_management_warning(true, &at("10.1.2.3:80")).is_some());
+        assert!(open_management_warning(true, &at("[::]:8080")).is_some());
+        assert!(open_management_warning(true, &at("127.0.0.1:8080")).is_none());
+        assert!(open_management_warning(true, &at("[::1]:8080")).is_none());
+        assert!(open_management_warning(false, &at("0.0.0.0:8080")).is_none());
+    }
 }

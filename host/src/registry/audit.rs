@@ -1,19 +1,30 @@
-//! The audit log: every management action — who, what, when, from which target to which — as one
-//! immutable object in the store:
+//! The audit log: every management action — who, what, when, from which target to which — as
+//! immutable objects in the store, each record under one name in two folders:
 //!
 //! ```text
-//! audit/<model>/<unix ms, 15 digits>-<host>-<sequence><random>.json
+//! audit/@all/<999999999999999 − unix ms, 15 digits>-<host>-<ffffffff − sequence><random>.json
+//! audit/<model>/<the same name>
 //! ```
 //!
 //! Each record is written with create-if-absent and never rewritten, so the log is append-only on
 //! any backend, and many hosts append to it without coordinating (the host id and the random part
-//! keep their keys apart). Keys sort by time, so the newest are the last of a listing; one folder per
-//! model makes "what happened to `fraud-features`" one listing of that folder. Nothing else in the
-//! store reads `audit/`: the registry's listings, sync and garbage collection look at `models/`,
-//! `blobs/` and `hosts/` only.
+//! keep their names apart). Names sort newest first (the time is counted down), so the newest page
+//! of a folder is the start of its listing, and the next page a listing that starts after the last
+//! name answered (S3's `start-after`): a page costs what it answers, never a listing of the whole
+//! tree. `@all` (no model can be named so) is every record in time order; a model's folder is its
+//! history. A refused attempt that concerns no model (a read of the fleet, say) is in `@all` only.
+//! Records written before this layout (`<unix ms>-…`, oldest first) are still read, after the
+//! newer ones, from their model's folder. Nothing else in the store reads `audit/`: the registry's
+//! listings, sync and garbage collection look at `models/`, `blobs/` and `hosts/` only.
 //!
 //! A record is written after its action succeeded, and a failure to write it never turns the done
 //! action into an error: it is retried, then logged and counted (`ferry_audit_write_failures_total`).
+//! Refused attempts are sampled first ([`RefusalSampler`]): a loop of 403s costs a few records a
+//! minute, the rest counted.
+
+mod sampler;
+
+pub use sampler::{RefusalSampler, Sample, REFUSALS_PER_MINUTE};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +46,15 @@ pub const DENIED: &str = "denied";
 
 /// Most records one query returns.
 pub const MAX_LIMIT: usize = 1000;
+
+/// The folder holding every record, in time order.
+pub const TIMELINE: &str = "@all";
+
+/// The largest time a name counts down from (15 digits of milliseconds: past the year 33000).
+const NEWEST: u64 = 999_999_999_999_999;
+
+/// Every name of this layout sorts after this; names of the layout before it, before.
+const LAYOUT_FLOOR: &str = "1";
 
 /// How many times a record is written before the failure is given up on.
 const WRITE_ATTEMPTS: u32 = 4;
@@ -69,6 +89,10 @@ pub struct AuditRecord {
     /// For a refused attempt: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a refused attempt: how many refused attempts of the same credential and route were
+    /// counted but not recorded since the previous record of them (see [`RefusalSampler`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
     /// The request's id (`x-request-id`), to find it in the logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -90,6 +114,7 @@ impl AuditRecord {
             from: None,
             to: None,
             reason: None,
+            skipped: None,
             request_id: None,
             host: String::new(),
         }
@@ -135,6 +160,43 @@ impl AuditRecord {
     }
 }
 
+/// One page of the log, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The records.
+    pub records: Vec<AuditRecord>,
+    /// The cursor of the next (older) page, when there is one.
+    pub next: Option<String>,
+}
+
+/// Checks a page cursor: the name of a record, as a page's `next` gave it.
+pub fn check_cursor(cursor: &str) -> Result<(), String> {
+    let ok = !cursor.is_empty()
+        && cursor.len() <= 200
+        && cursor
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !cursor.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid cursor {cursor:?}: pass the `next` of the page before"
+        ))
+    }
+}
+
+/// Where a record name of the layout before this one (`<unix ms>-…`, oldest first) sorts in this
+/// one (newest first); `None` for a name that is neither.
+fn legacy_order(name: &str) -> Option<String> {
+    let (ms, rest) = (name.get(..15)?, name.get(15..)?);
+    let ms: u64 = ms
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| ms.parse().ok())??;
+    Some(format!("{:015}{rest}", NEWEST.saturating_sub(ms)))
+}
+
 /// The store's audit log, as one host appends to it and reads it.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -142,6 +204,8 @@ pub struct AuditLog {
     host: String,
     /// Orders this host's records within one millisecond.
     sequence: Arc<AtomicU64>,
+    /// Which refused attempts are recorded.
+    refusals: Arc<RefusalSampler>,
 }
 
 impl AuditLog {
@@ -151,31 +215,29 @@ impl AuditLog {
             storage,
             host: host.to_owned(),
             sequence: Arc::new(AtomicU64::new(0)),
+            refusals: Arc::new(RefusalSampler::new(REFUSALS_PER_MINUTE)),
         }
     }
 
-    fn key(&self, record: &AuditRecord) -> String {
+    /// A new record name: newest first, then this host's later records of one millisecond first.
+    fn name(&self, record: &AuditRecord) -> String {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) % (1 << 32);
         let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
         format!(
-            "{PREFIX}{}/{:015}-{}-{sequence:08x}{random}.json",
-            record.model, record.at_unix_ms, self.host
+            "{:015}-{}-{:08x}{random}.json",
+            NEWEST.saturating_sub(record.at_unix_ms),
+            self.host,
+            u64::from(u32::MAX) - sequence
         )
     }
 
-    /// Writes `record` (as this host), retrying a store that does not answer; returns its key.
-    pub async fn append(&self, mut record: AuditRecord) -> Result<String, StorageError> {
-        check_name("model", &record.model).map_err(|e| StorageError::Other(e.to_string()))?;
-        record.host = self.host.clone();
-        let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("records serialise"));
+    /// Writes `bytes` at `key` (create-if-absent), retrying a store that does not answer.
+    async fn create(&self, key: &str, bytes: &Bytes) -> Result<(), StorageError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let key = self.key(&record);
-            match self.storage.put(&key, bytes.clone(), Write::Create).await {
-                Ok(_) => return Ok(key),
-                // A key is never reused: another one, at once.
-                Err(StorageError::AlreadyExists(_)) if attempt < WRITE_ATTEMPTS => continue,
+            match self.storage.put(key, bytes.clone(), Write::Create).await {
+                Ok(_) => return Ok(()),
                 Err(e @ (StorageError::Unavailable(_) | StorageError::Disk(_)))
                     if attempt < WRITE_ATTEMPTS =>
                 {
@@ -183,6 +245,56 @@ impl AuditLog {
                     tokio::time::sleep(Duration::from_millis(100 << (2 * (attempt - 1)))).await;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes `record` (as this host) in the timeline and in its model's folder (a record of no
+    /// model, `model` empty, in the timeline only), retrying a store that does not answer; returns
+    /// its key.
+    pub async fn append(&self, mut record: AuditRecord) -> Result<String, StorageError> {
+        if !record.model.is_empty() {
+            check_name("model", &record.model).map_err(|e| StorageError::Other(e.to_string()))?;
+        }
+        record.host = self.host.clone();
+        let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("records serialise"));
+        let mut attempt = 0;
+        let name = loop {
+            attempt += 1;
+            let name = self.name(&record);
+            match self
+                .create(&format!("{PREFIX}{TIMELINE}/{name}"), &bytes)
+                .await
+            {
+                Ok(()) => break name,
+                // A name is never reused: another one, at once.
+                Err(StorageError::AlreadyExists(_)) if attempt < WRITE_ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if record.model.is_empty() {
+            return Ok(format!("{PREFIX}{TIMELINE}/{name}"));
+        }
+        let key = format!("{PREFIX}{}/{name}", record.model);
+        match self.create(&key, &bytes).await {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(key),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A refused attempt on `route` (a route's pattern, or an action): recorded when the sampler
+    /// lets it through, else only counted (`ferry_audit_refusals_skipped_total`). Never fails.
+    pub async fn refusal(&self, mut record: AuditRecord, route: &str) {
+        match self
+            .refusals
+            .sample(&record.actor, route, record.at_unix_ms)
+        {
+            Sample::Record { skipped_before } => {
+                record.skipped = (skipped_before > 0).then_some(skipped_before);
+                self.record(record).await
+            }
+            Sample::Skip => {
+                metrics::counter!("ferry_audit_refusals_skipped_total").increment(1);
             }
         }
     }
@@ -208,25 +320,98 @@ impl AuditLog {
         model: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StorageError> {
-        let prefix = match model {
+        Ok(self.page(model, None, limit).await?.records)
+    }
+
+    /// Up to `limit` records (at most [`MAX_LIMIT`]) of `model` or of every model, newest first,
+    /// older than the record named by `after` (a page's `next`), and the cursor of the page after.
+    /// One listing that starts after the cursor and stops at `limit` (and, for a model with records
+    /// of the layout before this one, a listing of those).
+    pub async fn page(
+        &self,
+        model: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StorageError> {
+        let folder = match model {
             Some(model) => {
                 check_name("model", model).map_err(|e| StorageError::Other(e.to_string()))?;
-                format!("{PREFIX}{model}/")
+                model
             }
-            None => PREFIX.to_owned(),
+            None => TIMELINE,
         };
-        let mut keys: Vec<String> = self
+        if let Some(cursor) = after {
+            check_cursor(cursor).map_err(StorageError::Other)?;
+        }
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let prefix = format!("{PREFIX}{folder}/");
+        let after = after.map(|c| format!("{c}.json"));
+        // (where it sorts, its key), newest first.
+        let start = match &after {
+            Some(name) if name.as_str() > LAYOUT_FLOOR => format!("{prefix}{name}"),
+            _ => format!("{prefix}{LAYOUT_FLOOR}"),
+        };
+        let mut names: Vec<(String, String)> = self
             .storage
-            .list(&prefix)
+            .list_page(&prefix, Some(&start), limit + 1)
             .await?
             .into_iter()
-            .map(|l| l.key)
-            .filter(|k| k.ends_with(".json"))
+            .filter(|l| l.key.ends_with(".json"))
+            .map(|l| (l.key[prefix.len()..].to_owned(), l.key))
             .collect();
-        // By file name: time first, across models' folders.
-        let name = |k: &String| k.rsplit('/').next().unwrap_or_default().to_owned();
-        keys.sort_by_key(|k| std::cmp::Reverse(name(k)));
-        keys.truncate(limit.min(MAX_LIMIT));
+        if names.len() <= limit && model.is_some() {
+            let mut older: Vec<(String, String)> = self
+                .legacy(&prefix)
+                .await?
+                .into_iter()
+                .filter(|(order, _)| after.as_ref().is_none_or(|a| order > a))
+                .collect();
+            older.sort();
+            names.extend(older);
+        }
+        let next = (names.len() > limit).then(|| {
+            let (order, _) = &names[limit - 1];
+            order.trim_end_matches(".json").to_owned()
+        });
+        names.truncate(limit);
+        let keys: Vec<String> = names.into_iter().map(|(_, key)| key).collect();
+        Ok(Page {
+            records: self.read(keys).await?,
+            next,
+        })
+    }
+
+    /// The records of a model's folder written in the layout before this one (names that begin
+    /// with the time, all before [`LAYOUT_FLOOR`]), each with where it sorts in this one.
+    async fn legacy(&self, prefix: &str) -> Result<Vec<(String, String)>, StorageError> {
+        const BATCH: usize = 256;
+        let floor = format!("{prefix}{LAYOUT_FLOOR}");
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .storage
+                .list_page(prefix, after.as_deref(), BATCH)
+                .await?;
+            let full = page.len() == BATCH;
+            for listed in page {
+                if listed.key >= floor {
+                    return Ok(found);
+                }
+                let name = &listed.key[prefix.len()..];
+                if let Some(order) = legacy_order(name).filter(|_| name.ends_with(".json")) {
+                    found.push((order, listed.key.clone()));
+                }
+                after = Some(listed.key);
+            }
+            if !full {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Reads records, in order; one that cannot be read is skipped with a warning.
+    async fn read(&self, keys: Vec<String>) -> Result<Vec<AuditRecord>, StorageError> {
         let reads = futures_util::stream::iter(keys)
             .map(|key| async move { (self.storage.get(&key).await, key) })
             .buffered(16)
@@ -328,6 +513,90 @@ mod tests {
         assert!(
             b.recent(Some("../models"), 10).await.is_err(),
             "a model name, not a path"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_follow_the_cursor_newest_first_and_read_the_layout_before_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path(), "web");
+        // A record of the layout before this one: oldest of all, read after the others.
+        let legacy = AuditRecord {
+            at_unix_ms: 500,
+            host: "old".into(),
+            ..AuditRecord::new("admin", "put_version", "m").version("0")
+        };
+        std::fs::create_dir_all(dir.path().join("store/audit/m")).unwrap();
+        std::fs::write(
+            dir.path()
+                .join("store/audit/m/000000000000500-old-00000000abcd1234.json"),
+            serde_json::to_vec(&legacy).unwrap(),
+        )
+        .unwrap();
+        for i in 1..=25u64 {
+            let model = if i % 5 == 0 { "" } else { "m" };
+            log.append(AuditRecord {
+                at_unix_ms: 1_000 + i,
+                ..AuditRecord::new("admin", "put_version", model).version(&i.to_string())
+            })
+            .await
+            .unwrap();
+        }
+        let versions = |page: &Page| -> Vec<String> {
+            page.records
+                .iter()
+                .map(|r| r.version.clone().unwrap())
+                .collect()
+        };
+        // Every record, model or none, in the timeline: 10, 10, 5.
+        let first = log.page(None, None, 10).await.unwrap();
+        assert_eq!(
+            versions(&first),
+            ["25", "24", "23", "22", "21", "20", "19", "18", "17", "16"]
+        );
+        let second = log.page(None, first.next.as_deref(), 10).await.unwrap();
+        assert_eq!(versions(&second)[0], "15");
+        let third = log.page(None, second.next.as_deref(), 10).await.unwrap();
+        assert_eq!(versions(&third), ["5", "4", "3", "2", "1"]);
+        assert_eq!(third.next, None, "the last page");
+        // A model's history: its own records, then the older layout's.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = log.page(Some("m"), after.as_deref(), 7).await.unwrap();
+            seen.extend(versions(&page));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (1..=25u64)
+            .rev()
+            .filter(|i| i % 5 != 0)
+            .map(|i| i.to_string())
+            .chain(["0".to_owned()])
+            .collect();
+        assert_eq!(seen, want);
+        assert!(log.page(None, Some("../x"), 5).await.is_err());
+        assert!(check_cursor("999999999998975-web-fffffffeabcd1234").is_ok());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_sampled_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path(), "h");
+        for _ in 0..50 {
+            log.refusal(
+                AuditRecord::denied("team", "set_alias", "m", "not yours"),
+                "set_alias",
+            )
+            .await;
+        }
+        let records = log.recent(Some("m"), 100).await.unwrap();
+        assert!(
+            !records.is_empty() && records.len() <= 2 * REFUSALS_PER_MINUTE as usize,
+            "{}",
+            records.len()
         );
     }
 

@@ -12,15 +12,20 @@
 //! Which versions a host keeps loaded: every alias target and the newest version of each model that
 //! has not failed there (so a fresh upload can be tried by version before it is promoted), and, until
 //! that newest one is ready, the newest one that is. Others are listed as unloaded and come back when
-//! promoted.
+//! promoted — up to `[store] keep_versions` of them per model: older ones that nothing names are
+//! deleted ([`retention`]), and what a version leaves in the host's cache goes with it (`leftovers`).
 
 pub mod audit;
 mod budget;
+mod leftovers;
+pub mod names;
+pub mod retention;
 mod routing;
 mod store;
 pub mod sync;
 mod traffic;
 mod version;
+pub mod version_limits;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +43,7 @@ pub use store::{
 pub use sync::SyncHealth;
 pub use traffic::{AliasTarget, LogPolicy, Percent, Shadow, Split, TrafficPolicy};
 pub use version::{LoadOptions, ModelVersion, Usage, VersionArtifacts, VersionState};
+pub use version_limits::{effective_limits, VersionLimits};
 
 use crate::config::HostConfig;
 use crate::runtime::ModelRuntime;
@@ -92,6 +98,9 @@ pub struct Registry {
     load_slots: tokio::sync::Semaphore,
     /// Versions held loaded while a promote to them is in flight.
     pinned: Mutex<Vec<(String, String)>>,
+    /// Snapshots in this host's compile cache by version (`model@version#sequence` → manifest and
+    /// key), so a version's files go with it (see `leftovers`).
+    compiled: Mutex<BTreeMap<String, (VersionManifest, String)>>,
     /// Serialises table swaps; readers never take it.
     writer: Mutex<()>,
     /// The async runtime, for store reads from loader threads.
@@ -125,6 +134,7 @@ impl Registry {
             loads_in_flight: AtomicUsize::new(0),
             load_slots: tokio::sync::Semaphore::new(parallel_loads),
             pinned: Default::default(),
+            compiled: Default::default(),
             writer: Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
             sync: SyncHealth::default(),
@@ -248,12 +258,32 @@ impl Registry {
                 self.publish(|t| {
                     t.models.remove(model);
                 });
+                let gone = old.versions.values().map(|v| v.manifest.clone()).collect();
+                self.collect_leftovers(gone);
             }
             return Vec::new();
         }
 
         let mut entry = ModelEntry::default();
+        // A version the store holds under an alias's name (written by others): the alias wins, the
+        // version is listed failed and never loaded (see `names`).
+        let clashing = names::clashing_versions(&view);
         for m in &view.manifests {
+            if clashing.contains(&m.version) {
+                let reason = names::clash_reason(model, &m.version);
+                let failed = VersionState::Failed(reason);
+                let kept = old
+                    .versions
+                    .get(&m.version)
+                    .filter(|v| v.manifest == *m && v.state == failed)
+                    .cloned();
+                let listed = kept.unwrap_or_else(|| {
+                    tracing::error!(model, version = %m.version, "a version in the store has an alias's name: the alias wins, the version is not served");
+                    Arc::new(ModelVersion::listed(m.clone(), failed))
+                });
+                entry.versions.insert(m.version.clone(), listed);
+                continue;
+            }
             // A version deleted and created again under the same name is a new version.
             let kept = old
                 .versions
@@ -362,6 +392,9 @@ impl Registry {
 
         let mut to_load = Vec::new();
         for (name, v) in entry.versions.iter_mut() {
+            if clashing.contains(name) {
+                continue; // failed for its name, whatever else happens to the model
+            }
             let relisted = |state| Arc::new(ModelVersion::listed(v.manifest.clone(), state));
             let waiting =
                 matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE));
@@ -414,9 +447,25 @@ impl Registry {
         if !unloading.is_empty() {
             tracing::info!(model, versions = ?unloading, "unloading versions nothing targets any more (in-flight requests finish first)");
         }
+        // Versions gone from the model (deleted, or created again under their name): their cached
+        // files go too.
+        let gone: Vec<VersionManifest> = old
+            .versions
+            .iter()
+            .filter(|(name, v)| {
+                !entry
+                    .versions
+                    .get(*name)
+                    .is_some_and(|n| n.manifest == v.manifest)
+            })
+            .map(|(_, v)| v.manifest.clone())
+            .collect();
         self.publish(|t| {
             t.models.insert(model.to_owned(), entry);
         });
+        if !gone.is_empty() {
+            self.collect_leftovers(gone);
+        }
         to_load
     }
 
@@ -445,6 +494,9 @@ impl Registry {
         let spawned = std::thread::Builder::new()
             .name(format!("load-{}", manifest.model))
             .spawn(move || {
+                // Loads (compile, init, snapshot, self-tests) give way to calls of ready versions: a
+                // version that is ready must answer at its usual speed while others load.
+                lower_load_priority();
                 let model = manifest.model.clone();
                 let slot = registry.runtime.block_on(registry.load_slots.acquire());
                 let loaded = registry.load(manifest);
@@ -472,10 +524,8 @@ impl Registry {
 
     /// Reads a version's blobs (from the host's cache, or the store) and brings it up.
     fn load(&self, manifest: VersionManifest) -> ModelVersion {
-        let limits = manifest
-            .limits
-            .clone()
-            .unwrap_or_else(|| self.config.limits_for(&manifest.model));
+        // The operator's limits for the model, lowered where the version asks for less.
+        let limits = effective_limits(&self.config, &manifest.model, manifest.limits.as_ref());
         let started = Instant::now();
         let artifacts = self
             .runtime
@@ -543,6 +593,7 @@ impl Registry {
             version.manifest.model.clone(),
             version.manifest.version.clone(),
         );
+        self.note_compiled(&version);
         let table = self.table.load();
         // A version deleted, replaced or unloaded while it was loading stays so.
         let current = table.models.get(&model).and_then(|e| e.versions.get(&name));
@@ -557,6 +608,10 @@ impl Registry {
                 }
             });
             return pool;
+        }
+        // Deleted or replaced while it loaded: what it just wrote to the cache goes with it.
+        if !current.is_some_and(|c| c.manifest == version.manifest) {
+            self.collect_leftovers(vec![version.manifest.clone()]);
         }
         None
     }
@@ -602,7 +657,7 @@ impl Registry {
     ) -> Result<VersionManifest, ChangeError> {
         check_name("model", model).map_err(|e| ChangeError::Invalid(e.to_string()))?;
         if let Some(version) = &version {
-            check_version_name(version)?;
+            names::check_version_name(version)?;
         }
         Ok(VersionManifest {
             model: model.to_owned(),
@@ -649,6 +704,10 @@ impl Registry {
         let ticket = self.ticket();
         let view = self.store.model(model).await?;
         self.apply(model, view.clone(), ticket);
+        // One namespace per model: an alias never takes a version's name.
+        if view.manifests.iter().any(|m| m.version == alias) {
+            return Err(names::alias_clash(model, alias));
+        }
         for version in target.versions() {
             if !view.manifests.iter().any(|m| m.version == version) {
                 return Err(self.missing(model, version, &view));
@@ -679,7 +738,8 @@ impl Registry {
                 Ok(previous)
             })
             .await?;
-        self.refresh(model).await?;
+        // A version deleted while the alias moved to it is put back.
+        self.keep_named(model, &view, &target.versions()).await?;
         Ok(previous)
     }
 
@@ -724,7 +784,7 @@ impl Registry {
                 Ok(aliases.current.insert(alias.to_owned(), previous.clone()))
             })
             .await?;
-        self.refresh(model).await?;
+        self.keep_named(model, &view, &previous.versions()).await?;
         Ok((from, previous))
     }
 
@@ -758,7 +818,8 @@ impl Registry {
                 Ok(())
             })
             .await?;
-        self.refresh(model).await?;
+        let shadow: Vec<&str> = policy.shadow.iter().map(|s| s.version.as_str()).collect();
+        self.keep_named(model, &view, &shadow).await?;
         Ok(previous)
     }
 
@@ -903,19 +964,6 @@ fn previous_target(view: &ModelView, alias: &str) -> Option<AliasTarget> {
         .cloned()
 }
 
-/// A version name a user may choose.
-fn check_version_name(version: &str) -> Result<(), ChangeError> {
-    check_name("version", version).map_err(|e| ChangeError::Invalid(e.to_string()))?;
-    if DEFAULT_ALIAS == version || version == "aliases" || version == "traffic" {
-        // A version named like the alias would make `/versions/production` ambiguous; the other two
-        // would be read as the model's aliases and traffic documents in the store.
-        return Err(ChangeError::Invalid(format!(
-            "`{version}` is a reserved name"
-        )));
-    }
-    Ok(())
-}
-
 /// Holds a version loaded while a promote to it is in flight.
 struct Pin {
     registry: Arc<Registry>,
@@ -936,5 +984,21 @@ impl Drop for Pin {
         }
         // A version loaded for a promote that did not happen goes again.
         self.registry.reapply(&self.model, false);
+    }
+}
+
+/// The niceness of loader threads (and of the compiler threads they start, which inherit it): a
+/// tenth of a core's weight against normal threads, so loads still progress on a busy host.
+const LOAD_NICENESS: i32 = 10;
+
+/// Lowers this (loader) thread's CPU priority; lowering needs no privilege.
+fn lower_load_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with PRIO_PROCESS and a thread id changes only that thread's niceness.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, LOAD_NICENESS) != 0 {
+            tracing::debug!("cannot lower a loader thread's priority");
+        }
     }
 }

@@ -158,25 +158,27 @@ impl RoutingTable {
             version: v.manifest.version.clone(),
             state: v.state.describe(),
         };
-        if let Some(v) = entry.versions.get(name) {
-            return match &v.state {
-                VersionState::Ready => Ok(Route::Version(v.clone())),
-                _ => Err(not_ready(v)),
-            };
+        // An alias first: a version of the same name (only a store written by others can hold one;
+        // it is listed failed) never takes the alias's traffic (see `names`).
+        if let Some(target) = entry.aliases.get(name) {
+            return entry.alias_route(name, target).ok_or_else(|| {
+                // Name the first target that does not serve, and why.
+                let why = target
+                    .versions()
+                    .into_iter()
+                    .find_map(|t| entry.versions.get(t))
+                    .map(|v| not_ready(v));
+                why.unwrap_or_else(|| RouteError::UnknownVersion(model.to_owned(), name.to_owned()))
+            });
         }
-        let target = entry
-            .aliases
+        let v = entry
+            .versions
             .get(name)
             .ok_or_else(|| RouteError::UnknownVersion(model.to_owned(), name.to_owned()))?;
-        entry.alias_route(name, target).ok_or_else(|| {
-            // Name the first target that does not serve, and why.
-            let why = target
-                .versions()
-                .into_iter()
-                .find_map(|t| entry.versions.get(t))
-                .map(|v| not_ready(v));
-            why.unwrap_or_else(|| RouteError::UnknownVersion(model.to_owned(), name.to_owned()))
-        })
+        match &v.state {
+            VersionState::Ready => Ok(Route::Version(v.clone())),
+            _ => Err(not_ready(v)),
+        }
     }
 
     /// The one version a question for `model` (and optionally a version or alias) is answered from:

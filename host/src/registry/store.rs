@@ -26,8 +26,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::traffic::{AliasTarget, TrafficPolicy};
+use super::version_limits::VersionLimits;
 use super::ChangeError;
-use crate::runtime::ModelLimits;
 use crate::storage::{blob_cache, BlobCache, ObjectVersion, Storage, StorageError, Write};
 
 /// What a version is made of. Blobs are named by sha256.
@@ -50,9 +50,10 @@ pub struct VersionManifest {
     /// The tests file, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_sha256: Option<String>,
-    /// Limits set for this version (over the host's per-model defaults).
+    /// Limits this version asks for: each host lowers its operator's limits for the model to these,
+    /// never raises them (see [`super::version_limits`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<ModelLimits>,
+    pub limits: Option<VersionLimits>,
     /// Its named ONNX graphs (name → sha256), run by the host and opened by the guest through
     /// `wasi:nn`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -130,6 +131,44 @@ impl WriteLog for ChangeRecord {
 impl WriteLog for Aliases {
     fn writes(&mut self) -> &mut Vec<String> {
         &mut self.writes
+    }
+}
+
+/// A traffic policy as the store keeps it (`traffic.json`): the policy's fields, and the ids of the
+/// document's last writes beside them (see [`WriteLog`]), which the policy itself — what callers
+/// send and are shown — never carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TrafficDoc {
+    policy: TrafficPolicy,
+    writes: Vec<String>,
+}
+
+impl WriteLog for TrafficDoc {
+    fn writes(&mut self) -> &mut Vec<String> {
+        &mut self.writes
+    }
+}
+
+impl Serialize for TrafficDoc {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(&self.policy).map_err(serde::ser::Error::custom)?;
+        if let (Some(fields), false) = (value.as_object_mut(), self.writes.is_empty()) {
+            fields.insert("writes".into(), serde_json::json!(self.writes));
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrafficDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let writes = match value.as_object_mut().and_then(|o| o.remove("writes")) {
+            Some(writes) => serde_json::from_value(writes).map_err(D::Error::custom)?,
+            None => Vec::new(),
+        };
+        let policy = serde_json::from_value(value).map_err(D::Error::custom)?;
+        Ok(TrafficDoc { policy, writes })
     }
 }
 
@@ -406,7 +445,7 @@ impl Store {
         }
         let mut models = BTreeMap::new();
         for (model, keys) in by_model {
-            if check_name("model", &model).is_err() {
+            if !super::names::listed_model(&model) {
                 continue;
             }
             models.insert(model.clone(), self.view_from_keys(&model, &keys).await?);
@@ -424,6 +463,7 @@ impl Store {
                 .key
                 .strip_prefix("models/")
                 .and_then(|k| k.split_once('/'))
+                .filter(|(model, _)| super::names::listed_model(model))
             {
                 let hasher = hashers.entry(model.to_owned()).or_default();
                 (&l.key, l.size, unix_ms(l.modified)).hash(hasher);
@@ -434,6 +474,9 @@ impl Store {
 
     /// One model as the store has it now.
     pub async fn model(&self, model: &str) -> Result<ModelView, StorageError> {
+        if !super::names::listed_model(model) {
+            return Ok(ModelView::default()); // no such model can be listed
+        }
         let keys: Vec<String> = self
             .storage
             .list(&format!("models/{model}/"))
@@ -464,10 +507,10 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             } else if key == &traffic_key(model) {
-                match self.get_json::<TrafficPolicy>(key).await {
+                match self.get_json::<TrafficDoc>(key).await {
                     Ok(found) => {
                         view.traffic =
-                            sane_traffic(model, found.map(|(t, _)| t).unwrap_or_default())
+                            sane_traffic(model, found.map(|(t, _)| t.policy).unwrap_or_default())
                     }
                     Err(StorageError::Other(e)) => {
                         tracing::error!(model, error = %e, "ignoring an unreadable traffic policy")
@@ -499,6 +542,19 @@ impl Store {
         Ok(view)
     }
 
+    /// The names of `model`'s aliases (those a host would route: see [`sane_aliases`]).
+    async fn alias_names(
+        &self,
+        model: &str,
+    ) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        let aliases = match self.get_json::<Aliases>(&aliases_key(model)).await {
+            Ok(found) => found.map(|(a, _)| a).unwrap_or_default(),
+            Err(StorageError::Other(_)) => Aliases::default(), // unreadable: ignored, as when read
+            Err(e) => return Err(e),
+        };
+        Ok(sane_aliases(model, aliases).current.into_keys().collect())
+    }
+
     /// A sequence number for a new version: unique in the store, higher than any before.
     pub async fn reserve_sequence(&self) -> Result<u64, StorageError> {
         self.bump(|_, _| {}).await
@@ -512,7 +568,10 @@ impl Store {
             .iter()
             .filter_map(|m| m.version.parse::<u64>().ok())
             .max();
-        Ok(highest.map_or(1, |n| n + 1).to_string())
+        // A number an alias has is not a version's to take.
+        Ok(super::names::next_numeric_name(highest, |n| {
+            view.aliases.current.contains_key(n)
+        }))
     }
 
     /// Creates a version: its blobs must be stored; the manifest gets a fresh sequence number and is
@@ -527,7 +586,18 @@ impl Store {
         check_name("model", &manifest.model).map_err(invalid)?;
         let named = !manifest.version.is_empty();
         if named {
-            check_name("version", &manifest.version).map_err(invalid)?;
+            super::names::check_version_name(&manifest.version)?;
+            // One namespace per model: a version never takes an alias's name.
+            if self
+                .alias_names(&manifest.model)
+                .await?
+                .contains(&manifest.version)
+            {
+                return Err(super::names::version_clash(
+                    &manifest.model,
+                    &manifest.version,
+                ));
+            }
         }
         for sha in manifest.blobs() {
             if !self.blobs.exists(sha).await? {
@@ -569,6 +639,30 @@ impl Store {
     pub async fn delete_version(&self, model: &str, version: &str) -> Result<(), ChangeError> {
         self.storage.delete(&manifest_key(model, version)).await?;
         self.announce(model).await?;
+        Ok(())
+    }
+
+    /// Puts back the manifest of a version just deleted, as it was (same sequence), when an alias
+    /// moved to it meanwhile (see `registry::retention`): create-if-absent, so a version created
+    /// again under the name since stays; then announced. A blob that garbage collection took in
+    /// between leaves the version failing to load, said so here.
+    pub async fn restore_version(&self, manifest: &VersionManifest) -> Result<(), ChangeError> {
+        let key = manifest_key(&manifest.model, &manifest.version);
+        match self
+            .storage
+            .put(&key, Self::json(manifest), Write::Create)
+            .await
+        {
+            Ok(_) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for sha in manifest.blobs() {
+            if !self.blobs.exists(sha).await? {
+                tracing::error!(model = %manifest.model, version = %manifest.version, blob = %sha,
+                    "a version put back lost a blob to garbage collection meanwhile");
+            }
+        }
+        self.announce(&manifest.model).await?;
         Ok(())
     }
 
@@ -614,6 +708,8 @@ impl Store {
 
     /// Changes `model`'s traffic policy by compare-and-swap: `change` sees the current policy and
     /// edits it (called again if another writer got there first); answers the policy it replaced.
+    /// Like [`Store::update_aliases`], a write is read back, and done again if a racing write
+    /// replaced it (a store with weak conditional writes can let two swaps win).
     pub async fn update_traffic(
         &self,
         model: &str,
@@ -621,14 +717,24 @@ impl Store {
     ) -> Result<TrafficPolicy, ChangeError> {
         let key = traffic_key(model);
         for attempt in 0..CAS_ATTEMPTS {
-            let (current, mode) = match self.get_json::<TrafficPolicy>(&key).await? {
-                Some((policy, version)) => (policy, Write::Replace(version)),
-                None => (TrafficPolicy::default(), Write::Create),
+            let (mut doc, mode) = match self.get_json::<TrafficDoc>(&key).await? {
+                Some((doc, version)) => (doc, Write::Replace(version)),
+                None => (TrafficDoc::default(), Write::Create),
             };
-            let mut next = current.clone();
-            change(&mut next)?;
-            match self.storage.put(&key, Self::json(&next), mode).await {
+            let current = doc.policy.clone();
+            change(&mut doc.policy)?;
+            let id = doc.record_write();
+            match self.storage.put(&key, Self::json(&doc), mode).await {
                 Ok(_) => {
+                    let now = self.get_json::<TrafficDoc>(&key).await?;
+                    if !now.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
+                        tracing::warn!(
+                            model,
+                            "a racing write replaced this traffic policy change; applying it again"
+                        );
+                        backoff(attempt).await;
+                        continue;
+                    }
                     self.announce(model).await?;
                     return Ok(current);
                 }
@@ -894,6 +1000,106 @@ mod tests {
             5,
             "no move was lost: {aliases:?}"
         );
+    }
+
+    /// A store whose compare-and-swap lets a racing writer win too, once: right after the first
+    /// write of `traffic.json`, a racer that read the same base replaces it.
+    #[derive(Debug)]
+    struct DoubleWin {
+        inner: Arc<dyn Storage>,
+        raced: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for DoubleWin {
+        async fn get(&self, key: &str) -> crate::storage::Result<crate::storage::Object> {
+            self.inner.get(key).await
+        }
+        async fn get_if_changed(
+            &self,
+            key: &str,
+            version: &ObjectVersion,
+        ) -> crate::storage::Result<Option<crate::storage::Object>> {
+            self.inner.get_if_changed(key, version).await
+        }
+        async fn get_stream(
+            &self,
+            key: &str,
+        ) -> crate::storage::Result<crate::storage::ByteStream> {
+            self.inner.get_stream(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            bytes: Bytes,
+            mode: Write,
+        ) -> crate::storage::Result<ObjectVersion> {
+            let written = self.inner.put(key, bytes, mode).await?;
+            if key.ends_with("traffic.json")
+                && !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let racer = TrafficDoc {
+                    policy: serde_json::from_value(serde_json::json!({"log": {"percent": 1}}))
+                        .unwrap(),
+                    writes: vec!["racer".into()],
+                };
+                self.inner
+                    .put(key, Store::json(&racer), Write::Overwrite)
+                    .await?;
+            }
+            Ok(written)
+        }
+        async fn put_file(&self, key: &str, file: &std::path::Path) -> crate::storage::Result<()> {
+            self.inner.put_file(key, file).await
+        }
+        async fn list(&self, prefix: &str) -> crate::storage::Result<Vec<crate::storage::Listed>> {
+            self.inner.list(prefix).await
+        }
+        async fn exists(&self, key: &str) -> crate::storage::Result<bool> {
+            self.inner.exists(key).await
+        }
+        async fn delete(&self, key: &str) -> crate::storage::Result<()> {
+            self.inner.delete(key).await
+        }
+        fn describe(&self) -> String {
+            "double-win".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_traffic_change_replaced_by_a_racing_write_is_applied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = crate::storage::open(dir.path().join("store").to_str().unwrap()).unwrap();
+        let storage = Arc::new(DoubleWin {
+            inner,
+            raced: Default::default(),
+        });
+        let cache = BlobCache::open(storage, &dir.path().join("cache"), 1 << 30).unwrap();
+        let store = Store::new(cache);
+        let wanted: TrafficPolicy =
+            serde_json::from_value(serde_json::json!({"log": {"percent": 50}})).unwrap();
+        store
+            .update_traffic("m", |p| {
+                *p = wanted.clone();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.model("m").await.unwrap().traffic,
+            wanted,
+            "the change survives the racer"
+        );
+        // The write ids stay in the store's document, out of the policy.
+        let text = std::fs::read_to_string(dir.path().join("store/models/m/traffic.json")).unwrap();
+        assert!(
+            text.contains("\"writes\"") && text.contains("racer"),
+            "{text}"
+        );
+        assert!(serde_json::to_string(&wanted)
+            .unwrap()
+            .find("writes")
+            .is_none());
     }
 
     #[tokio::test]

@@ -56,6 +56,8 @@ pub struct SyncOptions {
     /// Between listings of every model's files, the safety net for a change the change record
     /// does not name (its writer died between writing it and announcing it).
     pub reconcile_interval: Duration,
+    /// Where deletions past retention are recorded (see [`super::retention`]).
+    pub audit: Option<super::audit::AuditLog>,
 }
 
 /// The state last synced from a store, kept on the host's disk for a start during an outage.
@@ -83,6 +85,10 @@ pub struct Syncer {
     /// Model → fingerprint of its files at the last listing.
     fingerprints: BTreeMap<String, u64>,
     last_reconcile: Instant,
+    /// Models to look at for versions past retention (changed since the last look).
+    retention_due: BTreeSet<String>,
+    /// Whether this host is the one that deletes versions past retention, and when that was asked.
+    leads: Option<(bool, Instant)>,
 }
 
 impl Syncer {
@@ -101,6 +107,8 @@ impl Syncer {
             last_gc: Instant::now(),
             fingerprints: BTreeMap::new(),
             last_reconcile: Instant::now(),
+            retention_due: BTreeSet::new(),
+            leads: None,
         }
     }
 
@@ -184,6 +192,7 @@ impl Syncer {
             self.poll().await;
             self.reconcile().await;
             self.heartbeat().await;
+            self.retain().await;
             self.collect_garbage().await;
         }
     }
@@ -249,6 +258,7 @@ impl Syncer {
         for (model, view) in &models {
             self.registry.apply(model, view.clone(), ticket);
         }
+        self.retention_due.extend(present.iter().cloned());
         self.registry.retain_models(&present, ticket);
         self.applied = record.models.clone();
         self.needs_full = false;
@@ -275,10 +285,16 @@ impl Syncer {
             if self.applied.get(model) == Some(generation) {
                 continue;
             }
+            // The change record is written by others: a name the full listing would skip is skipped.
+            if !super::names::listed_model(model) {
+                tracing::debug!(model, "ignoring an invalid model name in the change record");
+                continue;
+            }
             let ticket = self.registry.ticket();
             let view = store.model(model).await?;
             self.registry.apply(model, view, ticket);
             self.applied.insert(model.clone(), *generation);
+            self.retention_due.insert(model.clone());
             applied += 1;
         }
         self.registry
@@ -307,6 +323,9 @@ impl Syncer {
             return;
         }
         self.last_reconcile = Instant::now();
+        // Every model, now and then: retention looks at what this host last read (no store reads
+        // unless a version is past it).
+        self.retention_due.extend(self.registry.views().into_keys());
         let store = self.registry.store().clone();
         let ticket = self.registry.ticket();
         let result: Result<usize, StorageError> = async {
@@ -317,7 +336,9 @@ impl Syncer {
                 .chain(self.fingerprints.keys())
                 .collect::<BTreeSet<_>>()
             {
-                if now.get(model) == self.fingerprints.get(model) {
+                if now.get(model) == self.fingerprints.get(model)
+                    || !super::names::listed_model(model)
+                {
                     continue;
                 }
                 let view = store.model(model).await?;
@@ -412,6 +433,58 @@ impl Syncer {
         }
     }
 
+    /// Whether this host deletes versions past retention (see [`super::retention::leader`]),
+    /// asked of the store at most every `reconcile_interval`.
+    async fn leads(&mut self) -> bool {
+        if let Some((leads, at)) = self.leads {
+            if at.elapsed() < self.options.reconcile_interval {
+                return leads;
+            }
+        }
+        match self.registry.store().hosts().await {
+            Ok(hosts) => {
+                let staleness = super::retention::leader_staleness(self.options.heartbeat);
+                let now = unix_ms(SystemTime::now());
+                let leads = super::retention::leader(&self.options.host, &hosts, now, staleness);
+                if self.leads.is_none_or(|(was, _)| was != leads) {
+                    tracing::info!(
+                        leads,
+                        "{} the host that deletes versions past retention",
+                        if leads { "this is" } else { "another host is" }
+                    );
+                }
+                self.leads = Some((leads, Instant::now()));
+                leads
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the fleet's hosts; retention waits");
+                false
+            }
+        }
+    }
+
+    /// Deletes the versions past retention of the models due for a look, on the fleet's one
+    /// deleting host (see [`super::retention`]).
+    async fn retain(&mut self) {
+        if self.retention_due.is_empty() {
+            return;
+        }
+        if self.registry.config().store.keep_versions == 0
+            || !self.registry.sync.reachable.load(Ordering::Relaxed)
+            || !self.leads().await
+        {
+            self.retention_due.clear();
+            return;
+        }
+        for model in std::mem::take(&mut self.retention_due) {
+            let audit = self.options.audit.as_ref();
+            if let Err(e) = self.registry.apply_retention(&model, audit).await {
+                // Looked at again with the next change, listing or collection.
+                tracing::warn!(model, error = %e, "retention could not delete old versions");
+            }
+        }
+    }
+
     async fn collect_garbage(&mut self) {
         let Some(every) = self.options.gc_interval else {
             return;
@@ -420,6 +493,9 @@ impl Syncer {
             return;
         }
         self.last_gc = Instant::now();
+        // Versions past retention first: their blobs go in this same collection.
+        self.retention_due.extend(self.registry.views().into_keys());
+        self.retain().await;
         match self
             .registry
             .store()

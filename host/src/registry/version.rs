@@ -70,6 +70,8 @@ pub struct ModelVersion {
     pub self_tests_cached: Option<usize>,
     /// How its instances start (ready versions only).
     pub start_mode: Option<StartMode>,
+    /// The key of its snapshot in the host's compile cache, once prepared (see `leftovers`).
+    pub snapshot_key: Option<String>,
     /// Its host-side graphs, loaded (ready versions with graphs only).
     pub graphs: Option<Arc<VersionGraphs>>,
     /// The bounded queue in front of the pool.
@@ -121,6 +123,7 @@ impl ModelVersion {
             self_tests: None,
             self_tests_cached: None,
             start_mode: None,
+            snapshot_key: None,
             graphs: None,
             admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
@@ -230,6 +233,7 @@ impl ModelVersion {
         )?;
         drop(component_bytes);
         self.start_mode = Some(prepared.mode.clone());
+        self.snapshot_key = Some(prepared.key.clone());
 
         let mut instance = pool
             .checkout()

@@ -52,8 +52,10 @@ impl Admission {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(CallError::Overloaded(Duration::ZERO));
         }
+        // Given back however the wait ends, including a caller that hangs up (its future dropped
+        // here): otherwise `max_queue` such callers would leave every later caller an instant 503.
+        let _place = QueuePlace(&self.waiting);
         let permit = tokio::time::timeout(self.timeout, self.running.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
         match permit {
             Ok(Ok(permit)) => Ok(Admitted {
                 _permit: permit,
@@ -81,6 +83,15 @@ impl Admission {
     }
 }
 
+/// A place in the queue, given back when dropped.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +116,23 @@ mod tests {
         );
         drop(first);
         assert!(admission.admit().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn callers_that_hang_up_while_queued_give_their_places_back() {
+        let admission = Admission::new(1, 2, Duration::from_secs(10));
+        let running = admission.admit().await.unwrap();
+        for _ in 0..10 {
+            // A caller that gives up (its request dropped) while it waits.
+            let gave_up = tokio::time::timeout(Duration::from_millis(5), admission.admit()).await;
+            assert!(gave_up.is_err(), "still queued behind the running call");
+            assert_eq!(admission.waiting(), 0);
+        }
+        let (queued, ()) = tokio::join!(admission.admit(), async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(admission.waiting(), 1);
+            drop(running);
+        });
+        assert!(queued.is_ok(), "the queue still takes callers");
     }
 }

@@ -54,6 +54,14 @@ impl GuestState {
         graphs.view(&mut state.table)
     }
 
+    /// What `wasi:io`'s blocking functions work on: the table, and the running call's deadline.
+    pub(crate) fn wasi_io(state: &mut GuestState) -> crate::host_api::wasi_io::GuestIo<'_> {
+        crate::host_api::wasi_io::GuestIo {
+            table: &mut state.table,
+            deadline: state.clock.deadline(),
+        }
+    }
+
     /// The clock of this instance's graph runs, when its version has graphs.
     pub(crate) fn graph_clock(&self) -> Option<&GraphClock> {
         self.graphs.as_ref().map(StoreGraphs::clock)

@@ -232,7 +232,27 @@ impl ModelInstance {
         if let Some(clock) = self.store.data().graph_clock() {
             clock.arm(deadline);
         }
-        let result = f(&self.model, &mut self.store);
+        // A panic in a host function called by the guest must cost this call and this instance (its
+        // store is left mid-call: "cannot enter component instance"), never the host thread.
+        let model = &self.model;
+        let store = &mut self.store;
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(model, store)
+        })) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.poisoned = true;
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(version = %self.label, %message, "a host function panicked during a guest call; the instance is discarded");
+                Err(wasmtime::Error::msg(format!(
+                    "a host function panicked during the call ({message}); the instance was discarded"
+                )))
+            }
+        };
         if engine.settings().fuel {
             self.fuel_used = Some(fuel.saturating_sub(self.store.get_fuel().unwrap_or(0)));
         }

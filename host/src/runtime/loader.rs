@@ -27,6 +27,8 @@ impl ModelRuntime {
         let engine = FerryEngine::new(settings)?;
         let mut linker = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Its blocking stream and poll functions, replaced by ones that work on an async worker too.
+        crate::host_api::wasi_io::add_to_linker(&mut linker, GuestState::wasi_io)?;
         super::add_to_linker(&mut linker)?;
         // Granted per version: a component that imports it is refused unless its version has graphs.
         crate::host_api::graph::add_to_linker(&mut linker, GuestState::wasi_nn)?;

@@ -39,6 +39,11 @@ impl CallClock {
         self.deadline = Instant::now() + deadline;
     }
 
+    /// When the running call is interrupted.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Gives the next calls' ticks to `pacer` (until taken back).
     pub(crate) fn set_pacer(&mut self, pacer: Option<Box<dyn Pacer>>) -> Option<Box<dyn Pacer>> {
         std::mem::replace(&mut self.pacer, pacer)

@@ -1,6 +1,8 @@
-//! `GET /v1/audit[?model=M][&limit=N]`: the audit log, newest first (see
-//! [`crate::registry::audit`]). Any valid credential may read it, whatever its scope: who changed
-//! what is not a secret among the teams sharing a host.
+//! `GET /v1/audit[?model=M][&limit=N][&after=CURSOR]`: the audit log, newest first, a page at a
+//! time (see [`crate::registry::audit`]): `{"records": [...], "next": CURSOR}`, where `next` (absent
+//! on the last page) is passed as `after` for the older page. Each page is one listing that stops at
+//! `limit`, never a listing of the whole log. Any valid credential may read it, whatever its scope
+//! (but a scrape-only one): who changed what is not a secret among the teams sharing a host.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -10,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::registry::audit::MAX_LIMIT;
+use crate::registry::audit::{check_cursor, MAX_LIMIT};
 use crate::registry::check_name;
 
 /// Records answered when the query names no limit.
@@ -21,6 +23,7 @@ const DEFAULT_LIMIT: usize = 100;
 pub struct AuditQuery {
     model: Option<String>,
     limit: Option<usize>,
+    after: Option<String>,
 }
 
 /// `GET /v1/audit`: `{"records": [...]}`, newest first.
@@ -30,7 +33,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(format!(
-            "{} (the audit log takes ?model=NAME and ?limit=1..{MAX_LIMIT})",
+            "{} (the audit log takes ?model=NAME, ?limit=1..{MAX_LIMIT} and ?after=CURSOR)",
             e.body_text()
         ))
     })?;
@@ -43,6 +46,16 @@ pub async fn list(
     if let Some(model) = &query.model {
         check_name("model", model).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    let records = state.audit.recent(query.model.as_deref(), limit).await?;
-    Ok(Json(json!({ "records": records })))
+    if let Some(cursor) = &query.after {
+        check_cursor(cursor).map_err(ApiError::bad_request)?;
+    }
+    let page = state
+        .audit
+        .page(query.model.as_deref(), query.after.as_deref(), limit)
+        .await?;
+    let mut answer = json!({ "records": page.records });
+    if let Some(next) = page.next {
+        answer["next"] = Value::from(next);
+    }
+    Ok(Json(answer))
 }

@@ -2,15 +2,18 @@
 //!
 //! - Management routes pass [`identified`]: the bearer token becomes a [`Caller`] in the request's
 //!   extensions, or the answer is 401 (no token, or one no credential has). Read-only routes need
-//!   nothing more.
+//!   nothing more, but a scrape-only credential (role `metrics`) gets 403 on every one of them.
 //! - A handler that changes a model takes a [`Manager`] and asks [`Manager::permit`] first: 403 with
 //!   the reason when the credential's patterns or roles do not cover it (the attempt is audited), and
 //!   [`Manager::record`]s the change once it is done.
 //! - Inference routes keep one optional shared [`Token`].
+//! - `/metrics` and the OIP statistics and configs follow the read rules ([`super::reads`]).
 //!
-//! Tokens are compared by hash or in constant time, and never logged.
+//! Every 401 and 403 of these routes is counted (`ferry_http_refused_total{status, route}`); 403s
+//! are sampled into the audit log ([`AuditLog::refusal`]), so a loop of them cannot grow the store
+//! without bound. Tokens are compared by hash or in constant time, and never logged.
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -37,9 +40,11 @@ impl Token {
     }
 
     fn admits(&self, request: &Request) -> bool {
-        let Some(given) = bearer(request.headers()) else {
-            return false;
-        };
+        bearer(request.headers()).is_some_and(|given| self.matches(given))
+    }
+
+    /// Whether `given` is this token.
+    pub(super) fn matches(&self, given: &str) -> bool {
         // Constant time in the content; the length is not a secret worth hiding.
         given.len() == self.0.len() && bool::from(given.as_bytes().ct_eq(&self.0))
     }
@@ -52,13 +57,13 @@ impl std::fmt::Debug for Token {
 }
 
 /// The bearer token of a request (`Authorization: Bearer <token>`; the scheme in any case).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(super) fn unauthorized(message: &str) -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
     response
         .headers_mut()
@@ -71,27 +76,109 @@ pub async fn require(token: Token, request: Request, next: Next) -> Response {
     if token.admits(&request) {
         next.run(request).await
     } else {
+        count_refusal(StatusCode::UNAUTHORIZED, &route_of(&request));
         unauthorized("missing or wrong bearer token")
     }
 }
 
-/// Management routes behind `teams`: every request is identified (see the module docs).
-pub fn identified(router: Router<AppState>, teams: Arc<Teams>) -> Router<AppState> {
+/// The route's pattern (`/v1/models/{model}`): a bounded label, never a caller's text.
+pub(super) fn route_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned()
+}
+
+/// Counts a 401 or a 403 of `route`.
+pub(super) fn count_refusal(status: StatusCode, route: &str) {
+    metrics::counter!(
+        "ferry_http_refused_total",
+        "status" => status.as_str().to_owned(),
+        "route" => route.to_owned()
+    )
+    .increment(1);
+}
+
+/// The model a request's path names (`/v1/models/{model}/…`, `/v2/models/{model}/…`,
+/// `/v2/repository/models/{model}/…`), when it is a model name; empty otherwise.
+pub(super) fn model_of(request: &Request) -> String {
+    let route = route_of(request);
+    let Some(at) = route.split('/').position(|s| s == "{model}") else {
+        return String::new();
+    };
+    let model = request.uri().path().split('/').nth(at).unwrap_or_default();
+    if check_name("model", model).is_ok() {
+        model.to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// A 403 of a read (`what`) by `caller`: counted, sampled into the audit log (written on its own
+/// task, so the caller is answered at once), logged.
+pub(super) fn refuse_read(
+    audit: &AuditLog,
+    request: &Request,
+    actor: &str,
+    reason: String,
+) -> Response {
+    let route = route_of(request);
+    count_refusal(StatusCode::FORBIDDEN, &route);
+    tracing::warn!(actor, route, reason = %reason, "read refused");
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(|id| id.chars().take(128).collect::<String>());
+    let record = AuditRecord::denied(actor, "read", &model_of(request), &reason)
+        .request_id(request_id.as_deref());
+    let audit = audit.clone();
+    tokio::spawn(async move { audit.refusal(record, &route).await });
+    ApiError::new(StatusCode::FORBIDDEN, reason).into_response()
+}
+
+/// Management routes behind the teams of `options`: every request is identified (see the module
+/// docs).
+pub fn identified(router: Router<AppState>, options: &super::ServeOptions) -> Router<AppState> {
     describe_metrics();
+    let (teams, audit) = (options.teams.clone(), options.audit.clone());
     teams.publish_metrics();
     router.route_layer(axum::middleware::from_fn(move |request, next| {
-        identify(teams.clone(), request, next)
+        identify(teams.clone(), audit.clone(), request, next)
     }))
 }
 
-async fn identify(teams: Arc<Teams>, mut request: Request, next: Next) -> Response {
-    match teams.authenticate(bearer(request.headers())) {
+async fn identify(
+    teams: Arc<Teams>,
+    audit: AuditLog,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let route = route_of(&request);
+    let response = match teams.authenticate(bearer(request.headers())) {
+        Ok(caller) if caller.scrape_only() => {
+            let reason = caller
+                .may_read(&format!("{} {}", request.method(), route))
+                .err()
+                .unwrap_or_default();
+            // Counted there.
+            return refuse_read(&audit, &request, caller.actor(), reason);
+        }
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(e) => unauthorized(&e.to_string()),
+    };
+    // The 403s of handlers (a credential's scope) as well as this layer's 401s.
+    if matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        count_refusal(response.status(), &route);
     }
+    response
 }
 
 fn describe_metrics() {
@@ -100,6 +187,14 @@ fn describe_metrics() {
         metrics::describe_counter!(
             "ferry_management_denied_total",
             "Management requests refused (403) because the credential's models or roles do not cover them, by actor and action"
+        );
+        metrics::describe_counter!(
+            "ferry_http_refused_total",
+            "Requests refused with 401 (no or wrong token) or 403 (outside the credential's scope), by status and route pattern"
+        );
+        metrics::describe_counter!(
+            "ferry_audit_refusals_skipped_total",
+            "Refused attempts counted but not written to the audit log (at most 10 a minute per credential and route are)"
         );
         metrics::describe_counter!(
             "ferry_audit_write_failures_total",
@@ -176,11 +271,11 @@ impl Manager {
             "action" => action.name()
         )
         .increment(1);
-        self.write(
-            AuditRecord::denied(actor, action.name(), model, &message)
-                .request_id(self.request_id.as_deref()),
-        )
-        .await;
+        // Sampled: a loop of refusals costs the store a few records a minute.
+        let record = AuditRecord::denied(actor, action.name(), model, &message)
+            .request_id(self.request_id.as_deref());
+        let audit = self.audit.clone();
+        let _ = tokio::spawn(async move { audit.refusal(record, action.name()).await }).await;
         Err(ApiError::new(StatusCode::FORBIDDEN, message))
     }
 

@@ -55,6 +55,10 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// Largest `config` or `tests` part of an upload: JSON documents the host parses whole (at load,
+/// and to check them), unlike weights and graphs, which it maps.
+const MAX_DOCUMENT_PART: u64 = 64 << 20;
+
 /// Files streamed into the host's upload area, removed on drop unless committed as blobs.
 struct PendingUploads {
     blobs: BlobCache,
@@ -164,7 +168,8 @@ fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
 
 /// `PUT /v1/models/{model}/versions/{version}`: the body is the component (`application/wasm`), or a
 /// `multipart/form-data` version (`component` or `component_sha256`, and optional `weights`, `config`,
-/// `tests`). Answers 201 once the version is stored; loading continues in the background.
+/// `tests`, `limits` — JSON, some of a model's limit fields, which may lower the operator's limits
+/// for the model and never raise them). Answers 201 once the version is stored; loading continues in the background.
 pub async fn put_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -185,6 +190,15 @@ pub async fn put_version(
             "model `{model}` already has a version `{version}`; versions are immutable"
         ))
         .into());
+    }
+    // One namespace per model, before any of the body is read (the store checks again on create).
+    if registry
+        .table()
+        .models
+        .get(&model)
+        .is_some_and(|m| m.aliases.contains_key(&version))
+    {
+        return Err(crate::registry::names::version_clash(&model, &version).into());
     }
     let cap = registry.config().host.max_upload_bytes;
     // Refuse a declared oversize body before reading any of it (a multipart version holds up to four
@@ -234,8 +248,15 @@ pub async fn put_version(
                 "component" => component = Some(uploads.ingest("component", field, cap).await?.0),
                 "component_sha256" => reused_component = Some(multipart::short_text(field, "component_sha256").await?.trim().to_ascii_lowercase()),
                 "weights" => manifest.weights_sha256 = Some(uploads.ingest("weights", field, cap).await?.0),
-                "config" => manifest.config_sha256 = Some(uploads.ingest("config", field, cap).await?.0),
-                "tests" => manifest.tests_sha256 = Some(uploads.ingest("tests", field, cap).await?.0),
+                // JSON documents the host parses whole: held to a document's size, not a blob's.
+                "config" => manifest.config_sha256 = Some(uploads.ingest("config", field, cap.min(MAX_DOCUMENT_PART)).await?.0),
+                "tests" => manifest.tests_sha256 = Some(uploads.ingest("tests", field, cap.min(MAX_DOCUMENT_PART)).await?.0),
+                "limits" => {
+                    let text = multipart::short_text(field, "limits").await?;
+                    let limits = crate::registry::VersionLimits::parse(text.as_bytes())
+                        .map_err(|e| ApiError::bad_request(format!("part `limits`: {e}")))?;
+                    manifest.limits = Some(limits);
+                }
                 other if other.starts_with("graph:") => {
                     let graph = other["graph:".len()..].to_owned();
                     crate::registry::check_graph_name(&graph).map_err(|e| ApiError::bad_request(format!("part `{other}`: {e}")))?;
@@ -245,7 +266,7 @@ pub async fn put_version(
                     let sha = uploads.ingest("graph", field, cap).await?.0;
                     manifest.graphs.insert(graph, sha);
                 }
-                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests, graph:NAME)"))),
+                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests, limits, graph:NAME)"))),
             }
         }
     } else {
@@ -314,7 +335,9 @@ pub async fn put_version(
         .expect("validation does not panic")?;
     }
 
-    uploads.commit().await?;
+    // On a task of its own: a client that hangs up mid-commit neither leaves staged files behind
+    // nor abandons a multipart upload to the store half way (the commit finishes or fails whole).
+    to_the_end(uploads.commit()).await?;
     let version_state = to_the_end(async move {
         let version_state = registry.create_version(manifest).await?;
         let m = &version_state.manifest;
@@ -324,6 +347,7 @@ pub async fn put_version(
             "config_sha256": m.config_sha256,
             "tests_sha256": m.tests_sha256,
             "graphs": m.graphs,
+            "limits": m.limits,
         });
         let entry = manager.entry(Action::PutVersion, &model);
         manager.record(entry.version(&m.version).to(blobs)).await;
@@ -372,16 +396,40 @@ fn alias_answer(model: &str, alias: &str, target: &AliasTarget) -> Json<Value> {
     Json(answer)
 }
 
+/// A management route's JSON document: read only once the caller's permission is checked, and at
+/// most the host's management body limit of it (413 past it).
+async fn json_document(state: &AppState, body: axum::body::Body) -> Result<Value, ApiError> {
+    let limit = state.max_management_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than the limit of {limit} bytes"),
+                );
+            }
+            if super::connections::is_slow_body(c) {
+                return ApiError::new(StatusCode::REQUEST_TIMEOUT, c.to_string());
+            }
+            cause = c.source();
+        }
+        ApiError::bad_request(format!("the request body could not be read: {e}"))
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a JSON document: {e}")))
+}
+
 /// `PUT /v1/models/{model}/aliases/{alias}` with `{"version": "V"}` or `{"split": {...}}`: loads
 /// every version it names if needed, then switches.
 pub async fn set_alias(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
     manager: Manager,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     manager.permit(Action::SetAlias, &model).await?;
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let body = json_document(&state, body).await?;
     let target = match serde_json::from_value::<AliasBody>(body) {
         Ok(AliasBody::Version { version }) => AliasTarget::Version(version),
         Ok(AliasBody::Split(split)) => AliasTarget::Split(split),
@@ -447,10 +495,10 @@ pub async fn set_traffic(
     State(state): State<AppState>,
     Path(model): Path<String>,
     manager: Manager,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     manager.permit(Action::SetTraffic, &model).await?;
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let body = json_document(&state, body).await?;
     let policy: TrafficPolicy = serde_json::from_value(body).map_err(|e| {
         ApiError::bad_request(format!(
             "a traffic policy is {{\"shadow\": {{\"version\": \"V\", \"percent\": 0-100}}, \"log\": {{\"percent\": 0-100}}}}: {e}"

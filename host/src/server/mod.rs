@@ -4,21 +4,22 @@
 
 mod audit;
 mod auth;
+pub mod connections;
 mod error;
+pub mod intake;
 mod management;
 mod multipart;
 pub use crate::serving::metrics;
 
 mod oip;
 mod predict;
+mod reads;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::response::IntoResponse;
@@ -51,11 +52,24 @@ pub struct AppState {
     /// Where management actions are recorded.
     audit: crate::registry::audit::AuditLog,
     metrics: PrometheusHandle,
+    /// Bytes that inference requests in flight may hold.
+    pub intake: intake::RequestBudget,
+    /// Largest inference body.
+    pub max_body_bytes: usize,
+    /// Largest management JSON body.
+    pub max_management_body_bytes: usize,
+    /// The credentials in force, whose gauges every scrape sets again.
+    teams: Arc<crate::teams::Teams>,
 }
 
-/// The body, or the reason it could not be read (413 past the body limit).
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+/// Decodes an Open Inference Protocol request body as `POST .../infer` does once the request is
+/// routed (inputs of at most `max_input_bytes`): for fuzzing the decoder without a model.
+pub fn decode_infer_body(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    max_input_bytes: u64,
+) -> Result<crate::serving::TensorRequest, ApiError> {
+    oip::decode(headers, body, max_input_bytes).map(|(_, tensors)| tensors)
 }
 
 /// 413 at once for a body whose declared length is over the limit, before any of it is read. (The
@@ -90,6 +104,8 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::sample(&state.registry.table());
     metrics::sample_sync(&state.registry.sync);
     metrics::sample_memory(state.registry.budget());
+    // Set again at every scrape, so the idle timeout never drops them.
+    state.teams.publish_metrics();
     (
         [(
             header::CONTENT_TYPE,
@@ -111,6 +127,10 @@ pub struct ServeOptions {
     pub audit: crate::registry::audit::AuditLog,
     /// Token required on inference routes, when set.
     pub inference_token: Option<Token>,
+    /// What connections and requests may cost (`[http]`).
+    pub http: crate::config::HttpSection,
+    /// Bytes that inference requests in flight may hold, raw and decoded.
+    pub request_bytes_in_flight: u64,
 }
 
 fn guarded(router: Router<AppState>, token: &Option<Token>) -> Router<AppState> {
@@ -122,29 +142,39 @@ fn guarded(router: Router<AppState>, token: &Option<Token>) -> Router<AppState> 
     }
 }
 
+/// How long a `/metrics` series may go without an update before it is dropped (`None`: never).
+fn metrics_idle_timeout(config: &crate::config::HostConfig) -> Option<Duration> {
+    let seconds = config.host.metrics_idle_timeout_s;
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
 /// The application: every route with its layers.
 pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
+    let idle_timeout = metrics_idle_timeout(serving.registry().config());
     let state = AppState {
         registry: serving.registry().clone(),
         serving,
         loaded,
         audit: options.audit.clone(),
-        metrics: metrics::install(),
+        metrics: metrics::install(idle_timeout),
+        intake: intake::RequestBudget::new(
+            options.request_bytes_in_flight,
+            Duration::from_millis(options.http.request_bytes_wait_ms),
+        ),
+        max_body_bytes: options.max_body_bytes,
+        max_management_body_bytes: options.http.max_management_body_bytes,
+        teams: options.teams.clone(),
     };
+    let limits = Arc::new(connections::ConnectionLimits::from_config(&options.http));
+    let request_time = axum::middleware::from_fn_with_state(
+        limits.request_timeout,
+        connections::limit_request_time,
+    );
+    let management_body = options.http.max_management_body_bytes;
     let request_id = HeaderName::from_static(REQUEST_ID);
     let inference = Router::new()
         .route("/v2/models/{model}", get(oip::metadata))
-        .route("/v2/models/{model}/config", get(oip::model_config))
-        .route("/v2/models/{model}/stats", get(oip::model_stats))
-        .route("/v2/models/stats", get(oip::all_stats))
-        .route(
-            "/v2/models/{model}/versions/{version}/config",
-            get(oip::model_version_config),
-        )
-        .route(
-            "/v2/models/{model}/versions/{version}/stats",
-            get(oip::model_version_stats),
-        )
+        // Statistics and configs: `reads::routes`.
         .route("/v2/models/{model}/ready", get(oip::model_ready))
         .route("/v2/models/{model}/infer", post(oip::infer))
         .route(
@@ -168,13 +198,14 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
         .route_layer(axum::middleware::from_fn_with_state(
             options.max_body_bytes,
             refuse_declared_oversize,
-        ));
+        ))
+        .route_layer(request_time.clone());
     let management = Router::new()
         .route("/v1/models", get(predict::list))
         .route("/v1/models/{model}", get(predict::describe))
         .route(
             "/v1/models/{model}/versions/{version}",
-            axum::routing::put(management::put_version).delete(management::delete_version),
+            axum::routing::delete(management::delete_version),
         )
         .route(
             "/v1/models/{model}/aliases/{alias}",
@@ -199,17 +230,34 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
             "/v2/repository/models/{model}/unload",
             post(management::repository_unload),
         )
-        // Uploads stream to disk under their own cap (config `max_upload_bytes`).
-        .layer(DefaultBodyLimit::disable());
+        // JSON documents: small bodies, refused from their declared length before a byte is read.
+        .layer(DefaultBodyLimit::max(management_body))
+        .route_layer(axum::middleware::from_fn_with_state(
+            management_body,
+            refuse_declared_oversize,
+        ))
+        .route_layer(request_time);
+    // Uploads stream to disk under their own cap (config `max_upload_bytes`) and time limit.
+    let uploads = Router::new()
+        .route(
+            "/v1/models/{model}/versions/{version}",
+            axum::routing::put(management::put_version),
+        )
+        .layer(DefaultBodyLimit::disable())
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits.upload_timeout,
+            connections::limit_request_time,
+        ));
     let open = Router::new()
         .route("/v2", get(oip::server_metadata))
         // The OIP REST specification writes the server-metadata path with a trailing slash.
         .route("/v2/", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
-        .route("/v2/health/ready", get(oip::ready))
-        .route("/metrics", get(render_metrics));
+        .route("/v2/health/ready", get(oip::ready));
     open.merge(guarded(inference, &options.inference_token))
-        .merge(auth::identified(management, options.teams.clone()))
+        // `/metrics`, statistics and configs, under the read rules.
+        .merge(reads::routes(options))
+        .merge(auth::identified(management.merge(uploads), options))
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -218,6 +266,11 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Every body, whatever reads it, keeps to the minimum rate.
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            connections::limit_body_rate,
+        ))
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and drains in-flight requests. Readiness
@@ -232,6 +285,7 @@ pub async fn serve(
     let loaded = Arc::new(AtomicBool::new(false));
     let registry = serving.registry().clone();
     let app = router(serving.clone(), loaded.clone(), &options);
+    let limits = connections::ConnectionLimits::from_config(&options.http);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -249,7 +303,7 @@ pub async fn serve(
             syncer.run().await;
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let server = connections::serve(listener, app, limits, shutdown_signal());
     let mut server = tokio::spawn(async move { server.await });
     let (mut started_rx, mut starting) = (started_rx, true);
     let served = loop {
@@ -272,7 +326,7 @@ pub async fn serve(
     }
     let served = served.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
     served?;
-    // What was answered is logged before the host goes.
+    // What was answered is logged before the host goes (after the drain deadline too).
     let log = serving.clone();
     let flushed = tokio::task::spawn_blocking(move || log.log().close(Duration::from_secs(10)))
         .await

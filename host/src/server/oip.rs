@@ -4,24 +4,21 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::{body_bytes, AppState};
+use super::{intake, AppState};
 use crate::registry::ModelVersion;
 use crate::runtime::{Tensor, TensorSpec};
 use crate::serving::{Output, Payload, Request, TensorRequest};
-use crate::tensor::{
-    binary, datatype_name, element_count, parse_datatype, tensor_from_json, tensor_to_json,
-    JsonTensor,
-};
+use crate::tensor::{binary, datatype_name, element_count, parse_datatype, tensor_to_json, typed};
 
 /// `GET /v2`
 pub async fn server_metadata() -> Json<Value> {
@@ -230,26 +227,29 @@ pub async fn model_version_stats(
     stats(&state, Some(&model), Some(&version))
 }
 
+/// An inference request as sent: each input's `data` stays the request's own text until it is
+/// decoded straight into its typed buffer (tensor/typed.rs).
 #[derive(Deserialize)]
-struct InferRequest {
+pub(super) struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<RequestInput>,
+    #[serde(borrow)]
+    inputs: Vec<RequestInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
 }
 
 #[derive(Deserialize)]
-struct RequestInput {
+struct RequestInput<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -264,9 +264,9 @@ pub async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    infer_on(&state, &model, None, &headers, body_bytes(body)?).await
+    infer_on(&state, &model, None, &headers, body).await
 }
 
 /// `POST /v2/models/{model}/versions/{version}/infer`
@@ -274,9 +274,9 @@ pub async fn infer_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    infer_on(&state, &model, Some(&version), &headers, body_bytes(body)?).await
+    infer_on(&state, &model, Some(&version), &headers, body).await
 }
 
 async fn infer_on(
@@ -284,14 +284,53 @@ async fn infer_on(
     model: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let (json_part, mut binary_part) = split_body(headers, &body)?;
-    let mut request: InferRequest = serde_json::from_slice(json_part)
+    // Routed before a byte of the body is read: an unknown model costs nothing.
+    let routed = intake::route(&state.registry.table(), model, version)?;
+    let max_input = routed.max_input_bytes as u64;
+    // Held until the answer: the raw body, and what decoding it may take (at most the model's
+    // input limit; a JSON number of 2 bytes can become an 8-byte element).
+    let (body, _held) =
+        intake::read_body(&state.intake, headers, body, state.max_body_bytes, |raw| {
+            raw + max_input.min(raw.saturating_mul(4))
+        })
+        .await?;
+    let (request, tensors) = decode(headers, &body, max_input)?;
+    let answer = state
+        .serving
+        .call(Request {
+            model: model.to_owned(),
+            version: version.map(str::to_owned),
+            payload: Payload::Tensors(tensors),
+            caller: super::predict::caller(headers),
+        })
+        .await?;
+    let Output::Tensors(outputs) = answer.output.as_ref() else {
+        unreachable!("a tensor call answers tensors")
+    };
+    let mut response = respond(&answer.version, &request, outputs);
+    let (name, value) = super::predict::version_header(&answer.version);
+    response.headers_mut().insert(name, value);
+    Ok(response)
+}
+
+/// Decodes an inference request's body (JSON, or JSON and binary tensor data) into what the model is
+/// asked; its inputs may take at most `max_input` bytes (413 past it, before their data is decoded).
+pub(super) fn decode<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    max_input: u64,
+) -> Result<(InferRequest<'a>, TensorRequest), ApiError> {
+    let (json_part, mut binary_part) = split_body(headers, body)?;
+    let request: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| ApiError::bad_request(format!("invalid inference request: {e}")))?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in request.inputs.iter_mut() {
-        inputs.push(decode_input(input, &mut binary_part)?);
+    let mut left = max_input;
+    for input in request.inputs.iter() {
+        let tensor = decode_input(input, &mut binary_part, left)?;
+        left = left.saturating_sub(crate::runtime::tensor_bytes(&tensor) as u64);
+        inputs.push(tensor);
     }
     if !binary_part.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -307,26 +346,12 @@ async fn infer_on(
         .map(|o| o.name.clone())
         .collect();
     let parameters = Value::Object(request.parameters.clone().unwrap_or_default()).to_string();
-    let answer = state
-        .serving
-        .call(Request {
-            model: model.to_owned(),
-            version: version.map(str::to_owned),
-            payload: Payload::Tensors(TensorRequest {
-                inputs,
-                parameters,
-                outputs,
-            }),
-            caller: super::predict::caller(headers),
-        })
-        .await?;
-    let Output::Tensors(outputs) = answer.output.as_ref() else {
-        unreachable!("a tensor call answers tensors")
+    let tensors = TensorRequest {
+        inputs,
+        parameters,
+        outputs,
     };
-    let mut response = respond(&answer.version, &request, outputs);
-    let (name, value) = super::predict::version_header(&answer.version);
-    response.headers_mut().insert(name, value);
-    Ok(response)
+    Ok((request, tensors))
 }
 
 /// Splits a body into its JSON header and binary tensor data.
@@ -357,10 +382,15 @@ fn binary_size(parameters: &Option<Map<String, Value>>) -> Option<Option<u64>> {
         .map(Value::as_u64)
 }
 
-fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Tensor, ApiError> {
+/// One input as a tensor, from its binary data or its JSON `data`; `max_bytes` is what the model
+/// still takes (413 past it, before the data is decoded).
+fn decode_input(
+    input: &RequestInput<'_>,
+    binary_part: &mut &[u8],
+    max_bytes: u64,
+) -> Result<Tensor, ApiError> {
     let bad = |m: String| ApiError::bad_request(format!("input `{}`: {m}", input.name));
-    // The JSON data moves into the tensor: a large request is not copied on the way to the guest.
-    match (binary_size(&input.parameters), input.data.take()) {
+    match (binary_size(&input.parameters), input.data) {
         (Some(size), _) => {
             let size =
                 size.ok_or_else(|| bad("binary_data_size must be a byte count".into()))? as usize;
@@ -396,21 +426,29 @@ fn decode_input(input: &mut RequestInput, binary_part: &mut &[u8]) -> Result<Ten
                 data,
             })
         }
-        (None, Some(data)) => tensor_from_json(&JsonTensor {
-            name: input.name.clone(),
-            datatype: input.datatype.clone(),
-            shape: input.shape.clone(),
-            data,
-            parameters: None,
-        })
-        .map_err(ApiError::bad_request),
+        (None, Some(data)) => typed::tensor_from_raw_json(
+            &input.name,
+            &input.datatype,
+            &input.shape,
+            data.get(),
+            max_bytes,
+        )
+        .map_err(|e| match e {
+            typed::DecodeError::Invalid(m) => ApiError::bad_request(m),
+            typed::DecodeError::TooLarge { size, limit } => {
+                ApiError::from(crate::runtime::CallError::InputTooLarge {
+                    size: size as usize,
+                    limit: limit as usize,
+                })
+            }
+        }),
         (None, None) => Err(bad(
             "has neither `data` nor `parameters.binary_data_size`".into()
         )),
     }
 }
 
-fn respond(v: &Arc<ModelVersion>, request: &InferRequest, outputs: &[Tensor]) -> Response {
+fn respond(v: &Arc<ModelVersion>, request: &InferRequest<'_>, outputs: &[Tensor]) -> Response {
     let all_binary = request
         .parameters
         .as_ref()

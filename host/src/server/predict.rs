@@ -1,8 +1,7 @@
 //! Feature-style routes: `POST /v1/models/{model}[/versions/{v}]/predict` (any JSON object in, the
 //! model's JSON out, `ferry-model-version` names the version used), and read-only listings of models.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{body_bytes, AppState};
+use super::{intake, AppState};
 use crate::registry::{ModelEntry, ModelVersion};
 use crate::serving::{Caller, Output, Payload, Request};
 
@@ -25,9 +24,9 @@ pub async fn predict(
     State(state): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    predict_on(&state, model, None, &headers, body_bytes(body)?).await
+    predict_on(&state, model, None, &headers, body).await
 }
 
 /// `POST /v1/models/{model}/versions/{version}/predict`
@@ -35,9 +34,9 @@ pub async fn predict_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    predict_on(&state, model, Some(version), &headers, body_bytes(body)?).await
+    predict_on(&state, model, Some(version), &headers, body).await
 }
 
 /// The caller as HTTP tells it: the request id and the routing key.
@@ -67,8 +66,13 @@ async fn predict_on(
     model: String,
     version: Option<String>,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    // Routed before a byte of the body is read: an unknown model costs nothing, and a body is
+    // never read past what the model takes (the body is its input, unchanged).
+    let routed = intake::route(&state.registry.table(), &model, version.as_deref())?;
+    let limit = state.max_body_bytes.min(routed.max_input_bytes);
+    let (body, _held) = intake::read_body(&state.intake, headers, body, limit, |raw| raw).await?;
     // Checked here, not by parsing into a tree: the caller's bytes go to the guest unchanged.
     // `Vec::from` takes the body's buffer without a copy when nothing else holds it.
     let text = String::from_utf8(Vec::from(body))
@@ -134,6 +138,14 @@ fn describe_version(v: &ModelVersion) -> Value {
                 json!({"taken": false, "reason": reason})
             }
         };
+    }
+    // What the version asked for, and (once loaded) what it runs under: the operator's limits,
+    // lowered where it asked for less.
+    if let Some(asked) = &v.manifest.limits {
+        out["requested_limits"] = json!(asked);
+    }
+    if v.pool.is_some() {
+        out["limits"] = json!(v.limits);
     }
     if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
         out["memory"] = json!({

@@ -54,11 +54,18 @@ const ABS_DIFF_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the process's metrics recorder (once) and returns the handle that renders it.
-pub fn install() -> PrometheusHandle {
+///
+/// With `idle_timeout`, a series not updated for that long is dropped at the next render: a deleted
+/// version's series go (there is no per-series removal), so a host that sees thousands of versions
+/// over its life renders only the recent ones. What the host knows at every scrape (per-version
+/// gauges of routed versions, sync, memory, credentials) is set again by the render, so it never
+/// goes idle; a counter idle that long starts again from zero when next counted.
+pub fn install(idle_timeout: Option<Duration>) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
+                .idle_timeout(metrics_util::MetricKindMask::ALL, idle_timeout)
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("buckets are not empty")
                 .set_buckets_for_metric(

@@ -56,7 +56,7 @@ impl BlobCache {
         max_bytes: u64,
     ) -> anyhow::Result<BlobCache> {
         for dir in ["blobs", "compiled", "uploads", "state"] {
-            std::fs::create_dir_all(root.join(dir)).map_err(|e| {
+            crate::files::create_dir_all(&root.join(dir)).map_err(|e| {
                 anyhow::anyhow!("creating the cache {}: {e}", root.join(dir).display())
             })?;
         }

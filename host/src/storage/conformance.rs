@@ -228,6 +228,38 @@ pub async fn run(storage: Arc<dyn Storage>, base: &str, races: Races) {
     assert!(listed.iter().all(|l| l.size == 5), "listed sizes");
     let partial = s.list(&key("list/a")).await.expect("list");
     assert_eq!(partial.len(), 1, "list by a partial name");
+    // Pages: in key order, after a key, at most so many.
+    let page = |listed: Vec<super::Listed>| listed.into_iter().map(|l| l.key).collect::<Vec<_>>();
+    assert_eq!(
+        page(s.list_page(&key("list/"), None, 2).await.expect("page")),
+        [key("list/a.json"), key("list/b.json")],
+        "first page"
+    );
+    assert_eq!(
+        page(
+            s.list_page(&key("list/"), Some(&key("list/a.json")), 5)
+                .await
+                .expect("page")
+        ),
+        [key("list/b.json"), key("list/sub/c.json")],
+        "page after a key"
+    );
+    assert_eq!(
+        page(
+            s.list_page(&key("list/"), Some(&key("list/b")), 1)
+                .await
+                .expect("page")
+        ),
+        [key("list/b.json")],
+        "page after a partial key"
+    );
+    assert!(
+        s.list_page(&key("list/"), Some(&key("list/sub/c.json")), 5)
+            .await
+            .expect("page")
+            .is_empty(),
+        "page past the end"
+    );
     assert!(
         s.list(&key("nothing-here/"))
             .await

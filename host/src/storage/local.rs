@@ -36,7 +36,7 @@ impl LocalDir {
     /// Opens (creating) a store directory.
     pub fn open(root: impl Into<PathBuf>) -> anyhow::Result<LocalDir> {
         let root = root.into();
-        std::fs::create_dir_all(&root)
+        files::create_dir_all(&root)
             .map_err(|e| anyhow::anyhow!("creating the store {}: {e}", root.display()))?;
         Ok(LocalDir {
             root,
@@ -101,7 +101,7 @@ impl LocalDir {
     fn put_file_blocking(&self, key: &str, file: &Path) -> Result<()> {
         let path = self.path(key)?;
         let dir = path.parent().expect("keys have a parent");
-        std::fs::create_dir_all(dir).map_err(|e| disk(dir, e))?;
+        files::create_dir_all(dir).map_err(|e| disk(dir, e))?;
         let tmp = files::temp_beside(&path);
         // A hard link when the file is on the same filesystem (no copy of a 1 GB blob), else a copy.
         let staged = std::fs::hard_link(file, &tmp).or_else(|_| {
@@ -165,6 +165,89 @@ impl LocalDir {
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
     }
+
+    /// A page of a listing, walking folders in key order and stopping once it has `limit`: only
+    /// the names of the folders on the way are read, and only the objects answered are looked at.
+    fn list_page_blocking(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let (folder, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let start = if folder.is_empty() {
+            String::new()
+        } else {
+            self.path(folder)?;
+            format!("{folder}/")
+        };
+        let mut found = Vec::new();
+        self.walk_sorted(&start, prefix, start_after, limit, &mut found)?;
+        Ok(found)
+    }
+
+    /// Appends to `found`, in key order, the objects under the folder `dir_key` (`""` or ending in
+    /// `/`) that start with `prefix` and sort after `start_after`, until it holds `limit`.
+    fn walk_sorted(
+        &self,
+        dir_key: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        found: &mut Vec<Listed>,
+    ) -> Result<()> {
+        let dir = self.root.join(dir_key);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(disk(&dir, e)),
+        };
+        // A folder sorts as its name and a `/`, so that keys come out in the order a store lists.
+        let mut names: Vec<(String, bool)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| disk(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // temporary files and the lock
+            }
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let key = format!("{dir_key}{name}{}", if is_dir { "/" } else { "" });
+            // Out of the prefix, or wholly before the page: not looked at.
+            let in_prefix = key.starts_with(prefix) || (is_dir && prefix.starts_with(&key));
+            let before = start_after.is_some_and(|after| {
+                if is_dir {
+                    key.as_str() < after && !after.starts_with(&key)
+                } else {
+                    key.as_str() <= after
+                }
+            });
+            if in_prefix && !before {
+                names.push((key, is_dir));
+            }
+        }
+        names.sort();
+        for (key, is_dir) in names {
+            if found.len() >= limit {
+                break;
+            }
+            if is_dir {
+                self.walk_sorted(&key, prefix, start_after, limit, found)?;
+                continue;
+            }
+            let path = self.root.join(&key);
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(disk(&path, e)),
+            };
+            found.push(Listed {
+                key,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Runs filesystem work off the async workers.
@@ -227,6 +310,17 @@ impl Storage for LocalDir {
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let (this, prefix) = (self.clone(), prefix.to_owned());
         blocking(move || this.list_blocking(&prefix)).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let (this, prefix) = (self.clone(), prefix.to_owned());
+        let start_after = start_after.map(str::to_owned);
+        blocking(move || this.list_page_blocking(&prefix, start_after.as_deref(), limit)).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {

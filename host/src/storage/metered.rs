@@ -93,6 +93,15 @@ impl Storage for Metered {
         let r = self.inner.list(prefix).await;
         self.count("list", &self.counts.list, r)
     }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let r = self.inner.list_page(prefix, start_after, limit).await;
+        self.count("list", &self.counts.list, r)
+    }
     async fn exists(&self, key: &str) -> Result<bool> {
         let r = self.inner.exists(key).await;
         self.count("head", &self.counts.get, r)

@@ -107,6 +107,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn put_file(&self, key: &str, file: &Path) -> Result<()>;
     /// Every object whose key starts with `prefix` (a folder, ending in `/`, or empty).
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+    /// A page of a listing: at most `limit` objects whose key starts with `prefix` and sorts after
+    /// `start_after` (all of them when `None`), in key order. A backend stops reading once it has
+    /// them (S3's `start-after`; a sorted walk of the local folder), so a page costs what it
+    /// answers, not what the folder holds.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|l| start_after.is_none_or(|after| l.key.as_str() > after));
+        all.truncate(limit);
+        Ok(all)
+    }
     /// Whether an object is at `key` (one HEAD request on S3).
     async fn exists(&self, key: &str) -> Result<bool>;
     /// Removes an object; removing what is not there succeeds.

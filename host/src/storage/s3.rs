@@ -305,6 +305,47 @@ impl Storage for S3 {
         Ok(found)
     }
 
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let (folder, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let base = if folder.is_empty() {
+            (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()))
+        } else {
+            Some(self.path(folder)?)
+        };
+        // `start-after` on S3: the listing begins there, and the stream is dropped once the page
+        // is full, so no later page of the listing is asked for.
+        let listing = match start_after {
+            Some(after) if !after.is_empty() => {
+                let offset = self.path(after.trim_end_matches('/'))?;
+                self.store.list_with_offset(base.as_ref(), &offset)
+            }
+            _ => self.store.list(base.as_ref()),
+        };
+        let mut listing = listing.map_err(|e| classify(prefix, e));
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let Some(meta) = listing.try_next().await? else {
+                break;
+            };
+            let key = self.key_of(&meta.location);
+            if key.starts_with(prefix) && start_after.is_none_or(|a| key.as_str() > a) {
+                found.push(Listed {
+                    key,
+                    size: meta.size,
+                    modified: meta.last_modified.into(),
+                });
+            }
+        }
+        // Backends may answer out of order; a page is in key order.
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
     async fn exists(&self, key: &str) -> Result<bool> {
         match self.store.head(&self.path(key)?).await {
             Ok(_) => Ok(true),

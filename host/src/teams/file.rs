@@ -7,15 +7,18 @@
 //! name = "fraud-team"          # the actor the audit log records
 //! token_sha256 = "9f86d0…"     # `ferry hash-token` prints it; a list during a rotation
 //! models = ["fraud-*"]         # patterns: `*` matches any run of characters
-//! roles = ["deploy", "promote"] # deploy | promote | admin
+//! roles = ["deploy", "promote"] # deploy | promote | admin | metrics
 //! ```
+//!
+//! A credential whose only role is `metrics` is scrape-only: it reads `/metrics` and nothing else,
+//! and needs no `models`.
 
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
-use super::{Credential, Pattern, Role, ADMIN, ANONYMOUS};
+use super::{Credential, Pattern, Role, ANONYMOUS, METRICS};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +76,24 @@ fn check_actor_name(name: &str) -> anyhow::Result<()> {
 
 /// Parses a tokens file. `admin` is the `--admin-token` credential when there is one: its name and
 /// its token must not be taken by the file's credentials, so every actor means one credential.
+#[cfg(test)]
 pub(super) fn parse(text: &str, admin: Option<&Credential>) -> anyhow::Result<Vec<Credential>> {
+    parse_beside(text, &admin.into_iter().collect::<Vec<_>>())
+}
+
+/// The flag a credential from flags comes from.
+fn flag_of(credential: &Credential) -> &'static str {
+    if credential.name == METRICS {
+        "--metrics-token"
+    } else {
+        "--admin-token"
+    }
+}
+
+/// Parses a tokens file beside the credentials from flags (`--admin-token`, `--metrics-token`):
+/// their names and tokens must not be taken by the file's credentials, so every actor means one
+/// credential.
+pub(super) fn parse_beside(text: &str, fixed: &[&Credential]) -> anyhow::Result<Vec<Credential>> {
     // The message and the line only: toml's rendering quotes the file, and a file that mistakenly
     // holds a token must not put it in a log.
     let file: TokensFile = toml::from_str(text).map_err(|e| {
@@ -85,10 +105,10 @@ pub(super) fn parse(text: &str, admin: Option<&Credential>) -> anyhow::Result<Ve
     })?;
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut hashes: BTreeMap<[u8; 32], String> = BTreeMap::new();
-    if let Some(admin) = admin {
-        names.insert(admin.name.clone(), 0);
-        for h in &admin.hashes {
-            hashes.insert(*h, format!("the --admin-token ({ADMIN})"));
+    for flagged in fixed {
+        names.insert(flagged.name.clone(), 0);
+        for h in &flagged.hashes {
+            hashes.insert(*h, format!("the {} ({})", flag_of(flagged), flagged.name));
         }
     }
     let mut credentials = Vec::with_capacity(file.credential.len());
@@ -100,8 +120,8 @@ pub(super) fn parse(text: &str, admin: Option<&Credential>) -> anyhow::Result<Ve
         };
         let credential = parse_entry(entry).with_context(|| label.clone())?;
         if names.insert(credential.name.clone(), at).is_some() {
-            let reason = if admin.is_some_and(|a| a.name == credential.name) {
-                format!("`{ADMIN}` is the --admin-token's name")
+            let reason = if let Some(flagged) = fixed.iter().find(|a| a.name == credential.name) {
+                format!("`{}` is the {}'s name", flagged.name, flag_of(flagged))
             } else {
                 "another credential has that name".to_owned()
             };
@@ -138,32 +158,37 @@ fn parse_entry(entry: Entry) -> anyhow::Result<Credential> {
         .iter()
         .map(|h| parse_sha256(h))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let models = entry
-        .models
-        .context("has no `models` (model-name patterns such as \"fraud-*\", or \"*\")")?;
-    if models.is_empty() {
-        bail!("`models` is empty: a credential acts on at least one pattern");
-    }
-    let models = models
-        .iter()
-        .map(|m| Pattern::parse(m))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let roles = entry
         .roles
-        .context("has no `roles` (deploy, promote, admin)")?;
+        .context("has no `roles` (deploy, promote, admin, metrics)")?;
     if roles.is_empty() {
-        bail!("`roles` is empty: give it deploy, promote or admin");
+        bail!("`roles` is empty: give it deploy, promote, admin or metrics");
     }
     let mut parsed = Vec::new();
     for r in &roles {
         let role = Role::parse(r).ok_or_else(|| {
-            anyhow!("unknown role {r:?}: the roles are deploy, promote and admin")
+            anyhow!("unknown role {r:?}: the roles are deploy, promote, admin and metrics")
         })?;
         if !parsed.contains(&role) {
             parsed.push(role);
         }
     }
     parsed.sort();
+    // A scrape-only credential acts on no model.
+    let scrape_only = parsed.iter().all(|r| *r == Role::Metrics);
+    let models = match entry.models {
+        None if scrape_only => Vec::new(),
+        models => {
+            models.context("has no `models` (model-name patterns such as \"fraud-*\", or \"*\")")?
+        }
+    };
+    if models.is_empty() && !scrape_only {
+        bail!("`models` is empty: a credential acts on at least one pattern");
+    }
+    let models = models
+        .iter()
+        .map(|m| Pattern::parse(m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Credential {
         name,
         hashes,

@@ -4,6 +4,11 @@
 //! `--admin-token` (an admin on every model, named `admin`). Without either, management is open and
 //! every caller is `anonymous`.
 //!
+//! Reading — listings, the fleet, the audit log, models' statistics and configs, `/metrics` — needs
+//! a valid credential whatever its scope, except a *scrape-only* one: a credential whose only role
+//! is `metrics` (in the tokens file, or `--metrics-token`, named `metrics`) may read `/metrics` and
+//! nothing else. A `--metrics-token` alone guards `/metrics` and leaves management open.
+//!
 //! Nothing here knows HTTP: a front end turns a bearer token into a [`Caller`] with
 //! [`Teams::authenticate`] and asks [`Caller::may`] before each change; it decides how a refusal
 //! looks (a 401 or a 403).
@@ -28,10 +33,14 @@ pub use reload::{Reload, Watcher, RELOAD_INTERVAL};
 pub const ADMIN: &str = "admin";
 /// The actor name when management needs no token.
 pub const ANONYMOUS: &str = "anonymous";
+/// The actor name of the `--metrics-token` credential.
+pub const METRICS: &str = "metrics";
 
 /// What a credential may do on the models its patterns match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// Read `/metrics` (a credential with this role only may read nothing else).
+    Metrics,
     /// Upload versions.
     Deploy,
     /// Move aliases and traffic: promote, roll back, split.
@@ -44,6 +53,7 @@ impl Role {
     /// The role as the tokens file spells it.
     pub fn name(self) -> &'static str {
         match self {
+            Role::Metrics => "metrics",
             Role::Deploy => "deploy",
             Role::Promote => "promote",
             Role::Admin => "admin",
@@ -51,7 +61,7 @@ impl Role {
     }
 
     fn parse(text: &str) -> Option<Role> {
-        [Role::Deploy, Role::Promote, Role::Admin]
+        [Role::Metrics, Role::Deploy, Role::Promote, Role::Admin]
             .into_iter()
             .find(|r| r.name() == text)
     }
@@ -155,6 +165,21 @@ impl Credential {
         }
     }
 
+    /// The `--metrics-token` credential: reads `/metrics`, nothing else.
+    pub fn scraper(token: &str) -> Credential {
+        Credential {
+            name: METRICS.to_owned(),
+            hashes: vec![Sha256::digest(token.as_bytes()).into()],
+            models: Vec::new(),
+            roles: vec![Role::Metrics],
+        }
+    }
+
+    /// True when it may read `/metrics` and nothing else.
+    pub fn scrape_only(&self) -> bool {
+        self.roles.iter().all(|r| *r == Role::Metrics)
+    }
+
     /// The patterns of the models it acts on.
     pub fn models(&self) -> &[Pattern] {
         &self.models
@@ -199,6 +224,29 @@ impl Caller {
     /// The actor name audit records carry.
     pub fn actor(&self) -> &str {
         self.0.as_ref().map_or(ANONYMOUS, |c| &c.name)
+    }
+
+    /// True for a scrape-only credential: it may read `/metrics` and nothing else.
+    pub fn scrape_only(&self) -> bool {
+        self.0.as_ref().is_some_and(|c| c.scrape_only())
+    }
+
+    /// Whether the caller may read what `what` names (listings, statistics, configs: anything but
+    /// `/metrics`); the refusal says why.
+    pub fn may_read(&self, what: &str) -> Result<(), String> {
+        match &self.0 {
+            Some(credential) if credential.scrape_only() => Err(format!(
+                "credential `{}` may only read /metrics (its roles are {}), not {what}",
+                credential.name,
+                credential
+                    .roles
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the caller may do `action` on `model`; the refusal says why.
@@ -302,6 +350,8 @@ pub struct Teams {
     required: bool,
     /// The `--admin-token` credential.
     admin: Option<Arc<Credential>>,
+    /// The `--metrics-token` credential.
+    scraper: Option<Arc<Credential>>,
     /// The tokens file, watched for changes.
     file: Option<PathBuf>,
     /// Every credential in force: the admin's first, then the file's.
@@ -318,6 +368,7 @@ impl Teams {
         Teams {
             required: false,
             admin: None,
+            scraper: None,
             file: None,
             current: ArcSwap::from_pointee(Vec::new()),
             seen: Mutex::new(reload::Seen::Nothing),
@@ -329,43 +380,76 @@ impl Teams {
     /// file that cannot be read or parsed is an error here: a host must not start with credentials
     /// other than the ones its operator wrote.
     pub fn load(admin_token: Option<&str>, tokens_file: Option<&Path>) -> anyhow::Result<Teams> {
+        Teams::load_with(admin_token, None, tokens_file)
+    }
+
+    /// Like [`Teams::load`], with the `--metrics-token` (a scrape-only credential named
+    /// `metrics`): alone, it guards `/metrics` and leaves management open.
+    pub fn load_with(
+        admin_token: Option<&str>,
+        metrics_token: Option<&str>,
+        tokens_file: Option<&Path>,
+    ) -> anyhow::Result<Teams> {
         let admin = admin_token
             .filter(|t| !t.is_empty())
             .map(|t| Arc::new(Credential::admin(t)));
-        if admin.is_none() && tokens_file.is_none() {
+        let scraper = metrics_token
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::new(Credential::scraper(t)));
+        if admin.is_none() && scraper.is_none() && tokens_file.is_none() {
             return Ok(Teams::open());
         }
+        if admin.is_some() && admin_token == metrics_token {
+            anyhow::bail!("the --metrics-token must not be the --admin-token: each token names one credential");
+        }
+        let fixed: Vec<&Credential> = admin.iter().chain(scraper.iter()).map(|c| &**c).collect();
         let mut seen = reload::Seen::Nothing;
         let mut from_file = Vec::new();
         if let Some(path) = tokens_file {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading the tokens file {}", path.display()))?;
-            from_file = parse_file(&bytes, admin.as_deref())
+            from_file = parse_file(&bytes, &fixed)
                 .with_context(|| format!("the tokens file {} is not valid", path.display()))?;
             seen = reload::Seen::Content(Sha256::digest(&bytes).into());
         }
         let teams = Teams {
-            required: true,
+            required: admin.is_some() || tokens_file.is_some(),
             admin,
+            scraper,
             file: tokens_file.map(Path::to_path_buf),
             current: ArcSwap::from_pointee(Vec::new()),
             seen: Mutex::new(seen),
             file_valid: AtomicBool::new(true),
         };
         teams.install(from_file);
+        if !teams.required {
+            tracing::info!("/metrics needs the metrics token; management needs no credential");
+            return Ok(teams);
+        }
         tracing::info!(credentials = ?teams.names(), file = ?teams.file, "management needs a credential");
-        if teams.current.load().is_empty() {
+        if teams.current.load().iter().all(|c| c.scrape_only()) {
             tracing::warn!("the tokens file holds no credential and there is no admin token: every management request is refused until one is added");
         }
         Ok(teams)
     }
 
-    /// Puts the file's credentials in force, beside the admin token's.
+    /// The credentials from flags (`--admin-token`, `--metrics-token`) that the file's must not
+    /// clash with.
+    fn fixed(&self) -> Vec<&Credential> {
+        self.admin
+            .iter()
+            .chain(self.scraper.iter())
+            .map(|c| &**c)
+            .collect()
+    }
+
+    /// Puts the file's credentials in force, beside the flags' ones.
     fn install(&self, from_file: Vec<Credential>) {
         let all: Vec<Arc<Credential>> = self
             .admin
             .iter()
             .cloned()
+            .chain(self.scraper.iter().cloned())
             .chain(from_file.into_iter().map(Arc::new))
             .collect();
         self.current.store(Arc::new(all));
@@ -395,6 +479,11 @@ impl Teams {
         self.required
     }
 
+    /// Whether `/metrics` needs a credential: management does, or there is a `--metrics-token`.
+    pub fn guards_metrics(&self) -> bool {
+        self.required || self.scraper.is_some()
+    }
+
     /// The tokens file, when there is one.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
@@ -410,6 +499,11 @@ impl Teams {
         if !self.required {
             return Ok(Caller::anonymous());
         }
+        self.find(token)
+    }
+
+    /// The credential a bearer token belongs to, whether or not management needs one.
+    pub fn find(&self, token: Option<&str>) -> Result<Caller, Unauthenticated> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(Unauthenticated::Missing)?;
@@ -437,10 +531,10 @@ impl std::fmt::Debug for Teams {
     }
 }
 
-/// Parses a tokens file's bytes.
-fn parse_file(bytes: &[u8], admin: Option<&Credential>) -> anyhow::Result<Vec<Credential>> {
+/// Parses a tokens file's bytes; `fixed` are the credentials from flags.
+fn parse_file(bytes: &[u8], fixed: &[&Credential]) -> anyhow::Result<Vec<Credential>> {
     let text = std::str::from_utf8(bytes).map_err(|_| anyhow::anyhow!("it is not UTF-8 text"))?;
-    file::parse(text, admin)
+    file::parse_beside(text, fixed)
 }
 
 #[cfg(test)]
@@ -596,6 +690,57 @@ mod tests {
             "a tokens file turns authentication on, even an empty one"
         );
         assert!(empty.authenticate(None).is_err());
+    }
+
+    #[test]
+    fn a_scrape_only_credential_reads_metrics_and_nothing_else() {
+        let file = format!(
+            "{}[[credential]]\nname = \"prometheus\"\ntoken_sha256 = {:?}\nroles = [\"metrics\"]\n",
+            tokens_file(&[("fraud-team", "fraud-token", &["fraud-*"], &["deploy"])]),
+            token_sha256("scrape-token")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, file).unwrap();
+        let teams = Teams::load_with(Some("root"), Some("flag-scrape"), Some(&path)).unwrap();
+        assert!(teams.required() && teams.guards_metrics());
+        assert_eq!(
+            teams.names(),
+            ["admin", "metrics", "fraud-team", "prometheus"]
+        );
+        for token in ["scrape-token", "flag-scrape"] {
+            let scraper = teams.authenticate(Some(token)).unwrap();
+            assert!(scraper.scrape_only(), "{token}");
+            let refused = scraper.may_read("/v1/models").unwrap_err();
+            assert!(refused.contains("may only read /metrics"), "{refused}");
+            for action in Action::ALL {
+                assert!(scraper.may(action, "fraud-x").is_err(), "{action:?}");
+            }
+        }
+        let fraud = teams.authenticate(Some("fraud-token")).unwrap();
+        assert!(!fraud.scrape_only() && fraud.may_read("/v1/models").is_ok());
+        assert!(Caller::anonymous().may_read("/v1/models").is_ok());
+
+        // A --metrics-token alone guards /metrics and leaves management open.
+        let alone = Teams::load_with(None, Some("flag-scrape"), None).unwrap();
+        assert!(!alone.required() && alone.guards_metrics());
+        assert_eq!(alone.authenticate(None).unwrap().actor(), ANONYMOUS);
+        assert!(alone.find(Some("flag-scrape")).unwrap().scrape_only());
+        assert_eq!(alone.find(None).unwrap_err(), Unauthenticated::Missing);
+        assert_eq!(alone.find(Some("x")).unwrap_err(), Unauthenticated::Unknown);
+        assert!(!Teams::load_with(None, None, None).unwrap().guards_metrics());
+        // One token, one credential.
+        assert!(Teams::load_with(Some("same"), Some("same"), None).is_err());
+        std::fs::write(
+            &path,
+            tokens_file(&[("ops", "flag-scrape", &["*"], &["admin"])]),
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            Teams::load_with(None, Some("flag-scrape"), Some(&path)).unwrap_err()
+        );
+        assert!(err.contains("--metrics-token"), "{err}");
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Teams {
             return Reload::Unchanged;
         }
         *seen = Seen::Content(digest);
-        match parse_file(&bytes, self.admin.as_deref()) {
+        match parse_file(&bytes, &self.fixed()) {
             Ok(credentials) => {
                 self.install(credentials);
                 let names = self.names();

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::runtime::{Datatype, Tensor, TensorData};
 
 pub mod binary;
+pub mod typed;
 
 /// A tensor as it appears in OIP JSON.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -88,6 +88,8 @@ impl App {
                 teams: Arc::new(ferry::teams::Teams::load(None, None).unwrap()),
                 audit,
                 inference_token: None,
+                http: Default::default(),
+                request_bytes_in_flight: 256 << 20,
             };
             ferry::server::router(serving, Arc::new(AtomicBool::new(true)), &options)
         });
@@ -95,6 +97,37 @@ impl App {
             runtime,
             router,
             dir,
+        }
+    }
+
+    /// What the host makes of an inference request's body once the request is routed (the fuzzed
+    /// host has no models, and routing comes before the body is read): 404 for a body the decoder
+    /// accepts (it would reach the model), the decoder's error otherwise; a body past the host's
+    /// limit is 413 as on the route.
+    pub fn decode_infer(&self, request: Request<Body>) -> Answer {
+        let (parts, body) = request.into_parts();
+        let body = match self.runtime.block_on(axum::body::to_bytes(body, MAX_BODY)) {
+            Ok(body) => body,
+            Err(_) => {
+                return Answer {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    body: Bytes::from_static(
+                        br#"{"error":"the request body is larger than the limit"}"#,
+                    ),
+                }
+            }
+        };
+        let (status, error) =
+            match ferry::server::decode_infer_body(&parts.headers, &body, u64::MAX) {
+                Ok(_) => (
+                    StatusCode::NOT_FOUND,
+                    "decoded; the fuzzed host has no such model".to_owned(),
+                ),
+                Err(e) => (e.status, e.message),
+            };
+        Answer {
+            status,
+            body: Bytes::from(serde_json::json!({ "error": error }).to_string()),
         }
     }
 

@@ -299,7 +299,7 @@ fn oip_binary() {
                 request = request.header(binary::HEADER, h);
             }
             let request = request.body(Body::from(body)).unwrap();
-            let (answer, usage) = measure(|| app.send(request));
+            let (answer, usage) = measure(|| app.decode_infer(request));
             check_answer(expected, &answer)?;
             check_usage(len, usage)
         },
@@ -410,7 +410,7 @@ mod regressions {
                 .header(binary::HEADER, length.as_str())
                 .body(Body::from(body.clone()))
                 .unwrap();
-            let answer = app.send(request);
+            let answer = app.decode_infer(request);
             check_answer(ok, &answer).unwrap_or_else(|e| panic!("length {length}: {e}"));
         }
     }

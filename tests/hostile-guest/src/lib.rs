@@ -112,6 +112,18 @@ impl Model for Hostile {
                 Ok(json!({ "iterations": n, "x": x }))
             }
             "huge-output" => Ok(json!({ "blob": "x".repeat(self.config.output_bytes) })),
+            // A fast model as authors write them: it answers in microseconds, and now and then
+            // prints a line (`"debug": true`) or waits on a WASI clock (`"sleep_ms": N`).
+            "chatty" => {
+                if request["debug"].as_bool() == Some(true) {
+                    println!("chatty: debug request {request}");
+                    eprintln!("chatty: and a line on stderr");
+                }
+                if let Some(ms) = request["sleep_ms"].as_u64() {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                Ok(json!({ "echo": request }))
+            }
             other => Err(Error::invalid_input(format!("unknown attack {other:?}"))),
         }
     }

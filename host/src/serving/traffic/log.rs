@@ -5,7 +5,9 @@
 //! thread turns entries into JSON lines and hands batches to the sink:
 //!
 //! - **files** (the embedded default, `<store>/predictions/`): `<start unix ms>-<host>-<n>.jsonl`, a new
-//!   file past `max_file_bytes`, the oldest removed past `max_files`;
+//!   file past `max_file_bytes`, the oldest of this host's (its id exactly) removed past `max_files`.
+//!   A batch is written whole; a write that fails (a full disk) is cut back to the last whole line;
+//!   the file is fsynced at most every `sync_interval` and whenever it ends (rotation, stop);
 //! - **store** (a fleet's default): one object per model per batch,
 //!   `predictions/<model>/<unix ms>-<host>-<n>.jsonl`, written create-only, so every host of a fleet
 //!   logs into its object store without coordinating.
@@ -309,6 +311,8 @@ pub struct LogOptions {
     pub max_file_bytes: u64,
     /// Files kept; the oldest go.
     pub max_files: usize,
+    /// The files sink fsyncs at most this often (zero: after every batch), and when a file ends.
+    pub sync_interval: Duration,
 }
 
 impl LogOptions {
@@ -323,6 +327,7 @@ impl LogOptions {
             flush_interval: Duration::from_secs(1),
             max_file_bytes: 64 << 20,
             max_files: 64,
+            sync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -517,14 +522,20 @@ fn write_loop(
             oldest = None;
         }
         if closed {
+            writer.finish();
             return;
         }
+        writer.tick();
     }
 }
 
 /// One sink's way of writing a batch: answers the records written, and why the rest were not.
 trait BatchWriter: Send {
     fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>);
+    /// Makes what was written durable (the log is stopping).
+    fn finish(&mut self) {}
+    /// Called on every turn of the writer: makes durable what is due.
+    fn tick(&mut self) {}
 }
 
 /// All of `batch`, or none of it with the reason.
@@ -559,6 +570,45 @@ struct FileWriter {
     max_files: usize,
     current: Option<(std::fs::File, u64)>,
     opened: u64,
+    sync_interval: Duration,
+    /// When the current file was last fsynced, while it holds lines that were not.
+    unsynced_since: Option<Instant>,
+    /// Fsyncs done (for tests).
+    syncs: u64,
+}
+
+/// Whether `name` is one of `host`'s log files: `<unix ms>-<host>-<n>.jsonl` with exactly that host
+/// (host `web` does not own `web-2`'s files, though both contain `-web-`).
+fn owned_by(name: &str, host: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".jsonl") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((time, rest)) = stem.split_once('-') else {
+        return false;
+    };
+    let Some((owner, count)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    digits(time) && digits(count) && owner == host
+}
+
+/// Appends `bytes` (whole lines) to `file`, which holds `size` bytes of whole lines, with `write`;
+/// when it fails part way (a full disk), cuts the file back to `size`, so no partial line is left.
+/// Answers the new size, or why not (and whether the file is still whole).
+fn append_whole(
+    file: &mut std::fs::File,
+    size: u64,
+    bytes: &[u8],
+    write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+) -> Result<u64, (String, bool)> {
+    match write(file, bytes) {
+        Ok(()) => Ok(size + bytes.len() as u64),
+        Err(e) => {
+            let whole = file.set_len(size).is_ok();
+            Err((format!("writing the prediction log: {e}"), whole))
+        }
+    }
 }
 
 impl FileWriter {
@@ -570,11 +620,27 @@ impl FileWriter {
             max_files: options.max_files.max(1),
             current: None,
             opened: 0,
+            sync_interval: options.sync_interval,
+            unsynced_since: None,
+            syncs: 0,
+        }
+    }
+
+    /// Fsyncs the current file if it holds lines not yet synced.
+    fn sync(&mut self) {
+        if let (Some((file, _)), Some(_)) = (&self.current, self.unsynced_since) {
+            if let Err(e) = file.sync_data() {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot fsync the prediction log");
+            }
+            self.syncs += 1;
+            self.unsynced_since = None;
         }
     }
 
     fn open(&mut self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir)
+        // The file that ends is made durable before the next begins.
+        self.sync();
+        crate::files::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         // Zero-padded, so names sort by time (and by this writer's count within a millisecond).
         self.opened += 1;
@@ -589,6 +655,10 @@ impl FileWriter {
             .append(true)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        // The new file's name is durable before lines are counted as written in it.
+        if let Err(e) = crate::files::sync_dir(&self.dir) {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot fsync the prediction log's directory");
+        }
         self.current = Some((file, 0));
         self.retain();
         Ok(())
@@ -600,14 +670,12 @@ impl FileWriter {
             return;
         };
         // Only this host's files: a directory several hosts share keeps each one's own.
-        let mine = format!("-{}-", self.host);
         let mut files: Vec<PathBuf> = listing
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.contains(&mine))
+                    .is_some_and(|n| owned_by(n, &self.host))
             })
             .collect();
         files.sort();
@@ -623,6 +691,14 @@ impl BatchWriter for FileWriter {
         let result = self.append(batch);
         whole(batch, result)
     }
+
+    fn finish(&mut self) {
+        self.sync();
+    }
+
+    fn tick(&mut self) {
+        self.sync_if_due();
+    }
 }
 
 impl FileWriter {
@@ -635,15 +711,44 @@ impl FileWriter {
         {
             self.open()?;
         }
-        let (file, size) = self.current.as_mut().expect("opened above");
-        let written = file.write_all(&bytes).and_then(|_| file.flush());
-        if let Err(e) = written {
-            // A full disk loses this batch, not the log: the next batch tries a new file.
-            self.current = None;
-            return Err(format!("writing the prediction log: {e}"));
+        self.append_with(&bytes, |file, bytes| {
+            file.write_all(bytes).and_then(|_| file.flush())
+        })
+    }
+
+    /// Appends whole lines with `write`, then fsyncs when the last fsync is `sync_interval` old.
+    fn append_with(
+        &mut self,
+        bytes: &[u8],
+        write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), String> {
+        let (file, size) = self.current.as_mut().expect("opened before");
+        match append_whole(file, *size, bytes, write) {
+            Ok(new_size) => *size = new_size,
+            Err((e, whole)) => {
+                // A full disk loses this batch, not the log, and leaves no partial line: the file
+                // is cut back to its last whole line (or, if even that fails, left for a new one).
+                if !whole {
+                    self.sync();
+                    self.current = None;
+                }
+                return Err(e);
+            }
         }
-        *size += bytes.len() as u64;
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        self.sync_if_due();
         Ok(())
+    }
+
+    /// Fsyncs when the oldest line not yet synced was written `sync_interval` ago: at most one
+    /// fsync per interval, and no line waits much longer than that for one.
+    fn sync_if_due(&mut self) {
+        if self
+            .unsynced_since
+            .is_some_and(|since| since.elapsed() >= self.sync_interval)
+        {
+            self.sync();
+        }
     }
 }
 
@@ -875,6 +980,114 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(records.last().unwrap().id, "req-99");
+    }
+
+    #[test]
+    fn rotation_counts_and_removes_only_files_of_this_exact_host() {
+        assert!(owned_by("0001700000000000-web-000001.jsonl", "web"));
+        assert!(!owned_by("0001700000000000-web-2-000001.jsonl", "web"));
+        assert!(owned_by("0001700000000000-web-2-000001.jsonl", "web-2"));
+        assert!(!owned_by("0001700000000000-web-000001.jsonl", "web-2"));
+        assert!(!owned_by("0001700000000000-web-000001.json", "web"));
+        assert!(!owned_by("x-web-000001.jsonl", "web"));
+        let dir = tempfile::tempdir().unwrap();
+        // web-2's files, older than any of web's.
+        for n in 1..=3 {
+            std::fs::write(
+                dir.path().join(format!("0000000000001-web-2-{n:06}.jsonl")),
+                b"{}\n",
+            )
+            .unwrap();
+        }
+        let options = LogOptions {
+            max_files: 2,
+            ..LogOptions::new(Some(LogSink::Files(dir.path().to_owned())), "web")
+        };
+        let mut writer = FileWriter::new(dir.path().to_owned(), &options);
+        for _ in 0..4 {
+            writer.open().unwrap();
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let count = |host: &str| names.iter().filter(|n| owned_by(n, host)).count();
+        assert_eq!((count("web"), count("web-2")), (2, 3), "{names:?}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_partial_line_and_the_next_batch_follows_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions::new(Some(LogSink::Files(dir.path().to_owned())), "h1");
+        let mut writer = FileWriter::new(dir.path().to_owned(), &options);
+        let first: Vec<LogRecord> = (0..3).map(|i| entry(i).record("h1")).collect();
+        assert!(writer.write(&first).1.is_none());
+        // A full disk half way through the next batch.
+        let second = lines(
+            (3..6)
+                .map(|i| entry(i).record("h1"))
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        let err = writer
+            .append_with(&second, |file, bytes| {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+            })
+            .unwrap_err();
+        assert!(err.contains("writing the prediction log"), "{err}");
+        let third: Vec<LogRecord> = (6..8).map(|i| entry(i).record("h1")).collect();
+        assert!(writer.write(&third).1.is_none());
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "the file was cut back, not given up: {files:?}"
+        );
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<LogRecord>(l)
+                    .expect("whole lines only")
+                    .id
+            })
+            .collect();
+        assert_eq!(ids, ["req-0", "req-1", "req-2", "req-6", "req-7"]);
+    }
+
+    #[test]
+    fn fsyncs_are_bounded_by_the_interval_and_done_when_a_file_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch: Vec<LogRecord> = (0..2).map(|i| entry(i).record("h1")).collect();
+        // Every batch.
+        let every = LogOptions {
+            sync_interval: Duration::ZERO,
+            ..LogOptions::new(Some(LogSink::Files(dir.path().join("a"))), "h1")
+        };
+        let mut writer = FileWriter::new(dir.path().join("a"), &every);
+        for _ in 0..5 {
+            assert!(writer.write(&batch).1.is_none());
+        }
+        assert_eq!(writer.syncs, 5);
+        // At most once an interval, and at the end.
+        let rarely = LogOptions {
+            sync_interval: Duration::from_secs(3600),
+            ..LogOptions::new(Some(LogSink::Files(dir.path().join("b"))), "h1")
+        };
+        let mut writer = FileWriter::new(dir.path().join("b"), &rarely);
+        for _ in 0..5 {
+            assert!(writer.write(&batch).1.is_none());
+            writer.tick();
+        }
+        assert_eq!(writer.syncs, 0);
+        writer.finish();
+        assert_eq!(writer.syncs, 1);
+        writer.finish();
+        assert_eq!(writer.syncs, 1, "nothing new, no fsync");
     }
 
     #[test]

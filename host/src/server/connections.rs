@@ -1,0 +1,423 @@
+//! Accepting connections, and cutting off the ones that cost the host without being served: a cap on
+//! open connections (the soft `RLIMIT_NOFILE` raised to the hard one at start), a timeout for a
+//! request's headers, a minimum rate for its body, a stall limit on writing an answer to a client
+//! that stops reading, a timeout for the whole request, and a drain deadline on graceful stop.
+//!
+//! axum's own `serve` sets none of these; this is the same hyper HTTP/1.1 server with them.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+
+use super::error::ApiError;
+
+/// How long and how much a connection may hold the host (`[http]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Open connections at most; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request's headers must be complete within this long of the connection's opening or of
+    /// its previous answer: it bounds a slow header and an idle keep-alive connection alike (hyper
+    /// runs one timer for both).
+    pub header_timeout: Duration,
+    /// A body must arrive at no less than this many bytes a second, after `body_grace`.
+    pub body_min_rate: u64,
+    /// Time a body has before its rate counts.
+    pub body_grace: Duration,
+    /// Longest a written answer may wait for a client that does not read it.
+    pub write_stall: Duration,
+    /// Longest a request may take, answer included, on every route but uploads.
+    pub request_timeout: Duration,
+    /// Longest an upload may take.
+    pub upload_timeout: Duration,
+    /// Longest a graceful stop waits for requests in flight before it closes their connections.
+    pub drain_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The limits a configuration's `[http]` section sets.
+    pub fn from_config(http: &crate::config::HttpSection) -> ConnectionLimits {
+        let ms = Duration::from_millis;
+        ConnectionLimits {
+            max_connections: http.max_connections.max(1),
+            header_timeout: ms(http.header_timeout_ms.max(1)),
+            body_min_rate: http.body_min_bytes_per_s,
+            body_grace: ms(http.body_grace_ms),
+            write_stall: ms(http.write_stall_ms.max(1)),
+            request_timeout: ms(http.request_timeout_ms.max(1)),
+            upload_timeout: ms(http.upload_timeout_ms.max(1)),
+            drain_timeout: ms(http.drain_timeout_ms),
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits::from_config(&crate::config::HttpSection::default())
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (a host holds a socket per connection) and
+/// answers the connections that fit under it, keeping room for the store's files and sockets.
+pub fn connection_room(wanted: usize) -> usize {
+    const RESERVED: u64 = 256;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    let room = limit.rlim_cur.saturating_sub(RESERVED).max(16);
+    wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// Serves `app` on `listener` under `limits` until `shutdown` completes, then drains: requests in
+/// flight get up to `drain_timeout` to finish, after which their connections are closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let room = connection_room(limits.max_connections);
+    if room < limits.max_connections {
+        tracing::warn!(
+            configured = limits.max_connections,
+            allowed = room,
+            "fewer connections than configured: the limit on open files is lower"
+        );
+    }
+    let slots = Arc::new(Semaphore::new(room));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let (stream, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before it was accepted: wait a
+                    // little rather than spin; the listener itself stays up.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(StallLimited::new(stream, limits.write_stall));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            async move {
+                use tower::ServiceExt;
+                app.oneshot(request.map(Body::new)).await
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(io, service);
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+        // Finished connections are reaped as we go, so the set does not grow with the host's age.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open, "stopped accepting; draining connections");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            after = ?limits.drain_timeout,
+            "requests still in flight at the drain deadline; closing their connections"
+        );
+    }
+    // Not awaited: a connection whose guest call is still running ends when the call does (its
+    // deadline); the host does not wait for it.
+    connections.abort_all();
+    Ok(())
+}
+
+/// A socket whose writes may not wait longer than `stall` for a client that does not read: an
+/// answer nobody takes is not held forever.
+struct StallLimited<S> {
+    inner: S,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> StallLimited<S> {
+    fn new(inner: S, stall: Duration) -> Self {
+        StallLimited {
+            inner,
+            stall,
+            timer: None,
+        }
+    }
+
+    /// On a write that cannot go on: starts the stall clock, or fails once it has run out.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let stall = self.stall;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing of the answer for {stall:?}"),
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallLimited<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimited<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.stalled(cx).map(Err),
+            done => {
+                self.timer = None;
+                done
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.stalled(cx).map(Err),
+            done => {
+                self.timer = None;
+                done
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.stalled(cx).map(Err),
+            done => {
+                self.timer = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Why a body was cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived slower than {min_rate} bytes a second ({received} bytes in {elapsed:?})")]
+pub struct SlowBody {
+    min_rate: u64,
+    received: u64,
+    elapsed: Duration,
+}
+
+/// A request body held to a minimum rate: past its grace, `received` must keep up with
+/// `min_rate × (elapsed − grace)`, or the next read fails.
+pub struct MinRateBody {
+    inner: Body,
+    started: Instant,
+    received: u64,
+    grace: Duration,
+    min_rate: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl MinRateBody {
+    fn new(inner: Body, grace: Duration, min_rate: u64) -> MinRateBody {
+        let started = Instant::now();
+        MinRateBody {
+            inner,
+            started,
+            received: 0,
+            grace,
+            min_rate,
+            timer: Box::pin(tokio::time::sleep_until((started + grace).into())),
+        }
+    }
+
+    /// When the body falls behind unless more of it arrives.
+    fn due(&self) -> Instant {
+        let owed = Duration::from_secs_f64(self.received as f64 / self.min_rate.max(1) as f64);
+        self.started + self.grace + owed
+    }
+}
+
+impl HttpBody for MinRateBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    let due = this.due();
+                    this.timer.as_mut().reset(due.into());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(SlowBody {
+                    min_rate: this.min_rate,
+                    received: this.received,
+                    elapsed: this.started.elapsed(),
+                })))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// True when `error` (from reading a body) is a body cut off for its rate.
+pub fn is_slow_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<SlowBody>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Layer: every request body is held to the minimum rate.
+pub async fn limit_body_rate(
+    axum::extract::State(limits): axum::extract::State<Arc<ConnectionLimits>>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if limits.body_min_rate == 0 {
+        return next.run(request).await;
+    }
+    let request = request.map(|body| {
+        Body::new(MinRateBody::new(
+            body,
+            limits.body_grace,
+            limits.body_min_rate,
+        ))
+    });
+    next.run(request).await
+}
+
+/// Layer: a request that takes longer than `limit` is answered 503 and its handler dropped (which
+/// gives back whatever it held: queue places, budget, staged files).
+pub async fn limit_request_time(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than the host's limit of {limit:?}"),
+            );
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn stalled_bodies_are_cut_off() {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(4);
+        let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut body = MinRateBody::new(Body::from_stream(stream), Duration::from_millis(50), 1000);
+        sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"abc"));
+        let started = Instant::now();
+        let cut = body.frame().await.unwrap().unwrap_err();
+        assert!(is_slow_body(&cut), "{cut}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(sender);
+    }
+}

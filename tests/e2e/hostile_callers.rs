@@ -1,0 +1,503 @@
+//! The host holds against its callers and its fast guests: models that print or sleep on the inline
+//! path, callers that hang up while queued, huge bodies, stalled connections. One real server.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ferry_tests::server::{Seed, Server};
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"
+[host]
+require_self_tests = false   # the hostile test models ship none
+
+[http]
+header_timeout_ms = 2000     # stalled and idle connections go within seconds here
+body_grace_ms = 1000
+body_min_bytes_per_s = 1000
+max_request_bytes_in_flight = 268435456
+
+[models.chatty]
+deadline_ms = 300
+
+[models.hostile-spin]
+min_instances = 1
+max_instances = 1
+queue_timeout_ms = 20000
+max_queue = 4
+deadline_ms = 10000
+"#;
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        Server::start(
+            &[
+                Seed::hostile("chatty", json!({"attack": "chatty"})),
+                Seed::hostile("hostile-spin", json!({"attack": "spin"})),
+                Seed::sample("fraud-features", "1"),
+                Seed::hostile("echo", json!({})),
+            ],
+            CONFIG,
+        )
+    })
+}
+
+fn predict(agent: &ureq::Agent, model: &str, body: &Value) -> (u16, String) {
+    let url = server().url(&format!("/v1/models/{model}/predict"));
+    ferry_tests::http::status_of(agent.post(&url).send_string(&body.to_string()))
+}
+
+#[test]
+fn a_fast_model_that_prints_or_sleeps_answers_on_every_path() {
+    let agent = ureq::agent();
+    // Enough quick calls that the version's typical call runs inline on an async worker.
+    for i in 0..300 {
+        let (status, body) = predict(&agent, "chatty", &json!({"n": i}));
+        assert_eq!(status, 200, "{body}");
+    }
+    for _ in 0..3 {
+        let (status, body) = predict(&agent, "chatty", &json!({"debug": true}));
+        assert_eq!(status, 200, "a model that prints: {body}");
+        let (status, body) = predict(&agent, "chatty", &json!({"n": 1}));
+        assert_eq!(
+            status, 200,
+            "the call after it, on the same instance: {body}"
+        );
+        let (status, body) = predict(&agent, "chatty", &json!({"sleep_ms": 0}));
+        assert_eq!(status, 200, "a zero sleep: {body}");
+        let (status, body) = predict(&agent, "chatty", &json!({"sleep_ms": 20}));
+        assert_eq!(status, 200, "a short sleep: {body}");
+    }
+    // A sleep past the deadline is interrupted at the deadline, not after the sleep.
+    let started = Instant::now();
+    let (status, body) = predict(&agent, "chatty", &json!({"sleep_ms": 30_000}));
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("deadline"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = predict(&agent, "chatty", &json!({"debug": true}));
+    assert_eq!(status, 200, "{body}");
+    let log = server().log();
+    assert!(
+        log.contains("chatty: debug request"),
+        "the guest's line is in the host log"
+    );
+    assert!(!log.contains("panicked"), "no host thread panicked:\n{log}");
+}
+
+/// Sends a predict request on a raw connection and hangs up after `after`, unanswered.
+fn hang_up_after(path: &str, body: &str, after: Duration) {
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(after);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn callers_that_hang_up_while_queued_give_their_places_back() {
+    let long = std::thread::spawn(|| {
+        let agent = ureq::agent();
+        predict(&agent, "hostile-spin", &json!({"ms": 2500}))
+    });
+    server().wait_busy("hostile-spin");
+    // Twice the queue's length of callers that give up while queued.
+    for _ in 0..8 {
+        hang_up_after(
+            "/v1/models/hostile-spin/predict",
+            r#"{"ms": 1}"#,
+            Duration::from_millis(30),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Callers who wait are queued behind the long call and answered, not refused at once.
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let agent = ureq::agent();
+                predict(&agent, "hostile-spin", &json!({"ms": 1}))
+            })
+        })
+        .collect();
+    for w in waiting {
+        let (status, body) = w.join().unwrap();
+        assert_eq!(status, 200, "a queued caller: {body}");
+    }
+    assert_eq!(long.join().unwrap().0, 200);
+}
+
+/// Reads whatever the server sends until it closes or `within` passes; the text and whether it closed.
+fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&all).into_owned(), true),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&all).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&all).into_owned(), false),
+        }
+        if started.elapsed() > within {
+            return (String::from_utf8_lossy(&all).into_owned(), false);
+        }
+    }
+}
+
+/// The server's resident memory: now, and at its peak since it started (kB).
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Sends `body` to `path` on a raw connection (however much of it the server takes) and answers
+/// the status line the server sent, if any.
+fn send_raw(path: &str, headers: &str, body: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    // The server may answer (404, 413) and close before taking it all.
+    let _ = stream.write_all(body);
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(60));
+    answer.lines().next().unwrap_or("").to_owned()
+}
+
+/// An OIP JSON body of about `mb` MB: one FP32 input of that many elements.
+fn huge_infer_body(mb: usize) -> Vec<u8> {
+    let n = (mb << 20) / 4;
+    let mut body = br#"{"inputs":[{"name":"fp32","datatype":"FP32","shape":["#.to_vec();
+    body.extend(n.to_string().as_bytes());
+    body.extend(br#"],"data":["#);
+    for i in 0..n {
+        body.extend(if i == 0 { &b"0.5"[..] } else { &b",0.5"[..] });
+    }
+    body.extend(b"]}]}");
+    body
+}
+
+#[test]
+fn huge_bodies_cost_bounded_memory_and_unknown_models_cost_nothing() {
+    let pid = server().pid();
+    let body = std::sync::Arc::new(huge_infer_body(32));
+    let (_, peak_before) = rss_kb(pid);
+    let senders: Vec<_> = (0..16)
+        .map(|i| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let path = if i % 2 == 0 {
+                    "/v2/models/echo/infer".to_owned()
+                } else {
+                    format!("/v2/models/no-such-model-{i}/infer")
+                };
+                (
+                    i,
+                    send_raw(&path, "Content-Type: application/json\r\n", &body),
+                )
+            })
+        })
+        .collect();
+    for sender in senders {
+        let (i, status) = sender.join().unwrap();
+        if i % 2 == 0 {
+            // Too large for the model (413), or no room in the budget now (503): never read whole
+            // into a tree.
+            assert!(
+                status.contains(" 413 ") || status.contains(" 503 "),
+                "a huge body to a model: {status}"
+            );
+        } else {
+            assert!(status.contains(" 404 "), "an unknown model: {status}");
+        }
+    }
+    let (_, peak_after) = rss_kb(pid);
+    let grown_mb = (peak_after.saturating_sub(peak_before)) / 1024;
+    assert!(grown_mb < 400, "peak RSS grew by {grown_mb} MB");
+    // And the host still answers.
+    let agent = ureq::agent();
+    assert_eq!(predict(&agent, "chatty", &json!({"n": 1})).0, 200);
+}
+
+#[test]
+fn a_huge_management_body_is_refused_before_it_is_read() {
+    let pid = server().pid();
+    let (rss_before, _) = rss_kb(pid);
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "PUT /v1/models/chatty/traffic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        2u64 << 30
+    )
+    .unwrap();
+    // Whatever the server takes of 64 MB of it.
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(30));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The same body without a declared length is cut off at the management limit.
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "PUT /v1/models/chatty/traffic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..64 {
+        if write!(stream, "{:x}\r\n", chunk.len()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(30));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let (rss_after, _) = rss_kb(pid);
+    let grown_mb = rss_after.saturating_sub(rss_before) / 1024;
+    assert!(grown_mb < 64, "RSS grew by {grown_mb} MB");
+}
+
+#[test]
+fn stalled_connections_are_closed_while_others_are_served() {
+    let address = server().url("").trim_start_matches("http://").to_owned();
+    // 400 connections: half send nothing, half half a request's headers.
+    let mut stalled: Vec<TcpStream> = (0..400)
+        .map(|i| {
+            let mut s = TcpStream::connect(&address).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"POST /v1/models/chatty/predict HTTP/1.1\r\nHost: x\r\nConte")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    let agent = ureq::agent();
+    assert_eq!(
+        predict(&agent, "chatty", &json!({"n": 1})).0,
+        200,
+        "served meanwhile"
+    );
+    let started = Instant::now();
+    for s in stalled.iter_mut() {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(30));
+        assert!(closed, "a stalled connection is closed by the server");
+    }
+    // The header timeout is 2 s here (20 s by default).
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(predict(&agent, "chatty", &json!({"n": 2})).0, 200);
+}
+
+#[test]
+fn a_body_that_trickles_is_cut_off() {
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST /v1/models/chatty/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"
+    )
+    .unwrap();
+    let started = Instant::now();
+    // A byte every 100 ms: 10 bytes a second against a minimum of 1000 after a 1 s grace.
+    let trickle = {
+        let mut s = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(30));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("slower than"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    trickle.join().unwrap();
+}
+
+#[test]
+fn connections_past_the_cap_wait_and_a_stop_drains_within_its_deadline() {
+    let config = r#"
+[host]
+require_self_tests = false
+[http]
+max_connections = 8
+header_timeout_ms = 1500
+drain_timeout_ms = 1000
+[models.hostile-spin]
+max_instances = 2
+deadline_ms = 20000
+"#;
+    let mut capped = Server::start(
+        &[Seed::hostile("hostile-spin", json!({"attack": "spin"}))],
+        config,
+    );
+    let address = capped.url("").trim_start_matches("http://").to_owned();
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The ninth waits in the backlog until the idle ones are closed (1.5 s), then is served.
+    let started = Instant::now();
+    let (status, body) = ferry_tests::http::status_of(
+        ureq::post(&capped.url("/v1/models/hostile-spin/predict")).send_string(r#"{"ms": 1}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    // A stop with a call in flight waits for it at most the drain deadline.
+    let url = capped.url("/v1/models/hostile-spin/predict");
+    let long = std::thread::spawn(move || {
+        ferry_tests::http::status_of(ureq::post(&url).send_string(r#"{"ms": 15000}"#))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let stopping = Instant::now();
+    assert!(capped.stop(), "the host stops cleanly");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let _ = long.join();
+}
+
+#[test]
+fn a_ready_version_answers_while_others_compile_and_self_test() {
+    let store = server().store();
+    let calling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let caller = {
+        let calling = calling.clone();
+        std::thread::spawn(move || {
+            let agent = ureq::agent();
+            let request: Value = serde_json::from_str(
+                &std::fs::read_to_string(
+                    ferry_tests::workspace()
+                        .join("sample-models/fraud-features/example-request.json"),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let (mut calls, mut failures, mut slowest) = (0, Vec::new(), Duration::ZERO);
+            while calling.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let (status, body) = predict(&agent, "fraud-features", &request);
+                slowest = slowest.max(started.elapsed());
+                calls += 1;
+                if status != 200 {
+                    failures.push(format!("{status} {body}"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (calls, failures, slowest)
+        })
+    };
+    // Two versions of other models arrive: compiled, initialised and self-tested meanwhile.
+    ferry_tests::server::add(&store, &Seed::sample("digits-onnx", "7"));
+    ferry_tests::server::add(&store, &Seed::sample("diabetes-gbdt", "7"));
+    let started = Instant::now();
+    let ready = |model: &str| {
+        let url = server().url(&format!("/v2/models/{model}/versions/7/ready"));
+        ureq::get(&url).call().is_ok()
+    };
+    while !(ready("digits-onnx") && ready("diabetes-gbdt")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the versions never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    calling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (calls, failures, slowest) = caller.join().unwrap();
+    assert!(calls > 10, "{calls} calls");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed while others loaded: {failures:?}",
+        failures.len()
+    );
+    eprintln!("{calls} calls while two versions loaded; slowest {slowest:?}");
+}
+
+#[test]
+fn a_caller_that_hangs_up_mid_upload_leaves_no_staged_file() {
+    // Mid-upload: 8 of a declared 64 MB, then gone.
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "PUT /v1/models/chatty/versions/half HTTP/1.1\r\nHost: x\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
+        64 << 20
+    )
+    .unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..8 {
+        stream.write_all(&chunk).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    let uploads = server().cache().join("uploads");
+    let started = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&uploads).unwrap().flatten().collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "staged files left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) =
+        ferry_tests::http::status_of(ureq::get(&server().url("/v1/models/chatty")).call());
+    assert_eq!(status, 200);
+    assert!(
+        !ureq::get(&server().url("/v1/models/chatty"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+            .contains("\"half\""),
+        "no version from a broken upload"
+    );
+}
