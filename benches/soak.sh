@@ -13,12 +13,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FERRY_TOOLS_DIR=${FERRY_TOOLS_DIR:-$PWD/target/tools}
-cargo build --release -p ferry
-FERRY_BIN=target/release/ferry scripts/build-models.sh >/dev/null
+# FERRY_BIN=target/debug/ferry benches/soak.sh soaks a build at hand instead of a fresh release one.
+if [[ -z ${FERRY_BIN:-} ]]; then
+    cargo build --release -p ferry
+    FERRY_BIN=target/release/ferry
+fi
+FERRY_BIN=$FERRY_BIN scripts/build-models.sh >/dev/null
 
 work=$(mktemp -d)
 trap 'pkill -f "ferry serve --listen 127.0.0.1:18191" 2>/dev/null || true; rm -rf "$work"' EXIT
-ferry=$PWD/target/release/ferry
+ferry=$(realpath "$FERRY_BIN")
 $ferry add target/models/fraud-features.wasm --model fraud-features --version 1 --store "$work/store" >/dev/null
 $ferry add target/models/diabetes-gbdt.wasm --model diabetes-gbdt --version 1 \
     --weights target/models/diabetes-gbdt.weights --tests target/models/diabetes-gbdt.tests.json \
@@ -30,9 +34,11 @@ for attack in loop:infinite-loop trap:trap; do
         --config "$work/$name.config.json" --store "$work/store" >/dev/null
 done
 # The hostile test models ship no self-tests; diabetes-gbdt's run at every reload all the same.
-cat > "$work/ferry.toml" <<'TOML'
+# METRICS_IDLE_TIMEOUT_S: how soon series of versions gone are dropped (the host's default: 900).
+cat > "$work/ferry.toml" <<TOML
 [host]
 require_self_tests = false
+metrics_idle_timeout_s = ${METRICS_IDLE_TIMEOUT_S:-900}
 [models.loop]
 deadline_ms = 50
 [models.trap]

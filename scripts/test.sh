@@ -32,6 +32,9 @@ export FERRY_TEST_S3_DIR=$s3_dir
 # The Kubernetes manifests and the container build, validated offline.
 scripts/validate-deploy.sh
 
+phase "fuzzing the HTTP contract"
+scripts/schemathesis.sh
+
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
 phase "testing"
 cargo test --all-targets --no-fail-fast

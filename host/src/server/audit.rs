@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::openapi as doc;
 use super::AppState;
 use crate::registry::audit::{check_cursor, MAX_LIMIT};
 use crate::registry::check_name;
@@ -27,6 +28,9 @@ pub struct AuditQuery {
 }
 
 /// `GET /v1/audit`: `{"records": [...]}`, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "management", params(doc::AuditQuery),
+    responses((status = 200, description = "A page of the audit log, newest first", body = doc::AuditPage),
+        doc::BadRequest, doc::Failed, doc::Unavailable))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, QueryRejection>,

@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use super::auth::Manager;
 use super::error::ApiError;
 use super::multipart;
+use super::openapi as doc;
 use super::AppState;
 use crate::registry::{unix_ms, AliasTarget, ChangeError, Split, TrafficPolicy, VersionManifest};
 use crate::storage::{BlobCache, StorageError};
@@ -170,6 +171,13 @@ fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
 /// `multipart/form-data` version (`component` or `component_sha256`, and optional `weights`, `config`,
 /// `tests`, `limits` — JSON, some of a model's limit fields, which may lower the operator's limits
 /// for the model and never raise them). Answers 201 once the version is stored; loading continues in the background.
+#[utoipa::path(put, path = "/v1/models/{model}/versions/{version}", tag = "management",
+    params(doc::ManagedVersionPath, doc::UploadHeaders),
+    request_body(description = "The component's bytes, or a multipart version",
+        content(("application/wasm"), (doc::VersionForm = "multipart/form-data"))),
+    responses((status = 201, description = "Stored; loading goes on in the background", body = doc::CreatedVersion),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::SlowBody, doc::Conflict, doc::TooLarge,
+        doc::Failed, doc::Unavailable, doc::NoRoom))]
 pub async fn put_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -422,6 +430,11 @@ async fn json_document(state: &AppState, body: axum::body::Body) -> Result<Value
 
 /// `PUT /v1/models/{model}/aliases/{alias}` with `{"version": "V"}` or `{"split": {...}}`: loads
 /// every version it names if needed, then switches.
+#[utoipa::path(put, path = "/v1/models/{model}/aliases/{alias}", tag = "management",
+    params(doc::AliasPath), request_body = doc::AliasBody,
+    responses((status = 200, description = "Where the alias points now", body = doc::AliasAnswer),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::SlowBody, doc::Conflict, doc::TooLarge,
+        doc::Failed, doc::Unavailable, doc::NoRoom))]
 pub async fn set_alias(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
@@ -457,6 +470,11 @@ pub async fn set_alias(
 }
 
 /// `POST /v1/models/{model}/aliases/{alias}/rollback`: the alias goes back to its previous target.
+#[utoipa::path(post, path = "/v1/models/{model}/aliases/{alias}/rollback", tag = "management",
+    params(doc::AliasPath),
+    responses((status = 200, description = "Where the alias points now", body = doc::AliasAnswer),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::Failed, doc::Unavailable,
+        doc::NoRoom))]
 pub async fn rollback(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
@@ -477,6 +495,9 @@ pub async fn rollback(
 }
 
 /// `GET /v1/models/{model}/traffic`: the model's shadow and prediction-log shares.
+#[utoipa::path(get, path = "/v1/models/{model}/traffic", tag = "management", params(doc::ManagedModelPath),
+    responses((status = 200, description = "The model's traffic policy", body = doc::TrafficPolicy),
+        doc::NotFound))]
 pub async fn traffic(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -491,6 +512,11 @@ pub async fn traffic(
 
 /// `PUT /v1/models/{model}/traffic` with `{"shadow": {"version": "4", "percent": 10}, "log":
 /// {"percent": 100}}`: replaces the model's traffic policy (a shadow candidate is loaded first).
+#[utoipa::path(put, path = "/v1/models/{model}/traffic", tag = "management", params(doc::ManagedModelPath),
+    request_body = doc::TrafficPolicy,
+    responses((status = 200, description = "The policy now in force", body = doc::TrafficPolicy),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::SlowBody, doc::Conflict, doc::TooLarge,
+        doc::Failed, doc::Unavailable, doc::NoRoom))]
 pub async fn set_traffic(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -518,6 +544,11 @@ pub async fn set_traffic(
 }
 
 /// `DELETE /v1/models/{model}/versions/{version}`: refused (409) while an alias points at it.
+#[utoipa::path(delete, path = "/v1/models/{model}/versions/{version}", tag = "management",
+    params(doc::ManagedVersionPath),
+    responses((status = 204, description = "Deleted"),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::Failed, doc::Unavailable,
+        doc::NoRoom))]
 pub async fn delete_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -535,6 +566,8 @@ pub async fn delete_version(
 }
 
 /// `POST /v2/repository/index`: every model version and its state.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "management",
+    responses((status = 200, description = "Every version and its state", body = Vec<doc::RepositoryEntry>)))]
 pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
     let table = state.registry.table();
     let entries: Vec<Value> = table
@@ -551,6 +584,11 @@ pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `POST /v2/repository/models/{model}/load`
+#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "management",
+    params(doc::ManagedModelPath),
+    responses((status = 200, description = "The model is loaded and serves"),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::Failed, doc::Unavailable,
+        doc::NoRoom))]
 pub async fn repository_load(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -569,6 +607,11 @@ pub async fn repository_load(
 }
 
 /// `POST /v2/repository/models/{model}/unload`
+#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "management",
+    params(doc::ModelPath),
+    responses((status = 200, description = "The model is unloaded"),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::Failed, doc::Unavailable,
+        doc::NoRoom))]
 pub async fn repository_unload(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -588,6 +631,9 @@ pub async fn repository_unload(
 
 /// `GET /v1/fleet`: every host that shares this store, as each last published itself — heartbeat,
 /// whether it reaches the store, and per version ready / failed with the reason.
+#[utoipa::path(get, path = "/v1/fleet", tag = "management",
+    responses((status = 200, description = "The hosts sharing the store", body = doc::Fleet),
+        doc::Failed, doc::Unavailable, doc::NoRoom))]
 pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.registry.store();
     let mut hosts = store.hosts().await?;

@@ -12,6 +12,7 @@ mod multipart;
 pub use crate::serving::metrics;
 
 mod oip;
+mod openapi;
 mod predict;
 mod reads;
 
@@ -100,6 +101,8 @@ async fn not_found() -> ApiError {
     )
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "reads",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::sample(&state.registry.table());
     metrics::sample_sync(&state.registry.sync);
@@ -253,7 +256,8 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
         // The OIP REST specification writes the server-metadata path with a trailing slash.
         .route("/v2/", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
-        .route("/v2/health/ready", get(oip::ready));
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/openapi.json", get(openapi::serve_document));
     open.merge(guarded(inference, &options.inference_token))
         // `/metrics`, statistics and configs, under the read rules.
         .merge(reads::routes(options))

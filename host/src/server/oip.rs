@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::openapi as doc;
 use super::{intake, AppState};
 use crate::registry::ModelVersion;
 use crate::runtime::{Tensor, TensorSpec};
@@ -21,6 +22,8 @@ use crate::serving::{Output, Payload, Request, TensorRequest};
 use crate::tensor::{binary, datatype_name, element_count, parse_datatype, tensor_to_json, typed};
 
 /// `GET /v2`
+#[utoipa::path(get, path = "/v2", tag = "open",
+    responses((status = 200, description = "The server's name, version and extensions", body = doc::ServerMetadata)))]
 pub async fn server_metadata() -> Json<Value> {
     Json(
         json!({ "name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_repository", "model_configuration", "statistics"] }),
@@ -28,17 +31,26 @@ pub async fn server_metadata() -> Json<Value> {
 }
 
 /// `GET /v2/health/live`
+#[utoipa::path(get, path = "/v2/health/live", tag = "open",
+    responses((status = 200, description = "The server is live")))]
 pub async fn live() -> StatusCode {
     StatusCode::OK
 }
 
 /// `GET /v2/health/ready`: ready once the store has been loaded.
-pub async fn ready(State(state): State<AppState>) -> StatusCode {
+#[utoipa::path(get, path = "/v2/health/ready", tag = "open",
+    responses((status = 200, description = "The store is loaded"), doc::Unavailable))]
+pub async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     if state.loaded.load(std::sync::atomic::Ordering::Acquire) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        return Ok(StatusCode::OK);
     }
+    // As every 503: an error body, and when to look again.
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready: the store is still being loaded",
+    );
+    e.retry_after = Some(1);
+    Err(e)
 }
 
 fn specs(specs: &[TensorSpec]) -> Value {
@@ -72,6 +84,9 @@ fn model_metadata(
 }
 
 /// `GET /v2/models/{model}`
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "inference", params(doc::ModelPath),
+    responses((status = 200, description = "The model's metadata", body = doc::ModelMetadata),
+        doc::NotFound, doc::Unavailable))]
 pub async fn metadata(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -80,6 +95,10 @@ pub async fn metadata(
 }
 
 /// `GET /v2/models/{model}/versions/{version}`
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "inference",
+    params(doc::VersionPath),
+    responses((status = 200, description = "The version's metadata", body = doc::ModelMetadata),
+        doc::NotFound, doc::Unavailable))]
 pub async fn metadata_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -88,6 +107,8 @@ pub async fn metadata_version(
 }
 
 /// `GET /v2/models/{model}/ready`: 200 when a version serves, else the routing error.
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "inference", params(doc::ModelPath),
+    responses((status = 200, description = "A version serves"), doc::NotFound, doc::Unavailable))]
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -97,6 +118,9 @@ pub async fn model_ready(
 }
 
 /// `GET /v2/models/{model}/versions/{version}/ready`
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "inference",
+    params(doc::VersionPath),
+    responses((status = 200, description = "The version serves"), doc::NotFound, doc::Unavailable))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -135,6 +159,9 @@ fn config_of(model: &str, v: &ModelVersion) -> Value {
 }
 
 /// `GET /v2/models/{model}/config` (Triton's model configuration extension, which its clients call).
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "reads", params(doc::ModelPath),
+    responses((status = 200, description = "The configuration of the version serving by default", body = doc::ModelConfig),
+        doc::NotFound, doc::Unavailable))]
 pub async fn model_config(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -144,6 +171,10 @@ pub async fn model_config(
 }
 
 /// `GET /v2/models/{model}/versions/{version}/config`
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/config", tag = "reads",
+    params(doc::VersionPath),
+    responses((status = 200, description = "The version's configuration", body = doc::ModelConfig),
+        doc::NotFound, doc::Unavailable))]
 pub async fn model_version_config(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -207,11 +238,16 @@ fn stats(
 }
 
 /// `GET /v2/models/stats` (Triton's statistics extension): every ready version.
+#[utoipa::path(get, path = "/v2/models/stats", tag = "reads",
+    responses((status = 200, description = "Every ready version's statistics", body = doc::Statistics)))]
 pub async fn all_stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     stats(&state, None, None)
 }
 
 /// `GET /v2/models/{model}/stats`: each ready version of the model.
+#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "reads", params(doc::ModelPath),
+    responses((status = 200, description = "Each ready version's statistics", body = doc::Statistics),
+        doc::NotFound))]
 pub async fn model_stats(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -220,6 +256,10 @@ pub async fn model_stats(
 }
 
 /// `GET /v2/models/{model}/versions/{version}/stats`
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/stats", tag = "reads",
+    params(doc::VersionPath),
+    responses((status = 200, description = "The version's statistics", body = doc::Statistics),
+        doc::NotFound, doc::Unavailable))]
 pub async fn model_version_stats(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -260,6 +300,16 @@ struct RequestedOutput {
 }
 
 /// `POST /v2/models/{model}/infer`
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "inference",
+    params(doc::ModelPath, doc::InferHeaders),
+    request_body(description = "JSON tensors; or, with `Inference-Header-Content-Length`, that many bytes of JSON followed by the inputs' binary data",
+        content((doc::InferRequest = "application/json"), ("application/octet-stream"))),
+    responses(
+        (status = 200, description = "The outputs: JSON, or (binary outputs asked for) the JSON part followed by their bytes",
+            headers(("ferry-model-version" = String, description = "The version that answered")),
+            content((doc::InferResponse = "application/json"), ("application/octet-stream"))),
+        doc::BadRequest, doc::NotFound, doc::SlowBody, doc::TooLarge, doc::Rejected, doc::Failed,
+        doc::Unavailable, doc::Deadline))]
 pub async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -270,6 +320,16 @@ pub async fn infer(
 }
 
 /// `POST /v2/models/{model}/versions/{version}/infer`
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "inference",
+    params(doc::VersionPath, doc::InferHeaders),
+    request_body(description = "JSON tensors; or, with `Inference-Header-Content-Length`, that many bytes of JSON followed by the inputs' binary data",
+        content((doc::InferRequest = "application/json"), ("application/octet-stream"))),
+    responses(
+        (status = 200, description = "The outputs: JSON, or (binary outputs asked for) the JSON part followed by their bytes",
+            headers(("ferry-model-version" = String, description = "The version that answered")),
+            content((doc::InferResponse = "application/json"), ("application/octet-stream"))),
+        doc::BadRequest, doc::NotFound, doc::SlowBody, doc::TooLarge, doc::Rejected, doc::Failed,
+        doc::Unavailable, doc::Deadline))]
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,

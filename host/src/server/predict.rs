@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::openapi as doc;
 use super::{intake, AppState};
 use crate::registry::{ModelEntry, ModelVersion};
 use crate::serving::{Caller, Output, Payload, Request};
@@ -20,6 +21,17 @@ pub const VERSION_HEADER: &str = "ferry-model-version";
 pub const ROUTING_KEY_HEADER: &str = "ferry-routing-key";
 
 /// `POST /v1/models/{model}/predict`
+#[utoipa::path(post, path = "/v1/models/{model}/predict", tag = "inference",
+    params(doc::FeatureModelPath, doc::PredictHeaders),
+    request_body(description = "Any JSON object (e.g. `{\"features\": {...}}`), passed to the model unchanged",
+        content = doc::Features, content_type = "application/json",
+        example = json!({"features": {"amount": 60.85, "currency": "CAD", "country": "CA", "hour": 15,
+            "account_age_days": 239, "rides_last_24h": 2, "card_country": "CA"}})),
+    responses(
+        (status = 200, description = "The model's own JSON", body = serde_json::Value, content_type = "application/json",
+            headers(("ferry-model-version" = String, description = "The version that answered"))),
+        doc::BadRequest, doc::NotFound, doc::SlowBody, doc::TooLarge, doc::Rejected, doc::Failed,
+        doc::Unavailable, doc::Deadline))]
 pub async fn predict(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -30,6 +42,17 @@ pub async fn predict(
 }
 
 /// `POST /v1/models/{model}/versions/{version}/predict`
+#[utoipa::path(post, path = "/v1/models/{model}/versions/{version}/predict", tag = "inference",
+    params(doc::FeatureVersionPath, doc::PredictHeaders),
+    request_body(description = "Any JSON object (e.g. `{\"features\": {...}}`), passed to the model unchanged",
+        content = doc::Features, content_type = "application/json",
+        example = json!({"features": {"amount": 60.85, "currency": "CAD", "country": "CA", "hour": 15,
+            "account_age_days": 239, "rides_last_24h": 2, "card_country": "CA"}})),
+    responses(
+        (status = 200, description = "The model's own JSON", body = serde_json::Value, content_type = "application/json",
+            headers(("ferry-model-version" = String, description = "The version that answered"))),
+        doc::BadRequest, doc::NotFound, doc::SlowBody, doc::TooLarge, doc::Rejected, doc::Failed,
+        doc::Unavailable, doc::Deadline))]
 pub async fn predict_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
@@ -195,6 +218,8 @@ fn describe_model(state: &AppState, name: &str, entry: &ModelEntry) -> Value {
 }
 
 /// `GET /v1/models`
+#[utoipa::path(get, path = "/v1/models", tag = "management",
+    responses((status = 200, description = "Every model: versions, states, aliases", body = doc::ModelList)))]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let table = state.registry.table();
     Json(
@@ -203,6 +228,9 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /v1/models/{model}`
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "management", params(doc::ModelPath),
+    responses((status = 200, description = "The model: versions, states, aliases", body = doc::ModelDescription),
+        doc::NotFound))]
 pub async fn describe(
     State(state): State<AppState>,
     Path(model): Path<String>,
