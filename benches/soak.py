@@ -123,6 +123,14 @@ class Traffic:
             if self.args.pause:
                 time.sleep(self.args.pause)
 
+    def scrape(self):
+        while not self.stop.is_set():
+            try:
+                request("GET", self.args.port, "/metrics")
+            except (OSError, http.client.HTTPException):
+                pass
+            self.stop.wait(5)
+
     def hostile(self, path):
         """A neighbour whose every call fails (loops to its deadline, or traps), at a steady rate."""
         while not self.stop.is_set():
@@ -191,6 +199,8 @@ def main():
                for i in range(args.callers) for path, body in [list(bodies.items())[i % len(bodies)]]]
     threads += [threading.Thread(target=traffic.hostile, args=(f"/v1/models/{m}/predict",), daemon=True)
                 for m in ("loop", "trap")]
+    # Scraped as Prometheus would (every 5 s): the host drops idle series at a scrape.
+    threads.append(threading.Thread(target=traffic.scrape, daemon=True))
     for t in threads:
         t.start()
 
