@@ -76,11 +76,12 @@ unload='/v2/repository/models/{model}/unload'
 fuzz() {
     local seconds=$1
     shift
-    timeout "$seconds" $venv/bin/st run "$base/openapi.json" \
+    # From the run's own folder: schemathesis keeps its cache (.schemathesis/) where it runs.
+    (cd "$work" && timeout "$seconds" "$OLDPWD/$venv/bin/st" run "$base/openapi.json" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
         --phases examples,coverage,fuzzing \
         --max-examples "${MAX_EXAMPLES:-40}" --workers 1 --request-timeout 20 \
-        --suppress-health-check all --no-color "$@"
+        --suppress-health-check all --no-color "$@")
 }
 status=0
 fuzz 150 --exclude-path "$unload" || status=$?
