@@ -365,14 +365,7 @@ impl Registry {
             wanted.extend(named.flat_map(|t| t.versions()).map(str::to_owned));
             // A shadow's candidate serves its copies from its own pool.
             wanted.extend(view.traffic.shadow.as_ref().map(|s| s.version.clone()));
-            wanted.extend(
-                self.pinned
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|(m, _)| m == model)
-                    .map(|(_, v)| v.clone()),
-            );
+            wanted.extend(self.pinned_versions(model));
             let failed = |v: &str| {
                 matches!(
                     entry.versions.get(v).map(|v| &v.state),
@@ -1000,5 +993,18 @@ fn lower_load_priority() {
         if libc::setpriority(libc::PRIO_PROCESS, tid, LOAD_NICENESS) != 0 {
             tracing::debug!("cannot lower a loader thread's priority");
         }
+    }
+}
+
+impl Registry {
+    /// The versions of `model` that promotes in flight have pinned.
+    fn pinned_versions(&self, model: &str) -> Vec<String> {
+        self.pinned
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == model)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }

@@ -103,14 +103,7 @@ impl Registry {
             );
             kept.extend(entry.traffic.shadow.as_ref().map(|s| s.version.clone()));
         }
-        kept.extend(
-            self.pinned
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(m, _)| m == model)
-                .map(|(_, v)| v.clone()),
-        );
+        kept.extend(self.pinned_versions(model));
         kept
     }
 

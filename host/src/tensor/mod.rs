@@ -208,7 +208,7 @@ pub fn tensor_from_json(t: &JsonTensor) -> Result<Tensor, String> {
 }
 
 /// What kind of JSON value `v` is, for messages.
-fn json_kind(v: &Value) -> &'static str {
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -234,7 +234,7 @@ impl Walk<'_> {
             return Err(E::custom(format!(
                 "`data` must be an array of {} elements (flat or nested), not {}",
                 self.datatype,
-                kind(&v)
+                super::json_kind(&v)
             )));
         }
         let keep = self.seen < self.keep;
@@ -247,17 +247,6 @@ impl Walk<'_> {
             }
         }
         Ok(())
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
