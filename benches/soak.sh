@@ -34,7 +34,8 @@ for attack in loop:infinite-loop trap:trap; do
         --config "$work/$name.config.json" --store "$work/store" >/dev/null
 done
 # The hostile test models ship no self-tests; diabetes-gbdt's run at every reload all the same.
-# METRICS_IDLE_TIMEOUT_S: how soon series of versions gone are dropped (the host's default: 900).
+# METRICS_IDLE_TIMEOUT_S: how soon per-model series of models gone are dropped (the host's default:
+# 900); a version's own series go with it.
 cat > "$work/ferry.toml" <<TOML
 [host]
 require_self_tests = false

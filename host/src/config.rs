@@ -9,7 +9,7 @@
 //! require_self_tests = true  # a version that ships no self-tests does not go live
 //! max_upload_bytes = 4294967296
 //! deterministic = true       # canonical NaNs, deterministic relaxed SIMD: replays give the same bits
-//! metrics_idle_timeout_s = 900  # a /metrics series not updated for this long is dropped (0: never)
+//! metrics_idle_timeout_s = 900  # a per-model /metrics series not updated this long is dropped (0: never)
 //!
 //! [store]                    # syncing with the store (see registry::sync)
 //! sync_interval_ms = 1000    # between polls of the store's change record
@@ -97,10 +97,11 @@ pub struct HostSection {
     /// for models whose limits name no `cpu_share` (0.1: a tenth). Past it a model runs only on
     /// idle capacity.
     pub cpu_share: f64,
-    /// A `/metrics` series not updated for this long is dropped, in seconds (0: never): the series
-    /// of a deleted version go, so months of retraining do not grow the scrape without bound.
-    /// Gauges the host sets are set again at every scrape; a counter that stays idle this long
-    /// starts again from zero when next counted (Prometheus reads that as a counter reset).
+    /// A per-model or per-shadow-pair `/metrics` series not updated for this long is dropped, in
+    /// seconds (0: never), so the series of models long gone leave the scrape. (A version's own
+    /// series go with the version, at once.) Gauges the host sets are set again at every scrape; a
+    /// counter that stays idle this long starts again from zero when next counted (Prometheus reads
+    /// that as a counter reset).
     pub metrics_idle_timeout_s: u64,
 }
 

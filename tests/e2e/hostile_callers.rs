@@ -22,6 +22,19 @@ max_request_bytes_in_flight = 268435456
 [models.chatty]
 deadline_ms = 300
 
+[models.slow-spin]
+min_instances = 1
+max_instances = 1
+queue_timeout_ms = 20000
+deadline_ms = 10000
+
+[models.full-spin]
+min_instances = 1
+max_instances = 1
+queue_timeout_ms = 20000
+max_queue = 1
+deadline_ms = 10000
+
 [models.hostile-spin]
 min_instances = 1
 max_instances = 1
@@ -37,6 +50,8 @@ fn server() -> &'static Server {
             &[
                 Seed::hostile("chatty", json!({"attack": "chatty"})),
                 Seed::hostile("hostile-spin", json!({"attack": "spin"})),
+                Seed::hostile("slow-spin", json!({"attack": "spin"})),
+                Seed::hostile("full-spin", json!({"attack": "spin"})),
                 Seed::sample("fraud-features", "1"),
             ],
             CONFIG,
@@ -506,4 +521,167 @@ fn a_caller_that_hangs_up_mid_upload_leaves_no_staged_file() {
             .contains("\"half\""),
         "no version from a broken upload"
     );
+}
+
+#[test]
+fn a_caller_that_hangs_up_mid_call_gives_back_its_instance() {
+    // The one instance runs a 1.5 s call whose caller is gone after 300 ms.
+    let started = Instant::now();
+    hang_up_after(
+        "/v1/models/slow-spin/predict",
+        r#"{"ms": 1500}"#,
+        Duration::from_millis(300),
+    );
+    // The next caller gets that instance once the call ends: its turn, and the instance, came back.
+    let agent = ureq::agent();
+    for _ in 0..3 {
+        let (status, body) = predict(&agent, "slow-spin", &json!({"ms": 1}));
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let metrics = ureq::get(&server().url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ferry_instances{model="slow-spin",version="1",state="busy"} 0"#),
+        "no instance is left busy:\n{metrics}"
+    );
+    assert!(!server().log().contains("panicked"));
+}
+
+#[test]
+fn a_full_queue_refuses_a_request_before_its_body_is_decoded() {
+    let running = std::thread::spawn(|| predict(&ureq::agent(), "full-spin", &json!({"ms": 2000})));
+    server().wait_busy("full-spin");
+    let queued = std::thread::spawn(|| predict(&ureq::agent(), "full-spin", &json!({"ms": 1})));
+    let started = Instant::now();
+    while !ureq::get(&server().url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap()
+        .contains(r#"ferry_queued_requests{model="full-spin",version="1"} 1"#)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing queued"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The queue (one place) is full: a body that would not even decode is refused for that, with
+    // when to try again, before decoding is attempted.
+    let url = server().url("/v2/models/full-spin/infer");
+    let refused = ureq::post(&url)
+        .set("Content-Type", "application/json")
+        .send_string(r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, "#);
+    let Err(ureq::Error::Status(status, response)) = refused else {
+        panic!("not refused: {refused:?}")
+    };
+    let retry_after = response.header("retry-after").map(str::to_owned);
+    let body = response.into_string().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("overloaded"), "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(queued.join().unwrap().0, 200);
+    assert_eq!(running.join().unwrap().0, 200);
+    // With room again, the same body is what it is: a bad request.
+    let (status, body) = ferry_tests::http::status_of(
+        ureq::post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(
+                r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, "#,
+            ),
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Sends an upload of `version` of model `committed` whole on a raw connection, waits `then`, and
+/// hangs up without reading the answer.
+fn upload_and_hang_up(version: &str, then: Duration) {
+    let component =
+        std::fs::read(ferry_tests::workspace().join("target/test-guests/hostile-guest.wasm"))
+            .unwrap();
+    let config = json!({"attack": "chatty"}).to_string();
+    let (content_type, body) =
+        ferry_tests::http::multipart(&[("component", &component), ("config", config.as_bytes())]);
+    let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "PUT /v1/models/committed/versions/{version} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body).unwrap();
+    std::thread::sleep(then);
+    drop(stream);
+}
+
+/// The state of `committed`'s `version`, once it has one other than loading (None: not listed).
+fn settled_state(version: &str) -> Option<String> {
+    let started = Instant::now();
+    loop {
+        let (status, text) =
+            ferry_tests::http::status_of(ureq::get(&server().url("/v1/models/committed")).call());
+        let listed: Option<Value> = (status == 200)
+            .then(|| serde_json::from_str::<Value>(&text).unwrap())
+            .and_then(|m| {
+                m["versions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["version"] == version)
+                    .cloned()
+            });
+        match listed {
+            None => return None,
+            Some(v) if v["state"] != "loading" => return Some(v["state"].to_string()),
+            Some(_) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{version} kept loading"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn no_staged_files() {
+    let uploads = server().cache().join("uploads");
+    let started = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&uploads).unwrap().flatten().collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "staged files left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_caller_that_hangs_up_around_its_commit_leaves_a_whole_version_or_none() {
+    // Gone the moment its last byte is sent: the host may drop the request (it sees the connection
+    // close before it has read the body) or commit it; never half a version, never a staged file.
+    upload_and_hang_up("early", Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    no_staged_files();
+    match settled_state("early") {
+        None => {}
+        Some(state) => assert_eq!(state, "\"ready\"", "a version committed is whole"),
+    }
+    // Gone once the body is read (the commit under way or done): the commit runs to its end on its
+    // own, and the version serves.
+    upload_and_hang_up("late", Duration::from_millis(300));
+    assert_eq!(settled_state("late").as_deref(), Some("\"ready\""));
+    no_staged_files();
+    let (status, body) = ferry_tests::http::status_of(
+        ureq::post(&server().url("/v1/models/committed/versions/late/predict"))
+            .send_string(r#"{"n": 1}"#),
+    );
+    assert_eq!(status, 200, "{body}");
 }

@@ -4,6 +4,7 @@
 //! per-function cache in memory). It knows nothing of the guest: the runtime owns the linker and
 //! what an instance is.
 
+pub mod background;
 mod cache;
 mod incremental;
 mod ticker;
@@ -146,7 +147,7 @@ impl FerryEngine {
     pub fn compile(&self, key: &str, bytes: &[u8]) -> anyhow::Result<Component> {
         let lock = self.compiling.entry(key.to_owned()).or_default().clone();
         let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let compiled = self.compile_now(key, bytes);
+        let compiled = background::compile(|| self.compile_now(key, bytes));
         self.compiling
             .remove_if(key, |_, l| Arc::strong_count(l) <= 2);
         compiled

@@ -489,7 +489,7 @@ impl Registry {
             .spawn(move || {
                 // Loads (compile, init, snapshot, self-tests) give way to calls of ready versions: a
                 // version that is ready must answer at its usual speed while others load.
-                lower_load_priority();
+                crate::engine::background::lower_this_thread();
                 let model = manifest.model.clone();
                 let slot = registry.runtime.block_on(registry.load_slots.acquire());
                 let loaded = registry.load(manifest);
@@ -977,22 +977,6 @@ impl Drop for Pin {
         }
         // A version loaded for a promote that did not happen goes again.
         self.registry.reapply(&self.model, false);
-    }
-}
-
-/// The niceness of loader threads (and of the compiler threads they start, which inherit it): a
-/// tenth of a core's weight against normal threads, so loads still progress on a busy host.
-const LOAD_NICENESS: i32 = 10;
-
-/// Lowers this (loader) thread's CPU priority; lowering needs no privilege.
-fn lower_load_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority with PRIO_PROCESS and a thread id changes only that thread's niceness.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, LOAD_NICENESS) != 0 {
-            tracing::debug!("cannot lower a loader thread's priority");
-        }
     }
 }
 

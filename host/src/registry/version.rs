@@ -85,6 +85,8 @@ pub struct ModelVersion {
     pub usage: Usage,
     /// Fails its requests fast while its calls keep failing by its own fault.
     pub breaker: crate::serving::breaker::Breaker,
+    /// Its `/metrics` series (requests, latency, errors), which go when it goes.
+    pub series: crate::serving::metrics::VersionSeries,
 }
 
 /// Counters of a version's calls: what they cost (CPU time in the guest, fuel), for charging the
@@ -130,6 +132,7 @@ impl ModelVersion {
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
             breaker: Default::default(),
+            series: Default::default(),
         }
     }
 

@@ -1,11 +1,15 @@
 //! The bounded queue in front of a version's instance pool: at most `max_instances` calls run, at most
 //! `max_queue` wait, and none waits longer than the queue timeout. Waiting is async, so a burst of
 //! callers costs tasks, not threads.
+//!
+//! Admission comes in two steps so that a request's place is taken before its body is decoded: a
+//! full queue refuses it before decoding costs anything ([`Admission::enter`]), and the requests a
+//! version decodes at once are bounded by its instances and queue; the turn to run (an instance) is
+//! taken after decoding ([`Entry::turn`]), so decoding never holds an instance.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -15,7 +19,11 @@ use super::CallError;
 #[derive(Debug)]
 pub struct Admission {
     running: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    concurrency: usize,
+    /// Requests entered and not yet running (being decoded, or waiting for their turn).
+    entered: Arc<AtomicUsize>,
+    /// Of those, the ones waiting for an instance.
+    waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     timeout: Duration,
 }
@@ -31,9 +39,12 @@ pub struct Admitted {
 impl Admission {
     /// Lets `concurrency` calls run and `max_waiting` wait up to `timeout`.
     pub fn new(concurrency: usize, max_waiting: usize, timeout: Duration) -> Admission {
+        let concurrency = concurrency.max(1);
         Admission {
-            running: Arc::new(Semaphore::new(concurrency.max(1))),
-            waiting: AtomicUsize::new(0),
+            running: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            entered: Arc::new(AtomicUsize::new(0)),
+            waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
             timeout,
         }
@@ -41,28 +52,27 @@ impl Admission {
 
     /// Waits for a turn, or refuses at once when the queue is full, or after the timeout.
     pub async fn admit(&self) -> Result<Admitted, CallError> {
-        let started = Instant::now();
-        if let Ok(permit) = self.running.clone().try_acquire_owned() {
-            return Ok(Admitted {
-                _permit: permit,
-                waited: Duration::ZERO,
-            });
-        }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.enter()?.turn().await
+    }
+
+    /// A place: refused at once when the calls running and the requests entered before it already
+    /// fill the instances and the queue. It holds no instance: a request being decoded never keeps
+    /// a free instance from a request that is ready to run.
+    pub fn enter(&self) -> Result<Entry, CallError> {
+        let busy = self.concurrency - self.running.available_permits().min(self.concurrency);
+        let ahead = self.entered.fetch_add(1, Ordering::AcqRel);
+        // Given back however the request ends, including a caller that hangs up (its future
+        // dropped): otherwise `max_queue` such callers would leave every later caller an instant 503.
+        let place = Counted(self.entered.clone());
+        if busy + ahead >= self.concurrency + self.max_waiting {
             return Err(CallError::Overloaded(Duration::ZERO));
         }
-        // Given back however the wait ends, including a caller that hangs up (its future dropped
-        // here): otherwise `max_queue` such callers would leave every later caller an instant 503.
-        let _place = QueuePlace(&self.waiting);
-        let permit = tokio::time::timeout(self.timeout, self.running.clone().acquire_owned()).await;
-        match permit {
-            Ok(Ok(permit)) => Ok(Admitted {
-                _permit: permit,
-                waited: started.elapsed(),
-            }),
-            _ => Err(CallError::Overloaded(self.timeout)),
-        }
+        Ok(Entry {
+            _place: place,
+            running: self.running.clone(),
+            waiting: self.waiting.clone(),
+            timeout: self.timeout,
+        })
     }
 
     /// A turn now, or none: for work that must never queue (shadow copies).
@@ -77,16 +87,47 @@ impl Admission {
             })
     }
 
-    /// Calls waiting now.
+    /// Calls waiting for an instance now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }
 }
 
-/// A place in the queue, given back when dropped.
-struct QueuePlace<'a>(&'a AtomicUsize);
+/// A request's place before its turn (see [`Admission::enter`]).
+pub struct Entry {
+    _place: Counted,
+    running: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    timeout: Duration,
+}
 
-impl Drop for QueuePlace<'_> {
+impl Entry {
+    /// The turn to run: at once when an instance is free, else after the queue (refused when the
+    /// queue timeout passes first).
+    pub async fn turn(self) -> Result<Admitted, CallError> {
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
+            return Ok(Admitted {
+                _permit: permit,
+                waited: Duration::ZERO,
+            });
+        }
+        let started = Instant::now();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Counted(self.waiting.clone());
+        match tokio::time::timeout(self.timeout, self.running.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Admitted {
+                _permit: permit,
+                waited: started.elapsed(),
+            }),
+            _ => Err(CallError::Overloaded(self.timeout)),
+        }
+    }
+}
+
+/// One of a count, given back when dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -116,6 +157,35 @@ mod tests {
         );
         drop(first);
         assert!(admission.admit().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_entry_holds_a_place_but_no_instance_while_its_request_is_decoded() {
+        let admission = Admission::new(1, 1, Duration::from_secs(10));
+        let first = admission.enter().unwrap();
+        let second = admission.enter().unwrap();
+        assert_eq!(
+            admission.enter().err(),
+            Some(CallError::Overloaded(Duration::ZERO)),
+            "the instance and the queue are spoken for before either request is decoded"
+        );
+        // The instance stays free for whoever is ready first: the second here.
+        let running = second.turn().await.unwrap();
+        assert_eq!(running.waited, Duration::ZERO);
+        let (queued, ()) = tokio::join!(first.turn(), async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(admission.waiting(), 1);
+            drop(running);
+        });
+        let admitted = queued.unwrap();
+        assert!(admitted.waited > Duration::ZERO);
+        assert_eq!(admission.waiting(), 0);
+        drop(admitted);
+        // An entry dropped before its turn (its caller hung up mid-body) gives its place back.
+        let held = admission.admit().await.unwrap();
+        drop(admission.enter().unwrap());
+        assert!(admission.enter().is_ok(), "the place came back");
+        drop(held);
     }
 
     #[tokio::test]

@@ -56,8 +56,8 @@ pub enum CallError {
     /// The guest trapped (HTTP 500).
     #[error("the model trapped: {0}")]
     Trapped(String),
-    /// No instance became free within the queue timeout (HTTP 503).
-    #[error("overloaded: no instance of the model became free within {0:?}")]
+    /// No instance became free within the queue timeout, or (zero) the queue was full (HTTP 503).
+    #[error("overloaded: {}", overload_reason(*.0))]
     Overloaded(Duration),
     /// The model was over its CPU share while the host was busy, so its call ran on idle capacity
     /// only, and passed its deadline having had less than half of it on a core (HTTP 503): the
@@ -114,5 +114,14 @@ impl CallError {
     /// or a call starved by the host's other work is no sign of a broken version.
     pub fn is_model_fault(&self) -> bool {
         self.poisons_instance() && !matches!(self, CallError::OverShare { .. })
+    }
+}
+
+/// Why an overloaded version refused a request: its queue full (nothing waited), or the wait.
+fn overload_reason(waited: Duration) -> String {
+    if waited.is_zero() {
+        "every instance of the model is busy and its queue is full".to_owned()
+    } else {
+        format!("no instance of the model became free within {waited:?}")
     }
 }

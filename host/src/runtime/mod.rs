@@ -15,7 +15,7 @@ mod pacing;
 mod pool;
 mod snapshot;
 
-pub use admission::{Admission, Admitted};
+pub use admission::{Admission, Admitted, Entry};
 pub use bindings::ferry::model::types::{
     Datatype, ModelError, ModelMetadata, Payload, SelfTest, SelfTestSuite, Tensor, TensorData,
     TensorSpec,

@@ -104,7 +104,6 @@ async fn not_found() -> ApiError {
 #[utoipa::path(get, path = "/metrics", tag = "reads",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::sample(&state.registry.table());
     metrics::sample_sync(&state.registry.sync);
     metrics::sample_memory(state.registry.budget());
     // Set again at every scrape, so the idle timeout never drops them.
@@ -114,7 +113,7 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        state.metrics.render(),
+        metrics::render(&state.metrics, &state.registry.table()),
     )
 }
 

@@ -18,7 +18,7 @@ use super::openapi as doc;
 use super::{intake, AppState};
 use crate::registry::ModelVersion;
 use crate::runtime::{Tensor, TensorSpec};
-use crate::serving::{Output, Payload, Request, TensorRequest};
+use crate::serving::{Output, Payload, TensorRequest};
 use crate::tensor::{binary, datatype_name, element_count, parse_datatype, tensor_to_json, typed};
 
 /// `GET /v2`
@@ -356,15 +356,18 @@ async fn infer_on(
             raw + max_input.min(raw.saturating_mul(4))
         })
         .await?;
-    let (request, tensors) = decode(headers, &body, max_input)?;
-    let answer = state
+    // A place in the version's queue before decoding: a version that would refuse the request (its
+    // queue full) refuses it before decoding costs anything, and the requests one version decodes
+    // at once are bounded by its instances and queue.
+    let caller = super::predict::caller(headers);
+    let ticket = state
         .serving
-        .call(Request {
-            model: model.to_owned(),
-            version: version.map(str::to_owned),
-            payload: Payload::Tensors(tensors),
-            caller: super::predict::caller(headers),
-        })
+        .admit(model, version, &caller, "infer", None)?;
+    // No more than the body's charge to the byte budget covers (the table may have changed since).
+    let max_input = max_input.min(ticket.version().limits.max_input_bytes as u64);
+    let (request, tensors) = decode(headers, &body, max_input)?;
+    let answer = ticket
+        .call(&state.serving, Payload::Tensors(tensors), caller)
         .await?;
     let Output::Tensors(outputs) = answer.output.as_ref() else {
         unreachable!("a tensor call answers tensors")

@@ -3,8 +3,10 @@
 //! for a cool-down its requests fail fast with a 503 that says why, costing no instance and no CPU.
 //! Then one request at a time is let through as a probe; its success closes the breaker, its failure
 //! opens it again for twice as long (up to `max_cool_down`). Trips, probes and recoveries are logged,
-//! counted in `/metrics` (`ferry_breaker_*`) and shown in `GET /v1/models/{model}`.
+//! counted here (rendered in `/metrics` as `ferry_breaker_*` with the version's other series) and
+//! shown in `GET /v1/models/{model}`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,6 +42,8 @@ impl Default for BreakerPolicy {
 pub struct Breaker {
     state: Mutex<State>,
     trips: AtomicU64,
+    /// Trips by the kind of fault that tripped it.
+    trips_by_kind: Mutex<BTreeMap<&'static str, u64>>,
     probes_failed: AtomicU64,
     recoveries: AtomicU64,
     rejected: AtomicU64,
@@ -87,15 +91,10 @@ impl Breaker {
                 true
             }
             State::Open(trip) | State::Probing(trip) => {
-                let retry_in = trip
-                    .until
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_secs(1));
-                let reason = trip.reason.clone();
+                let refusal = refusal(trip);
                 drop(state);
                 self.rejected.fetch_add(1, Relaxed);
-                count(version, "ferry_breaker_rejected_total", None);
-                return Err(CallError::Tripped { reason, retry_in });
+                return Err(refusal);
             }
         };
         Ok(Pass {
@@ -103,6 +102,22 @@ impl Breaker {
             version,
             probe,
         })
+    }
+
+    /// What [`Breaker::admit`] would refuse now, refused (and counted) the same way, but with no
+    /// probe let through: checked before a request takes a place in its version's queue, so that a
+    /// tripped version's requests cost no place and no decoding.
+    pub fn check(&self) -> Result<(), CallError> {
+        let state = self.lock();
+        let trip = match &*state {
+            State::Open(trip) if Instant::now() < trip.until => trip,
+            State::Probing(trip) => trip,
+            _ => return Ok(()),
+        };
+        let refusal = refusal(trip);
+        drop(state);
+        self.rejected.fetch_add(1, Relaxed);
+        Err(refusal)
     }
 
     /// True while requests fail fast.
@@ -138,6 +153,25 @@ impl Breaker {
         out
     }
 
+    /// Trips so far, by the kind of fault that tripped it.
+    pub fn trips_by_kind(&self) -> Vec<(&'static str, u64)> {
+        let trips = self.trips_by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        trips.iter().map(|(k, n)| (*k, *n)).collect()
+    }
+
+    /// Probes so far: (failed, recovered).
+    pub fn probes(&self) -> (u64, u64) {
+        (
+            self.probes_failed.load(Relaxed),
+            self.recoveries.load(Relaxed),
+        )
+    }
+
+    /// Requests failed fast so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -161,7 +195,6 @@ impl Breaker {
                 let cool_down = (trip.cool_down * 2).min(policy.max_cool_down);
                 tracing::warn!(model = %model, version = %name, "circuit breaker: the probe failed ({e}); open for another {cool_down:?}");
                 self.probes_failed.fetch_add(1, Relaxed);
-                count(version, "ferry_breaker_probes_total", Some("failed"));
                 *state = State::Open(Trip {
                     until: Instant::now() + cool_down,
                     cool_down,
@@ -179,7 +212,6 @@ impl Breaker {
                 }
                 tracing::info!(model = %model, version = %name, "circuit breaker: the probe succeeded; the version serves again");
                 self.recoveries.fetch_add(1, Relaxed);
-                count(version, "ferry_breaker_probes_total", Some("recovered"));
                 *state = State::Closed;
             }
             (State::Open(trip), _) => *state = State::Open(trip),
@@ -196,13 +228,12 @@ impl Breaker {
                     format!("{model}@{name} failed its last {faults} calls; the last one: {e}");
                 tracing::warn!(model = %model, version = %name, "circuit breaker tripped for {:?}: {reason}", policy.cool_down);
                 self.trips.fetch_add(1, Relaxed);
-                metrics::counter!(
-                    "ferry_breaker_trips_total",
-                    "model" => model.clone(),
-                    "version" => name.clone(),
-                    "kind" => e.kind()
-                )
-                .increment(1);
+                *self
+                    .trips_by_kind
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(e.kind())
+                    .or_default() += 1;
                 *state = State::Open(Trip {
                     reason,
                     since_unix_ms: unix_ms(SystemTime::now()),
@@ -219,23 +250,23 @@ impl Breaker {
     }
 }
 
+/// The fast failure of a request while `trip` holds.
+fn refusal(trip: &Trip) -> CallError {
+    CallError::Tripped {
+        reason: trip.reason.clone(),
+        retry_in: trip
+            .until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    }
+}
+
 /// False for refusals that happen before or beside the guest's work and say nothing of its health.
 fn answered(e: &CallError) -> bool {
     !matches!(
         e,
         CallError::Overloaded(_) | CallError::OverShare { .. } | CallError::Tripped { .. }
     )
-}
-
-fn count(version: &ModelVersion, name: &'static str, outcome: Option<&'static str>) {
-    let model = version.manifest.model.clone();
-    let v = version.manifest.version.clone();
-    match outcome {
-        Some(o) => {
-            metrics::counter!(name, "model" => model, "version" => v, "outcome" => o).increment(1)
-        }
-        None => metrics::counter!(name, "model" => model, "version" => v).increment(1),
-    }
 }
 
 impl Pass<'_> {

@@ -6,22 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shares::{CpuShares, Place, SharePacer};
-use super::{metering, metrics, Output, Payload};
+use super::{metering, Output, Payload};
 use crate::registry::{unix_ms, ModelVersion};
-use crate::runtime::{Admitted, CallError, InstancePool, ModelInstance};
+use crate::runtime::{Admitted, CallError, Entry, InstancePool, ModelInstance};
 
 /// Versions whose typical call is shorter than this start on the async worker itself.
 const INLINE_BELOW: Duration = Duration::from_micros(500);
 
-/// Runs `payload` on an instance of `version`, after its admission queue.
+/// Runs `payload` on an instance of `version`, once `entry`'s turn in its admission queue comes.
 pub(super) async fn run(
     shares: &CpuShares,
     version: &Arc<ModelVersion>,
     payload: &Arc<Payload>,
+    entry: Entry,
 ) -> Result<Output, CallError> {
     let pool = pool_of(version)?;
-    let admitted = version.admission.admit().await?;
-    metrics::queue_wait(version, admitted.waited);
+    let admitted = entry.turn().await?;
+    version.series.queue_wait(admitted.waited);
     version
         .usage
         .queue_ns
@@ -141,7 +142,7 @@ fn run_here(
     let waited = Instant::now();
     let mut instance = pool.checkout()?;
     if cold {
-        metrics::cold_wait(version, waited.elapsed());
+        version.series.cold_wait(waited.elapsed());
     }
     run_instance(version, &mut instance, payload, waited, Some(pacer))
 }

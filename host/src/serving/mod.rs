@@ -3,8 +3,9 @@
 //! later) only translate their wire format to a [`Request`] and the [`Answer`] back; everything a
 //! request goes through lives here once:
 //!
-//! route (alias, weighted split by routing key) → check the payload against what the version
-//! declares → the version's circuit breaker ([`breaker`]) → admit → call the guest ([`call`]), held
+//! route (alias, weighted split by routing key) → a place in the version's admission queue (before
+//! the front end decodes the payload: [`Serving::admit`]) → check the payload against what the
+//! version declares → the version's circuit breaker ([`breaker`]) → its turn → call the guest ([`call`]), held
 //! to its model's CPU share ([`shares`]) → metering and metrics → shadow copy and prediction log
 //! ([`traffic`]), both off the request path.
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::registry::{ModelVersion, Registry, Route, RouteError};
-use crate::runtime::{CallError, Tensor};
+use crate::runtime::{CallError, Entry, Tensor};
 
 pub use breaker::BreakerPolicy;
 pub use shares::CpuShares;
@@ -231,17 +232,41 @@ impl Serving {
 
     /// Answers `request`: the one path every front end's inference request takes.
     pub async fn call(&self, request: Request) -> Result<Answer, ServeError> {
+        let route = request.payload.route();
+        let ticket = self.admit(
+            &request.model,
+            request.version.as_deref(),
+            &request.caller,
+            route,
+            Some(&request.payload),
+        )?;
+        ticket.call(self, request.payload, request.caller).await
+    }
+
+    /// The first half of [`Serving::call`], before the request's payload is decoded: routes it
+    /// (alias, split) and takes its place in the version's admission queue, so that a request the
+    /// version would refuse (its queue full) is refused before decoding costs anything. `payload`,
+    /// when already known, lets a split route by one of its fields; without it a split routes by the
+    /// caller's key alone. `route` names the entry point for metrics.
+    pub fn admit(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        caller: &Caller,
+        route: &'static str,
+        payload: Option<&Payload>,
+    ) -> Result<Ticket, ServeError> {
         let started = Instant::now();
         let at = SystemTime::now();
         let table = self.registry.table();
-        let version = match table.route(&request.model, request.version.as_deref())? {
+        let version = match table.route(model, version)? {
             Route::Version(v) => v,
-            Route::Split(split) => traffic::split::pick(&request.model, &split, || {
-                traffic::split::routing_key(&request.caller, &request.payload, &split)
+            Route::Split(split) => traffic::split::pick(model, &split, || {
+                traffic::split::routing_key(caller, payload, &split)
             }),
         };
         // The route was found, so the model is in this table.
-        let entry = &table.models[&request.model];
+        let entry = &table.models[model];
         let policy = entry.traffic.clone();
         let shadow = policy
             .shadow
@@ -254,19 +279,81 @@ impl Serving {
             .as_ref()
             .is_some_and(|c| entry.targets(&c.manifest.version));
         drop(table);
+        // A tripped version fails fast before its queue: its requests cost no place, no decoding.
+        match version
+            .breaker
+            .check()
+            .and_then(|()| version.admission.enter())
+        {
+            Ok(place) => Ok(Ticket {
+                started,
+                at,
+                version,
+                shadow,
+                serves_live,
+                policy,
+                place,
+            }),
+            Err(e) => {
+                // Refused before its guest ran: counted, neither compared nor logged.
+                let e = ServeError::Call(e);
+                version.series.request(route, e.status(), started.elapsed());
+                if let ServeError::Call(call) = &e {
+                    version.series.call_error(call);
+                }
+                Err(e)
+            }
+        }
+    }
+}
 
-        let payload = Arc::new(request.payload);
+/// A request routed to a version and holding its place there, waiting for its payload
+/// ([`Serving::admit`]); dropped unused, it gives the place back.
+pub struct Ticket {
+    started: Instant,
+    at: SystemTime,
+    version: Arc<ModelVersion>,
+    shadow: Option<Arc<ModelVersion>>,
+    serves_live: bool,
+    policy: Arc<crate::registry::TrafficPolicy>,
+    place: Entry,
+}
+
+impl Ticket {
+    /// The version the request goes to.
+    pub fn version(&self) -> &Arc<ModelVersion> {
+        &self.version
+    }
+
+    /// The second half of [`Serving::call`]: checks `payload` against what the version declares,
+    /// runs it when its turn comes, then metrics, the shadow copy and the prediction log.
+    pub async fn call(
+        self,
+        serving: &Serving,
+        payload: Payload,
+        caller: Caller,
+    ) -> Result<Answer, ServeError> {
+        let Ticket {
+            started,
+            at,
+            version,
+            shadow,
+            serves_live,
+            policy,
+            place,
+        } = self;
+        let payload = Arc::new(payload);
         let route = payload.route();
         let outcome = match inputs::check(&version, &payload) {
-            Ok(()) => self.call_guest(&version, &payload).await,
+            Ok(()) => serving.call_guest(&version, &payload, place).await,
             Err(message) => Err(ServeError::Invalid(message)),
         };
         let elapsed = started.elapsed();
         let outcome = outcome.map(Arc::new);
         let status = outcome.as_ref().map_or_else(ServeError::status, |_| 200);
-        metrics::request(&version, route, status, elapsed);
+        version.series.request(route, status, elapsed);
         if let Err(ServeError::Call(e)) = &outcome {
-            metrics::call_error(&version, e);
+            version.series.call_error(e);
         }
         // A request refused before its guest ran (a bad input, a full queue) has nothing to compare
         // and is no prediction.
@@ -276,7 +363,7 @@ impl Serving {
                 | ServeError::Call(CallError::Overloaded(_) | CallError::Tripped { .. }))
         );
         if let (Some(candidate), true) = (shadow, reached_guest) {
-            self.shadows.offer(
+            serving.shadows.offer(
                 candidate,
                 serves_live,
                 version.clone(),
@@ -286,9 +373,9 @@ impl Serving {
         }
         // Requests refused before the guest ran are not predictions: metrics count them, the log not.
         if reached_guest && policy.log.percent.takes(draw()) {
-            self.log.offer(traffic::log::Entry {
+            serving.log.offer(traffic::log::Entry {
                 at,
-                request_id: request.caller.request_id,
+                request_id: caller.request_id,
                 version: version.clone(),
                 payload,
                 outcome: outcome.clone(),
@@ -300,14 +387,15 @@ impl Serving {
 }
 
 impl Serving {
-    /// The guest call, through the version's circuit breaker.
+    /// The guest call, through the version's circuit breaker, once `place`'s turn comes.
     async fn call_guest(
         &self,
         version: &Arc<ModelVersion>,
         payload: &Arc<Payload>,
+        place: Entry,
     ) -> Result<Output, ServeError> {
         let pass = version.breaker.admit(version)?;
-        let result = call::run(&self.shares, version, payload).await;
+        let result = call::run(&self.shares, version, payload, place).await;
         pass.settle(&self.breaker, result.as_ref().err());
         Ok(result?)
     }

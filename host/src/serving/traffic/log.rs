@@ -486,7 +486,9 @@ fn write_loop(
     loop {
         std::thread::sleep(tick);
         let mut closed = false;
-        loop {
+        // At most a batch per turn: a queue refilled as fast as it is drained must not keep the
+        // writer taking entries (and the memory they hold) past the queue's bound.
+        while batch.len() < options.batch_records.max(1) {
             match entries.try_recv() {
                 Ok((entry, bytes)) => {
                     counts.queued_bytes.fetch_sub(bytes, Relaxed);

@@ -195,10 +195,12 @@ fn run(job: &Job) -> Outcome {
         Ok(_) => 200,
         Err(e) => super::super::call_status(e),
     };
-    metrics::request(candidate, "shadow", status, started.elapsed());
+    candidate
+        .series
+        .request("shadow", status, started.elapsed());
     match (&job.outcome, answer) {
         (_, Err(e)) => {
-            metrics::call_error(candidate, &e);
+            candidate.series.call_error(&e);
             Outcome::ShadowFailed
         }
         (Err(_), Ok(_)) => Outcome::PrimaryFailed,

@@ -55,11 +55,15 @@ pub fn pick(
 
 /// The routing key of a request: the caller's (a header), else the split's field of a feature-style
 /// body. Strings are taken as they are, other JSON values as their JSON text.
-pub fn routing_key(caller: &Caller, payload: &Payload, split: &SplitRoute) -> Option<String> {
+pub fn routing_key(
+    caller: &Caller,
+    payload: Option<&Payload>,
+    split: &SplitRoute,
+) -> Option<String> {
     if let Some(key) = &caller.routing_key {
         return Some(key.clone());
     }
-    let (Some(field), Payload::Features(body)) = (&split.routing_key_field, payload) else {
+    let (Some(field), Some(Payload::Features(body))) = (&split.routing_key_field, payload) else {
         return None;
     };
     let body: serde_json::Value = serde_json::from_str(body).ok()?;

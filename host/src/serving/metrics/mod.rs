@@ -1,8 +1,11 @@
 //! Prometheus metrics (`GET /metrics`), named by Prometheus conventions with the `ferry_` prefix.
+//! Series labelled by `version` belong to the version ([`versions`]) and leave `/metrics` with it;
+//! the rest live in the `metrics` crate's recorder.
 //!
 //! - `ferry_requests_total{model,version,route,status}`
 //! - `ferry_request_duration_seconds{model,version,route}` (histogram)
-//! - `ferry_queue_wait_seconds{model,version}` (histogram)
+//! - `ferry_queue_wait_seconds{model,version}` (histogram) and `ferry_queued_requests{model,version}`
+//!   (gauge: waiting for an instance now)
 //! - `ferry_instances{model,version,state="busy"|"idle"}` (gauge, sampled at scrape)
 //! - `ferry_guest_errors_total{model,version,kind}`: traps and limit hits by kind
 //! - `ferry_model_load_seconds{model,version}` (gauge) and `ferry_model_ready{model,version}` (0/1)
@@ -38,10 +41,10 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::registry::{
-    unix_ms, MemoryBudget, ModelVersion, ProcessMemory, RoutingTable, SyncHealth,
-};
-use crate::runtime::CallError;
+use crate::registry::{unix_ms, MemoryBudget, ProcessMemory, RoutingTable, SyncHealth};
+
+pub mod versions;
+pub use versions::VersionSeries;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -55,10 +58,10 @@ const ABS_DIFF_BUCKETS: &[f64] = &[
 
 /// Installs the process's metrics recorder (once) and returns the handle that renders it.
 ///
-/// With `idle_timeout`, a series not updated for that long is dropped at the next render: a deleted
-/// version's series go (there is no per-series removal), so a host that sees thousands of versions
-/// over its life renders only the recent ones. What the host knows at every scrape (per-version
-/// gauges of routed versions, sync, memory, credentials) is set again by the render, so it never
+/// A version's own series are not in this recorder ([`versions`]: they go with the version). With
+/// `idle_timeout`, a series of the recorder not updated for that long is dropped at the next render
+/// (it has no per-series removal): the per-model and per-shadow-pair series of models long gone. What
+/// the host knows at every scrape (sync, memory, credentials) is set again by the render, so it never
 /// goes idle; a counter idle that long starts again from zero when next counted.
 pub fn install(idle_timeout: Option<Duration>) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -85,32 +88,12 @@ pub fn install(idle_timeout: Option<Duration>) -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_counter!(
-        "ferry_breaker_trips_total",
-        "Times a version's circuit breaker tripped, by the kind of fault that tripped it"
-    );
-    metrics::describe_counter!(
-        "ferry_breaker_probes_total",
-        "Probe calls through a tripped breaker, by outcome (failed: open again; recovered: closed)"
-    );
-    metrics::describe_counter!(
-        "ferry_breaker_rejected_total",
-        "Requests failed fast (503) because the version's breaker was open"
-    );
-    metrics::describe_counter!(
         "ferry_cpu_share_lowered_calls_total",
         "Calls that ran on idle capacity only because their model was over its CPU share"
     );
     metrics::describe_counter!(
         "ferry_cpu_share_starved_total",
         "Calls over their model's CPU share refused (503) at their deadline, starved by a busy host"
-    );
-    metrics::describe_counter!(
-        "ferry_guest_cpu_microseconds_total",
-        "CPU time of the threads running a version's guest calls (shadow copies included), for charging its team"
-    );
-    metrics::describe_counter!(
-        "ferry_guest_fuel_total",
-        "Fuel a version's guest calls burnt (with [host] fuel = true)"
     );
     metrics::describe_counter!(
         "ferry_shadow_requests_total",
@@ -135,59 +118,6 @@ fn describe() {
     metrics::describe_counter!(
         "ferry_prediction_log_failed_total",
         "Prediction records lost because the sink failed (a full disk, an unreachable store)"
-    );
-    metrics::describe_counter!(
-        "ferry_requests_total",
-        "Inference requests by model, version, route and HTTP status"
-    );
-    metrics::describe_histogram!(
-        "ferry_request_duration_seconds",
-        metrics::Unit::Seconds,
-        "Time from admission request to answer"
-    );
-    metrics::describe_histogram!(
-        "ferry_queue_wait_seconds",
-        metrics::Unit::Seconds,
-        "Time a request waited for a free instance"
-    );
-    metrics::describe_gauge!(
-        "ferry_instances",
-        "Live instances of a version by state (busy or idle)"
-    );
-    metrics::describe_counter!(
-        "ferry_guest_errors_total",
-        "Calls that ended in a guest trap, limit hit or model error, by kind"
-    );
-    metrics::describe_gauge!(
-        "ferry_model_load_seconds",
-        metrics::Unit::Seconds,
-        "Time a version took to compile, initialise and self-test"
-    );
-    metrics::describe_gauge!(
-        "ferry_model_ready",
-        "1 when the version serves, 0 when it is loading or failed"
-    );
-    metrics::describe_gauge!(
-        "ferry_version_memory_bytes",
-        metrics::Unit::Bytes,
-        "Memory of a version: the snapshot image its instances share, and their private linear memory"
-    );
-    metrics::describe_gauge!(
-        "ferry_version_resident",
-        "1 when the version holds its instances, 0 when evicted (it comes back on its next request)"
-    );
-    metrics::describe_counter!(
-        "ferry_version_evictions_total",
-        "Times a version was evicted to stay within the host's memory budget"
-    );
-    metrics::describe_counter!(
-        "ferry_version_cold_loads_total",
-        "Times an evicted version came back for a request"
-    );
-    metrics::describe_histogram!(
-        "ferry_cold_request_wait_seconds",
-        metrics::Unit::Seconds,
-        "Time a request to an evicted version waited for it to come back"
     );
     metrics::describe_gauge!(
         "ferry_host_memory_bytes",
@@ -221,6 +151,13 @@ fn describe() {
     );
 }
 
+/// The whole `/metrics` text: the recorder's series, then every routed version's own.
+pub fn render(handle: &PrometheusHandle, table: &RoutingTable) -> String {
+    let mut out = handle.render();
+    versions::render(table, &mut out);
+    out
+}
+
 /// Samples the sync gauges (called at scrape time).
 pub fn sample_sync(sync: &SyncHealth) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -242,53 +179,6 @@ pub fn sample_sync(sync: &SyncHealth) {
     metrics::gauge!("ferry_store_generation").set(sync.generation.load(Relaxed) as f64);
 }
 
-fn labels(v: &ModelVersion) -> [(&'static str, String); 2] {
-    [
-        ("model", v.manifest.model.clone()),
-        ("version", v.manifest.version.clone()),
-    ]
-}
-
-/// Counts a finished request and its latency.
-pub fn request(v: &ModelVersion, route: &'static str, status: u16, elapsed: Duration) {
-    let [model, version] = labels(v);
-    metrics::counter!(
-        "ferry_requests_total",
-        &[
-            model.clone(),
-            version.clone(),
-            ("route", route.to_owned()),
-            ("status", status.to_string())
-        ]
-    )
-    .increment(1);
-    metrics::histogram!(
-        "ferry_request_duration_seconds",
-        &[model, version, ("route", route.to_owned())]
-    )
-    .record(elapsed.as_secs_f64());
-}
-
-/// Records how long a request queued.
-pub fn queue_wait(v: &ModelVersion, waited: Duration) {
-    metrics::histogram!("ferry_queue_wait_seconds", &labels(v)).record(waited.as_secs_f64());
-}
-
-/// Counts a call that ended in an error, by kind.
-pub fn call_error(v: &ModelVersion, e: &CallError) {
-    let [model, version] = labels(v);
-    metrics::counter!(
-        "ferry_guest_errors_total",
-        &[model, version, ("kind", e.kind().to_owned())]
-    )
-    .increment(1);
-}
-
-/// Records how long a request waited for its evicted version to come back.
-pub fn cold_wait(v: &ModelVersion, waited: Duration) {
-    metrics::histogram!("ferry_cold_request_wait_seconds", &labels(v)).record(waited.as_secs_f64());
-}
-
 /// Samples the host's memory gauges (called at scrape time).
 pub fn sample_memory(budget: &MemoryBudget) {
     let gauge = |kind: &str, bytes: u64| {
@@ -301,72 +191,6 @@ pub fn sample_memory(budget: &MemoryBudget) {
     if let Some(process) = ProcessMemory::read() {
         gauge("rss", process.rss_bytes);
         gauge("pss", process.pss_bytes);
-    }
-}
-
-/// Samples per-version gauges from the routing table (called at scrape time).
-pub fn sample(table: &RoutingTable) {
-    for v in table.versions() {
-        let [model, version] = labels(v);
-        if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
-            let memory = |kind: &str, bytes: u64| {
-                metrics::gauge!(
-                    "ferry_version_memory_bytes",
-                    &[model.clone(), version.clone(), ("kind", kind.to_owned())]
-                )
-                .set(bytes as f64)
-            };
-            let resident = stats.resident;
-            memory("shared", if resident { stats.shared_bytes } else { 0 });
-            memory("private", stats.private_bytes);
-            memory("graph", stats.graph_bytes);
-            metrics::gauge!("ferry_version_resident", &[model.clone(), version.clone()])
-                .set(if resident { 1.0 } else { 0.0 });
-            metrics::counter!(
-                "ferry_version_evictions_total",
-                &[model.clone(), version.clone()]
-            )
-            .absolute(stats.evictions);
-            metrics::counter!(
-                "ferry_version_cold_loads_total",
-                &[model.clone(), version.clone()]
-            )
-            .absolute(stats.reopens);
-        }
-        let (busy, idle) = v
-            .pool
-            .as_ref()
-            .map(|p| p.stats())
-            .map_or((0, 0), |s| (s.live - s.idle, s.idle));
-        metrics::gauge!(
-            "ferry_instances",
-            &[model.clone(), version.clone(), ("state", "busy".to_owned())]
-        )
-        .set(busy as f64);
-        metrics::gauge!(
-            "ferry_instances",
-            &[model.clone(), version.clone(), ("state", "idle".to_owned())]
-        )
-        .set(idle as f64);
-        metrics::gauge!(
-            "ferry_model_load_seconds",
-            &[model.clone(), version.clone()]
-        )
-        .set(v.load_seconds);
-        // Metering, from the exact totals (per-call rounding would lose the microsecond calls).
-        let usage = &v.usage;
-        metrics::counter!(
-            "ferry_guest_cpu_microseconds_total",
-            &[model.clone(), version.clone()]
-        )
-        .absolute(usage.cpu_ns.load(std::sync::atomic::Ordering::Relaxed) / 1_000);
-        metrics::counter!("ferry_guest_fuel_total", &[model.clone(), version.clone()])
-            .absolute(usage.fuel.load(std::sync::atomic::Ordering::Relaxed));
-        metrics::gauge!("ferry_model_ready", &[model, version]).set(if v.is_ready() {
-            1.0
-        } else {
-            0.0
-        });
     }
 }
 
