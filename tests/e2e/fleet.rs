@@ -541,3 +541,144 @@ fn a_fleets_prediction_log_lands_in_its_object_store_and_replays_from_there() {
         "{text}"
     );
 }
+
+/// Multipart uploads open in the store's bucket under `prefix` (S3 ListMultipartUploads, signed by
+/// curl as scripts/seaweedfs.sh signs its own requests): their keys.
+fn open_multipart_uploads(s3: &S3Store, prefix: &str) -> Vec<String> {
+    let env = |name: &str| {
+        s3.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} is not in the store's env"))
+    };
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--aws-sigv4"])
+        .arg(format!("aws:amz:{}:s3", env("AWS_REGION")))
+        .arg("--user")
+        .arg(format!(
+            "{}:{}",
+            env("AWS_ACCESS_KEY_ID"),
+            env("AWS_SECRET_ACCESS_KEY")
+        ))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .arg(format!(
+            // Parameters sorted and encoded, `uploads=` with its empty value: curl's SigV4 signs the
+            // query as written, and the store checks it in canonical form.
+            "{}/{}?prefix={}%2F&uploads=",
+            env("AWS_ENDPOINT_URL"),
+            env("FERRY_TEST_S3_BUCKET"),
+            prefix.replace('/', "%2F")
+        ))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "ListMultipartUploads: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(xml.contains("ListMultipartUploadsResult"), "{xml}");
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|upload| {
+            let key = upload.split("<Key>").nth(1)?.split("</Key>").next()?;
+            Some(key.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn callers_that_hang_up_around_a_large_upload_leave_no_multipart_upload_open() {
+    use std::io::Write;
+    let s3 = S3Store::shared();
+    let prefix = unique_prefix("hang-up");
+    let url = s3.url(&prefix);
+    let host = Host::start(s3, &url, "hang-up-1", FLEET_CONFIG);
+    let address = host.base.trim_start_matches("http://").to_owned();
+    let (component, tests) = (
+        models_file("diabetes-gbdt.wasm"),
+        models_file("diabetes-gbdt.tests.json"),
+    );
+    // Weights past the store's multipart threshold (16 MiB): the trees and 40 MB of trailing spaces
+    // (a different count each time, so each upload is a blob of its own). Callers hang up at each
+    // stage: as the last byte goes, while the host reads or stages it, while it commits, after.
+    let stages = [0u64, 30, 150, 600, 2500];
+    for (i, after) in stages.iter().enumerate() {
+        let mut weights = models_file("diabetes-gbdt.weights");
+        weights.extend(std::iter::repeat_n(b' ', (40 << 20) + i));
+        let parts: [(&str, &[u8]); 3] = [
+            ("component", &component),
+            ("weights", &weights),
+            ("tests", &tests),
+        ];
+        let (content_type, body) = ferry_tests::http::multipart(&parts);
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "PUT /v1/models/big/versions/v{i} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(&body).unwrap();
+        std::thread::sleep(Duration::from_millis(*after));
+        drop(stream);
+    }
+    // Whatever each caller's hang-up cut short is gone, and whatever got committed is whole: nothing
+    // staged on the host, no multipart upload left open in the bucket.
+    let staged = host.cache().join("uploads");
+    let started = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&staged)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let open = open_multipart_uploads(s3, &prefix);
+        if left.is_empty() && open.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "staged on the host: {left:?}; open multipart uploads: {open:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The last caller hung up seconds after its body was read: its commit ran to the end.
+    let listed = |v: &str| {
+        describe_model(&host, "big")["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["version"] == v)
+            .cloned()
+    };
+    let last = format!("v{}", stages.len() - 1);
+    assert!(listed(&last).is_some(), "{last} was never committed");
+    // Every version that was committed is whole: the newest loads from its blobs, and none failed.
+    let started = Instant::now();
+    while listed(&last).unwrap()["state"] != "ready" {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{last}: {}",
+            listed(&last).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (i, after) in stages.iter().enumerate() {
+        let v = listed(&format!("v{i}"));
+        eprintln!(
+            "hung up {after} ms after the body: {}",
+            v.as_ref()
+                .map_or("not committed".into(), |v| v["state"].to_string())
+        );
+        if let Some(v) = v {
+            assert_ne!(v["state"], "failed", "{v}");
+        }
+    }
+}
+
+fn describe_model(host: &Host, model: &str) -> Value {
+    match ureq::get(&host.url(&format!("/v1/models/{model}"))).call() {
+        Ok(r) => r.into_json().unwrap(),
+        Err(_) => Value::Null,
+    }
+}
