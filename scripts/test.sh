@@ -14,6 +14,10 @@ phase() { echo "== test.sh: $1 at $((SECONDS / 60))m$((SECONDS % 60))s" >&2; }
 # The host side first, with the features `cargo test --all-targets` resolves, so the test run below
 # reuses the build (a `cargo build -p ferry` alone resolves other features of serde, hashbrown, … and
 # compiles wasmtime twice); its `ferry` builds the Python samples.
+# One direction between the host's modules (front end → serving → registry → runtime → engine,
+# storage): an import cycle fails the run before anything is built.
+phase "checking the modules' directions"
+python3 scripts/modcycles.py host/src
 phase "building the host"
 cargo build --all-targets
 phase "building the models"

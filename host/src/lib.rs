@@ -16,6 +16,7 @@
 //! - [`config`] reads the host's TOML configuration.
 //! - [`selftest`] runs the self-tests a model ships and compares answers with a tolerance.
 //! - [`tensor`] converts Open Inference Protocol JSON tensors to and from the contract's tensors.
+//! - [`stamps`] is what the host stamps on what it keeps: sha256 content addresses, Unix times.
 //! - [`tools`] installs the pinned PyPI tools Ferry uses (componentize-py, ONNX Runtime) on first use.
 //! - [`cli`] is the `ferry` command line.
 
@@ -29,6 +30,7 @@ pub mod runtime;
 pub mod selftest;
 pub mod server;
 pub mod serving;
+pub mod stamps;
 pub mod storage;
 pub mod teams;
 pub mod tensor;

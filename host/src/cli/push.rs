@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::client::{describe, json as answer, ServerArgs};
-use crate::runtime::sha256_hex;
+use crate::stamps::sha256_hex;
 
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {

@@ -77,7 +77,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
             let bytes = read(path, &format!("graph `{name}`"))?;
             files.push(GraphFile {
                 name: name.clone(),
-                sha256: crate::runtime::sha256_hex(&bytes),
+                sha256: crate::stamps::sha256_hex(&bytes),
                 bytes: bytes.into(),
             });
         }
@@ -108,11 +108,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     )?;
     println!("ferry test {}", args.component.display());
 
-    let component_sha = crate::runtime::sha256_hex(&bytes);
+    let component_sha = crate::stamps::sha256_hex(&bytes);
     // As the host does: `init` once, then a snapshot of the initialised instance that the self-tests
     // run on (or `init` per instance, when the guest's state cannot be captured).
     let started = Instant::now();
-    let weights_sha = weights.as_deref().map(crate::runtime::sha256_hex);
+    let weights_sha = weights.as_deref().map(crate::stamps::sha256_hex);
     let label: Arc<str> = Arc::from("ferry-test");
     let prepared = runtime
         .prepare(

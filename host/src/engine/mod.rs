@@ -20,8 +20,8 @@ pub use cache::CompileCache;
 pub use incremental::{IncrementalCache, IncrementalStats};
 use ticker::EpochTicker;
 
-/// Host-wide settings of the engine. Per-model limits live in [`crate::runtime::ModelLimits`] and are
-/// clamped to these.
+/// Host-wide settings of the engine. Per-model limits (the runtime's `ModelLimits`) are clamped to
+/// these.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Largest linear memory any instance may have (a host-wide cap on every model's memory limit).

@@ -35,7 +35,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::store::{check_name, unix_ms};
+use super::store::check_name;
+use crate::stamps::unix_ms;
 use crate::storage::{Storage, StorageError, Write};
 
 /// Where the records live in the store.

@@ -21,6 +21,7 @@ mod leftovers;
 pub mod names;
 pub mod retention;
 mod routing;
+mod series;
 mod store;
 pub mod sync;
 mod traffic;
@@ -36,9 +37,10 @@ use arc_swap::ArcSwap;
 
 pub use budget::{MemoryBudget, ProcessMemory};
 pub use routing::{ModelEntry, Route, RouteError, RoutingTable, SplitRoute, DEFAULT_ALIAS};
+pub use series::{Histogram, VersionSeries, LATENCY_BUCKETS};
 pub use store::{
-    check_graph_name, check_name, unix_ms, Aliases, ChangeRecord, HostStatus, HostVersion,
-    ModelView, Store, VersionManifest,
+    check_graph_name, check_name, Aliases, ChangeRecord, HostStatus, HostVersion, ModelView, Store,
+    VersionManifest,
 };
 pub use sync::SyncHealth;
 pub use traffic::{AliasTarget, LogPolicy, Percent, Shadow, Split, TrafficPolicy};

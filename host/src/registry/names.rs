@@ -170,7 +170,7 @@ mod tests {
         let (path, _) = store.blobs().upload_file().unwrap();
         let bytes = b"\0asm not really a component";
         std::fs::write(&path, bytes).unwrap();
-        let sha = crate::runtime::sha256_hex(bytes);
+        let sha = crate::stamps::sha256_hex(bytes);
         store.blobs().commit_upload(&path, &sha).await.unwrap();
         sha
     }

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::stamps::unix_ms;
 use anyhow::bail;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -836,12 +837,6 @@ impl Store {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A short, jittered wait before retrying a lost race, so racers spread out.
 async fn backoff(attempt: usize) {
     let jitter = uuid::Uuid::new_v4().as_u128() as u64 % 20;
@@ -912,7 +907,7 @@ mod tests {
     async fn put_blob(store: &Store, bytes: &[u8]) -> String {
         let (path, _) = store.blobs().upload_file().unwrap();
         std::fs::write(&path, bytes).unwrap();
-        let sha = crate::runtime::sha256_hex(bytes);
+        let sha = crate::stamps::sha256_hex(bytes);
         store.blobs().commit_upload(&path, &sha).await.unwrap();
         sha
     }

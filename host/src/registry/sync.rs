@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{unix_ms, ChangeRecord, HostStatus, HostVersion, ModelView, Registry, VersionState};
+use crate::stamps::unix_ms;
+
+use super::{ChangeRecord, HostStatus, HostVersion, ModelView, Registry, VersionState};
 use crate::storage::{ObjectVersion, StorageError};
 
 /// How syncing with the store goes, for `/metrics` and readiness.
@@ -126,7 +128,7 @@ impl Syncer {
                 }
             })
             .collect();
-        let digest = crate::runtime::sha256_hex(self.registry.store().describe().as_bytes());
+        let digest = crate::stamps::sha256_hex(self.registry.store().describe().as_bytes());
         self.registry.store().blobs().state_dir().join(format!(
             "{}-{}.json",
             &digest[..12],

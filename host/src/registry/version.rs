@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::VersionManifest;
+use super::{VersionManifest, VersionSeries};
 use bytes::Bytes;
 
 use crate::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
 use crate::runtime::{
-    Admission, InstancePool, MemoryGovernor, ModelLimits, ModelMetadata, ModelRuntime, NewVersion,
-    Refetch, StartMode, VersionInputs,
+    Admission, Breaker, InstancePool, MemoryGovernor, ModelLimits, ModelMetadata, ModelRuntime,
+    NewVersion, Refetch, StartMode, VersionInputs,
 };
 use crate::selftest::{collect_cases, run_cases, SelfTestReport};
 use crate::storage::{BlobCache, StorageError};
@@ -84,9 +84,9 @@ pub struct ModelVersion {
     /// What its calls cost and how they ended (metering, OIP statistics).
     pub usage: Usage,
     /// Fails its requests fast while its calls keep failing by its own fault.
-    pub breaker: crate::serving::breaker::Breaker,
+    pub breaker: Breaker,
     /// Its `/metrics` series (requests, latency, errors), which go when it goes.
-    pub series: crate::serving::metrics::VersionSeries,
+    pub series: VersionSeries,
 }
 
 /// Counters of a version's calls: what they cost (CPU time in the guest, fuel), for charging the
@@ -116,6 +116,7 @@ pub struct Usage {
 impl ModelVersion {
     /// A version listed in `state` without instances (loading, or unloaded).
     pub fn listed(manifest: VersionManifest, state: VersionState) -> ModelVersion {
+        let label = format!("{}@{}", manifest.model, manifest.version);
         ModelVersion {
             manifest,
             state,
@@ -131,7 +132,7 @@ impl ModelVersion {
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
-            breaker: Default::default(),
+            breaker: Breaker::new(label),
             series: Default::default(),
         }
     }

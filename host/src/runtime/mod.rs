@@ -4,6 +4,7 @@
 
 mod admission;
 mod bindings;
+mod breaker;
 mod component;
 mod error;
 mod guest_log;
@@ -20,6 +21,7 @@ pub use bindings::ferry::model::types::{
     Datatype, ModelError, ModelMetadata, Payload, SelfTest, SelfTestSuite, Tensor, TensorData,
     TensorSpec,
 };
+pub use breaker::{Breaker, BreakerPolicy, Pass};
 pub use component::ModelComponent;
 pub use error::{CallError, LimitExceeded};
 pub use guest_state::GuestState;
@@ -33,13 +35,10 @@ pub use pool::{
 };
 pub use snapshot::{NewVersion, Prepared, Refetch, StartMode, VersionCode};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};
 
-/// Lowercase hex sha256 of `bytes`: the content address of components and weights.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+/// The content address of components and weights (kept here for the callers that name it so).
+pub use crate::stamps::sha256_hex;
 
 /// Adds the contract's host imports (bounded logging) to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {

@@ -3,7 +3,8 @@
 //! own thread: it checks the call's deadline (by the clock: a thread the OS did not run for a while
 //! must not gain time) and hands the tick to the call's
 //! [`Pacer`]. That is where the serving layer moves a long call off the async worker it started on
-//! and holds a model to its CPU share (`crate::serving::shares`), without the runtime knowing either.
+//! and holds a model to its CPU share (the serving layer's CPU shares), without the runtime knowing
+//! either.
 
 use std::time::{Duration, Instant};
 

@@ -22,7 +22,8 @@ use super::error::ApiError;
 use super::multipart;
 use super::openapi as doc;
 use super::AppState;
-use crate::registry::{unix_ms, AliasTarget, ChangeError, Split, TrafficPolicy, VersionManifest};
+use crate::registry::{AliasTarget, ChangeError, Split, TrafficPolicy, VersionManifest};
+use crate::stamps::unix_ms;
 use crate::storage::{BlobCache, StorageError};
 use crate::teams::Action;
 

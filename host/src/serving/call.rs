@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::shares::{CpuShares, Place, SharePacer};
 use super::{metering, Output, Payload};
-use crate::registry::{unix_ms, ModelVersion};
+use crate::registry::ModelVersion;
 use crate::runtime::{Admitted, CallError, Entry, InstancePool, ModelInstance};
+use crate::stamps::unix_ms;
 
 /// Versions whose typical call is shorter than this start on the async worker itself.
 const INLINE_BELOW: Duration = Duration::from_micros(500);

@@ -5,11 +5,10 @@
 //!
 //! route (alias, weighted split by routing key) → a place in the version's admission queue (before
 //! the front end decodes the payload: [`Serving::admit`]) → check the payload against what the
-//! version declares → the version's circuit breaker ([`breaker`]) → its turn → call the guest ([`call`]), held
+//! version declares → the version's circuit breaker ([`crate::runtime::Breaker`]) → its turn → call the guest ([`call`]), held
 //! to its model's CPU share ([`shares`]) → metering and metrics → shadow copy and prediction log
 //! ([`traffic`]), both off the request path.
 
-pub mod breaker;
 mod call;
 mod inputs;
 mod metering;
@@ -23,7 +22,7 @@ use std::time::{Instant, SystemTime};
 use crate::registry::{ModelVersion, Registry, Route, RouteError};
 use crate::runtime::{CallError, Entry, Tensor};
 
-pub use breaker::BreakerPolicy;
+pub use crate::runtime::BreakerPolicy;
 pub use shares::CpuShares;
 pub use traffic::log::{LogOptions, LogRecord, LogSink, PredictionLog};
 pub use traffic::shadow::{ShadowOptions, Shadows};
@@ -394,7 +393,7 @@ impl Serving {
         payload: &Arc<Payload>,
         place: Entry,
     ) -> Result<Output, ServeError> {
-        let pass = version.breaker.admit(version)?;
+        let pass = version.breaker.admit()?;
         let result = call::run(&self.shares, version, payload, place).await;
         pass.settle(&self.breaker, result.as_ref().err());
         Ok(result?)

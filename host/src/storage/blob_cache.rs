@@ -226,7 +226,7 @@ async fn read_verified(path: PathBuf, sha256: &str) -> Result<Bytes> {
             std::io::ErrorKind::NotFound => StorageError::NotFound(blob_key(&sha)),
             _ => disk(&path, e),
         })?;
-        if crate::runtime::sha256_hex(&bytes) != sha {
+        if crate::stamps::sha256_hex(&bytes) != sha {
             return Err(StorageError::Other(format!(
                 "blob {sha} is corrupt: its content no longer matches its sha256"
             )));

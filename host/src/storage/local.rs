@@ -29,7 +29,7 @@ fn disk(path: &Path, e: std::io::Error) -> StorageError {
 }
 
 fn version_of(bytes: &[u8]) -> ObjectVersion {
-    ObjectVersion(crate::runtime::sha256_hex(bytes)[..32].to_owned())
+    ObjectVersion(crate::stamps::sha256_hex(bytes)[..32].to_owned())
 }
 
 impl LocalDir {

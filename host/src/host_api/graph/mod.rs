@@ -368,7 +368,7 @@ mod tests {
         let bytes = std::fs::read(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         GraphFile {
             name: "model".into(),
-            sha256: crate::runtime::sha256_hex(&bytes),
+            sha256: crate::stamps::sha256_hex(&bytes),
             bytes: bytes.into(),
         }
     }

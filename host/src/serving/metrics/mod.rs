@@ -41,15 +41,10 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::registry::{unix_ms, MemoryBudget, ProcessMemory, RoutingTable, SyncHealth};
+use crate::registry::{MemoryBudget, ProcessMemory, RoutingTable, SyncHealth, LATENCY_BUCKETS};
+use crate::stamps::unix_ms;
 
 pub mod versions;
-pub use versions::VersionSeries;
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
-];
 
 /// |Δ| between a primary's and a shadow's numbers: from exactly equal to far apart.
 const ABS_DIFF_BUCKETS: &[f64] = &[

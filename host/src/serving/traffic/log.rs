@@ -28,8 +28,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::super::{metrics, Output, Payload, ServeError, TensorRequest};
-use crate::registry::{unix_ms, ModelVersion};
+use crate::registry::ModelVersion;
 use crate::runtime::{tensor_bytes, Tensor};
+use crate::stamps::unix_ms;
 use crate::storage::{Storage, Write};
 use crate::tensor::{binary, datatype_name, datatype_of, parse_datatype};
 

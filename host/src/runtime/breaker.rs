@@ -1,10 +1,9 @@
 //! Circuit breaking per version. A version whose calls keep failing by its own fault (deadline,
 //! fuel, a limit, a trap, a panic: [`CallError::is_model_fault`]) `after` times in a row is tripped:
-//! for a cool-down its requests fail fast with a 503 that says why, costing no instance and no CPU.
-//! Then one request at a time is let through as a probe; its success closes the breaker, its failure
-//! opens it again for twice as long (up to `max_cool_down`). Trips, probes and recoveries are logged,
-//! counted here (rendered in `/metrics` as `ferry_breaker_*` with the version's other series) and
-//! shown in `GET /v1/models/{model}`.
+//! for a cool-down its requests fail fast ([`CallError::Tripped`], which says why), costing no
+//! instance and no CPU. Then one request at a time is let through as a probe; its success closes the
+//! breaker, its failure opens it again for twice as long (up to `max_cool_down`). Trips, probes and
+//! recoveries are logged and counted here; the front ends publish them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::registry::{unix_ms, ModelVersion};
-use crate::runtime::CallError;
+use super::CallError;
+use crate::stamps::unix_ms;
 
 /// When a breaker trips and how long it stays open.
 #[derive(Debug, Clone)]
@@ -38,8 +37,10 @@ impl Default for BreakerPolicy {
 }
 
 /// A version's breaker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Breaker {
+    /// The version it guards, as its logs and trip reasons name it (`model@version`).
+    label: String,
     state: Mutex<State>,
     trips: AtomicU64,
     /// Trips by the kind of fault that tripped it.
@@ -74,19 +75,31 @@ struct Trip {
 #[must_use]
 pub struct Pass<'a> {
     breaker: &'a Breaker,
-    version: &'a ModelVersion,
     probe: bool,
 }
 
 impl Breaker {
+    /// A closed breaker for the version `label` names (`model@version`).
+    pub fn new(label: impl Into<String>) -> Breaker {
+        Breaker {
+            label: label.into(),
+            state: Default::default(),
+            trips: Default::default(),
+            trips_by_kind: Default::default(),
+            probes_failed: Default::default(),
+            recoveries: Default::default(),
+            rejected: Default::default(),
+        }
+    }
+
     /// Lets a request through, or refuses it while the breaker is open or a probe is out.
-    pub fn admit<'a>(&'a self, version: &'a ModelVersion) -> Result<Pass<'a>, CallError> {
+    pub fn admit(&self) -> Result<Pass<'_>, CallError> {
         let mut state = self.lock();
         let probe = match &*state {
             State::Closed | State::Failing { .. } => false,
             State::Open(trip) if Instant::now() >= trip.until => {
                 let trip = trip.clone();
-                tracing::info!(model = %version.manifest.model, version = %version.manifest.version, "circuit breaker: probing whether the version recovered");
+                tracing::info!(version = %self.label, "circuit breaker: probing whether the version recovered");
                 *state = State::Probing(trip);
                 true
             }
@@ -99,7 +112,6 @@ impl Breaker {
         };
         Ok(Pass {
             breaker: self,
-            version,
             probe,
         })
     }
@@ -125,7 +137,7 @@ impl Breaker {
         matches!(*self.lock(), State::Open(_) | State::Probing(_))
     }
 
-    /// The breaker's state, for `GET /v1/models/{model}`.
+    /// The breaker's state, for the version's description.
     pub fn describe(&self) -> Value {
         let state = self.lock();
         let (name, trip, faults) = match &*state {
@@ -179,7 +191,6 @@ impl Breaker {
     fn after_call(
         &self,
         state: &mut State,
-        version: &ModelVersion,
         policy: &BreakerPolicy,
         outcome: Option<&CallError>,
         probe: bool,
@@ -189,11 +200,11 @@ impl Breaker {
             return;
         }
         let fault = outcome.filter(|e| e.is_model_fault());
-        let (model, name) = (&version.manifest.model, &version.manifest.version);
+        let label = &self.label;
         match (std::mem::take(state), fault) {
             (State::Probing(trip), Some(e)) => {
                 let cool_down = (trip.cool_down * 2).min(policy.max_cool_down);
-                tracing::warn!(model = %model, version = %name, "circuit breaker: the probe failed ({e}); open for another {cool_down:?}");
+                tracing::warn!(version = %label, "circuit breaker: the probe failed ({e}); open for another {cool_down:?}");
                 self.probes_failed.fetch_add(1, Relaxed);
                 *state = State::Open(Trip {
                     until: Instant::now() + cool_down,
@@ -210,7 +221,7 @@ impl Breaker {
                     });
                     return;
                 }
-                tracing::info!(model = %model, version = %name, "circuit breaker: the probe succeeded; the version serves again");
+                tracing::info!(version = %label, "circuit breaker: the probe succeeded; the version serves again");
                 self.recoveries.fetch_add(1, Relaxed);
                 *state = State::Closed;
             }
@@ -224,9 +235,8 @@ impl Breaker {
                     *state = State::Failing { faults };
                     return;
                 }
-                let reason =
-                    format!("{model}@{name} failed its last {faults} calls; the last one: {e}");
-                tracing::warn!(model = %model, version = %name, "circuit breaker tripped for {:?}: {reason}", policy.cool_down);
+                let reason = format!("{label} failed its last {faults} calls; the last one: {e}");
+                tracing::warn!(version = %label, "circuit breaker tripped for {:?}: {reason}", policy.cool_down);
                 self.trips.fetch_add(1, Relaxed);
                 *self
                     .trips_by_kind
@@ -274,7 +284,7 @@ impl Pass<'_> {
     pub fn settle(self, policy: &BreakerPolicy, outcome: Option<&CallError>) {
         let mut state = self.breaker.lock();
         self.breaker
-            .after_call(&mut state, self.version, policy, outcome, self.probe);
+            .after_call(&mut state, policy, outcome, self.probe);
         drop(state);
         std::mem::forget(self);
     }
@@ -297,21 +307,9 @@ impl Drop for Pass<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{VersionManifest, VersionState};
 
-    fn version() -> ModelVersion {
-        let manifest = VersionManifest {
-            model: "m".into(),
-            version: "1".into(),
-            sequence: 1,
-            component_sha256: "00".into(),
-            weights_sha256: None,
-            config_sha256: None,
-            tests_sha256: None,
-            limits: None,
-            graphs: Default::default(),
-        };
-        ModelVersion::listed(manifest, VersionState::Ready)
+    fn version() -> Breaker {
+        Breaker::new("m@1")
     }
 
     fn policy(cool_down_ms: u64) -> BreakerPolicy {
@@ -322,12 +320,8 @@ mod tests {
         }
     }
 
-    fn call(
-        v: &ModelVersion,
-        p: &BreakerPolicy,
-        outcome: Option<CallError>,
-    ) -> Result<(), CallError> {
-        let pass = v.breaker.admit(v)?;
+    fn call(b: &Breaker, p: &BreakerPolicy, outcome: Option<CallError>) -> Result<(), CallError> {
+        let pass = b.admit()?;
         pass.settle(p, outcome.as_ref());
         Ok(())
     }
@@ -351,14 +345,14 @@ mod tests {
             reason.contains("failed its last 3 calls") && reason.contains("boom"),
             "{reason}"
         );
-        assert_eq!(v.breaker.describe()["state"], "open");
+        assert_eq!(v.describe()["state"], "open");
         std::thread::sleep(Duration::from_millis(50));
         // One probe at a time: while it is out, others fail fast.
-        let probe = v.breaker.admit(&v).unwrap();
-        assert!(v.breaker.admit(&v).is_err());
+        let probe = v.admit().unwrap();
+        assert!(v.admit().is_err());
         probe.settle(&p, None);
-        assert_eq!(v.breaker.describe()["state"], "closed");
-        assert_eq!(v.breaker.describe()["recoveries"], 1);
+        assert_eq!(v.describe()["state"], "closed");
+        assert_eq!(v.describe()["recoveries"], 1);
         call(&v, &p, None).unwrap();
     }
 
@@ -371,13 +365,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(35));
         call(&v, &p, Some(LATE)).unwrap(); // the probe fails: open for 60 ms
         assert!(call(&v, &p, None).is_err(), "cooling down again");
-        let retry_in = v.breaker.describe()["retry_in_ms"].as_u64().unwrap();
+        let retry_in = v.describe()["retry_in_ms"].as_u64().unwrap();
         assert!(retry_in > 30, "the cool-down doubled: {retry_in} ms left");
         std::thread::sleep(Duration::from_millis(65));
-        drop(v.breaker.admit(&v).unwrap()); // a probe whose caller went away
+        drop(v.admit().unwrap()); // a probe whose caller went away
         call(&v, &p, None).unwrap(); // the next request probes
-        assert_eq!(v.breaker.describe()["state"], "closed");
-        assert_eq!(v.breaker.describe()["probes_failed"], 1);
+        assert_eq!(v.describe()["state"], "closed");
+        assert_eq!(v.describe()["probes_failed"], 1);
     }
 
     #[test]
@@ -396,7 +390,7 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(v.breaker.describe()["state"], "closed");
-        assert_eq!(v.breaker.describe()["trips"], 0);
+        assert_eq!(v.describe()["state"], "closed");
+        assert_eq!(v.describe()["trips"], 0);
     }
 }
