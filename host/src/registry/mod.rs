@@ -44,7 +44,7 @@ pub use store::{
 };
 pub use sync::SyncHealth;
 pub use traffic::{AliasTarget, LogPolicy, Percent, Shadow, Split, TrafficPolicy};
-pub use version::{LoadOptions, ModelVersion, Usage, VersionArtifacts, VersionState};
+pub use version::{LoadOptions, ModelVersion, NotLoaded, Usage, VersionArtifacts, VersionState};
 pub use version_limits::{effective_limits, VersionLimits};
 
 use crate::config::HostConfig;
@@ -73,10 +73,6 @@ pub enum ChangeError {
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
-
-/// Why a version did not come up on this host when the store could not give it its blobs: it is
-/// tried again once the store answers.
-const WAITING_FOR_STORE: &str = "waiting for the store";
 
 /// The versions this host knows and the table that routes requests to them.
 pub struct Registry {
@@ -209,7 +205,12 @@ impl Registry {
         let waiting: BTreeSet<String> = self
             .table()
             .versions()
-            .filter(|v| matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE)))
+            .filter(|v| {
+                matches!(
+                    &v.state,
+                    VersionState::Unloaded(NotLoaded::WaitingForStore(_))
+                )
+            })
             .map(|v| v.manifest.model.clone())
             .collect();
         for model in waiting {
@@ -295,7 +296,7 @@ impl Registry {
             let listed = || {
                 Arc::new(ModelVersion::listed(
                     m.clone(),
-                    VersionState::Unloaded("not loaded yet".into()),
+                    VersionState::Unloaded(NotLoaded::Pending),
                 ))
             };
             entry
@@ -391,14 +392,14 @@ impl Registry {
                 continue; // failed for its name, whatever else happens to the model
             }
             let relisted = |state| Arc::new(ModelVersion::listed(v.manifest.clone(), state));
-            let waiting =
-                matches!(&v.state, VersionState::Unloaded(r) if r.starts_with(WAITING_FOR_STORE));
+            let waiting = matches!(
+                &v.state,
+                VersionState::Unloaded(NotLoaded::WaitingForStore(_))
+            );
             let next = if view.unloaded {
                 match &v.state {
-                    VersionState::Unloaded(r) if r == "unloaded on request" => None,
-                    _ => Some(relisted(VersionState::Unloaded(
-                        "unloaded on request".into(),
-                    ))),
+                    VersionState::Unloaded(NotLoaded::OnRequest) => None,
+                    _ => Some(relisted(VersionState::Unloaded(NotLoaded::OnRequest))),
                 }
             } else if wanted.contains(name) {
                 match &v.state {
@@ -412,18 +413,12 @@ impl Registry {
                 }
             } else {
                 match &v.state {
-                    VersionState::Ready => Some(relisted(VersionState::Unloaded(
-                        "replaced as target; drained".into(),
-                    ))),
-                    VersionState::Unloaded(r)
-                        if r == "not loaded yet"
-                            || r == "unloaded on request"
-                            || r.starts_with(WAITING_FOR_STORE) =>
-                    {
-                        Some(relisted(VersionState::Unloaded(
-                            "not targeted by an alias and not the newest version".into(),
-                        )))
+                    VersionState::Ready => {
+                        Some(relisted(VersionState::Unloaded(NotLoaded::Drained)))
                     }
+                    VersionState::Unloaded(
+                        NotLoaded::Pending | NotLoaded::OnRequest | NotLoaded::WaitingForStore(_),
+                    ) => Some(relisted(VersionState::Unloaded(NotLoaded::NotWanted))),
                     _ => None,
                 }
             };
@@ -540,7 +535,7 @@ impl Registry {
             ),
             Err(e @ StorageError::Unavailable(_)) => ModelVersion::listed(
                 manifest,
-                VersionState::Unloaded(format!("{WAITING_FOR_STORE}: {e}")),
+                VersionState::Unloaded(NotLoaded::WaitingForStore(e.to_string())),
             ),
             Err(e) => ModelVersion::listed(
                 manifest,
@@ -911,9 +906,8 @@ impl Registry {
                         "`{model}` version `{version}` failed: {reason}"
                     )))
                 }
-                VersionState::Unloaded(reason)
-                    if reason.starts_with(WAITING_FOR_STORE)
-                        && started.elapsed() > Duration::from_secs(1) =>
+                VersionState::Unloaded(reason @ NotLoaded::WaitingForStore(_))
+                    if started.elapsed() > Duration::from_secs(1) =>
                 {
                     return Err(ChangeError::Unavailable(format!(
                         "`{model}` version `{version}` cannot be loaded: {reason}"

@@ -370,53 +370,69 @@ impl Store {
     /// Applies `change` to the change record by compare-and-swap, retrying lost races; returns the
     /// new generation.
     async fn bump(&self, change: impl Fn(&mut ChangeRecord, u64)) -> Result<u64, StorageError> {
+        // A store written before the change record existed: generations start above every sequence
+        // number its versions already have.
+        let first = || async {
+            let highest = self
+                .all_models()
+                .await?
+                .values()
+                .flat_map(|m| &m.manifests)
+                .map(|m| m.sequence)
+                .max();
+            Ok(ChangeRecord {
+                generation: highest.unwrap_or(0),
+                ..Default::default()
+            })
+        };
+        let swapped = self
+            .swap(CHANGES, first, |record: &mut ChangeRecord| {
+                record.generation += 1;
+                change(record, record.generation);
+                Ok::<_, StorageError>(record.generation)
+            })
+            .await?;
+        swapped.map(|(_, generation)| generation).ok_or_else(|| {
+            StorageError::Precondition(format!("{CHANGES} (too many concurrent changes)"))
+        })
+    }
+
+    /// The one way a store document changes: read it (or start from `first()` when there is none),
+    /// let `change` edit it (or refuse), write it back on the condition that nobody wrote it
+    /// meanwhile, and read it back for this write's id (see [`WriteLog`]). A lost race, either way,
+    /// reads again and applies `change` again, up to `CAS_ATTEMPTS` times (then `None`).
+    async fn swap<D, T, E, F>(
+        &self,
+        key: &str,
+        first: impl Fn() -> F,
+        mut change: impl FnMut(&mut D) -> Result<T, E>,
+    ) -> Result<Option<(D, T)>, E>
+    where
+        D: WriteLog + Serialize + serde::de::DeserializeOwned,
+        E: From<StorageError>,
+        F: std::future::Future<Output = Result<D, StorageError>>,
+    {
         for attempt in 0..CAS_ATTEMPTS {
-            let (mut record, mode) = match self.changes().await? {
-                Some((record, version)) => (record, Write::Replace(version)),
-                // A store written before the change record existed: generations start above every
-                // sequence number its versions already have.
-                None => {
-                    let highest = self
-                        .all_models()
-                        .await?
-                        .values()
-                        .flat_map(|m| &m.manifests)
-                        .map(|m| m.sequence)
-                        .max();
-                    (
-                        ChangeRecord {
-                            generation: highest.unwrap_or(0),
-                            ..Default::default()
-                        },
-                        Write::Create,
-                    )
-                }
+            let (mut doc, mode) = match self.get_json::<D>(key).await? {
+                Some((doc, version)) => (doc, Write::Replace(version)),
+                None => (first().await?, Write::Create),
             };
-            let generation = record.generation + 1;
-            record.generation = generation;
-            change(&mut record, generation);
-            let id = record.record_write();
-            match self.storage.put(CHANGES, Self::json(&record), mode).await {
+            let outcome = change(&mut doc)?;
+            let id = doc.record_write();
+            match self.storage.put(key, Self::json(&doc), mode).await {
                 Ok(_) => {
-                    if self
-                        .changes()
-                        .await?
-                        .is_some_and(|(mut now, _)| now.writes().contains(&id))
-                    {
-                        return Ok(generation);
+                    let now = self.get_json::<D>(key).await?;
+                    if now.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
+                        return Ok(Some((doc, outcome)));
                     }
-                    tracing::warn!("a racing write replaced this host's change record update; writing it again");
-                    backoff(attempt).await;
+                    tracing::warn!(key, "a racing write replaced this one; applying it again");
                 }
-                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(e),
+                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
             }
+            backoff(attempt).await;
         }
-        Err(StorageError::Precondition(format!(
-            "{CHANGES} (too many concurrent changes)"
-        )))
+        Ok(None)
     }
 
     /// Records that `model` changed, so every host looks at it again.
@@ -667,87 +683,56 @@ impl Store {
         Ok(())
     }
 
-    /// Changes a model's aliases by compare-and-swap: `change` sees the current aliases and edits
-    /// them (or refuses); a lost race re-reads and applies it again, so no move is silently lost.
+    /// Changes a model's aliases by compare-and-swap ([`Store::swap`]): `change` sees the current
+    /// aliases and edits them (or refuses); a lost race re-reads and applies it again, so no move is
+    /// silently lost.
     pub async fn update_aliases<T>(
         &self,
         model: &str,
-        mut change: impl FnMut(&mut Aliases) -> Result<T, ChangeError>,
+        change: impl FnMut(&mut Aliases) -> Result<T, ChangeError>,
     ) -> Result<(Aliases, T), ChangeError> {
-        let key = aliases_key(model);
-        for attempt in 0..CAS_ATTEMPTS {
-            let (mut aliases, mode) = match self.get_json::<Aliases>(&key).await? {
-                Some((aliases, version)) => (aliases, Write::Replace(version)),
-                None => (Aliases::default(), Write::Create),
-            };
-            let outcome = change(&mut aliases)?;
-            let id = aliases.record_write();
-            match self.storage.put(&key, Self::json(&aliases), mode).await {
-                Ok(_) => {
-                    let now = self.get_json::<Aliases>(&key).await?;
-                    if !now.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
-                        tracing::warn!(
-                            model,
-                            "a racing write replaced this alias move; applying it again"
-                        );
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    self.announce(model).await?;
-                    return Ok((aliases, outcome));
-                }
-                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
-                    backoff(attempt).await
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ChangeError::Conflict(format!(
-            "the aliases of `{model}` keep changing meanwhile; try again"
-        )))
+        let swapped = self
+            .swap(
+                &aliases_key(model),
+                || async { Ok(Aliases::default()) },
+                change,
+            )
+            .await?;
+        let Some(done) = swapped else {
+            return Err(ChangeError::Conflict(format!(
+                "the aliases of `{model}` keep changing meanwhile; try again"
+            )));
+        };
+        self.announce(model).await?;
+        Ok(done)
     }
 
-    /// Changes `model`'s traffic policy by compare-and-swap: `change` sees the current policy and
-    /// edits it (called again if another writer got there first); answers the policy it replaced.
-    /// Like [`Store::update_aliases`], a write is read back, and done again if a racing write
-    /// replaced it (a store with weak conditional writes can let two swaps win).
+    /// Changes `model`'s traffic policy by compare-and-swap ([`Store::swap`]): `change` sees the
+    /// current policy and edits it (called again if another writer got there first); answers the
+    /// policy it replaced.
     pub async fn update_traffic(
         &self,
         model: &str,
         mut change: impl FnMut(&mut TrafficPolicy) -> Result<(), ChangeError>,
     ) -> Result<TrafficPolicy, ChangeError> {
-        let key = traffic_key(model);
-        for attempt in 0..CAS_ATTEMPTS {
-            let (mut doc, mode) = match self.get_json::<TrafficDoc>(&key).await? {
-                Some((doc, version)) => (doc, Write::Replace(version)),
-                None => (TrafficDoc::default(), Write::Create),
-            };
-            let current = doc.policy.clone();
-            change(&mut doc.policy)?;
-            let id = doc.record_write();
-            match self.storage.put(&key, Self::json(&doc), mode).await {
-                Ok(_) => {
-                    let now = self.get_json::<TrafficDoc>(&key).await?;
-                    if !now.is_some_and(|(mut now, _)| now.writes().contains(&id)) {
-                        tracing::warn!(
-                            model,
-                            "a racing write replaced this traffic policy change; applying it again"
-                        );
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    self.announce(model).await?;
-                    return Ok(current);
-                }
-                Err(StorageError::Precondition(_) | StorageError::AlreadyExists(_)) => {
-                    backoff(attempt).await
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ChangeError::Conflict(format!(
-            "the traffic policy of `{model}` keeps changing meanwhile; try again"
-        )))
+        let swapped = self
+            .swap(
+                &traffic_key(model),
+                || async { Ok(TrafficDoc::default()) },
+                |doc: &mut TrafficDoc| {
+                    let current = doc.policy.clone();
+                    change(&mut doc.policy)?;
+                    Ok::<_, ChangeError>(current)
+                },
+            )
+            .await?;
+        let Some((_, replaced)) = swapped else {
+            return Err(ChangeError::Conflict(format!(
+                "the traffic policy of `{model}` keeps changing meanwhile; try again"
+            )));
+        };
+        self.announce(model).await?;
+        Ok(replaced)
     }
 
     /// Records that `model` is unloaded on request, or that it is not.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stamps::unix_ms;
 
-use super::{ChangeRecord, HostStatus, HostVersion, ModelView, Registry, VersionState};
+use super::{ChangeRecord, HostStatus, HostVersion, ModelView, Registry};
 use crate::storage::{ObjectVersion, StorageError};
 
 /// How syncing with the store goes, for `/metrics` and readiness.
@@ -383,10 +383,7 @@ impl Syncer {
         let mut versions = Vec::new();
         for (model, entry) in &table.models {
             for (name, v) in &entry.versions {
-                let reason = match &v.state {
-                    VersionState::Failed(r) | VersionState::Unloaded(r) => Some(r.clone()),
-                    _ => None,
-                };
+                let reason = v.state.reason();
                 let aliases = entry
                     .aliases
                     .iter()

@@ -26,8 +26,38 @@ pub enum VersionState {
     Ready,
     /// Will not serve; the reason says which step failed and why.
     Failed(String),
-    /// Listed but holding no instances; the reason says why (comes back when promoted or loaded).
-    Unloaded(String),
+    /// Listed but holding no instances (comes back when promoted or loaded).
+    Unloaded(NotLoaded),
+}
+
+/// Why a listed version holds no instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotLoaded {
+    /// Just listed; the next look at the model decides whether it loads.
+    Pending,
+    /// Neither the newest version nor named by an alias, a shadow or a change in flight.
+    NotWanted,
+    /// It served as an alias's target until the new target was ready here.
+    Drained,
+    /// Its model was unloaded (the repository's `unload`).
+    OnRequest,
+    /// Its files could not be read while the store was unreachable (what the store said); tried again
+    /// when the store answers, not in a loop.
+    WaitingForStore(String),
+}
+
+impl std::fmt::Display for NotLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotLoaded::Pending => f.write_str("not loaded yet"),
+            NotLoaded::NotWanted => {
+                f.write_str("not targeted by an alias and not the newest version")
+            }
+            NotLoaded::Drained => f.write_str("replaced as target; drained"),
+            NotLoaded::OnRequest => f.write_str("unloaded on request"),
+            NotLoaded::WaitingForStore(why) => write!(f, "waiting for the store: {why}"),
+        }
+    }
 }
 
 impl VersionState {
@@ -38,6 +68,15 @@ impl VersionState {
             VersionState::Ready => "ready".into(),
             VersionState::Failed(reason) => format!("failed: {reason}"),
             VersionState::Unloaded(reason) => format!("unloaded: {reason}"),
+        }
+    }
+
+    /// Why a failed or unloaded version does not serve.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            VersionState::Failed(reason) => Some(reason.clone()),
+            VersionState::Unloaded(why) => Some(why.to_string()),
+            VersionState::Loading | VersionState::Ready => None,
         }
     }
 
@@ -395,7 +434,7 @@ impl VersionArtifacts {
 
 #[cfg(test)]
 mod tests {
-    use super::check_fits;
+    use super::{check_fits, NotLoaded, VersionState};
 
     #[test]
     fn weights_beyond_wasm32_are_refused_pointing_to_host_side_graphs() {
@@ -408,5 +447,31 @@ mod tests {
         let err = check_fits(300 << 20, 256 << 20).unwrap_err().to_string();
         assert!(err.contains("raise the model's `memory_bytes`"), "{err}");
         assert!(check_fits(100 << 20, 256 << 20).is_ok());
+    }
+
+    #[test]
+    fn why_a_version_is_not_loaded_reads_as_the_status_routes_have_always_said() {
+        let said = |why: NotLoaded| VersionState::Unloaded(why).describe();
+        assert_eq!(said(NotLoaded::Pending), "unloaded: not loaded yet");
+        assert_eq!(
+            said(NotLoaded::NotWanted),
+            "unloaded: not targeted by an alias and not the newest version"
+        );
+        assert_eq!(
+            said(NotLoaded::Drained),
+            "unloaded: replaced as target; drained"
+        );
+        assert_eq!(said(NotLoaded::OnRequest), "unloaded: unloaded on request");
+        assert_eq!(
+            said(NotLoaded::WaitingForStore(
+                "the store is unreachable".into()
+            )),
+            "unloaded: waiting for the store: the store is unreachable"
+        );
+        assert_eq!(VersionState::Ready.reason(), None);
+        assert_eq!(
+            VersionState::Failed("self-tests: 1 of 2 failed".into()).reason(),
+            Some("self-tests: 1 of 2 failed".into())
+        );
     }
 }

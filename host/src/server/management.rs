@@ -575,7 +575,7 @@ pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
         .versions()
         .map(|v| {
             let mut e = json!({ "name": v.manifest.model, "version": v.manifest.version, "state": v.state.name().to_uppercase() });
-            if let crate::registry::VersionState::Failed(r) | crate::registry::VersionState::Unloaded(r) = &v.state {
+            if let Some(r) = v.state.reason() {
                 e["reason"] = json!(r);
             }
             e

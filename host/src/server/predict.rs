@@ -142,9 +142,7 @@ fn describe_version(v: &ModelVersion) -> Value {
         "weights_sha256": v.manifest.weights_sha256,
         "load_seconds": v.load_seconds,
     });
-    if let crate::registry::VersionState::Failed(reason)
-    | crate::registry::VersionState::Unloaded(reason) = &v.state
-    {
+    if let Some(reason) = v.state.reason() {
         out["reason"] = json!(reason);
     }
     if let Some(passed) = v.self_tests_cached {
