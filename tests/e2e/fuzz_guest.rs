@@ -72,7 +72,7 @@ fn echo() -> &'static Echo {
             let blobs = BlobCache::open(storage, &dir.path().join("cache"), 1 << 30).unwrap();
             let mut config = HostConfig::default();
             config.host.require_self_tests = false;
-            let policy = ServingPolicy::from_config(&config);
+            let policy = ServingPolicy::from_config(&config, ferry::server::status::of);
             let registry = Registry::new(Store::new(blobs.clone()), ferry_tests::engine(), config);
             let mut manifest = registry
                 .new_manifest("echo", Some("1".into()))
@@ -211,7 +211,7 @@ fn guest_instance() {
                 }
                 Err(e) => {
                     tally.note(format!("refused ({})", e.kind()));
-                    let status = ferry::serving::call_status(&e);
+                    let status = ferry::server::status::of_call(&e);
                     prop_assert!(
                         matches!(e, CallError::InvalidInput(_)) && !parameters_ok,
                         "{e} (status {status})"

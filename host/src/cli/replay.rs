@@ -22,9 +22,10 @@ use crate::registry::{Store, VersionManifest};
 use crate::runtime::{
     CallError, ModelInstance, ModelLimits, ModelRuntime, Prepared, StartMode, Startup, VersionCode,
 };
+use crate::server::status::of_call as call_status;
 use crate::serving::traffic::compare::compare;
 use crate::serving::traffic::log::{LogRecord, LoggedOutput};
-use crate::serving::{call_status, Output, Payload};
+use crate::serving::{Output, Payload};
 use crate::storage::BlobCache;
 
 #[derive(Debug, clap::Args)]

@@ -205,7 +205,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         };
         let log = prediction_log(&config, &args.store, blobs.storage().clone(), &sync.host);
         let shadows = Shadows::start(shadow_options(&config));
-        let policy = ServingPolicy::from_config(&config);
+        let policy = ServingPolicy::from_config(&config, crate::server::status::of);
         let registry = Registry::new(Store::new(blobs), models, config);
         let serving = Serving::new(registry, shadows, PredictionLog::start(log), policy);
         crate::server::serve(serving, args.listen, options, sync).await

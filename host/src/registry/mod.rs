@@ -91,6 +91,8 @@ pub struct Registry {
     loading: Mutex<HashSet<String>>,
     /// Loads started and not yet followed by their re-apply ([`Registry::settle`] waits for them).
     loads_in_flight: AtomicUsize,
+    /// Bumped whenever the table is published or a load ends: what waiting for a version watches.
+    changed: tokio::sync::watch::Sender<u64>,
     /// Loads that may run at once: a host with thousands of versions to bring up compiles and
     /// initialises a few at a time, not thousands of threads against two cores.
     load_slots: tokio::sync::Semaphore,
@@ -130,6 +132,7 @@ impl Registry {
             tickets: AtomicU64::new(1),
             loading: Default::default(),
             loads_in_flight: AtomicUsize::new(0),
+            changed: tokio::sync::watch::Sender::new(0),
             load_slots: tokio::sync::Semaphore::new(parallel_loads),
             pinned: Default::default(),
             compiled: Default::default(),
@@ -477,6 +480,7 @@ impl Registry {
             fn drop(&mut self) {
                 self.0.loading.lock().unwrap().remove(&self.1);
                 self.0.loads_in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.0.changed.send_modify(|n| *n += 1);
             }
         }
         let done = Done(self.clone(), label.clone());
@@ -612,6 +616,7 @@ impl Registry {
         let mut next = RoutingTable::clone(&self.table.load());
         change(&mut next);
         self.table.store(Arc::new(next));
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Reads `model` from the store and applies it.
@@ -624,8 +629,10 @@ impl Registry {
 
     /// Waits until no version is loading (bounded), e.g. before reporting the store loaded.
     pub async fn settle(&self, limit: Duration) {
-        let started = Instant::now();
-        while started.elapsed() < limit {
+        let deadline = tokio::time::Instant::now() + limit;
+        // Subscribed before looking, so a change between the look and the wait still wakes it.
+        let mut changes = self.changed.subscribe();
+        loop {
             let busy = self.loads_in_flight.load(Ordering::SeqCst) > 0
                 || self
                     .table()
@@ -634,7 +641,11 @@ impl Registry {
             if !busy {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // The limit passed (or the registry is going away).
+                _ => return,
+            }
         }
     }
 

@@ -44,8 +44,9 @@ impl ApiError {
 impl From<ServeError> for ApiError {
     fn from(e: ServeError) -> Self {
         ApiError {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            retry_after: e.retry_after(),
+            status: StatusCode::from_u16(super::status::of(&e))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            retry_after: super::status::retry_after(&e),
             kind: match &e {
                 ServeError::Call(c) => Some(c.kind()),
                 _ => None,

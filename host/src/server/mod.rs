@@ -15,6 +15,7 @@ mod oip;
 mod openapi;
 mod predict;
 mod reads;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

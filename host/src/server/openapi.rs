@@ -642,7 +642,7 @@ mod tests {
         let storage = crate::storage::open(dir.join("store").to_str().unwrap()).unwrap();
         let blobs = crate::storage::BlobCache::open(storage, &dir.join("cache"), 1 << 30).unwrap();
         let config = crate::config::HostConfig::default();
-        let policy = crate::serving::ServingPolicy::from_config(&config);
+        let policy = crate::serving::ServingPolicy::from_config(&config, crate::server::status::of);
         let settings = crate::engine::EngineSettings {
             cache_dir: None,
             total_instances: 4,

@@ -111,51 +111,9 @@ pub enum ServeError {
     Call(#[from] CallError),
 }
 
-impl ServeError {
-    /// The status in the Open Inference Protocol's REST terms, which the log and metrics also use
-    /// (a gRPC front end maps these to its codes).
-    pub fn status(&self) -> u16 {
-        match self {
-            ServeError::Route(RouteError::UnknownModel(_) | RouteError::UnknownVersion(..)) => 404,
-            ServeError::Route(_) => 503,
-            ServeError::Invalid(_) => 400,
-            ServeError::Call(e) => call_status(e),
-        }
-    }
-
-    /// Seconds after which trying again may succeed.
-    pub fn retry_after(&self) -> Option<u32> {
-        match self {
-            ServeError::Route(RouteError::NotReady { .. } | RouteError::NoReadyVersion(_)) => {
-                Some(5)
-            }
-            ServeError::Call(CallError::Overloaded(_) | CallError::OverShare { .. }) => Some(1),
-            ServeError::Call(CallError::Tripped { retry_in, .. }) => {
-                Some(retry_in.as_secs_f64().ceil().max(1.0) as u32)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The status of a failed guest call.
-pub fn call_status(e: &CallError) -> u16 {
-    match e {
-        CallError::InvalidInput(_) => 422,
-        CallError::Unsupported(_) => 400,
-        CallError::InputTooLarge { .. } => 413,
-        CallError::DeadlineExceeded(_)
-        | CallError::GraphStopped(_)
-        | CallError::FuelExhausted(_) => 504,
-        CallError::Overloaded(_) | CallError::OverShare { .. } | CallError::Tripped { .. } => 503,
-        CallError::ModelFailed(_)
-        | CallError::OutputTooLarge { .. }
-        | CallError::Limit(_)
-        | CallError::StackOverflow
-        | CallError::Panicked(_)
-        | CallError::Trapped(_) => 500,
-    }
-}
+/// What a front end reports a [`ServeError`] as (an HTTP status); the serving layer records the same
+/// number in its metrics and prediction log. Given by the front end (`server::status::of`).
+pub type Statuses = fn(&ServeError) -> u16;
 
 /// How a host holds models to their CPU shares and trips failing versions.
 #[derive(Debug, Clone)]
@@ -164,13 +122,16 @@ pub struct ServingPolicy {
     pub cpu_share: f64,
     /// When a version's breaker trips.
     pub breaker: BreakerPolicy,
+    /// How the front end reports a failed request, for the metrics and the log.
+    pub statuses: Statuses,
 }
 
 impl ServingPolicy {
-    /// The policy a configuration file sets.
-    pub fn from_config(config: &crate::config::HostConfig) -> ServingPolicy {
+    /// The policy a configuration file sets, with the front end's `statuses`.
+    pub fn from_config(config: &crate::config::HostConfig, statuses: Statuses) -> ServingPolicy {
         let b = &config.breaker;
         ServingPolicy {
+            statuses,
             cpu_share: config.host.cpu_share,
             breaker: BreakerPolicy {
                 after: b.after,
@@ -190,6 +151,7 @@ pub struct Serving {
     log: PredictionLog,
     shares: CpuShares,
     breaker: BreakerPolicy,
+    statuses: Statuses,
 }
 
 impl Serving {
@@ -206,6 +168,7 @@ impl Serving {
             log,
             shares: CpuShares::new(policy.cpu_share),
             breaker: policy.breaker,
+            statuses: policy.statuses,
         })
     }
 
@@ -296,7 +259,9 @@ impl Serving {
             Err(e) => {
                 // Refused before its guest ran: counted, neither compared nor logged.
                 let e = ServeError::Call(e);
-                version.series.request(route, e.status(), started.elapsed());
+                version
+                    .series
+                    .request(route, (self.statuses)(&e), started.elapsed());
                 if let ServeError::Call(call) = &e {
                     version.series.call_error(call);
                 }
@@ -349,7 +314,7 @@ impl Ticket {
         };
         let elapsed = started.elapsed();
         let outcome = outcome.map(Arc::new);
-        let status = outcome.as_ref().map_or_else(ServeError::status, |_| 200);
+        let status = outcome.as_ref().map_or_else(serving.statuses, |_| 200);
         version.series.request(route, status, elapsed);
         if let Err(ServeError::Call(e)) = &outcome {
             version.series.call_error(e);
@@ -368,6 +333,7 @@ impl Ticket {
                 version.clone(),
                 payload.clone(),
                 outcome.clone(),
+                serving.statuses,
             );
         }
         // Requests refused before the guest ran are not predictions: metrics count them, the log not.
@@ -378,6 +344,7 @@ impl Ticket {
                 version: version.clone(),
                 payload,
                 outcome: outcome.clone(),
+                status,
                 latency: elapsed,
             });
         }

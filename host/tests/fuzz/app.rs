@@ -71,7 +71,7 @@ impl App {
                 false,
             )
             .unwrap();
-            let policy = ServingPolicy::from_config(&config);
+            let policy = ServingPolicy::from_config(&config, ferry::server::status::of);
             let registry = Registry::new(Store::new(blobs), models, config);
             let serving = Serving::new(
                 registry.clone(),

@@ -232,6 +232,8 @@ pub struct Entry {
     pub payload: Arc<Payload>,
     /// The answer.
     pub outcome: Result<Arc<Output>, ServeError>,
+    /// The status the front end answered with.
+    pub status: u16,
     /// From arrival to answer.
     pub latency: Duration,
 }
@@ -257,9 +259,10 @@ impl Entry {
 
     fn record(self, host: &str) -> LogRecord {
         let m = &self.version.manifest;
-        let (output, status, error) = match &self.outcome {
-            Ok(output) => (Some(LoggedOutput::of(output)), 200, None),
-            Err(e) => (None, e.status(), Some(e.to_string())),
+        let status = self.status;
+        let (output, error) = match &self.outcome {
+            Ok(output) => (Some(LoggedOutput::of(output)), None),
+            Err(e) => (None, Some(e.to_string())),
         };
         LogRecord {
             id: self
@@ -850,6 +853,7 @@ mod tests {
             version: version(),
             payload: Arc::new(Payload::Features(format!("{{\"i\": {i}}}"))),
             outcome: Ok(Arc::new(Output::Features("{\"score\": 0.5}".into()))),
+            status: 200,
             latency: Duration::from_micros(42),
         }
     }

@@ -48,6 +48,8 @@ struct Job {
     primary: Arc<ModelVersion>,
     payload: Arc<Payload>,
     outcome: Result<Arc<Output>, ServeError>,
+    /// How the front end reports a failed request (the copy's status in the candidate's metrics).
+    statuses: super::super::Statuses,
 }
 
 /// (model, primary version, shadow version).
@@ -104,6 +106,7 @@ impl Shadows {
         primary: Arc<ModelVersion>,
         payload: Arc<Payload>,
         outcome: Result<Arc<Output>, ServeError>,
+        statuses: super::super::Statuses,
     ) {
         let job = Job {
             candidate,
@@ -111,6 +114,7 @@ impl Shadows {
             primary,
             payload,
             outcome,
+            statuses,
         };
         if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
             self.queue.try_send(job)
@@ -193,7 +197,7 @@ fn run(job: &Job) -> Outcome {
     drop(instance);
     let status = match &answer {
         Ok(_) => 200,
-        Err(e) => super::super::call_status(e),
+        Err(e) => (job.statuses)(&ServeError::Call(e.clone())),
     };
     candidate
         .series

@@ -1,0 +1,49 @@
+//! Every mapping from why a request got no answer to an HTTP status, in one place of the front end.
+//! The serving layer records these numbers too (per-version `/metrics`, the prediction log, which
+//! `ferry replay` compares), so it is handed [`of`] when it is built rather than knowing HTTP itself;
+//! a gRPC front end maps the same errors to its own codes.
+
+use crate::registry::RouteError;
+use crate::runtime::CallError;
+use crate::serving::ServeError;
+
+/// The status in the Open Inference Protocol's REST terms.
+pub fn of(e: &ServeError) -> u16 {
+    match e {
+        ServeError::Route(RouteError::UnknownModel(_) | RouteError::UnknownVersion(..)) => 404,
+        ServeError::Route(_) => 503,
+        ServeError::Invalid(_) => 400,
+        ServeError::Call(e) => of_call(e),
+    }
+}
+
+/// The status of a failed guest call.
+pub fn of_call(e: &CallError) -> u16 {
+    match e {
+        CallError::InvalidInput(_) => 422,
+        CallError::Unsupported(_) => 400,
+        CallError::InputTooLarge { .. } => 413,
+        CallError::DeadlineExceeded(_)
+        | CallError::GraphStopped(_)
+        | CallError::FuelExhausted(_) => 504,
+        CallError::Overloaded(_) | CallError::OverShare { .. } | CallError::Tripped { .. } => 503,
+        CallError::ModelFailed(_)
+        | CallError::OutputTooLarge { .. }
+        | CallError::Limit(_)
+        | CallError::StackOverflow
+        | CallError::Panicked(_)
+        | CallError::Trapped(_) => 500,
+    }
+}
+
+/// Seconds after which trying again may succeed (`Retry-After`).
+pub fn retry_after(e: &ServeError) -> Option<u32> {
+    match e {
+        ServeError::Route(RouteError::NotReady { .. } | RouteError::NoReadyVersion(_)) => Some(5),
+        ServeError::Call(CallError::Overloaded(_) | CallError::OverShare { .. }) => Some(1),
+        ServeError::Call(CallError::Tripped { retry_in, .. }) => {
+            Some(retry_in.as_secs_f64().ceil().max(1.0) as u32)
+        }
+        _ => None,
+    }
+}
