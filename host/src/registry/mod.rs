@@ -66,6 +66,12 @@ pub enum ChangeError {
     /// The store cannot be reached (503): the host keeps serving, changes wait.
     #[error("{0}")]
     Unavailable(String),
+    /// The version is the model's shadow: shadowing must stop before it goes.
+    #[error("`{model}` version `{version}` is the model's shadow; stop shadowing it first")]
+    Shadowed { model: String, version: String },
+    /// The model is unloaded on request: its aliases do not move until it is loaded again.
+    #[error("model `{model}` is unloaded on request; load it first")]
+    ModelUnloaded { model: String },
     /// The host's disk has no room for an upload (507).
     #[error("no room to store the upload: {0}")]
     NoRoom(String),
@@ -845,9 +851,10 @@ impl Registry {
             .as_ref()
             .is_some_and(|s| s.version == version)
         {
-            return Err(ChangeError::Conflict(format!(
-                "`{model}` version `{version}` is the model's shadow; stop shadowing it first (PUT /v1/models/{model}/traffic)"
-            )));
+            return Err(ChangeError::Shadowed {
+                model: model.to_owned(),
+                version: version.to_owned(),
+            });
         }
         self.store.delete_version(model, version).await?;
         self.refresh(model).await
@@ -943,9 +950,9 @@ impl Registry {
 /// Aliases of an unloaded model do not move: nothing would load their target.
 fn refuse_unloaded(model: &str, view: &ModelView) -> Result<(), ChangeError> {
     if view.unloaded {
-        return Err(ChangeError::Conflict(format!(
-            "model `{model}` is unloaded on request; load it first (POST /v2/repository/models/{model}/load)"
-        )));
+        return Err(ChangeError::ModelUnloaded {
+            model: model.to_owned(),
+        });
     }
     Ok(())
 }

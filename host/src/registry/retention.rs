@@ -137,7 +137,11 @@ impl Registry {
             match self.delete_version(model, &version).await {
                 Ok(()) => {}
                 // Deleted by another host, or named by an alias meanwhile: nothing to do.
-                Err(ChangeError::NotFound(_) | ChangeError::Conflict(_)) => continue,
+                Err(
+                    ChangeError::NotFound(_)
+                    | ChangeError::Conflict(_)
+                    | ChangeError::Shadowed { .. },
+                ) => continue,
                 Err(e) => return Err(e),
             }
             // A promote that read the version before it went and moved its alias since.

@@ -51,7 +51,17 @@ impl From<ServeError> for ApiError {
                 ServeError::Call(c) => Some(c.kind()),
                 _ => None,
             },
-            message: e.to_string(),
+            message: match &e {
+                // Where to send it instead, in this front end's terms.
+                ServeError::WrongEntryPoint {
+                    model,
+                    takes_tensors: true,
+                } => format!("{e}: POST /v2/models/{model}/infer"),
+                ServeError::WrongEntryPoint { model, .. } => {
+                    format!("{e}: POST /v1/models/{model}/predict")
+                }
+                _ => e.to_string(),
+            },
         }
     }
 }

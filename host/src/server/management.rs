@@ -37,13 +37,23 @@ impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         let status = match &e {
             ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
-            ChangeError::Conflict(_) => StatusCode::CONFLICT,
+            ChangeError::Conflict(_)
+            | ChangeError::Shadowed { .. }
+            | ChangeError::ModelUnloaded { .. } => StatusCode::CONFLICT,
             ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
             ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ChangeError::NoRoom(_) => StatusCode::INSUFFICIENT_STORAGE,
             ChangeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut error = ApiError::new(status, format!("{e:#}"));
+        // What to do about it, in this front end's routes.
+        let next = match &e {
+            ChangeError::Shadowed { model, .. } => format!(" (PUT /v1/models/{model}/traffic)"),
+            ChangeError::ModelUnloaded { model } => {
+                format!(" (POST /v2/repository/models/{model}/load)")
+            }
+            _ => String::new(),
+        };
+        let mut error = ApiError::new(status, format!("{e:#}{next}"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             error.retry_after = Some(5);
         }

@@ -12,7 +12,7 @@ pub fn of(e: &ServeError) -> u16 {
     match e {
         ServeError::Route(RouteError::UnknownModel(_) | RouteError::UnknownVersion(..)) => 404,
         ServeError::Route(_) => 503,
-        ServeError::Invalid(_) => 400,
+        ServeError::Invalid(_) | ServeError::WrongEntryPoint { .. } => 400,
         ServeError::Call(e) => of_call(e),
     }
 }
@@ -45,5 +45,54 @@ pub fn retry_after(e: &ServeError) -> Option<u32> {
             Some(retry_in.as_secs_f64().ceil().max(1.0) as u32)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::error::ApiError;
+
+    #[test]
+    fn a_request_at_the_wrong_entry_point_is_told_the_route_to_use() {
+        let wrong = |takes_tensors| ServeError::WrongEntryPoint {
+            model: "m".into(),
+            takes_tensors,
+        };
+        assert_eq!(of(&wrong(true)), 400);
+        let e = ApiError::from(wrong(true));
+        assert_eq!(
+            e.message,
+            "model `m` takes tensor requests, not JSON features: POST /v2/models/m/infer"
+        );
+        let e = ApiError::from(wrong(false));
+        assert_eq!(
+            e.message,
+            "model `m` takes feature-style requests, not tensors: POST /v1/models/m/predict"
+        );
+        assert_eq!(of_call(&CallError::InvalidInput("x".into())), 422);
+        assert_eq!(
+            retry_after(&ServeError::Call(CallError::Overloaded(Default::default()))),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_refused_change_names_the_route_that_unblocks_it() {
+        use crate::registry::ChangeError;
+        let e = ApiError::from(ChangeError::Shadowed {
+            model: "m".into(),
+            version: "2".into(),
+        });
+        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
+        assert_eq!(
+            e.message,
+            "`m` version `2` is the model's shadow; stop shadowing it first (PUT /v1/models/m/traffic)"
+        );
+        let e = ApiError::from(ChangeError::ModelUnloaded { model: "m".into() });
+        assert_eq!(
+            e.message,
+            "model `m` is unloaded on request; load it first (POST /v2/repository/models/m/load)"
+        );
     }
 }

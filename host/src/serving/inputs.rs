@@ -6,24 +6,29 @@ use crate::registry::ModelVersion;
 use crate::runtime::{Tensor, TensorSpec};
 use crate::tensor::{datatype_name, datatype_of};
 
-use super::{Payload, TensorRequest};
+use super::{Payload, ServeError, TensorRequest};
 
 /// `Ok` when `payload` fits `version`, else what is wrong, for the caller.
-pub(super) fn check(version: &ModelVersion, payload: &Payload) -> Result<(), String> {
+pub(super) fn check(version: &ModelVersion, payload: &Payload) -> Result<(), ServeError> {
     let model = &version.manifest.model;
     let declared = version
         .metadata
         .as_ref()
         .expect("ready versions have metadata");
     match payload {
-        Payload::Features(_) if !declared.predicts_json => Err(format!(
-            "model `{model}` takes tensor requests, not JSON features: POST /v2/models/{model}/infer"
-        )),
+        Payload::Features(_) if !declared.predicts_json => Err(ServeError::WrongEntryPoint {
+            model: model.clone(),
+            takes_tensors: true,
+        }),
         Payload::Features(_) => Ok(()),
-        Payload::Tensors(_) if declared.inputs.is_empty() => Err(format!(
-            "model `{model}` takes feature-style requests, not tensors: POST /v1/models/{model}/predict"
-        )),
-        Payload::Tensors(request) => check_tensors(model, &declared.inputs, &declared.outputs, request),
+        Payload::Tensors(_) if declared.inputs.is_empty() => Err(ServeError::WrongEntryPoint {
+            model: model.clone(),
+            takes_tensors: false,
+        }),
+        Payload::Tensors(request) => {
+            check_tensors(model, &declared.inputs, &declared.outputs, request)
+                .map_err(ServeError::Invalid)
+        }
     }
 }
 

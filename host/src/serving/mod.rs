@@ -106,6 +106,13 @@ pub enum ServeError {
     /// The request does not fit what the version declares (before the guest is called).
     #[error("{0}")]
     Invalid(String),
+    /// The version takes the other entry point: tensors (`takes_tensors`) or feature-style JSON
+    /// (before the guest is called; a front end names its own route for it).
+    #[error(
+        "model `{model}` takes {}",
+        if *takes_tensors { "tensor requests, not JSON features" } else { "feature-style requests, not tensors" }
+    )]
+    WrongEntryPoint { model: String, takes_tensors: bool },
     /// The call into the guest failed.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -310,7 +317,7 @@ impl Ticket {
         let route = payload.route();
         let outcome = match inputs::check(&version, &payload) {
             Ok(()) => serving.call_guest(&version, &payload, place).await,
-            Err(message) => Err(ServeError::Invalid(message)),
+            Err(e) => Err(e),
         };
         let elapsed = started.elapsed();
         let outcome = outcome.map(Arc::new);
@@ -324,6 +331,7 @@ impl Ticket {
         let reached_guest = !matches!(
             outcome,
             Err(ServeError::Invalid(_)
+                | ServeError::WrongEntryPoint { .. }
                 | ServeError::Call(CallError::Overloaded(_) | CallError::Tripped { .. }))
         );
         if let (Some(candidate), true) = (shadow, reached_guest) {
