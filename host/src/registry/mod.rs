@@ -156,7 +156,7 @@ impl Registry {
     }
 
     /// The runtime versions run on.
-    pub fn models(&self) -> &Arc<ModelRuntime> {
+    pub fn runtime(&self) -> &Arc<ModelRuntime> {
         &self.models
     }
 

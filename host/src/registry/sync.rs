@@ -64,7 +64,7 @@ pub struct SyncOptions {
 
 /// The state last synced from a store, kept on the host's disk for a start during an outage.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Snapshot {
+struct LastSynced {
     record: ChangeRecord,
     models: BTreeMap<String, ModelView>,
 }
@@ -150,7 +150,7 @@ impl Syncer {
                     let snapshot = tokio::fs::read(&path)
                         .await
                         .ok()
-                        .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
+                        .and_then(|b| serde_json::from_slice::<LastSynced>(&b).ok());
                     if let Some(snapshot) = snapshot {
                         tracing::warn!(error = %e, snapshot = %path.display(), models = snapshot.models.len(),
                             "the store is unreachable: serving the state last synced from it");
@@ -363,7 +363,7 @@ impl Syncer {
     }
 
     async fn save_snapshot(&self) {
-        let snapshot = Snapshot {
+        let snapshot = LastSynced {
             record: self.record.clone(),
             models: self.registry.views(),
         };

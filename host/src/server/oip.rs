@@ -359,15 +359,13 @@ async fn infer_on(
     // A place in the version's queue before decoding: a version that would refuse the request (its
     // queue full) refuses it before decoding costs anything, and the requests one version decodes
     // at once are bounded by its instances and queue.
-    let caller = super::predict::caller(headers);
-    let ticket = state
-        .serving
-        .admit(model, version, &caller, "infer", None)?;
+    let keys = super::predict::keys(headers);
+    let ticket = state.serving.admit(model, version, &keys, "infer", None)?;
     // No more than the body's charge to the byte budget covers (the table may have changed since).
     let max_input = max_input.min(ticket.version().limits.max_input_bytes as u64);
     let (request, tensors) = decode(headers, &body, max_input)?;
     let answer = ticket
-        .call(&state.serving, Payload::Tensors(tensors), caller)
+        .call(&state.serving, Payload::Tensors(tensors), keys)
         .await?;
     let Output::Tensors(outputs) = answer.output.as_ref() else {
         unreachable!("a tensor call answers tensors")

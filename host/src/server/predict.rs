@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::openapi as doc;
 use super::{intake, AppState};
 use crate::registry::{ModelEntry, ModelVersion};
-use crate::serving::{Caller, Output, Payload, Request};
+use crate::serving::{Output, Payload, Request, RequestKeys};
 
 /// Header naming the version that answered.
 pub const VERSION_HEADER: &str = "ferry-model-version";
@@ -63,14 +63,14 @@ pub async fn predict_version(
 }
 
 /// The caller as HTTP tells it: the request id and the routing key.
-pub fn caller(headers: &HeaderMap) -> Caller {
+pub fn keys(headers: &HeaderMap) -> RequestKeys {
     let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    Caller {
+    RequestKeys {
         request_id: text(super::REQUEST_ID),
         routing_key: text(ROUTING_KEY_HEADER),
     }
@@ -115,7 +115,7 @@ async fn predict_on(
             model,
             version,
             payload: Payload::Features(text),
-            caller: caller(headers),
+            keys: keys(headers),
         })
         .await?;
     let Output::Features(json) = answer.output.as_ref() else {

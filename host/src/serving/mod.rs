@@ -37,13 +37,13 @@ pub struct Request {
     pub version: Option<String>,
     /// What the model is asked.
     pub payload: Payload,
-    /// Who asks.
-    pub caller: Caller,
+    /// Its id and routing key.
+    pub keys: RequestKeys,
 }
 
-/// What the front end knows of the caller.
+/// A request's keys, as the front end found them (not who the caller is: that is `teams::Caller`).
 #[derive(Debug, Clone, Default)]
-pub struct Caller {
+pub struct RequestKeys {
     /// The request's id (logged with its prediction).
     pub request_id: Option<String>,
     /// The key a weighted alias keeps sticky (header `ferry-routing-key` over HTTP).
@@ -205,11 +205,11 @@ impl Serving {
         let ticket = self.admit(
             &request.model,
             request.version.as_deref(),
-            &request.caller,
+            &request.keys,
             route,
             Some(&request.payload),
         )?;
-        ticket.call(self, request.payload, request.caller).await
+        ticket.call(self, request.payload, request.keys).await
     }
 
     /// The first half of [`Serving::call`], before the request's payload is decoded: routes it
@@ -221,7 +221,7 @@ impl Serving {
         &self,
         model: &str,
         version: Option<&str>,
-        caller: &Caller,
+        keys: &RequestKeys,
         route: &'static str,
         payload: Option<&Payload>,
     ) -> Result<Ticket, ServeError> {
@@ -231,7 +231,7 @@ impl Serving {
         let version = match table.route(model, version)? {
             Route::Version(v) => v,
             Route::Split(split) => traffic::split::pick(model, &split, || {
-                traffic::split::routing_key(caller, payload, &split)
+                traffic::split::routing_key(keys, payload, &split)
             }),
         };
         // The route was found, so the model is in this table.
@@ -302,7 +302,7 @@ impl Ticket {
         self,
         serving: &Serving,
         payload: Payload,
-        caller: Caller,
+        keys: RequestKeys,
     ) -> Result<Answer, ServeError> {
         let Ticket {
             started,
@@ -348,7 +348,7 @@ impl Ticket {
         if reached_guest && policy.log.percent.takes(draw()) {
             serving.log.offer(traffic::log::Entry {
                 at,
-                request_id: caller.request_id,
+                request_id: keys.request_id,
                 version: version.clone(),
                 payload,
                 outcome: outcome.clone(),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::super::{Caller, Payload};
+use super::super::{Payload, RequestKeys};
 use crate::registry::{ModelVersion, SplitRoute};
 
 /// The version of `split` that the request with the routing key `key()` goes to.
@@ -56,11 +56,11 @@ pub fn pick(
 /// The routing key of a request: the caller's (a header), else the split's field of a feature-style
 /// body. Strings are taken as they are, other JSON values as their JSON text.
 pub fn routing_key(
-    caller: &Caller,
+    keys: &RequestKeys,
     payload: Option<&Payload>,
     split: &SplitRoute,
 ) -> Option<String> {
-    if let Some(key) = &caller.routing_key {
+    if let Some(key) = &keys.routing_key {
         return Some(key.clone());
     }
     let (Some(field), Some(Payload::Features(body))) = (&split.routing_key_field, payload) else {
