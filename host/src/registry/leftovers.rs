@@ -103,7 +103,7 @@ impl Registry {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        self.runtime.spawn_blocking(move || {
+        self.tokio.spawn_blocking(move || {
             let (mut removed, mut bytes) = (0, 0);
             for file in files {
                 let size = std::fs::metadata(&file).map_or(0, |m| m.len());

@@ -109,8 +109,8 @@ pub struct Registry {
     compiled: Mutex<BTreeMap<String, (VersionManifest, String)>>,
     /// Serialises table swaps; readers never take it.
     writer: Mutex<()>,
-    /// The async runtime, for store reads from loader threads.
-    runtime: tokio::runtime::Handle,
+    /// The tokio runtime, for store reads from loader threads.
+    tokio: tokio::runtime::Handle,
     /// How syncing with the store goes.
     pub sync: SyncHealth,
 }
@@ -143,7 +143,7 @@ impl Registry {
             pinned: Default::default(),
             compiled: Default::default(),
             writer: Mutex::new(()),
-            runtime: tokio::runtime::Handle::current(),
+            tokio: tokio::runtime::Handle::current(),
             sync: SyncHealth::default(),
         });
         budget.attach(&registry);
@@ -498,7 +498,7 @@ impl Registry {
                 // version that is ready must answer at its usual speed while others load.
                 crate::engine::background::lower_this_thread();
                 let model = manifest.model.clone();
-                let slot = registry.runtime.block_on(registry.load_slots.acquire());
+                let slot = registry.tokio.block_on(registry.load_slots.acquire());
                 let loaded = registry.load(manifest);
                 drop(slot);
                 if let Some(pool) = registry.finish_load(loaded) {
@@ -528,7 +528,7 @@ impl Registry {
         let limits = effective_limits(&self.config, &manifest.model, manifest.limits.as_ref());
         let started = Instant::now();
         let artifacts = self
-            .runtime
+            .tokio
             .block_on(VersionArtifacts::read(self.store.blobs(), &manifest));
         let refetch = self.refetch(&manifest);
         let version = match artifacts {
@@ -569,7 +569,7 @@ impl Registry {
         let (blobs, manifest, runtime) = (
             self.store.blobs().clone(),
             manifest.clone(),
-            self.runtime.clone(),
+            self.tokio.clone(),
         );
         Arc::new(move || {
             let read = VersionArtifacts::read(&blobs, &manifest);

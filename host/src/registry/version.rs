@@ -155,7 +155,7 @@ pub struct Usage {
 impl ModelVersion {
     /// A version listed in `state` without instances (loading, or unloaded).
     pub fn listed(manifest: VersionManifest, state: VersionState) -> ModelVersion {
-        let label = format!("{}@{}", manifest.model, manifest.version);
+        let breaker = Breaker::new(&manifest.model, &manifest.version);
         ModelVersion {
             manifest,
             state,
@@ -171,7 +171,7 @@ impl ModelVersion {
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
-            breaker: Breaker::new(label),
+            breaker,
             series: Default::default(),
         }
     }

@@ -39,8 +39,9 @@ impl Default for BreakerPolicy {
 /// A version's breaker.
 #[derive(Debug)]
 pub struct Breaker {
-    /// The version it guards, as its logs and trip reasons name it (`model@version`).
-    label: String,
+    /// The version it guards: its model and name, as its logs name them.
+    model: String,
+    version: String,
     state: Mutex<State>,
     trips: AtomicU64,
     /// Trips by the kind of fault that tripped it.
@@ -79,10 +80,11 @@ pub struct Pass<'a> {
 }
 
 impl Breaker {
-    /// A closed breaker for the version `label` names (`model@version`).
-    pub fn new(label: impl Into<String>) -> Breaker {
+    /// A closed breaker for `version` of `model`.
+    pub fn new(model: impl Into<String>, version: impl Into<String>) -> Breaker {
         Breaker {
-            label: label.into(),
+            model: model.into(),
+            version: version.into(),
             state: Default::default(),
             trips: Default::default(),
             trips_by_kind: Default::default(),
@@ -99,7 +101,7 @@ impl Breaker {
             State::Closed | State::Failing { .. } => false,
             State::Open(trip) if Instant::now() >= trip.until => {
                 let trip = trip.clone();
-                tracing::info!(version = %self.label, "circuit breaker: probing whether the version recovered");
+                tracing::info!(model = %self.model, version = %self.version, "circuit breaker: probing whether the version recovered");
                 *state = State::Probing(trip);
                 true
             }
@@ -200,11 +202,11 @@ impl Breaker {
             return;
         }
         let fault = outcome.filter(|e| e.is_model_fault());
-        let label = &self.label;
+        let (model, name) = (&self.model, &self.version);
         match (std::mem::take(state), fault) {
             (State::Probing(trip), Some(e)) => {
                 let cool_down = (trip.cool_down * 2).min(policy.max_cool_down);
-                tracing::warn!(version = %label, "circuit breaker: the probe failed ({e}); open for another {cool_down:?}");
+                tracing::warn!(model = %model, version = %name, "circuit breaker: the probe failed ({e}); open for another {cool_down:?}");
                 self.probes_failed.fetch_add(1, Relaxed);
                 *state = State::Open(Trip {
                     until: Instant::now() + cool_down,
@@ -221,7 +223,7 @@ impl Breaker {
                     });
                     return;
                 }
-                tracing::info!(version = %label, "circuit breaker: the probe succeeded; the version serves again");
+                tracing::info!(model = %model, version = %name, "circuit breaker: the probe succeeded; the version serves again");
                 self.recoveries.fetch_add(1, Relaxed);
                 *state = State::Closed;
             }
@@ -235,8 +237,9 @@ impl Breaker {
                     *state = State::Failing { faults };
                     return;
                 }
-                let reason = format!("{label} failed its last {faults} calls; the last one: {e}");
-                tracing::warn!(version = %label, "circuit breaker tripped for {:?}: {reason}", policy.cool_down);
+                let reason =
+                    format!("{model}@{name} failed its last {faults} calls; the last one: {e}");
+                tracing::warn!(model = %model, version = %name, "circuit breaker tripped for {:?}: {reason}", policy.cool_down);
                 self.trips.fetch_add(1, Relaxed);
                 *self
                     .trips_by_kind
@@ -309,7 +312,7 @@ mod tests {
     use super::*;
 
     fn version() -> Breaker {
-        Breaker::new("m@1")
+        Breaker::new("m", "1")
     }
 
     fn policy(cool_down_ms: u64) -> BreakerPolicy {
