@@ -496,19 +496,7 @@ fn a_caller_that_hangs_up_mid_upload_leaves_no_staged_file() {
     }
     std::thread::sleep(Duration::from_millis(300));
     drop(stream);
-    let uploads = server().cache().join("uploads");
-    let started = Instant::now();
-    loop {
-        let left: Vec<_> = std::fs::read_dir(&uploads).unwrap().flatten().collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "staged files left behind: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    no_staged_files();
     let (status, _) =
         ferry_tests::http::status_of(ureq::get(&server().url("/v1/models/chatty")).call());
     assert_eq!(status, 200);

@@ -263,15 +263,13 @@ impl Serving {
                 policy,
                 place,
             }),
-            Err(e) => {
+            Err(refused) => {
                 // Refused before its guest ran: counted, neither compared nor logged.
-                let e = ServeError::Call(e);
+                version.series.call_error(&refused);
+                let e = ServeError::Call(refused);
                 version
                     .series
                     .request(route, (self.statuses)(&e), started.elapsed());
-                if let ServeError::Call(call) = &e {
-                    version.series.call_error(call);
-                }
                 Err(e)
             }
         }
@@ -304,22 +302,14 @@ impl Ticket {
         payload: Payload,
         keys: RequestKeys,
     ) -> Result<Answer, ServeError> {
-        let Ticket {
-            started,
-            at,
-            version,
-            shadow,
-            serves_live,
-            policy,
-            place,
-        } = self;
+        let version = self.version;
         let payload = Arc::new(payload);
         let route = payload.route();
         let outcome = match inputs::check(&version, &payload) {
-            Ok(()) => serving.call_guest(&version, &payload, place).await,
-            Err(e) => Err(e),
+            Ok(()) => serving.call_guest(&version, &payload, self.place).await,
+            Err(refused) => Err(refused),
         };
-        let elapsed = started.elapsed();
+        let elapsed = self.started.elapsed();
         let outcome = outcome.map(Arc::new);
         let status = outcome.as_ref().map_or_else(serving.statuses, |_| 200);
         version.series.request(route, status, elapsed);
@@ -334,10 +324,10 @@ impl Ticket {
                 | ServeError::WrongEntryPoint { .. }
                 | ServeError::Call(CallError::Overloaded(_) | CallError::Tripped { .. }))
         );
-        if let (Some(candidate), true) = (shadow, reached_guest) {
+        if let (Some(candidate), true) = (self.shadow, reached_guest) {
             serving.shadows.offer(
                 candidate,
-                serves_live,
+                self.serves_live,
                 version.clone(),
                 payload.clone(),
                 outcome.clone(),
@@ -345,9 +335,9 @@ impl Ticket {
             );
         }
         // Requests refused before the guest ran are not predictions: metrics count them, the log not.
-        if reached_guest && policy.log.percent.takes(draw()) {
+        if reached_guest && self.policy.log.percent.takes(draw()) {
             serving.log.offer(traffic::log::Entry {
-                at,
+                at: self.at,
                 request_id: keys.request_id,
                 version: version.clone(),
                 payload,

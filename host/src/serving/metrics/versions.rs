@@ -9,25 +9,29 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::registry::{ModelVersion, RoutingTable};
+use crate::runtime::PoolStats;
 
 /// One family: its help, its type, and a writer of one version's lines (given its labels).
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    lines: fn(&ModelVersion, &str, &mut String),
+    lines: fn(&ModelVersion, &str, Option<&PoolStats>, &mut String),
 }
 
 /// Appends every version's series in the table, family by family (the text format wants a family's
 /// lines together, under one `# TYPE`).
 pub fn render(table: &RoutingTable, out: &mut String) {
-    let versions: Vec<(String, &ModelVersion)> =
-        table.versions().map(|v| (labels(v), v.as_ref())).collect();
+    // Each version's labels and pool statistics once per scrape, whatever the families read.
+    let versions: Vec<(String, &ModelVersion, Option<PoolStats>)> = table
+        .versions()
+        .map(|v| (labels(v), v.as_ref(), v.pool.as_ref().map(|p| p.stats())))
+        .collect();
     for family in FAMILIES {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for (labels, v) in &versions {
-            (family.lines)(v, labels, out);
+        for (labels, v, stats) in &versions {
+            (family.lines)(v, labels, stats.as_ref(), out);
         }
     }
 }
@@ -57,7 +61,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_requests_total",
         kind: "counter",
         help: "Inference requests by model, version, route and HTTP status",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             for (route, status, n) in v.series.requests() {
                 let labels = format!("{labels},route=\"{route}\",status=\"{status}\"");
                 line(out, "ferry_requests_total", &labels, n);
@@ -68,7 +72,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_request_duration_seconds",
         kind: "histogram",
         help: "Time from admission request to answer",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             for (route, h) in v.series.durations() {
                 let labels = format!("{labels},route=\"{route}\"");
                 h.write(out, "ferry_request_duration_seconds", &labels);
@@ -79,7 +83,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_queue_wait_seconds",
         kind: "histogram",
         help: "Time a request waited for a free instance",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             let h = v.series.queue_waits();
             if !h.is_empty() {
                 h.write(out, "ferry_queue_wait_seconds", labels);
@@ -90,7 +94,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_cold_request_wait_seconds",
         kind: "histogram",
         help: "Time a request to an evicted version waited for it to come back",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             let h = v.series.cold_waits();
             if !h.is_empty() {
                 h.write(out, "ferry_cold_request_wait_seconds", labels);
@@ -101,7 +105,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_guest_errors_total",
         kind: "counter",
         help: "Calls that ended in a guest trap, limit hit or model error, by kind",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             for (kind, n) in v.series.errors() {
                 let labels = format!("{labels},kind=\"{kind}\"");
                 line(out, "ferry_guest_errors_total", &labels, n);
@@ -112,7 +116,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_breaker_trips_total",
         kind: "counter",
         help: "Times a version's circuit breaker tripped, by the kind of fault that tripped it",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             for (kind, n) in v.breaker.trips_by_kind() {
                 let labels = format!("{labels},kind=\"{kind}\"");
                 line(out, "ferry_breaker_trips_total", &labels, n);
@@ -123,7 +127,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_breaker_probes_total",
         kind: "counter",
         help: "Probe calls through a tripped breaker, by outcome (failed: open again; recovered: closed)",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             let (failed, recovered) = v.breaker.probes();
             for (outcome, n) in [("failed", failed), ("recovered", recovered)] {
                 if n > 0 {
@@ -137,7 +141,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_breaker_rejected_total",
         kind: "counter",
         help: "Requests failed fast (503) because the version's breaker was open",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             let n = v.breaker.rejected();
             if n > 0 {
                 line(out, "ferry_breaker_rejected_total", labels, n);
@@ -148,12 +152,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_instances",
         kind: "gauge",
         help: "Live instances of a version by state (busy or idle)",
-        lines: |v, labels, out| {
-            let (busy, idle) = v
-                .pool
-                .as_ref()
-                .map(|p| p.stats())
-                .map_or((0, 0), |s| (s.live - s.idle, s.idle));
+        lines: |_, labels, stats, out| {
+            let (busy, idle) = stats.map_or((0, 0), |s| (s.live - s.idle, s.idle));
             for (state, n) in [("busy", busy), ("idle", idle)] {
                 let labels = format!("{labels},state=\"{state}\"");
                 line(out, "ferry_instances", &labels, n);
@@ -164,26 +164,26 @@ const FAMILIES: &[Family] = &[
         name: "ferry_queued_requests",
         kind: "gauge",
         help: "Requests waiting for an instance of the version",
-        lines: |v, labels, out| line(out, "ferry_queued_requests", labels, v.admission.waiting()),
+        lines: |v, labels, _, out| line(out, "ferry_queued_requests", labels, v.admission.waiting()),
     },
     Family {
         name: "ferry_model_load_seconds",
         kind: "gauge",
         help: "Time a version took to compile, initialise and self-test",
-        lines: |v, labels, out| line(out, "ferry_model_load_seconds", labels, v.load_seconds),
+        lines: |v, labels, _, out| line(out, "ferry_model_load_seconds", labels, v.load_seconds),
     },
     Family {
         name: "ferry_model_ready",
         kind: "gauge",
         help: "1 when the version serves, 0 when it is loading or failed",
-        lines: |v, labels, out| line(out, "ferry_model_ready", labels, u8::from(v.is_ready())),
+        lines: |v, labels, _, out| line(out, "ferry_model_ready", labels, u8::from(v.is_ready())),
     },
     Family {
         name: "ferry_version_memory_bytes",
         kind: "gauge",
         help: "Memory of a version: the snapshot image its instances share, their private linear memory, and its host-side graphs",
-        lines: |v, labels, out| {
-            let Some(stats) = v.pool.as_ref().map(|p| p.stats()) else {
+        lines: |_, labels, stats, out| {
+            let Some(stats) = stats else {
                 return;
             };
             let shared = if stats.resident { stats.shared_bytes } else { 0 };
@@ -201,8 +201,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_resident",
         kind: "gauge",
         help: "1 when the version holds its instances, 0 when evicted (it comes back on its next request)",
-        lines: |v, labels, out| {
-            if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
+        lines: |_, labels, stats, out| {
+            if let Some(stats) = stats {
                 line(out, "ferry_version_resident", labels, u8::from(stats.resident));
             }
         },
@@ -211,8 +211,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_evictions_total",
         kind: "counter",
         help: "Times a version was evicted to stay within the host's memory budget",
-        lines: |v, labels, out| {
-            if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
+        lines: |_, labels, stats, out| {
+            if let Some(stats) = stats {
                 line(out, "ferry_version_evictions_total", labels, stats.evictions);
             }
         },
@@ -221,8 +221,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_cold_loads_total",
         kind: "counter",
         help: "Times an evicted version came back for a request",
-        lines: |v, labels, out| {
-            if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
+        lines: |_, labels, stats, out| {
+            if let Some(stats) = stats {
                 line(out, "ferry_version_cold_loads_total", labels, stats.reopens);
             }
         },
@@ -231,7 +231,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_guest_cpu_microseconds_total",
         kind: "counter",
         help: "CPU time of the threads running a version's guest calls (shadow copies included), for charging its team",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             // From the exact total: per-call rounding would lose the microsecond calls.
             let micros = v.usage.cpu_ns.load(Relaxed) / 1_000;
             line(out, "ferry_guest_cpu_microseconds_total", labels, micros);
@@ -241,7 +241,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_guest_fuel_total",
         kind: "counter",
         help: "Fuel a version's guest calls burnt (with [host] fuel = true)",
-        lines: |v, labels, out| {
+        lines: |v, labels, _, out| {
             line(out, "ferry_guest_fuel_total", labels, v.usage.fuel.load(Relaxed));
         },
     },
