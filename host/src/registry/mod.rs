@@ -19,6 +19,7 @@ pub mod audit;
 mod budget;
 mod leftovers;
 pub mod names;
+mod plan;
 pub mod retention;
 mod routing;
 mod series;
@@ -28,14 +29,15 @@ mod traffic;
 mod version;
 pub mod version_limits;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 pub use budget::{MemoryBudget, ProcessMemory};
+pub use plan::NotLoaded;
 pub use routing::{ModelEntry, Route, RouteError, RoutingTable, SplitRoute, DEFAULT_ALIAS};
 pub use series::{Histogram, VersionSeries, LATENCY_BUCKETS};
 pub use store::{
@@ -44,7 +46,7 @@ pub use store::{
 };
 pub use sync::SyncHealth;
 pub use traffic::{AliasTarget, LogPolicy, Percent, Shadow, Split, TrafficPolicy};
-pub use version::{LoadOptions, ModelVersion, NotLoaded, Usage, VersionArtifacts, VersionState};
+pub use version::{LoadOptions, ModelVersion, Usage, VersionArtifacts, VersionState};
 pub use version_limits::{effective_limits, VersionLimits};
 
 use crate::config::HostConfig;
@@ -94,9 +96,10 @@ pub struct Registry {
     /// Tickets order reads of the store: a read that started later saw a later store.
     tickets: AtomicU64,
     /// Versions (`model@version`) being loaded right now, so each loads once.
-    loading: Mutex<HashSet<String>>,
-    /// Loads started and not yet followed by their re-apply ([`Registry::settle`] waits for them).
-    loads_in_flight: AtomicUsize,
+    loading: Mutex<BTreeSet<Load>>,
+    /// Loads started and not yet followed by their re-apply, by model ([`Registry::settle`] waits
+    /// for them).
+    loads_in_flight: Mutex<BTreeMap<String, usize>>,
     /// Bumped whenever the table is published or a load ends: what waiting for a version watches.
     changed: tokio::sync::watch::Sender<u64>,
     /// Loads that may run at once: a host with thousands of versions to bring up compiles and
@@ -137,7 +140,7 @@ impl Registry {
             views: Default::default(),
             tickets: AtomicU64::new(1),
             loading: Default::default(),
-            loads_in_flight: AtomicUsize::new(0),
+            loads_in_flight: Default::default(),
             changed: tokio::sync::watch::Sender::new(0),
             load_slots: tokio::sync::Semaphore::new(parallel_loads),
             pinned: Default::default(),
@@ -195,35 +198,31 @@ impl Registry {
     /// docs), and starts loading what it should have loaded and does not. Returns at once; loads run
     /// on their own threads. A view older than the one applied last is ignored.
     pub fn apply(self: &Arc<Self>, model: &str, view: ModelView, ticket: u64) {
-        let to_load = self.converge(model, Some((ticket, view)), false);
+        let to_load = self.converge(model, Some((ticket, view)), plan::Retry::No);
         for manifest in to_load {
             self.start_load(manifest);
         }
     }
 
-    /// Applies the last view of `model` again (after a load, or a pin released); `retry_waiting`
-    /// also tries again versions that waited for the store.
-    fn reapply(self: &Arc<Self>, model: &str, retry_waiting: bool) {
-        for manifest in self.converge(model, None, retry_waiting) {
+    /// Applies the last view of `model` again (after a load, or a pin released); `retry` says
+    /// whether versions that waited for the store are tried again.
+    fn reapply(self: &Arc<Self>, model: &str, retry: plan::Retry) {
+        for manifest in self.converge(model, None, retry) {
             self.start_load(manifest);
         }
     }
 
     /// Tries again every version that could not be loaded while the store was away.
     pub fn retry_waiting(self: &Arc<Self>) {
-        let waiting: BTreeSet<String> = self
+        let waiting: Vec<String> = self
             .table()
-            .versions()
-            .filter(|v| {
-                matches!(
-                    &v.state,
-                    VersionState::Unloaded(NotLoaded::WaitingForStore(_))
-                )
-            })
-            .map(|v| v.manifest.model.clone())
+            .models
+            .iter()
+            .filter(|(_, entry)| plan::waiting(&entry.planned()))
+            .map(|(model, _)| model.clone())
             .collect();
         for model in waiting {
-            self.reapply(&model, true);
+            self.reapply(&model, plan::Retry::WaitingForStore);
         }
     }
 
@@ -241,11 +240,13 @@ impl Registry {
         }
     }
 
+    /// Plans `model` against the view read with `read` (or the last one) and executes the plan:
+    /// publishes the entry, collects what left it, and answers the loads to start.
     fn converge(
         &self,
         model: &str,
         read: Option<(u64, ModelView)>,
-        retry_waiting: bool,
+        retry: plan::Retry,
     ) -> Vec<VersionManifest> {
         let _writer = self.writer.lock().unwrap();
         let view = {
@@ -264,232 +265,118 @@ impl Registry {
             }
         };
         let table = self.table.load();
-        let old = table.models.get(model).cloned().unwrap_or_default();
-        if view.manifests.is_empty() {
-            if table.models.contains_key(model) {
+        let old = table.models.get(model);
+        let pins = self.pinned_versions(model);
+        let desired = plan::Desired {
+            view: &view,
+            pins: &pins,
+        };
+        let current = old.map(ModelEntry::planned);
+        let in_flight = self.in_flight(model);
+        match plan::plan(model, desired, current.as_ref(), &in_flight, retry) {
+            plan::Plan::Nothing => Vec::new(),
+            plan::Plan::Remove { gone } => {
                 self.publish(|t| {
                     t.models.remove(model);
                 });
-                let gone = old.versions.values().map(|v| v.manifest.clone()).collect();
                 self.collect_leftovers(gone);
+                Vec::new()
             }
-            return Vec::new();
+            plan::Plan::Publish(plan) => {
+                let old = old.cloned().unwrap_or_default();
+                self.execute(model, &old, plan)
+            }
         }
+    }
 
-        let mut entry = ModelEntry::default();
-        // A version the store holds under an alias's name (written by others): the alias wins, the
-        // version is listed failed and never loaded (see `names`).
-        let clashing = names::clashing_versions(&view);
-        for m in &view.manifests {
-            if clashing.contains(&m.version) {
-                let reason = names::clash_reason(model, &m.version);
-                let failed = VersionState::Failed(reason);
-                let kept = old
-                    .versions
-                    .get(&m.version)
-                    .filter(|v| v.manifest == *m && v.state == failed)
-                    .cloned();
-                let listed = kept.unwrap_or_else(|| {
-                    tracing::error!(model, version = %m.version, "a version in the store has an alias's name: the alias wins, the version is not served");
-                    Arc::new(ModelVersion::listed(m.clone(), failed))
-                });
-                entry.versions.insert(m.version.clone(), listed);
-                continue;
-            }
-            // A version deleted and created again under the same name is a new version.
-            let kept = old
-                .versions
-                .get(&m.version)
-                .filter(|v| v.manifest == *m)
-                .cloned();
-            let listed = || {
-                Arc::new(ModelVersion::listed(
-                    m.clone(),
-                    VersionState::Unloaded(NotLoaded::Pending),
-                ))
-            };
-            entry
-                .versions
-                .insert(m.version.clone(), kept.unwrap_or_else(listed));
+    /// Publishes what `plan` says of `model` (whose entry was `old`); answers the loads to start.
+    fn execute(
+        &self,
+        model: &str,
+        old: &ModelEntry,
+        plan: plan::ModelPlan,
+    ) -> Vec<VersionManifest> {
+        for version in &plan.new_clashes {
+            tracing::error!(model, version, "a version in the store has an alias's name: the alias wins, the version is not served");
         }
-        let ready =
-            |entry: &ModelEntry, v: &str| entry.versions.get(v).is_some_and(|v| v.is_ready());
-        // An alias moves here once its new target is ready here — for a split, every version it
-        // gives a share (else a 10 % canary that loads first would take all of it); until then it
-        // keeps its old one — even a version deleted from the store meanwhile, which serves until the
-        // alias has moved.
-        let all_ready = |entry: &ModelEntry, t: &AliasTarget| {
-            t.weighted_versions().iter().all(|v| ready(entry, v))
-        };
-        let serves = |entry: &ModelEntry, t: &AliasTarget| {
-            t.weighted_versions().iter().any(|v| ready(entry, v))
-        };
-        for (alias, target) in &view.aliases.current {
-            let previous = old
-                .aliases
-                .get(alias)
-                .filter(|p| !all_ready(&entry, target) && serves(&old, p));
-            let published = match previous {
-                Some(previous) => {
-                    for v in previous.versions() {
-                        if !entry.versions.contains_key(v) {
-                            if let Some(kept) = old.versions.get(v) {
-                                entry.versions.insert(v.to_owned(), kept.clone());
-                            }
+        if !plan.drained.is_empty() {
+            tracing::info!(model, versions = ?plan.drained, "unloading versions nothing targets any more (in-flight requests finish first)");
+        }
+        if !plan.unchanged {
+            let versions = plan
+                .versions
+                .into_iter()
+                .map(|(name, listed)| {
+                    let version = match listed {
+                        plan::Listed::Keep | plan::Listed::Carry => old.versions[&name].clone(),
+                        plan::Listed::Fresh { manifest, state } => {
+                            Arc::new(ModelVersion::listed(manifest, state.into()))
                         }
-                    }
-                    previous.clone()
-                }
-                None => target.clone(),
+                    };
+                    (name, version)
+                })
+                .collect();
+            let entry = ModelEntry {
+                versions,
+                aliases: plan.aliases,
+                traffic: Arc::new(plan.traffic),
             };
-            entry.aliases.insert(alias.clone(), published);
+            self.publish(|t| {
+                t.models.insert(model.to_owned(), entry);
+            });
         }
-        entry.traffic = Arc::new(view.traffic.clone());
-        // Requests without a version go to the `production` alias, else the newest ready version. If
-        // that would find nothing ready now — an alias this host learns of only with its new target,
-        // still loading, while the version that answered is deleted — that version keeps answering
-        // until one is ready.
-        let mut carried = None;
-        // Only while there is something to wait for: a version in the store that has not failed.
-        let hope = view.manifests.iter().any(|m| {
-            !matches!(
-                entry.versions.get(&m.version).map(|v| &v.state),
-                Some(VersionState::Failed(_))
-            )
-        });
-        if entry.default_version().is_none() && hope && !view.unloaded {
-            if let Some(serving) = old.default_version() {
-                let serving = &serving;
-                let name = serving.manifest.version.clone();
-                entry
-                    .versions
-                    .entry(name.clone())
-                    .or_insert_with(|| serving.clone());
-                carried = Some(name);
-            }
+        if !plan.gone.is_empty() {
+            self.collect_leftovers(plan.gone);
         }
-        let ready = |v: &str| ready(&entry, v);
+        plan.loads
+    }
 
-        let mut wanted: BTreeSet<String> = BTreeSet::new();
-        if !view.unloaded {
-            wanted.extend(carried);
-            let named = view.aliases.current.values().chain(entry.aliases.values());
-            wanted.extend(named.flat_map(|t| t.versions()).map(str::to_owned));
-            // A shadow's candidate serves its copies from its own pool.
-            wanted.extend(view.traffic.shadow.as_ref().map(|s| s.version.clone()));
-            wanted.extend(self.pinned_versions(model));
-            let failed = |v: &str| {
-                matches!(
-                    entry.versions.get(v).map(|v| &v.state),
-                    Some(VersionState::Failed(_))
-                )
-            };
-            let newest = view.manifests.iter().rev().find(|m| !failed(&m.version));
-            if let Some(newest) = newest {
-                wanted.insert(newest.version.clone());
-                if !ready(&newest.version) {
-                    if let Some(serving) = view.manifests.iter().rev().find(|m| ready(&m.version)) {
-                        wanted.insert(serving.version.clone());
-                    }
-                }
-            }
-        }
-
-        let mut to_load = Vec::new();
-        for (name, v) in entry.versions.iter_mut() {
-            if clashing.contains(name) {
-                continue; // failed for its name, whatever else happens to the model
-            }
-            let relisted = |state| Arc::new(ModelVersion::listed(v.manifest.clone(), state));
-            let waiting = matches!(
-                &v.state,
-                VersionState::Unloaded(NotLoaded::WaitingForStore(_))
-            );
-            let next = if view.unloaded {
-                match &v.state {
-                    VersionState::Unloaded(NotLoaded::OnRequest) => None,
-                    _ => Some(relisted(VersionState::Unloaded(NotLoaded::OnRequest))),
-                }
-            } else if wanted.contains(name) {
-                match &v.state {
-                    // Tried again when the store answers (the sync loop says when), not in a loop.
-                    VersionState::Unloaded(_) if waiting && !retry_waiting => None,
-                    VersionState::Unloaded(_) => {
-                        to_load.push(v.manifest.clone());
-                        Some(relisted(VersionState::Loading))
-                    }
-                    _ => None,
-                }
-            } else {
-                match &v.state {
-                    VersionState::Ready => {
-                        Some(relisted(VersionState::Unloaded(NotLoaded::Drained)))
-                    }
-                    VersionState::Unloaded(
-                        NotLoaded::Pending | NotLoaded::OnRequest | NotLoaded::WaitingForStore(_),
-                    ) => Some(relisted(VersionState::Unloaded(NotLoaded::NotWanted))),
-                    _ => None,
-                }
-            };
-            if let Some(next) = next {
-                *v = next;
-            }
-        }
-        let unloading: Vec<&String> = old
-            .versions
+    /// The loads of `model` running now.
+    fn in_flight(&self, model: &str) -> plan::InFlight {
+        self.loading
+            .lock()
+            .unwrap()
             .iter()
-            .filter(|(name, v)| {
-                v.is_ready() && !entry.versions.get(*name).is_some_and(|n| n.is_ready())
-            })
-            .map(|(name, _)| name)
-            .collect();
-        if !unloading.is_empty() {
-            tracing::info!(model, versions = ?unloading, "unloading versions nothing targets any more (in-flight requests finish first)");
-        }
-        // Versions gone from the model (deleted, or created again under their name): their cached
-        // files go too.
-        let gone: Vec<VersionManifest> = old
-            .versions
-            .iter()
-            .filter(|(name, v)| {
-                !entry
-                    .versions
-                    .get(*name)
-                    .is_some_and(|n| n.manifest == v.manifest)
-            })
-            .map(|(_, v)| v.manifest.clone())
-            .collect();
-        self.publish(|t| {
-            t.models.insert(model.to_owned(), entry);
-        });
-        if !gone.is_empty() {
-            self.collect_leftovers(gone);
-        }
-        to_load
+            .filter(|load| load.model == model)
+            .map(|load| (load.version.clone(), load.sequence))
+            .collect()
     }
 
     /// Loads a version on a thread of its own, then publishes it and applies the model again (so
     /// aliases waiting for it move and versions it replaces go).
     fn start_load(self: &Arc<Self>, manifest: VersionManifest) {
         // The sequence number tells apart a version deleted and created again under its name.
-        let label = format!(
-            "{}@{}#{}",
-            manifest.model, manifest.version, manifest.sequence
-        );
-        if !self.loading.lock().unwrap().insert(label.clone()) {
+        let load = Load {
+            model: manifest.model.clone(),
+            version: manifest.version.clone(),
+            sequence: manifest.sequence,
+        };
+        if !self.loading.lock().unwrap().insert(load.clone()) {
             return;
         }
-        self.loads_in_flight.fetch_add(1, Ordering::SeqCst);
+        *self
+            .loads_in_flight
+            .lock()
+            .unwrap()
+            .entry(load.model.clone())
+            .or_default() += 1;
         /// Ends the load's bookkeeping however the thread ends (a panic included).
-        struct Done(Arc<Registry>, String);
+        struct Done(Arc<Registry>, Load);
         impl Drop for Done {
             fn drop(&mut self) {
                 self.0.loading.lock().unwrap().remove(&self.1);
-                self.0.loads_in_flight.fetch_sub(1, Ordering::SeqCst);
+                let mut in_flight = self.0.loads_in_flight.lock().unwrap();
+                if let Some(n) = in_flight.get_mut(&self.1.model) {
+                    *n -= 1;
+                    if *n == 0 {
+                        in_flight.remove(&self.1.model);
+                    }
+                }
+                drop(in_flight);
                 self.0.changed.send_modify(|n| *n += 1);
             }
         }
-        let done = Done(self.clone(), label.clone());
+        let done = Done(self.clone(), load.clone());
         let registry = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("load-{}", manifest.model))
@@ -513,11 +400,12 @@ impl Registry {
                 // Done loading before the re-apply, so that a re-apply that wants it again can start it;
                 // still in flight until the re-apply has started whatever follows (an older version when
                 // this one failed), so that [`Registry::settle`] does not look in between.
-                registry.loading.lock().unwrap().remove(&label);
-                registry.reapply(&model, false);
+                registry.loading.lock().unwrap().remove(&load);
+                registry.reapply(&model, plan::Retry::No);
                 drop(done);
             });
         if let Err(e) = spawned {
+            // The version stays listed loading with no load running: the next plan starts it again.
             tracing::error!(error = %e, "cannot start a loader thread");
         }
     }
@@ -595,25 +483,30 @@ impl Registry {
         );
         self.note_compiled(&version);
         let table = self.table.load();
-        // A version deleted, replaced or unloaded while it was loading stays so.
-        let current = table.models.get(&model).and_then(|e| e.versions.get(&name));
-        if current
-            .is_some_and(|c| c.manifest == version.manifest && c.state == VersionState::Loading)
-        {
-            let version = Arc::new(version);
-            let pool = version.pool.clone();
-            self.publish(|t| {
-                if let Some(entry) = t.models.get_mut(&model) {
-                    entry.versions.insert(name, version);
-                }
-            });
-            return pool;
+        let listed = table
+            .models
+            .get(&model)
+            .and_then(|e| e.versions.get(&name))
+            .map(|v| v.planned());
+        match plan::loaded(listed.as_ref(), &version.manifest) {
+            plan::Loaded::Publish => {
+                let version = Arc::new(version);
+                let pool = version.pool.clone();
+                self.publish(|t| {
+                    if let Some(entry) = t.models.get_mut(&model) {
+                        entry.versions.insert(name, version);
+                    }
+                });
+                pool
+            }
+            // Unloaded while it loaded: it stays so.
+            plan::Loaded::Discard => None,
+            // Deleted or replaced while it loaded: what it just wrote to the cache goes with it.
+            plan::Loaded::DiscardAndCollect => {
+                self.collect_leftovers(vec![version.manifest.clone()]);
+                None
+            }
         }
-        // Deleted or replaced while it loaded: what it just wrote to the cache goes with it.
-        if !current.is_some_and(|c| c.manifest == version.manifest) {
-            self.collect_leftovers(vec![version.manifest.clone()]);
-        }
-        None
     }
 
     /// Applies `change` to a copy of the table and publishes it in one atomic store. Callers hold
@@ -635,14 +528,24 @@ impl Registry {
 
     /// Waits until no version is loading (bounded), e.g. before reporting the store loaded.
     pub async fn settle(&self, limit: Duration) {
+        self.settle_on(None, limit).await
+    }
+
+    /// Waits until no version of `model` (of any, for `None`) is loading, nor any load of it is
+    /// still to be followed by the plan that moves its aliases; at most `limit`.
+    async fn settle_on(&self, model: Option<&str>, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         // Subscribed before looking, so a change between the look and the wait still wakes it.
         let mut changes = self.changed.subscribe();
+        let ours = |m: &str| model.is_none_or(|model| model == m);
         loop {
-            let busy = self.loads_in_flight.load(Ordering::SeqCst) > 0
+            let busy = self.loads_in_flight.lock().unwrap().keys().any(|m| ours(m))
                 || self
                     .table()
-                    .versions()
+                    .models
+                    .iter()
+                    .filter(|(m, _)| ours(m))
+                    .flat_map(|(_, e)| e.versions.values())
                     .any(|v| v.state == VersionState::Loading);
             if !busy {
                 return;
@@ -756,7 +659,9 @@ impl Registry {
         model: &str,
         alias: &str,
     ) -> Result<(Option<AliasTarget>, AliasTarget), ChangeError> {
+        let ticket = self.ticket();
         let view = self.store.model(model).await?;
+        self.apply(model, view.clone(), ticket);
         if view.manifests.is_empty() {
             return Err(ChangeError::NotFound(format!("unknown model `{model}`")));
         }
@@ -868,13 +773,46 @@ impl Registry {
         self.refresh(model).await
     }
 
-    /// Loads `model` again: its targeted versions come up (this waits for them).
+    /// Loads `model` again: its targeted versions come up (this waits for them, and says so when
+    /// none of them did).
     pub async fn load_model(self: &Arc<Self>, model: &str) -> Result<(), ChangeError> {
         self.known_model(model).await?;
         self.store.set_unloaded(model, false).await?;
         self.refresh(model).await?;
-        self.settle(Duration::from_secs(600)).await;
-        Ok(())
+        self.settle_on(Some(model), Duration::from_secs(600)).await;
+        let table = self.table();
+        let Some(entry) = table.models.get(model) else {
+            return Ok(());
+        };
+        if entry.default_route().is_some() {
+            return Ok(());
+        }
+        let why: Vec<String> = entry
+            .versions
+            .values()
+            .filter_map(|v| {
+                Some(format!(
+                    "version `{}` {}",
+                    v.manifest.version,
+                    v.state.reason()?
+                ))
+            })
+            .collect();
+        let message = format!(
+            "model `{model}` is loaded but none of its versions is ready: {}",
+            why.join("; ")
+        );
+        let waiting = entry.versions.values().any(|v| {
+            matches!(
+                v.state,
+                VersionState::Unloaded(NotLoaded::WaitingForStore(_))
+            )
+        });
+        Err(if waiting {
+            ChangeError::Unavailable(message)
+        } else {
+            ChangeError::Conflict(message)
+        })
     }
 
     async fn known_model(&self, model: &str) -> Result<(), ChangeError> {
@@ -905,45 +843,58 @@ impl Registry {
         }
     }
 
-    /// Makes sure `version` of `model` is ready here, loading it (and waiting) if needed.
+    /// Makes sure `version` of `model` is ready here, loading it (and waiting) if needed. The
+    /// caller has pinned it, so it is wanted: one plan starts its load (trying once more a version
+    /// that waited for the store), and the published table says when it is done.
     async fn ensure_ready(self: &Arc<Self>, model: &str, version: &str) -> Result<(), ChangeError> {
-        let started = Instant::now();
-        loop {
-            let table = self.table();
-            let v = table
-                .models
-                .get(model)
-                .and_then(|e| e.versions.get(version))
-                .ok_or_else(|| {
-                    ChangeError::NotFound(format!("model `{model}` has no version `{version}`"))
-                })?;
-            match &v.state {
-                VersionState::Ready => return Ok(()),
-                VersionState::Failed(reason) => {
-                    return Err(ChangeError::Conflict(format!(
-                        "`{model}` version `{version}` failed: {reason}"
-                    )))
+        // Subscribed before the plan, so nothing it publishes is missed.
+        let mut changes = self.changed.subscribe();
+        self.reapply(model, plan::Retry::WaitingForStore);
+        let wait = async {
+            loop {
+                let table = self.table();
+                let v = table
+                    .models
+                    .get(model)
+                    .and_then(|e| e.versions.get(version))
+                    .ok_or_else(|| {
+                        ChangeError::NotFound(format!("model `{model}` has no version `{version}`"))
+                    })?;
+                match &v.state {
+                    VersionState::Ready => return Ok(()),
+                    VersionState::Failed(reason) => {
+                        return Err(ChangeError::Conflict(format!(
+                            "`{model}` version `{version}` failed: {reason}"
+                        )))
+                    }
+                    VersionState::Unloaded(reason @ NotLoaded::WaitingForStore(_)) => {
+                        return Err(ChangeError::Unavailable(format!(
+                            "`{model}` version `{version}` cannot be loaded: {reason}"
+                        )))
+                    }
+                    VersionState::Unloaded(NotLoaded::OnRequest) => {
+                        return Err(ChangeError::ModelUnloaded {
+                            model: model.to_owned(),
+                        })
+                    }
+                    // Another plan ran before the pin counted: this one wants it (a plan that
+                    // changes nothing publishes nothing, so this never spins).
+                    VersionState::Unloaded(_) => self.reapply(model, plan::Retry::No),
+                    VersionState::Loading => {}
                 }
-                VersionState::Unloaded(reason @ NotLoaded::WaitingForStore(_))
-                    if started.elapsed() > Duration::from_secs(1) =>
-                {
-                    return Err(ChangeError::Unavailable(format!(
-                        "`{model}` version `{version}` cannot be loaded: {reason}"
-                    )))
+                drop(table);
+                if changes.changed().await.is_err() {
+                    return Err(ChangeError::Unavailable("the host is shutting down".into()));
                 }
-                VersionState::Unloaded(_) => {
-                    // Pinned: applying the model now marks it wanted and starts its load.
-                    self.reapply(model, started.elapsed() < Duration::from_millis(20));
-                }
-                VersionState::Loading => {}
             }
-            if started.elapsed() > Duration::from_secs(600) {
-                return Err(ChangeError::Conflict(format!(
+        };
+        tokio::time::timeout(Duration::from_secs(600), wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ChangeError::Conflict(format!(
                     "`{model}` version `{version}` is still loading"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+                )))
+            })
     }
 }
 
@@ -971,6 +922,15 @@ fn previous_target(view: &ModelView, alias: &str) -> Option<AliasTarget> {
         .cloned()
 }
 
+/// A load running on this host (the sequence tells apart a version deleted and created again under
+/// its name).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Load {
+    model: String,
+    version: String,
+    sequence: u64,
+}
+
 /// Holds a version loaded while a promote to it is in flight.
 struct Pin {
     registry: Arc<Registry>,
@@ -990,7 +950,7 @@ impl Drop for Pin {
             }
         }
         // A version loaded for a promote that did not happen goes again.
-        self.registry.reapply(&self.model, false);
+        self.registry.reapply(&self.model, plan::Retry::No);
     }
 }
 

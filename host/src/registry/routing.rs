@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::plan::Current;
 use super::traffic::{AliasTarget, TrafficPolicy};
 use super::{ModelVersion, VersionState};
 
@@ -63,6 +64,19 @@ impl Route {
 }
 
 impl ModelEntry {
+    /// The model as the planner sees it.
+    pub fn planned(&self) -> Current {
+        Current {
+            versions: self
+                .versions
+                .iter()
+                .map(|(name, v)| (name.clone(), v.planned()))
+                .collect(),
+            aliases: self.aliases.clone(),
+            traffic: TrafficPolicy::clone(&self.traffic),
+        }
+    }
+
     /// The newest ready version (highest sequence).
     pub fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
         self.versions

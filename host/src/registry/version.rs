@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::plan::{Have, Listing, NotLoaded, Seen};
 use super::{VersionManifest, VersionSeries};
 use bytes::Bytes;
 
@@ -30,32 +31,12 @@ pub enum VersionState {
     Unloaded(NotLoaded),
 }
 
-/// Why a listed version holds no instances.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotLoaded {
-    /// Just listed; the next look at the model decides whether it loads.
-    Pending,
-    /// Neither the newest version nor named by an alias, a shadow or a change in flight.
-    NotWanted,
-    /// It served as an alias's target until the new target was ready here.
-    Drained,
-    /// Its model was unloaded (the repository's `unload`).
-    OnRequest,
-    /// Its files could not be read while the store was unreachable (what the store said); tried again
-    /// when the store answers, not in a loop.
-    WaitingForStore(String),
-}
-
-impl std::fmt::Display for NotLoaded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NotLoaded::Pending => f.write_str("not loaded yet"),
-            NotLoaded::NotWanted => {
-                f.write_str("not targeted by an alias and not the newest version")
-            }
-            NotLoaded::Drained => f.write_str("replaced as target; drained"),
-            NotLoaded::OnRequest => f.write_str("unloaded on request"),
-            NotLoaded::WaitingForStore(why) => write!(f, "waiting for the store: {why}"),
+impl From<Listing> for VersionState {
+    fn from(listing: Listing) -> VersionState {
+        match listing {
+            Listing::Loading => VersionState::Loading,
+            Listing::Failed(why) => VersionState::Failed(why),
+            Listing::NotLoaded(why) => VersionState::Unloaded(why),
         }
     }
 }
@@ -191,6 +172,20 @@ impl ModelVersion {
     /// True when the version serves.
     pub fn is_ready(&self) -> bool {
         self.state == VersionState::Ready && self.pool.is_some()
+    }
+
+    /// The version as the planner sees it.
+    pub fn planned(&self) -> Have {
+        let state = match &self.state {
+            _ if self.is_ready() => Seen::Ready,
+            VersionState::Ready | VersionState::Loading => Seen::Loading,
+            VersionState::Failed(why) => Seen::Failed(why.clone()),
+            VersionState::Unloaded(why) => Seen::NotLoaded(why.clone()),
+        };
+        Have {
+            manifest: self.manifest.clone(),
+            state,
+        }
     }
 
     /// `model@version`, for logs and labels.
@@ -452,7 +447,6 @@ mod tests {
     #[test]
     fn why_a_version_is_not_loaded_reads_as_the_status_routes_have_always_said() {
         let said = |why: NotLoaded| VersionState::Unloaded(why).describe();
-        assert_eq!(said(NotLoaded::Pending), "unloaded: not loaded yet");
         assert_eq!(
             said(NotLoaded::NotWanted),
             "unloaded: not targeted by an alias and not the newest version"
