@@ -966,3 +966,6 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
-//! Where a store's objects live: one interface with typed errors, two backends — a local directory
-//! (the embedded default) and any S3-compatible object store (through the `object_store` crate) — and
-//! one conformance suite that every backend passes ([`conformance`]).
+//! Where a store's objects live: one interface with typed errors, three backends — a local directory
+//! (the embedded default), any S3-compatible object store (through the `object_store` crate), and
+//! the process's memory (`memory://NAME`: a host that keeps nothing, and the registry's unit tests) —
+//! and one conformance suite that every backend passes ([`conformance`]).
 //!
 //! The interface is a key-value store of immutable-or-conditional objects, the shape S3 has: keys are
 //! `/`-separated, every write is either unconditional, create-if-absent, or compare-and-swap on the
@@ -10,6 +11,7 @@
 pub mod blob_cache;
 pub mod conformance;
 mod local;
+mod memory;
 mod metered;
 mod s3;
 
@@ -22,6 +24,7 @@ use futures_util::stream::BoxStream;
 
 pub use blob_cache::BlobCache;
 pub use local::LocalDir;
+pub use memory::Memory;
 pub use metered::{Metered, RequestCounts};
 pub use s3::S3;
 
@@ -137,8 +140,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the store at `location`: `s3://BUCKET[/PREFIX]` (endpoint and credentials from the
-/// standard AWS environment variables), otherwise a local directory (created if missing). Its
-/// requests are counted.
+/// standard AWS environment variables), `memory://NAME` (gone when the process ends), otherwise a
+/// local directory (created if missing). Its requests are counted.
 pub fn open(location: &str) -> anyhow::Result<Arc<Metered>> {
     open_with(location, &[])
 }
@@ -147,6 +150,8 @@ pub fn open(location: &str) -> anyhow::Result<Arc<Metered>> {
 pub fn open_with(location: &str, settings: &[(String, String)]) -> anyhow::Result<Arc<Metered>> {
     let backend: Arc<dyn Storage> = if location.starts_with("s3://") {
         Arc::new(S3::from_env_and(location, settings)?)
+    } else if let Some(name) = location.strip_prefix("memory://") {
+        Arc::new(Memory::new(name))
     } else {
         Arc::new(LocalDir::open(location)?)
     };
