@@ -87,7 +87,7 @@ fn echo() -> &'static Echo {
                 .table()
                 .resolve("echo", None)
                 .unwrap_or_else(|e| panic!("the echo guest serves: {e}"));
-            let pool = version.pool.clone().expect("a ready version has a pool");
+            let pool = version.ready.pool.clone();
             let serving = Serving::new(
                 registry.clone(),
                 Shadows::start(ShadowOptions {

@@ -46,7 +46,10 @@ impl MemoryBudget {
             return Vec::new();
         };
         let table = registry.table();
-        table.versions().filter_map(|v| v.pool.clone()).collect()
+        table
+            .versions()
+            .filter_map(|v| v.ready().map(|r| r.pool.clone()))
+            .collect()
     }
 
     /// Bytes the routed versions hold now.

@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use budget::{MemoryBudget, ProcessMemory};
-pub use plan::NotLoaded;
-pub use routing::{ModelEntry, Route, RouteError, RoutingTable, SplitRoute, DEFAULT_ALIAS};
+pub use plan::{Listing, NotLoaded};
+pub use routing::{
+    heaviest, ModelEntry, Route, RouteError, Routed, RoutingTable, SplitRoute, DEFAULT_ALIAS,
+};
 pub use series::{Histogram, VersionSeries, LATENCY_BUCKETS};
 pub use store::{
     check_graph_name, check_name, Aliases, ChangeRecord, HostStatus, HostVersion, ModelView, Store,
@@ -310,7 +312,7 @@ impl Registry {
                     let version = match listed {
                         plan::Listed::Keep | plan::Listed::Carry => old.versions[&name].clone(),
                         plan::Listed::Fresh { manifest, state } => {
-                            Arc::new(ModelVersion::listed(manifest, state.into()))
+                            Arc::new(ModelVersion::listed(manifest, state))
                         }
                     };
                     (name, version)
@@ -433,16 +435,16 @@ impl Registry {
             ),
             Err(e @ StorageError::Unavailable(_)) => ModelVersion::listed(
                 manifest,
-                VersionState::Unloaded(NotLoaded::WaitingForStore(e.to_string())),
+                plan::Listing::NotLoaded(NotLoaded::WaitingForStore(e.to_string())),
             ),
             Err(e) => ModelVersion::listed(
                 manifest,
-                VersionState::Failed(format!("reading its files: {e}")),
+                plan::Listing::Failed(format!("reading its files: {e}")),
             ),
         };
         let m = &version.manifest;
         match &version.state {
-            VersionState::Ready => {
+            VersionState::Ready(_) => {
                 tracing::info!(model = %m.model, version = %m.version, load_seconds = started.elapsed().as_secs_f64(), "version ready")
             }
             state => {
@@ -491,7 +493,7 @@ impl Registry {
         match plan::loaded(listed.as_ref(), &version.manifest) {
             plan::Loaded::Publish => {
                 let version = Arc::new(version);
-                let pool = version.pool.clone();
+                let pool = version.ready().map(|r| r.pool.clone());
                 self.publish(|t| {
                     if let Some(entry) = t.models.get_mut(&model) {
                         entry.versions.insert(name, version);
@@ -546,7 +548,7 @@ impl Registry {
                     .iter()
                     .filter(|(m, _)| ours(m))
                     .flat_map(|(_, e)| e.versions.values())
-                    .any(|v| v.state == VersionState::Loading);
+                    .any(|v| v.is_loading());
             if !busy {
                 return;
             }
@@ -596,7 +598,7 @@ impl Registry {
             .get(&manifest.model)
             .and_then(|e| e.versions.get(&manifest.version).cloned());
         Ok(listed
-            .unwrap_or_else(|| Arc::new(ModelVersion::listed(manifest, VersionState::Loading))))
+            .unwrap_or_else(|| Arc::new(ModelVersion::listed(manifest, plan::Listing::Loading))))
     }
 
     /// Points `alias` of `model` at `target` (a version or a weighted split), bringing every version
@@ -861,7 +863,7 @@ impl Registry {
                         ChangeError::NotFound(format!("model `{model}` has no version `{version}`"))
                     })?;
                 match &v.state {
-                    VersionState::Ready => return Ok(()),
+                    VersionState::Ready(_) => return Ok(()),
                     VersionState::Failed(reason) => {
                         return Err(ChangeError::Conflict(format!(
                             "`{model}` version `{version}` failed: {reason}"

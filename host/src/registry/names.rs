@@ -311,7 +311,10 @@ mod tests {
         for v in ["1", "canary"] {
             entry.versions.insert(
                 v.into(),
-                Arc::new(ModelVersion::listed(manifest(v), VersionState::Ready)),
+                Arc::new(ModelVersion::listed(
+                    manifest(v),
+                    crate::registry::Listing::Loading,
+                )),
             );
         }
         entry

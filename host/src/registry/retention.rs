@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::audit::{AuditLog, AuditRecord};
-use super::{ChangeError, HostStatus, ModelView, Registry, VersionManifest, VersionState};
+use super::{ChangeError, HostStatus, ModelView, Registry, VersionManifest};
 
 /// Who retention's deletions are by, in the audit log.
 pub const ACTOR: &str = "retention";
@@ -91,7 +91,7 @@ impl Registry {
                 entry
                     .versions
                     .values()
-                    .filter(|v| v.state == VersionState::Loading)
+                    .filter(|v| v.is_loading())
                     .map(version),
             );
             kept.extend(

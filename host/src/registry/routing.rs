@@ -1,11 +1,14 @@
 //! The routing table: which versions exist, which alias points where, and where a request goes.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
+
+use crate::runtime::ReadyVersion;
 
 use super::plan::Current;
 use super::traffic::{AliasTarget, TrafficPolicy};
-use super::{ModelVersion, VersionState};
+use super::ModelVersion;
 
 /// The alias a request without a version goes to, when it exists.
 pub const DEFAULT_ALIAS: &str = "production";
@@ -21,11 +24,39 @@ pub struct ModelEntry {
     pub traffic: Arc<TrafficPolicy>,
 }
 
+/// A version a request can go to: the version, and what it serves with. Only a ready version
+/// makes one, so a call holding it never asks whether there is a pool. It reads as the version
+/// (`routed.manifest`, `routed.series`); `routed.ready` is the serving side.
+#[derive(Clone)]
+pub struct Routed {
+    /// The version.
+    pub version: Arc<ModelVersion>,
+    /// Its pool, queue, breaker and what it declares.
+    pub ready: Arc<ReadyVersion>,
+}
+
+impl Routed {
+    /// `version`, when it serves.
+    pub fn of(version: &Arc<ModelVersion>) -> Option<Routed> {
+        Some(Routed {
+            ready: version.ready()?.clone(),
+            version: version.clone(),
+        })
+    }
+}
+
+impl Deref for Routed {
+    type Target = ModelVersion;
+    fn deref(&self) -> &ModelVersion {
+        &self.version
+    }
+}
+
 /// Where a request for a model goes, before the routing key is looked at.
 #[derive(Clone)]
 pub enum Route {
     /// One version.
-    Version(Arc<ModelVersion>),
+    Version(Routed),
     /// A weighted alias: the caller's routing key picks among its targets.
     Split(SplitRoute),
 }
@@ -36,26 +67,32 @@ pub struct SplitRoute {
     /// The alias.
     pub alias: String,
     /// Every target in the alias's order, with its weight and, when it serves here, the version.
-    pub targets: Vec<(String, u32, Option<Arc<ModelVersion>>)>,
+    pub targets: Vec<(String, u32, Option<Routed>)>,
     /// Where a feature-style body carries the routing key (a JSON pointer).
     pub routing_key_field: Option<String>,
 }
 
+/// The target with the largest weight among those that serve (`Some`): what a question that is
+/// not a request (metadata, readiness) is answered from, and where a split sends a request when the
+/// pick finds nothing.
+pub fn heaviest<T>(targets: &[(String, u32, Option<T>)]) -> Option<&T> {
+    targets
+        .iter()
+        .filter(|(_, w, v)| *w > 0 && v.is_some())
+        .max_by_key(|(_, w, _)| *w)
+        .and_then(|(_, _, v)| v.as_ref())
+}
+
 impl SplitRoute {
-    /// The ready target with the largest weight: what a question that is not a request (metadata,
-    /// readiness) is answered from.
-    pub fn heaviest(&self) -> Option<&Arc<ModelVersion>> {
-        self.targets
-            .iter()
-            .filter(|(_, w, v)| *w > 0 && v.is_some())
-            .max_by_key(|(_, w, _)| *w)
-            .and_then(|(_, _, v)| v.as_ref())
+    /// The ready target with the largest weight.
+    pub fn heaviest(&self) -> Option<&Routed> {
+        heaviest(&self.targets)
     }
 }
 
 impl Route {
     /// The version for a question that is not a request (metadata, readiness).
-    pub fn representative(&self) -> Option<&Arc<ModelVersion>> {
+    pub fn representative(&self) -> Option<&Routed> {
         match self {
             Route::Version(v) => Some(v),
             Route::Split(s) => s.heaviest(),
@@ -91,19 +128,19 @@ impl ModelEntry {
         self.aliases
             .get(DEFAULT_ALIAS)
             .and_then(|target| self.alias_route(DEFAULT_ALIAS, target))
-            .or_else(|| self.newest_ready().cloned().map(Route::Version))
+            .or_else(|| self.newest_ready().and_then(Routed::of).map(Route::Version))
     }
 
     /// The version a request without a version goes to, when the answer is one version (the
     /// heaviest ready target of a weighted `production`).
     pub fn default_version(&self) -> Option<Arc<ModelVersion>> {
         self.default_route()
-            .and_then(|r| r.representative().cloned())
+            .and_then(|r| r.representative().map(|r| r.version.clone()))
     }
 
     /// An alias's route, when some target of it is ready.
     fn alias_route(&self, alias: &str, target: &AliasTarget) -> Option<Route> {
-        let ready = |v: &str| self.versions.get(v).filter(|v| v.is_ready()).cloned();
+        let ready = |v: &str| self.versions.get(v).and_then(Routed::of);
         match target {
             AliasTarget::Version(v) => ready(v).map(Route::Version),
             AliasTarget::Split(split) => {
@@ -189,24 +226,19 @@ impl RoutingTable {
             .versions
             .get(name)
             .ok_or_else(|| RouteError::UnknownVersion(model.to_owned(), name.to_owned()))?;
-        match &v.state {
-            VersionState::Ready => Ok(Route::Version(v.clone())),
-            _ => Err(not_ready(v)),
-        }
+        Routed::of(v)
+            .map(Route::Version)
+            .ok_or_else(|| not_ready(v))
     }
 
     /// The one version a question for `model` (and optionally a version or alias) is answered from:
     /// a weighted alias answers with its heaviest ready target.
-    pub fn resolve(
-        &self,
-        model: &str,
-        version: Option<&str>,
-    ) -> Result<Arc<ModelVersion>, RouteError> {
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Routed, RouteError> {
         let route = self.route(model, version)?;
-        Ok(route
+        route
             .representative()
             .cloned()
-            .expect("a route has a ready version"))
+            .ok_or_else(|| RouteError::NoReadyVersion(model.to_owned()))
     }
 
     /// Every version of every model.

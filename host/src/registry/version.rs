@@ -12,19 +12,19 @@ use bytes::Bytes;
 
 use crate::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
 use crate::runtime::{
-    Admission, Breaker, InstancePool, MemoryGovernor, ModelLimits, ModelMetadata, ModelRuntime,
-    NewVersion, Refetch, StartMode, VersionInputs,
+    MemoryGovernor, ModelLimits, ModelRuntime, NewVersion, ReadyVersion, Refetch, StartMode,
+    VersionInputs,
 };
 use crate::selftest::{collect_cases, run_cases, SelfTestReport};
 use crate::storage::{BlobCache, StorageError};
 
 /// Where a version is in its life.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum VersionState {
     /// Being compiled, initialised and self-tested.
     Loading,
-    /// Serving.
-    Ready,
+    /// Serving, with what it serves with.
+    Ready(Arc<ReadyVersion>),
     /// Will not serve; the reason says which step failed and why.
     Failed(String),
     /// Listed but holding no instances (comes back when promoted or loaded).
@@ -46,7 +46,7 @@ impl VersionState {
     pub fn describe(&self) -> String {
         match self {
             VersionState::Loading => "loading".into(),
-            VersionState::Ready => "ready".into(),
+            VersionState::Ready(_) => "ready".into(),
             VersionState::Failed(reason) => format!("failed: {reason}"),
             VersionState::Unloaded(reason) => format!("unloaded: {reason}"),
         }
@@ -57,7 +57,7 @@ impl VersionState {
         match self {
             VersionState::Failed(reason) => Some(reason.clone()),
             VersionState::Unloaded(why) => Some(why.to_string()),
-            VersionState::Loading | VersionState::Ready => None,
+            VersionState::Loading | VersionState::Ready(_) => None,
         }
     }
 
@@ -65,7 +65,7 @@ impl VersionState {
     pub fn name(&self) -> &'static str {
         match self {
             VersionState::Loading => "loading",
-            VersionState::Ready => "ready",
+            VersionState::Ready(_) => "ready",
             VersionState::Failed(_) => "failed",
             VersionState::Unloaded(_) => "unloaded",
         }
@@ -80,22 +80,14 @@ pub struct ModelVersion {
     pub state: VersionState,
     /// The limits it runs under (after host caps).
     pub limits: ModelLimits,
-    /// Its warm instances (ready versions only).
-    pub pool: Option<Arc<InstancePool>>,
-    /// What the model declares (ready versions only).
-    pub metadata: Option<ModelMetadata>,
     /// The self-tests run at load.
     pub self_tests: Option<SelfTestReport>,
     /// Cases that passed when this same snapshot was loaded before on this host (not run again).
     pub self_tests_cached: Option<usize>,
-    /// How its instances start (ready versions only).
+    /// How its instances start (once its load got that far).
     pub start_mode: Option<StartMode>,
     /// The key of its snapshot in the host's compile cache, once prepared (see `leftovers`).
     pub snapshot_key: Option<String>,
-    /// Its host-side graphs, loaded (ready versions with graphs only).
-    pub graphs: Option<Arc<VersionGraphs>>,
-    /// The bounded queue in front of the pool.
-    pub admission: Admission,
     /// Seconds from the start of loading to ready (or failed).
     pub load_seconds: f64,
     /// Moving average of a call's duration, in nanoseconds. Starts at 1 ms, so a version's first calls
@@ -103,8 +95,6 @@ pub struct ModelVersion {
     typical_call_ns: AtomicU64,
     /// What its calls cost and how they ended (metering, OIP statistics).
     pub usage: Usage,
-    /// Fails its requests fast while its calls keep failing by its own fault.
-    pub breaker: Breaker,
     /// Its `/metrics` series (requests, latency, errors), which go when it goes.
     pub series: VersionSeries,
 }
@@ -135,24 +125,18 @@ pub struct Usage {
 
 impl ModelVersion {
     /// A version listed in `state` without instances (loading, or unloaded).
-    pub fn listed(manifest: VersionManifest, state: VersionState) -> ModelVersion {
-        let breaker = Breaker::new(&manifest.model, &manifest.version);
+    pub fn listed(manifest: VersionManifest, state: Listing) -> ModelVersion {
         ModelVersion {
             manifest,
-            state,
+            state: state.into(),
             limits: ModelLimits::default(),
-            pool: None,
-            metadata: None,
             self_tests: None,
             self_tests_cached: None,
             start_mode: None,
             snapshot_key: None,
-            graphs: None,
-            admission: Admission::new(1, 0, Default::default()),
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
-            breaker,
             series: Default::default(),
         }
     }
@@ -169,16 +153,29 @@ impl ModelVersion {
         self.typical_call_ns.store(new, Ordering::Relaxed);
     }
 
+    /// What the version serves with, when it is ready.
+    pub fn ready(&self) -> Option<&Arc<ReadyVersion>> {
+        match &self.state {
+            VersionState::Ready(ready) => Some(ready),
+            _ => None,
+        }
+    }
+
     /// True when the version serves.
     pub fn is_ready(&self) -> bool {
-        self.state == VersionState::Ready && self.pool.is_some()
+        self.ready().is_some()
+    }
+
+    /// True while the version loads.
+    pub fn is_loading(&self) -> bool {
+        matches!(self.state, VersionState::Loading)
     }
 
     /// The version as the planner sees it.
     pub fn planned(&self) -> Have {
         let state = match &self.state {
-            _ if self.is_ready() => Seen::Ready,
-            VersionState::Ready | VersionState::Loading => Seen::Loading,
+            VersionState::Ready(_) => Seen::Ready,
+            VersionState::Loading => Seen::Loading,
             VersionState::Failed(why) => Seen::Failed(why.clone()),
             VersionState::Unloaded(why) => Seen::NotLoaded(why.clone()),
         };
@@ -205,22 +202,13 @@ impl ModelVersion {
         let started = Instant::now();
         let limits = limits.clamped(runtime.engine().settings().max_memory_bytes);
         let mut version = ModelVersion {
-            admission: Admission::new(
-                limits.max_instances,
-                limits.max_queue,
-                limits.queue_timeout(),
-            ),
             limits,
-            ..ModelVersion::listed(manifest, VersionState::Loading)
+            ..ModelVersion::listed(manifest, Listing::Loading)
         };
-        match version.bring_up(runtime, artifacts, host) {
-            Ok(()) => version.state = VersionState::Ready,
-            Err(e) => {
-                version.state = VersionState::Failed(format!("{e:#}"));
-                version.pool = None;
-                version.graphs = None;
-            }
-        }
+        version.state = match version.bring_up(runtime, artifacts, host) {
+            Ok(ready) => VersionState::Ready(Arc::new(ready)),
+            Err(e) => VersionState::Failed(format!("{e:#}")),
+        };
         version.load_seconds = started.elapsed().as_secs_f64();
         version
     }
@@ -230,7 +218,7 @@ impl ModelVersion {
         runtime: &Arc<ModelRuntime>,
         mut artifacts: VersionArtifacts,
         host: &LoadOptions,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<ReadyVersion> {
         let tests = artifacts
             .tests
             .as_ref()
@@ -253,8 +241,6 @@ impl ModelVersion {
                 self.limits.graph_threads,
             )?)
         };
-        self.graphs = graphs.clone();
-
         let label: Arc<str> = self.label().into();
         let (pool, prepared) = runtime.start_version(
             NewVersion {
@@ -262,7 +248,7 @@ impl ModelVersion {
                 component_sha256: &self.manifest.component_sha256,
                 inputs,
                 weights_sha256: self.manifest.weights_sha256.as_deref(),
-                graphs,
+                graphs: graphs.clone(),
                 refetch: host.refetch.clone(),
             },
             &self.limits,
@@ -276,11 +262,16 @@ impl ModelVersion {
         let mut instance = pool
             .checkout()
             .map_err(|e| anyhow::anyhow!("initialising: {e}"))?;
-        self.metadata = Some(
-            instance
-                .metadata()
-                .map_err(|e| anyhow::anyhow!("reading metadata: {e}"))?,
+        let metadata = instance
+            .metadata()
+            .map_err(|e| anyhow::anyhow!("reading metadata: {e}"))?;
+        let (model, version, limits) = (
+            self.manifest.model.clone(),
+            self.manifest.version.clone(),
+            self.limits.clone(),
         );
+        let ready =
+            move |pool| ReadyVersion::new(&model, &version, pool, metadata, graphs, &limits);
         let tests_sha = self.manifest.tests_sha256.clone().unwrap_or_default();
         let snapshot = prepared.mode == StartMode::Snapshot;
         if snapshot {
@@ -289,8 +280,7 @@ impl ModelVersion {
                 // The same initialised model passed these very cases on this host before.
                 self.self_tests_cached = Some(passed);
                 drop(instance);
-                self.pool = Some(pool);
-                return Ok(());
+                return Ok(ready(pool));
             }
         }
         let suite = instance
@@ -324,8 +314,7 @@ impl ModelVersion {
         if snapshot {
             runtime.record_self_tests_passed(&prepared.key, &tests_sha, cases.len());
         }
-        self.pool = Some(pool);
-        Ok(())
+        Ok(ready(pool))
     }
 }
 
@@ -447,6 +436,7 @@ mod tests {
     #[test]
     fn why_a_version_is_not_loaded_reads_as_the_status_routes_have_always_said() {
         let said = |why: NotLoaded| VersionState::Unloaded(why).describe();
+        assert_eq!(VersionState::Loading.reason(), None);
         assert_eq!(
             said(NotLoaded::NotWanted),
             "unloaded: not targeted by an alias and not the newest version"
@@ -462,7 +452,6 @@ mod tests {
             )),
             "unloaded: waiting for the store: the store is unreachable"
         );
-        assert_eq!(VersionState::Ready.reason(), None);
         assert_eq!(
             VersionState::Failed("self-tests: 1 of 2 failed".into()).reason(),
             Some("self-tests: 1 of 2 failed".into())

@@ -14,6 +14,7 @@ mod limits;
 mod loader;
 mod pacing;
 mod pool;
+mod ready;
 mod snapshot;
 
 pub use admission::{Admission, Admitted, Entry};
@@ -33,6 +34,7 @@ pub use pool::{
     InstancePool, MemoryGovernor, PoolSpec, PoolStart, PoolStats, PooledInstance, Reopen, Room,
     VersionInputs,
 };
+pub use ready::ReadyVersion;
 pub use snapshot::{NewVersion, Prepared, Refetch, StartMode, VersionCode};
 
 use wasmtime::component::{HasSelf, Linker};

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::openapi as doc;
 use super::{intake, AppState};
-use crate::registry::ModelVersion;
+use crate::registry::{ModelVersion, Routed};
 use crate::runtime::{Tensor, TensorSpec};
 use crate::serving::{Output, Payload, TensorRequest};
 use crate::tensor::{binary, datatype_name, element_count, parse_datatype, tensor_to_json, typed};
@@ -66,8 +66,7 @@ fn model_metadata(
     version: Option<&str>,
 ) -> Result<Json<Value>, ApiError> {
     let table = state.registry.table();
-    let v = table.resolve(model, version)?;
-    let metadata = v.metadata.as_ref().expect("ready versions have metadata");
+    let metadata = &table.resolve(model, version)?.ready.metadata;
     let versions: Vec<&String> = table.models[model]
         .versions
         .iter()
@@ -137,8 +136,8 @@ fn triton_type(spec: &TensorSpec) -> String {
     }
 }
 
-fn config_of(model: &str, v: &ModelVersion) -> Value {
-    let metadata = v.metadata.as_ref().expect("ready versions have metadata");
+fn config_of(model: &str, v: &Routed) -> Value {
+    let metadata = &v.ready.metadata;
     let io = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()

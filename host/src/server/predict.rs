@@ -165,10 +165,11 @@ fn describe_version(v: &ModelVersion) -> Value {
     if let Some(asked) = &v.manifest.limits {
         out["requested_limits"] = json!(asked);
     }
-    if v.pool.is_some() {
+    let ready = v.ready();
+    if ready.is_some() {
         out["limits"] = json!(v.limits);
     }
-    if let Some(stats) = v.pool.as_ref().map(|p| p.stats()) {
+    if let Some(stats) = ready.map(|r| r.pool.stats()) {
         out["memory"] = json!({
             "resident": stats.resident,
             "shared_bytes": if stats.resident { stats.shared_bytes } else { 0 },
@@ -179,7 +180,7 @@ fn describe_version(v: &ModelVersion) -> Value {
             "cold_loads": stats.reopens,
         });
     }
-    if let Some(graphs) = &v.graphs {
+    if let Some(graphs) = ready.and_then(|r| r.graphs.as_ref()) {
         out["graphs"] = graphs.describe();
     }
     let usage = &v.usage;
@@ -191,7 +192,9 @@ fn describe_version(v: &ModelVersion) -> Value {
         "guest_seconds": n(&usage.compute_ns) as f64 / 1e9,
         "fuel": n(&usage.fuel),
     });
-    out["breaker"] = v.breaker.describe();
+    if let Some(ready) = ready {
+        out["breaker"] = ready.breaker.describe();
+    }
     if let Some(report) = &v.self_tests {
         out["self_tests"] = json!({
             "passed": report.passed(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::shares::{CpuShares, Place, SharePacer};
 use super::{metering, Output, Payload};
-use crate::registry::ModelVersion;
+use crate::registry::{ModelVersion, Routed};
 use crate::runtime::{Admitted, CallError, Entry, InstancePool, ModelInstance};
 use crate::stamps::unix_ms;
 
@@ -17,11 +17,11 @@ const INLINE_BELOW: Duration = Duration::from_micros(500);
 /// Runs `payload` on an instance of `version`, once `entry`'s turn in its admission queue comes.
 pub(super) async fn run(
     shares: &CpuShares,
-    version: &Arc<ModelVersion>,
+    version: &Routed,
     payload: &Arc<Payload>,
     entry: Entry,
 ) -> Result<Output, CallError> {
-    let pool = pool_of(version)?;
+    let pool = &version.ready.pool;
     let admitted = entry.turn().await?;
     version.series.queue_wait(admitted.waited);
     version
@@ -37,7 +37,16 @@ pub(super) async fn run(
         // Past its share beside a model less far past its own: on idle capacity only, off the
         // async workers. (With no such model active, it runs as usual: the cores are idle.)
         let pacer = shares.pacer(tenant, Place::Borrowed, tier);
-        return borrowed(shares, pacer, version, pool, payload, cold, admitted).await;
+        return borrowed(
+            shares,
+            pacer,
+            &version.version,
+            pool,
+            payload,
+            cold,
+            admitted,
+        )
+        .await;
     }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
     // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). But never
@@ -122,14 +131,6 @@ impl Drop for InlineSlot {
     fn drop(&mut self) {
         INLINE_NOW.fetch_sub(1, Relaxed);
     }
-}
-
-/// The version's pool, or the overload a version without one is to its callers.
-pub(super) fn pool_of(version: &ModelVersion) -> Result<&Arc<InstancePool>, CallError> {
-    version
-        .pool
-        .as_ref()
-        .ok_or_else(|| CallError::Overloaded(Default::default()))
 }
 
 /// Runs `payload` on this thread, on an instance of `version`'s pool (the caller holds admission).

@@ -2,19 +2,16 @@
 //! the entry point it takes, each input's name, datatype and shape, the outputs asked for. (Which
 //! version a request meets depends on routing, so this cannot happen in a front end.)
 
-use crate::registry::ModelVersion;
+use crate::registry::Routed;
 use crate::runtime::{Tensor, TensorSpec};
 use crate::tensor::{datatype_name, datatype_of};
 
 use super::{Payload, ServeError, TensorRequest};
 
 /// `Ok` when `payload` fits `version`, else what is wrong, for the caller.
-pub(super) fn check(version: &ModelVersion, payload: &Payload) -> Result<(), ServeError> {
+pub(super) fn check(version: &Routed, payload: &Payload) -> Result<(), ServeError> {
     let model = &version.manifest.model;
-    let declared = version
-        .metadata
-        .as_ref()
-        .expect("ready versions have metadata");
+    let declared = &version.ready.metadata;
     match payload {
         Payload::Features(_) if !declared.predicts_json => Err(ServeError::WrongEntryPoint {
             model: model.clone(),

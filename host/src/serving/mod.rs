@@ -19,7 +19,7 @@ pub mod traffic;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::registry::{ModelVersion, Registry, Route, RouteError};
+use crate::registry::{ModelVersion, Registry, Route, RouteError, Routed};
 use crate::runtime::{CallError, Entry, Tensor};
 
 pub use crate::runtime::BreakerPolicy;
@@ -230,9 +230,13 @@ impl Serving {
         let table = self.registry.table();
         let version = match table.route(model, version)? {
             Route::Version(v) => v,
-            Route::Split(split) => traffic::split::pick(model, &split, || {
-                traffic::split::routing_key(keys, payload, &split)
-            }),
+            Route::Split(split) => {
+                traffic::split::pick(model, &split.alias, &split.targets, || {
+                    traffic::split::routing_key(keys, payload, &split)
+                })
+                .cloned()
+                .ok_or_else(|| RouteError::NoReadyVersion(model.to_owned()))?
+            }
         };
         // The route was found, so the model is in this table.
         let entry = &table.models[model];
@@ -242,17 +246,17 @@ impl Serving {
             .as_ref()
             .filter(|s| s.version != version.manifest.version && s.percent.takes(draw()))
             .and_then(|s| entry.versions.get(&s.version))
-            .filter(|v| v.is_ready())
-            .cloned();
+            .and_then(Routed::of);
         let serves_live = shadow
             .as_ref()
             .is_some_and(|c| entry.targets(&c.manifest.version));
         drop(table);
         // A tripped version fails fast before its queue: its requests cost no place, no decoding.
         match version
+            .ready
             .breaker
             .check()
-            .and_then(|()| version.admission.enter())
+            .and_then(|()| version.ready.admission.enter())
         {
             Ok(place) => Ok(Ticket {
                 started,
@@ -281,8 +285,8 @@ impl Serving {
 pub struct Ticket {
     started: Instant,
     at: SystemTime,
-    version: Arc<ModelVersion>,
-    shadow: Option<Arc<ModelVersion>>,
+    version: Routed,
+    shadow: Option<Routed>,
     serves_live: bool,
     policy: Arc<crate::registry::TrafficPolicy>,
     place: Entry,
@@ -290,7 +294,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// The version the request goes to.
-    pub fn version(&self) -> &Arc<ModelVersion> {
+    pub fn version(&self) -> &Routed {
         &self.version
     }
 
@@ -328,7 +332,7 @@ impl Ticket {
             serving.shadows.offer(
                 candidate,
                 self.serves_live,
-                version.clone(),
+                version.version.clone(),
                 payload.clone(),
                 outcome.clone(),
                 serving.statuses,
@@ -339,14 +343,17 @@ impl Ticket {
             serving.log.offer(traffic::log::Entry {
                 at: self.at,
                 request_id: keys.request_id,
-                version: version.clone(),
+                version: version.version.clone(),
                 payload,
                 outcome: outcome.clone(),
                 status,
                 latency: elapsed,
             });
         }
-        outcome.map(|output| Answer { version, output })
+        outcome.map(|output| Answer {
+            version: version.version,
+            output,
+        })
     }
 }
 
@@ -354,11 +361,11 @@ impl Serving {
     /// The guest call, through the version's circuit breaker, once `place`'s turn comes.
     async fn call_guest(
         &self,
-        version: &Arc<ModelVersion>,
+        version: &Routed,
         payload: &Arc<Payload>,
         place: Entry,
     ) -> Result<Output, ServeError> {
-        let pass = version.breaker.admit()?;
+        let pass = version.ready.breaker.admit()?;
         let result = call::run(&self.shares, version, payload, place).await;
         pass.settle(&self.breaker, result.as_ref().err());
         Ok(result?)

@@ -25,7 +25,7 @@ pub fn render(table: &RoutingTable, out: &mut String) {
     // Each version's labels and pool statistics once per scrape, whatever the families read.
     let versions: Vec<(String, &ModelVersion, Option<PoolStats>)> = table
         .versions()
-        .map(|v| (labels(v), v.as_ref(), v.pool.as_ref().map(|p| p.stats())))
+        .map(|v| (labels(v), v.as_ref(), v.ready().map(|r| r.pool.stats())))
         .collect();
     for family in FAMILIES {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
@@ -117,7 +117,8 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Times a version's circuit breaker tripped, by the kind of fault that tripped it",
         lines: |v, labels, _, out| {
-            for (kind, n) in v.breaker.trips_by_kind() {
+            let Some(ready) = v.ready() else { return };
+            for (kind, n) in ready.breaker.trips_by_kind() {
                 let labels = format!("{labels},kind=\"{kind}\"");
                 line(out, "ferry_breaker_trips_total", &labels, n);
             }
@@ -128,7 +129,8 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Probe calls through a tripped breaker, by outcome (failed: open again; recovered: closed)",
         lines: |v, labels, _, out| {
-            let (failed, recovered) = v.breaker.probes();
+            let Some(ready) = v.ready() else { return };
+            let (failed, recovered) = ready.breaker.probes();
             for (outcome, n) in [("failed", failed), ("recovered", recovered)] {
                 if n > 0 {
                     let labels = format!("{labels},outcome=\"{outcome}\"");
@@ -142,7 +144,8 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Requests failed fast (503) because the version's breaker was open",
         lines: |v, labels, _, out| {
-            let n = v.breaker.rejected();
+            let Some(ready) = v.ready() else { return };
+            let n = ready.breaker.rejected();
             if n > 0 {
                 line(out, "ferry_breaker_rejected_total", labels, n);
             }
@@ -164,7 +167,10 @@ const FAMILIES: &[Family] = &[
         name: "ferry_queued_requests",
         kind: "gauge",
         help: "Requests waiting for an instance of the version",
-        lines: |v, labels, _, out| line(out, "ferry_queued_requests", labels, v.admission.waiting()),
+        lines: |v, labels, _, out| {
+            let waiting = v.ready().map_or(0, |r| r.admission.waiting());
+            line(out, "ferry_queued_requests", labels, waiting)
+        },
     },
     Family {
         name: "ferry_model_load_seconds",

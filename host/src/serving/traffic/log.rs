@@ -842,7 +842,7 @@ mod tests {
         };
         Arc::new(ModelVersion::listed(
             manifest,
-            crate::registry::VersionState::Ready,
+            crate::registry::Listing::Loading,
         ))
     }
 

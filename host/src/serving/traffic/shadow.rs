@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::super::{call, metrics, Output, Payload, ServeError};
 use super::compare::{compare, Agreement};
-use crate::registry::ModelVersion;
+use crate::registry::{ModelVersion, Routed};
 
 /// How shadow copies run.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl Default for ShadowOptions {
 }
 
 struct Job {
-    candidate: Arc<ModelVersion>,
+    candidate: Routed,
     /// The candidate also serves requests of its own (an alias names it): copies leave it one idle
     /// instance.
     serves_live: bool,
@@ -101,7 +101,7 @@ impl Shadows {
     /// workers are all busy and the queue is full.
     pub fn offer(
         &self,
-        candidate: Arc<ModelVersion>,
+        candidate: Routed,
         serves_live: bool,
         primary: Arc<ModelVersion>,
         payload: Arc<Payload>,
@@ -177,19 +177,17 @@ fn work(jobs: &Mutex<Receiver<Job>>, stats: &Mutex<BTreeMap<Pair, PairStats>>) {
 
 fn run(job: &Job) -> Outcome {
     let candidate = &job.candidate;
-    let Ok(pool) = call::pool_of(candidate) else {
-        return Outcome::DroppedBusy;
-    };
+    let ready = &candidate.ready;
     // Never in anyone's way: not when the candidate's own callers queue, not past its concurrency,
     // only on a warm idle instance (no new instance, no eviction to make room for one), and leaving
     // one idle when the candidate serves requests of its own.
-    if candidate.admission.waiting() > 0 || candidate.breaker.is_open() {
+    if ready.admission.waiting() > 0 || ready.breaker.is_open() {
         return Outcome::DroppedBusy;
     }
-    let Some(_admitted) = candidate.admission.try_admit() else {
+    let Some(_admitted) = ready.admission.try_admit() else {
         return Outcome::DroppedBusy;
     };
-    let Some(mut instance) = pool.try_checkout_idle(job.serves_live as usize) else {
+    let Some(mut instance) = ready.pool.try_checkout_idle(job.serves_live as usize) else {
         return Outcome::DroppedBusy;
     };
     let started = Instant::now();

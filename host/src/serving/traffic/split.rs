@@ -10,27 +10,26 @@
 //!
 //! A request without a key is placed at random by weight.
 
-use std::sync::Arc;
-
 use sha2::{Digest, Sha256};
 
 use super::super::{Payload, RequestKeys};
-use crate::registry::{ModelVersion, SplitRoute};
+use crate::registry::{heaviest, SplitRoute};
 
-/// The version of `split` that the request with the routing key `key()` goes to.
-pub fn pick(
+/// Which of `alias`'s `targets` (name, weight, and the version when it serves here) the request
+/// with the routing key `key()` goes to; `None` only when none serves.
+pub fn pick<'a, T>(
     model: &str,
-    split: &SplitRoute,
+    alias: &str,
+    targets: &'a [(String, u32, Option<T>)],
     key: impl FnOnce() -> Option<String>,
-) -> Arc<ModelVersion> {
-    let ready = split
-        .targets
+) -> Option<&'a T> {
+    let ready = targets
         .iter()
         .filter_map(|(name, w, v)| Some((name.as_str(), *w, v.as_ref()?)))
         .filter(|(_, w, _)| *w > 0);
     let chosen = match key() {
         Some(key) => ready
-            .map(|(name, w, v)| (score(model, &split.alias, &key, name, w), v))
+            .map(|(name, w, v)| (score(model, alias, &key, name, w), v))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, v)| v),
         None => {
@@ -47,10 +46,7 @@ pub fn pick(
                 .map(|(_, _, v)| v)
         }
     };
-    chosen
-        .or_else(|| split.heaviest())
-        .cloned()
-        .expect("a split route has a ready target")
+    chosen.or_else(|| heaviest(targets))
 }
 
 /// The routing key of a request: the caller's (a header), else the split's field of a feature-style
@@ -93,47 +89,31 @@ fn score(model: &str, alias: &str, key: &str, version: &str, weight: u32) -> f64
 mod tests {
     use super::*;
 
-    fn version(name: &str) -> Arc<ModelVersion> {
-        let manifest = crate::registry::VersionManifest {
-            model: "m".into(),
-            version: name.into(),
-            sequence: 1,
-            component_sha256: "00".repeat(32),
-            weights_sha256: None,
-            config_sha256: None,
-            tests_sha256: None,
-            graphs: Default::default(),
-            limits: None,
-        };
-        Arc::new(ModelVersion::listed(
-            manifest,
-            crate::registry::VersionState::Ready,
-        ))
+    /// A split's targets of `weights`, with the versions in `not_ready` not ready here (a ready
+    /// target is its version's name).
+    type Targets = Vec<(String, u32, Option<String>)>;
+
+    fn split(weights: &[(&str, u32)], not_ready: &[&str]) -> Targets {
+        weights
+            .iter()
+            .map(|(v, w)| {
+                (
+                    v.to_string(),
+                    *w,
+                    (!not_ready.contains(v)).then(|| v.to_string()),
+                )
+            })
+            .collect()
     }
 
-    /// A split of `weights`, with the versions in `not_ready` not ready here.
-    fn split(weights: &[(&str, u32)], not_ready: &[&str]) -> SplitRoute {
-        SplitRoute {
-            alias: "production".into(),
-            targets: weights
-                .iter()
-                .map(|(v, w)| {
-                    (
-                        v.to_string(),
-                        *w,
-                        (!not_ready.contains(v)).then(|| version(v)),
-                    )
-                })
-                .collect(),
-            routing_key_field: None,
-        }
-    }
-
-    fn on(route: &SplitRoute, key: &str) -> String {
-        pick("m", route, || Some(key.to_owned()))
-            .manifest
-            .version
+    fn pick_in(model: &str, targets: &Targets, key: Option<&str>) -> String {
+        pick(model, "production", targets, || key.map(str::to_owned))
+            .expect("a ready target")
             .clone()
+    }
+
+    fn on(route: &Targets, key: &str) -> String {
+        pick_in("m", route, Some(key))
     }
 
     #[test]
@@ -203,7 +183,7 @@ mod tests {
         assert!(rehomed > 900, "{rehomed} keys of version 4");
         // Without a key: only ready versions, by weight (5 has 10 of the 60 ready).
         let keyless = (0..2_000)
-            .filter(|_| pick("m", &partial, || None).manifest.version == "5")
+            .filter(|_| pick_in("m", &partial, None) == "5")
             .count();
         assert!(
             (200..470).contains(&keyless),
@@ -220,15 +200,7 @@ mod tests {
         let same = (0..2_000)
             .filter(|i| {
                 let k = format!("k{i}");
-                let m1 = pick("m1", &route, || Some(k.clone()))
-                    .manifest
-                    .version
-                    .clone();
-                let m2 = pick("m2", &route, || Some(k.clone()))
-                    .manifest
-                    .version
-                    .clone();
-                m1 == m2
+                pick_in("m1", &route, Some(&k)) == pick_in("m2", &route, Some(&k))
             })
             .count();
         assert!((800..1200).contains(&same), "{same} of 2000 agree");
