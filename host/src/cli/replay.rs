@@ -406,12 +406,7 @@ impl Replayer {
 }
 
 fn call(instance: &mut ModelInstance, payload: &Payload) -> Result<Output, CallError> {
-    match payload {
-        Payload::Features(text) => instance.predict(text).map(Output::Features),
-        Payload::Tensors(t) => instance
-            .infer(&t.inputs, &t.parameters)
-            .map(Output::Tensors),
-    }
+    payload.run(instance)
 }
 
 /// Compares a replay with its record.

@@ -18,7 +18,7 @@ use super::openapi as doc;
 use super::{intake, AppState};
 use crate::registry::{ModelVersion, Routed};
 use crate::runtime::{Tensor, TensorSpec};
-use crate::serving::{Output, Payload, TensorRequest};
+use crate::serving::{Infer, TensorRequest};
 use crate::tensor::{binary, datatype_name, element_count, parse_datatype, tensor_to_json, typed};
 
 /// `GET /v2`
@@ -364,12 +364,9 @@ async fn infer_on(
     let max_input = max_input.min(ticket.version().limits.max_input_bytes as u64);
     let (request, tensors) = decode(headers, &body, max_input)?;
     let answer = ticket
-        .call(&state.serving, Payload::Tensors(tensors), keys)
+        .call::<Infer>(&state.serving, Arc::new(tensors), keys)
         .await?;
-    let Output::Tensors(outputs) = answer.output.as_ref() else {
-        unreachable!("a tensor call answers tensors")
-    };
-    let mut response = respond(&answer.version, &request, outputs);
+    let mut response = respond(&answer.version, &request, &answer.output);
     let (name, value) = super::predict::version_header(&answer.version);
     response.headers_mut().insert(name, value);
     Ok(response)

@@ -1,6 +1,8 @@
 //! Feature-style routes: `POST /v1/models/{model}[/versions/{v}]/predict` (any JSON object in, the
 //! model's JSON out, `ferry-model-version` names the version used), and read-only listings of models.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -12,7 +14,7 @@ use super::error::ApiError;
 use super::openapi as doc;
 use super::{intake, AppState};
 use crate::registry::{ModelEntry, ModelVersion};
-use crate::serving::{Output, Payload, Request, RequestKeys};
+use crate::serving::{Predict, Request, RequestKeys};
 
 /// Header naming the version that answered.
 pub const VERSION_HEADER: &str = "ferry-model-version";
@@ -111,16 +113,13 @@ async fn predict_on(
     }
     let answer = state
         .serving
-        .call(Request {
+        .call::<Predict>(Request {
             model,
             version,
-            payload: Payload::Features(text),
+            ask: text,
             keys: keys(headers),
         })
         .await?;
-    let Output::Features(json) = answer.output.as_ref() else {
-        unreachable!("a feature-style call answers JSON")
-    };
     Ok((
         [
             (
@@ -129,7 +128,8 @@ async fn predict_on(
             ),
             version_header(&answer.version),
         ],
-        json.clone(),
+        // The text itself unless a shadow copy or the log still holds it.
+        Arc::unwrap_or_clone(answer.output),
     )
         .into_response())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shares::{CpuShares, Place, SharePacer};
-use super::{metering, Output, Payload};
+use super::{metering, EntryPoint};
 use crate::registry::{ModelVersion, Routed};
 use crate::runtime::{Admitted, CallError, Entry, InstancePool, ModelInstance};
 use crate::stamps::unix_ms;
@@ -14,13 +14,14 @@ use crate::stamps::unix_ms;
 /// Versions whose typical call is shorter than this start on the async worker itself.
 const INLINE_BELOW: Duration = Duration::from_micros(500);
 
-/// Runs `payload` on an instance of `version`, once `entry`'s turn in its admission queue comes.
-pub(super) async fn run(
+/// Asks `ask` at entry point `K` of an instance of `version`, once `entry`'s turn in its admission
+/// queue comes.
+pub(super) async fn run<K: EntryPoint>(
     shares: &CpuShares,
     version: &Routed,
-    payload: &Arc<Payload>,
+    ask: &Arc<K::Ask>,
     entry: Entry,
-) -> Result<Output, CallError> {
+) -> Result<K::Reply, CallError> {
     let pool = &version.ready.pool;
     let admitted = entry.turn().await?;
     version.series.queue_wait(admitted.waited);
@@ -37,16 +38,7 @@ pub(super) async fn run(
         // Past its share beside a model less far past its own: on idle capacity only, off the
         // async workers. (With no such model active, it runs as usual: the cores are idle.)
         let pacer = shares.pacer(tenant, Place::Borrowed, tier);
-        return borrowed(
-            shares,
-            pacer,
-            &version.version,
-            pool,
-            payload,
-            cold,
-            admitted,
-        )
-        .await;
+        return borrowed::<K>(shares, pacer, &version.version, pool, ask, cold, admitted).await;
     }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
     // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). But never
@@ -62,7 +54,7 @@ pub(super) async fn run(
         Place::Blocking
     };
     let pacer = shares.pacer(tenant, place, tier);
-    let run = || run_here(version, pool, payload, cold, pacer);
+    let run = || run_here::<K>(version, pool, ask, cold, pacer);
     let result = match inline {
         Some(_slot) => run(),
         None => tokio::task::block_in_place(run),
@@ -73,17 +65,17 @@ pub(super) async fn run(
 
 /// Runs the call on a borrowing thread of `shares`, holding its admission until it ends there
 /// (whether or not its caller still waits). One that waited there past its deadline is refused.
-async fn borrowed(
+async fn borrowed<K: EntryPoint>(
     shares: &CpuShares,
     pacer: SharePacer,
     version: &Arc<ModelVersion>,
     pool: &Arc<InstancePool>,
-    payload: &Arc<Payload>,
+    ask: &Arc<K::Ask>,
     cold: bool,
     admitted: Admitted,
-) -> Result<Output, CallError> {
+) -> Result<K::Reply, CallError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let (version, pool, payload) = (version.clone(), pool.clone(), payload.clone());
+    let (version, pool, ask) = (version.clone(), pool.clone(), ask.clone());
     let queued = Instant::now();
     let job = Box::new(move || {
         let deadline = version.limits.deadline();
@@ -94,7 +86,7 @@ async fn borrowed(
                 deadline,
             })
         } else {
-            run_here(&version, &pool, &payload, cold, pacer)
+            run_here::<K>(&version, &pool, &ask, cold, pacer)
         };
         drop(admitted);
         let _ = answer.send(result);
@@ -133,43 +125,45 @@ impl Drop for InlineSlot {
     }
 }
 
-/// Runs `payload` on this thread, on an instance of `version`'s pool (the caller holds admission).
-fn run_here(
+/// Asks `ask` at entry point `K` on this thread, on an instance of `version`'s pool (the caller
+/// holds admission).
+fn run_here<K: EntryPoint>(
     version: &ModelVersion,
     pool: &Arc<InstancePool>,
-    payload: &Payload,
+    ask: &K::Ask,
     cold: bool,
     pacer: SharePacer,
-) -> Result<Output, CallError> {
+) -> Result<K::Reply, CallError> {
     let waited = Instant::now();
     let mut instance = pool.checkout()?;
     if cold {
         version.series.cold_wait(waited.elapsed());
     }
-    run_instance(version, &mut instance, payload, waited, Some(pacer))
+    run_instance(
+        version,
+        &mut instance,
+        |i| K::run(i, ask),
+        waited,
+        Some(pacer),
+    )
 }
 
-/// Runs `payload` on `instance` of `version`, metering it and, with a `pacer`, holding it to its
+/// Runs `call` on `instance` of `version`, metering it and, with a `pacer`, holding it to its
 /// model's CPU share; `since` is when the call began waiting for its instance.
-pub(super) fn run_instance(
+pub(super) fn run_instance<R>(
     version: &ModelVersion,
     instance: &mut ModelInstance,
-    payload: &Payload,
+    call: impl FnOnce(&mut ModelInstance) -> Result<R, CallError>,
     since: Instant,
     pacer: Option<SharePacer>,
-) -> Result<Output, CallError> {
+) -> Result<R, CallError> {
     let meter = metering::Meter::start();
     let cpu_at_start = meter.cpu_at_start();
     if let Some(mut pacer) = pacer {
         pacer.begin(cpu_at_start);
         instance.set_pacer(Some(Box::new(pacer)));
     }
-    let result = match payload {
-        Payload::Features(text) => instance.predict(text).map(Output::Features),
-        Payload::Tensors(t) => instance
-            .infer(&t.inputs, &t.parameters)
-            .map(Output::Tensors),
-    };
+    let result = call(instance);
     let pacer = instance
         .set_pacer(None)
         .and_then(|p| (p as Box<dyn std::any::Any>).downcast::<SharePacer>().ok());

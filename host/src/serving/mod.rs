@@ -10,6 +10,7 @@
 //! ([`traffic`]), both off the request path.
 
 mod call;
+mod entry;
 mod inputs;
 mod metering;
 pub mod metrics;
@@ -23,20 +24,22 @@ use crate::registry::{ModelVersion, Registry, Route, RouteError, Routed};
 use crate::runtime::{CallError, Entry, Tensor};
 
 pub use crate::runtime::BreakerPolicy;
+pub use entry::{EntryPoint, Infer, Predict};
 pub use shares::CpuShares;
 pub use traffic::log::{LogOptions, LogRecord, LogSink, PredictionLog};
 pub use traffic::shadow::{ShadowOptions, Shadows};
 
-/// A request for a model, as every front end hands it over.
+/// A request for a model, as every front end hands it over: `ask` is what one entry point
+/// ([`EntryPoint::Ask`]) is asked.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub struct Request<A> {
     /// The model.
     pub model: String,
     /// A version or alias name; `None`: the model's default (the `production` alias, else the
     /// newest ready version).
     pub version: Option<String>,
     /// What the model is asked.
-    pub payload: Payload,
+    pub ask: A,
     /// Its id and routing key.
     pub keys: RequestKeys,
 }
@@ -50,13 +53,14 @@ pub struct RequestKeys {
     pub routing_key: Option<String>,
 }
 
-/// What a model is asked: the contract's two entry points.
+/// What a model is asked, whichever entry point (see [`entry`]); shared with a shadow copy and the
+/// log, never copied for them.
 #[derive(Debug, Clone)]
 pub enum Payload {
     /// A feature-style request: a JSON object's text, passed to the guest unchanged.
-    Features(String),
+    Features(Arc<String>),
     /// A tensor request (Open Inference Protocol).
-    Tensors(TensorRequest),
+    Tensors(Arc<TensorRequest>),
 }
 
 /// A tensor request, decoded from whatever the wire format was.
@@ -80,21 +84,21 @@ impl Payload {
     }
 }
 
-/// A model's answer.
+/// A model's answer, whichever entry point; shared like [`Payload`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// The guest's JSON text.
-    Features(String),
+    Features(Arc<String>),
     /// Output tensors.
-    Tensors(Vec<Tensor>),
+    Tensors(Arc<Vec<Tensor>>),
 }
 
-/// The answer and the version that gave it.
-pub struct Answer {
+/// The answer (of the entry point called: [`EntryPoint::Reply`]) and the version that gave it.
+pub struct Answer<R> {
     /// The version that answered (a weighted alias picks one).
     pub version: Arc<ModelVersion>,
     /// What it answered; shared with a shadow comparison and the log, never copied for them.
-    pub output: Arc<Output>,
+    pub output: Arc<R>,
 }
 
 /// Why a request got no answer.
@@ -199,17 +203,22 @@ impl Serving {
         &self.log
     }
 
-    /// Answers `request`: the one path every front end's inference request takes.
-    pub async fn call(&self, request: Request) -> Result<Answer, ServeError> {
-        let route = request.payload.route();
+    /// Answers `request` at entry point `K`: the one path every front end's inference request
+    /// takes.
+    pub async fn call<K: EntryPoint>(
+        &self,
+        request: Request<K::Ask>,
+    ) -> Result<Answer<K::Reply>, ServeError> {
+        let ask = Arc::new(request.ask);
+        let payload = K::payload(&ask);
         let ticket = self.admit(
             &request.model,
             request.version.as_deref(),
             &request.keys,
-            route,
-            Some(&request.payload),
+            payload.route(),
+            Some(&payload),
         )?;
-        ticket.call(self, request.payload, request.keys).await
+        ticket.call::<K>(self, ask, request.keys).await
     }
 
     /// The first half of [`Serving::call`], before the request's payload is decoded: routes it
@@ -298,23 +307,26 @@ impl Ticket {
         &self.version
     }
 
-    /// The second half of [`Serving::call`]: checks `payload` against what the version declares,
-    /// runs it when its turn comes, then metrics, the shadow copy and the prediction log.
-    pub async fn call(
+    /// The second half of [`Serving::call`]: checks `ask` against what the version declares, runs
+    /// it at entry point `K` when its turn comes, then metrics, the shadow copy and the prediction
+    /// log.
+    pub async fn call<K: EntryPoint>(
         self,
         serving: &Serving,
-        payload: Payload,
+        ask: Arc<K::Ask>,
         keys: RequestKeys,
-    ) -> Result<Answer, ServeError> {
+    ) -> Result<Answer<K::Reply>, ServeError> {
         let version = self.version;
-        let payload = Arc::new(payload);
+        let payload = K::payload(&ask);
         let route = payload.route();
-        let outcome = match inputs::check(&version, &payload) {
-            Ok(()) => serving.call_guest(&version, &payload, self.place).await,
+        let reply = match inputs::check(&version, &payload) {
+            Ok(()) => serving.call_guest::<K>(&version, &ask, self.place).await,
             Err(refused) => Err(refused),
         };
         let elapsed = self.started.elapsed();
-        let outcome = outcome.map(Arc::new);
+        let reply = reply.map(Arc::new);
+        // The answer with its entry point erased, for the shadow comparison and the log.
+        let outcome = reply.as_ref().map(K::output).map_err(Clone::clone);
         let status = outcome.as_ref().map_or_else(serving.statuses, |_| 200);
         version.series.request(route, status, elapsed);
         if let Err(ServeError::Call(e)) = &outcome {
@@ -350,7 +362,7 @@ impl Ticket {
                 latency: elapsed,
             });
         }
-        outcome.map(|output| Answer {
+        reply.map(|output| Answer {
             version: version.version,
             output,
         })
@@ -359,14 +371,14 @@ impl Ticket {
 
 impl Serving {
     /// The guest call, through the version's circuit breaker, once `place`'s turn comes.
-    async fn call_guest(
+    async fn call_guest<K: EntryPoint>(
         &self,
         version: &Routed,
-        payload: &Arc<Payload>,
+        ask: &Arc<K::Ask>,
         place: Entry,
-    ) -> Result<Output, ServeError> {
+    ) -> Result<K::Reply, ServeError> {
         let pass = version.ready.breaker.admit()?;
-        let result = call::run(&self.shares, version, payload, place).await;
+        let result = call::run::<K>(&self.shares, version, ask, place).await;
         pass.settle(&self.breaker, result.as_ref().err());
         Ok(result?)
     }

@@ -50,13 +50,13 @@ pub fn compare(primary: &Output, shadow: &Output) -> Agreement {
             }
         }
         (Output::Tensors(p), Output::Tensors(s)) => {
-            for t in p {
+            for t in p.iter() {
                 match s.iter().find(|o| o.name == t.name) {
                     Some(o) if o.shape == t.shape => tensor(&mut a, &t.data, &o.data),
                     _ => a.label(false),
                 }
             }
-            for o in s {
+            for o in s.iter() {
                 if !p.iter().any(|t| t.name == o.name) {
                     a.label(false);
                 }
@@ -132,14 +132,17 @@ fn tensor(a: &mut Agreement, p: &TensorData, s: &TensorData) {
 mod tests {
     use super::*;
     use crate::runtime::Tensor;
+    use std::sync::Arc;
 
     #[test]
     fn numbers_give_their_largest_difference_and_labels_their_agreement() {
         let a = compare(
-            &Output::Features(r#"{"score": 0.93, "label": "fraud", "flags": [true, 1]}"#.into()),
-            &Output::Features(
-                r#"{"score": 0.90, "label": "ok", "flags": [true, 3], "x": 1}"#.into(),
-            ),
+            &Output::Features(Arc::new(
+                r#"{"score": 0.93, "label": "fraud", "flags": [true, 1]}"#.to_string(),
+            )),
+            &Output::Features(Arc::new(
+                r#"{"score": 0.90, "label": "ok", "flags": [true, 3], "x": 1}"#.to_string(),
+            )),
         );
         assert!((a.max_abs_diff.unwrap() - 2.0).abs() < 1e-9);
         // label, flags[0], and the extra key `x`.
@@ -154,14 +157,20 @@ mod tests {
             data: TensorData::Fp32(v),
         };
         let a = compare(
-            &Output::Tensors(vec![t("p", vec![0.5, f32::NAN]), t("q", vec![1.0])]),
-            &Output::Tensors(vec![t("p", vec![0.25, f32::NAN]), t("q", vec![1.0, 2.0])]),
+            &Output::Tensors(Arc::new(vec![
+                t("p", vec![0.5, f32::NAN]),
+                t("q", vec![1.0]),
+            ])),
+            &Output::Tensors(Arc::new(vec![
+                t("p", vec![0.25, f32::NAN]),
+                t("q", vec![1.0, 2.0]),
+            ])),
         );
         assert_eq!(a.max_abs_diff, Some(0.25));
         assert_eq!((a.labels, a.labels_agreed), (1, 0), "q's shape differs");
         let same = compare(
-            &Output::Tensors(vec![t("p", vec![1.0])]),
-            &Output::Tensors(vec![t("p", vec![1.0])]),
+            &Output::Tensors(Arc::new(vec![t("p", vec![1.0])])),
+            &Output::Tensors(Arc::new(vec![t("p", vec![1.0])])),
         );
         assert_eq!(same.max_abs_diff, Some(0.0));
     }

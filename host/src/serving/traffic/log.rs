@@ -166,7 +166,9 @@ impl LoggedInput {
     /// The input of `payload`.
     pub fn of(payload: &Payload) -> LoggedInput {
         match payload {
-            Payload::Features(json) => LoggedInput::Features { json: json.clone() },
+            Payload::Features(json) => LoggedInput::Features {
+                json: json.to_string(),
+            },
             Payload::Tensors(t) => LoggedInput::Tensors {
                 tensors: t.inputs.iter().map(LoggedTensor::of).collect(),
                 parameters: t.parameters.clone(),
@@ -178,19 +180,19 @@ impl LoggedInput {
     /// The payload back, to run again.
     pub fn payload(&self) -> Result<Payload, String> {
         Ok(match self {
-            LoggedInput::Features { json } => Payload::Features(json.clone()),
+            LoggedInput::Features { json } => Payload::Features(Arc::new(json.clone())),
             LoggedInput::Tensors {
                 tensors,
                 parameters,
                 outputs,
-            } => Payload::Tensors(TensorRequest {
+            } => Payload::Tensors(Arc::new(TensorRequest {
                 inputs: tensors
                     .iter()
                     .map(LoggedTensor::tensor)
                     .collect::<Result<_, _>>()?,
                 parameters: parameters.clone(),
                 outputs: outputs.clone(),
-            }),
+            })),
         })
     }
 }
@@ -199,7 +201,9 @@ impl LoggedOutput {
     /// The exact form of `output`: two outputs are equal bit for bit when these are equal.
     pub fn of(output: &Output) -> LoggedOutput {
         match output {
-            Output::Features(json) => LoggedOutput::Features { json: json.clone() },
+            Output::Features(json) => LoggedOutput::Features {
+                json: json.to_string(),
+            },
             Output::Tensors(t) => LoggedOutput::Tensors {
                 tensors: t.iter().map(LoggedTensor::of).collect(),
             },
@@ -209,13 +213,13 @@ impl LoggedOutput {
     /// The output back, for a comparison that is not bit for bit.
     pub fn output(&self) -> Result<Output, String> {
         Ok(match self {
-            LoggedOutput::Features { json } => Output::Features(json.clone()),
-            LoggedOutput::Tensors { tensors } => Output::Tensors(
+            LoggedOutput::Features { json } => Output::Features(Arc::new(json.clone())),
+            LoggedOutput::Tensors { tensors } => Output::Tensors(Arc::new(
                 tensors
                     .iter()
                     .map(LoggedTensor::tensor)
                     .collect::<Result<_, _>>()?,
-            ),
+            )),
         })
     }
 }
@@ -229,9 +233,9 @@ pub struct Entry {
     /// The version that answered.
     pub version: Arc<ModelVersion>,
     /// The input.
-    pub payload: Arc<Payload>,
+    pub payload: Payload,
     /// The answer.
-    pub outcome: Result<Arc<Output>, ServeError>,
+    pub outcome: Result<Output, ServeError>,
     /// The status the front end answered with.
     pub status: u16,
     /// From arrival to answer.
@@ -241,14 +245,14 @@ pub struct Entry {
 impl Entry {
     /// About what the entry holds in memory while it waits (its input and output).
     fn bytes(&self) -> u64 {
-        let input = match self.payload.as_ref() {
+        let input = match &self.payload {
             Payload::Features(text) => text.len(),
             Payload::Tensors(t) => {
                 t.inputs.iter().map(tensor_bytes).sum::<usize>() + t.parameters.len()
             }
         };
         let output = match &self.outcome {
-            Ok(o) => match o.as_ref() {
+            Ok(o) => match o {
                 Output::Features(text) => text.len(),
                 Output::Tensors(t) => t.iter().map(tensor_bytes).sum(),
             },
@@ -851,8 +855,8 @@ mod tests {
             at: SystemTime::now(),
             request_id: Some(format!("req-{i}")),
             version: version(),
-            payload: Arc::new(Payload::Features(format!("{{\"i\": {i}}}"))),
-            outcome: Ok(Arc::new(Output::Features("{\"score\": 0.5}".into()))),
+            payload: Payload::Features(Arc::new(format!("{{\"i\": {i}}}"))),
+            outcome: Ok(Output::Features(Arc::new("{\"score\": 0.5}".into()))),
             status: 200,
             latency: Duration::from_micros(42),
         }

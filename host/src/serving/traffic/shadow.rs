@@ -46,8 +46,8 @@ struct Job {
     /// instance.
     serves_live: bool,
     primary: Arc<ModelVersion>,
-    payload: Arc<Payload>,
-    outcome: Result<Arc<Output>, ServeError>,
+    payload: Payload,
+    outcome: Result<Output, ServeError>,
     /// How the front end reports a failed request (the copy's status in the candidate's metrics).
     statuses: super::super::Statuses,
 }
@@ -104,8 +104,8 @@ impl Shadows {
         candidate: Routed,
         serves_live: bool,
         primary: Arc<ModelVersion>,
-        payload: Arc<Payload>,
-        outcome: Result<Arc<Output>, ServeError>,
+        payload: Payload,
+        outcome: Result<Output, ServeError>,
         statuses: super::super::Statuses,
     ) {
         let job = Job {
@@ -191,7 +191,13 @@ fn run(job: &Job) -> Outcome {
         return Outcome::DroppedBusy;
     };
     let started = Instant::now();
-    let answer = call::run_instance(candidate, &mut instance, &job.payload, started, None);
+    let answer = call::run_instance(
+        candidate,
+        &mut instance,
+        |i| job.payload.run(i),
+        started,
+        None,
+    );
     drop(instance);
     let status = match &answer {
         Ok(_) => 200,
