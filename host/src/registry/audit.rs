@@ -37,7 +37,7 @@ use serde_json::Value;
 
 use super::store::check_name;
 use crate::stamps::unix_ms;
-use crate::storage::{Storage, StorageError, Write};
+use crate::storage::{Failure, Storage, StorageError, Write};
 
 /// Where the records live in the store.
 pub const PREFIX: &str = "audit/";
@@ -255,7 +255,8 @@ impl AuditLog {
     /// its key.
     pub async fn append(&self, mut record: AuditRecord) -> Result<String, StorageError> {
         if !record.model.is_empty() {
-            check_name("model", &record.model).map_err(|e| StorageError::Other(e.to_string()))?;
+            check_name("model", &record.model)
+                .map_err(|e| StorageError::Other(Failure::new(&record.model, e)))?;
         }
         record.host = self.host.clone();
         let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("records serialise"));
@@ -336,13 +337,14 @@ impl AuditLog {
     ) -> Result<Page, StorageError> {
         let folder = match model {
             Some(model) => {
-                check_name("model", model).map_err(|e| StorageError::Other(e.to_string()))?;
+                check_name("model", model)
+                    .map_err(|e| StorageError::Other(Failure::new(model, e)))?;
                 model
             }
             None => TIMELINE,
         };
         if let Some(cursor) = after {
-            check_cursor(cursor).map_err(StorageError::Other)?;
+            check_cursor(cursor).map_err(|e| StorageError::Other(Failure::new(cursor, e)))?;
         }
         let limit = limit.clamp(1, MAX_LIMIT);
         let prefix = format!("{PREFIX}{folder}/");

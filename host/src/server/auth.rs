@@ -3,9 +3,10 @@
 //! - Management routes pass [`identified`]: the bearer token becomes a [`Caller`] in the request's
 //!   extensions, or the answer is 401 (no token, or one no credential has). Read-only routes need
 //!   nothing more, but a scrape-only credential (role `metrics`) gets 403 on every one of them.
-//! - A handler that changes a model takes a [`Manager`] and asks [`Manager::permit`] first: 403 with
-//!   the reason when the credential's patterns or roles do not cover it (the attempt is audited), and
-//!   [`Manager::record`]s the change once it is done.
+//! - A handler that changes a model takes a [`super::change::Change`], which asks
+//!   [`Identified::permit`] before the handler runs: 403 with the reason when the credential's
+//!   patterns or roles do not cover it (the attempt is audited); the change is
+//!   [`Identified::record`]ed once it is done.
 //! - Inference routes keep one optional shared [`Token`].
 //! - `/metrics` and the OIP statistics and configs follow the read rules ([`super::reads`]).
 //!
@@ -215,15 +216,16 @@ fn describe_metrics() {
     });
 }
 
-/// Who calls a management handler, and where what they do is recorded.
-pub struct Manager {
+/// Who calls a management route, as identified, with the request's id and the audit log that
+/// records what they do.
+pub struct Identified {
     /// The caller, as identified.
     pub caller: Caller,
     request_id: Option<String>,
     audit: AuditLog,
 }
 
-impl FromRequestParts<AppState> for Manager {
+impl FromRequestParts<AppState> for Identified {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -240,7 +242,7 @@ impl FromRequestParts<AppState> for Manager {
             .and_then(|v| v.to_str().ok())
             // A caller's own id is kept as given, within reason: records stay small.
             .map(|id| id.chars().take(128).collect());
-        Ok(Manager {
+        Ok(Identified {
             caller,
             request_id,
             audit: state.audit.clone(),
@@ -248,7 +250,7 @@ impl FromRequestParts<AppState> for Manager {
     }
 }
 
-impl Manager {
+impl Identified {
     /// 403 unless the caller may do `action` on `model` (a refusal is audited as `denied`); 400
     /// when `model` is no model name, before anything is recorded under it.
     pub async fn permit(&self, action: Action, model: &str) -> Result<(), ApiError> {
@@ -280,7 +282,7 @@ impl Manager {
     }
 
     /// A record of `action` on `model` by this caller, for this request, to fill in and
-    /// [`Manager::record`].
+    /// [`Identified::record`].
     pub fn entry(&self, action: Action, model: &str) -> AuditRecord {
         AuditRecord::new(self.caller.actor(), action.name(), model)
             .request_id(self.request_id.as_deref())

@@ -17,55 +17,20 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::auth::Manager;
+use super::change::{act, to_the_end, Change};
 use super::error::ApiError;
 use super::multipart;
 use super::openapi as doc;
 use super::AppState;
 use crate::registry::{AliasTarget, ChangeError, Split, TrafficPolicy, VersionManifest};
 use crate::stamps::unix_ms;
-use crate::storage::{BlobCache, StorageError};
-use crate::teams::Action;
+use crate::storage::BlobCache;
 
 /// Header with the sha256 the uploader expects the component to have.
 pub const SHA_HEADER: &str = "ferry-sha256";
 
 /// Named graphs one version may carry (`graph:NAME` parts).
 const MAX_GRAPHS: usize = 16;
-
-impl From<ChangeError> for ApiError {
-    fn from(e: ChangeError) -> Self {
-        let status = match &e {
-            ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
-            ChangeError::Conflict(_)
-            | ChangeError::Shadowed { .. }
-            | ChangeError::ModelUnloaded { .. } => StatusCode::CONFLICT,
-            ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ChangeError::NoRoom(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ChangeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        // What to do about it, in this front end's routes.
-        let next = match &e {
-            ChangeError::Shadowed { model, .. } => format!(" (PUT /v1/models/{model}/traffic)"),
-            ChangeError::ModelUnloaded { model } => {
-                format!(" (POST /v2/repository/models/{model}/load)")
-            }
-            _ => String::new(),
-        };
-        let mut error = ApiError::new(status, format!("{e:#}{next}"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            error.retry_after = Some(5);
-        }
-        error
-    }
-}
-
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        ChangeError::from(e).into()
-    }
-}
 
 /// Largest `config` or `tests` part of an upload: JSON documents the host parses whole (at load,
 /// and to check them), unlike weights and graphs, which it maps.
@@ -142,20 +107,6 @@ impl Drop for PendingUploads {
     }
 }
 
-/// Runs a change and its audit record to the end on a task of their own: a client that hangs up
-/// mid-change drops its answer, never the change's record (a dropped handler would lose both halves
-/// of the change at whatever point it had reached).
-async fn to_the_end<T: Send + 'static>(
-    change: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::spawn(change).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the change failed unexpectedly: {e}"),
-        )
-    })?
-}
-
 /// Checks that an uploaded file is a valid WebAssembly component before it becomes a blob.
 fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
     let bytes = std::fs::read(path)
@@ -192,10 +143,9 @@ fn validate_component(path: &PathBuf) -> Result<(), ApiError> {
 pub async fn put_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    manager: Manager,
+    change: Change<act::PutVersion>,
     request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    manager.permit(Action::PutVersion, &model).await?;
     let registry = state.registry.clone();
     let mut manifest: VersionManifest =
         registry.new_manifest(&model, Some(version.clone())).await?;
@@ -357,22 +307,22 @@ pub async fn put_version(
     // On a task of its own: a client that hangs up mid-commit neither leaves staged files behind
     // nor abandons a multipart upload to the store half way (the commit finishes or fails whole).
     to_the_end(uploads.commit()).await?;
-    let version_state = to_the_end(async move {
-        let version_state = registry.create_version(manifest).await?;
-        let m = &version_state.manifest;
-        let blobs = json!({
-            "component_sha256": m.component_sha256,
-            "weights_sha256": m.weights_sha256,
-            "config_sha256": m.config_sha256,
-            "tests_sha256": m.tests_sha256,
-            "graphs": m.graphs,
-            "limits": m.limits,
-        });
-        let entry = manager.entry(Action::PutVersion, &model);
-        manager.record(entry.version(&m.version).to(blobs)).await;
-        Ok(version_state)
-    })
-    .await?;
+    let version_state = change
+        .run(|record| async move {
+            let version_state = registry.create_version(manifest).await?;
+            let m = &version_state.manifest;
+            let blobs = json!({
+                "component_sha256": m.component_sha256,
+                "weights_sha256": m.weights_sha256,
+                "config_sha256": m.config_sha256,
+                "tests_sha256": m.tests_sha256,
+                "graphs": m.graphs,
+                "limits": m.limits,
+            });
+            let record = record.version(&m.version).to(blobs);
+            Ok((version_state, record))
+        })
+        .await?;
     let manifest = &version_state.manifest;
     Ok((
         StatusCode::CREATED,
@@ -449,10 +399,9 @@ async fn json_document(state: &AppState, body: axum::body::Body) -> Result<Value
 pub async fn set_alias(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
-    manager: Manager,
+    change: Change<act::SetAlias>,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    manager.permit(Action::SetAlias, &model).await?;
     let body = json_document(&state, body).await?;
     let target = match serde_json::from_value::<AliasBody>(body) {
         Ok(AliasBody::Version { version }) => AliasTarget::Version(version),
@@ -464,19 +413,13 @@ pub async fn set_alias(
         }
     };
     let (m, a, t) = (model.clone(), alias.clone(), target.clone());
-    to_the_end(async move {
-        let previous = state.registry.set_alias(&m, &a, t.clone()).await?;
-        let entry = manager.entry(Action::SetAlias, &m).alias(&a);
-        manager
-            .record(
-                entry
-                    .from(previous.map(|p| json!(p)))
-                    .to(json!(t.simplified())),
-            )
-            .await;
-        Ok(())
-    })
-    .await?;
+    change
+        .run(|record| async move {
+            let previous = state.registry.set_alias(&m, &a, t.clone()).await?;
+            let from = previous.map(|p| json!(p));
+            Ok(((), record.alias(&a).from(from).to(json!(t.simplified()))))
+        })
+        .await?;
     Ok(alias_answer(&model, &alias, &target.simplified()))
 }
 
@@ -489,19 +432,16 @@ pub async fn set_alias(
 pub async fn rollback(
     State(state): State<AppState>,
     Path((model, alias)): Path<(String, String)>,
-    manager: Manager,
+    change: Change<act::Rollback>,
 ) -> Result<Json<Value>, ApiError> {
-    manager.permit(Action::Rollback, &model).await?;
     let (m, a) = (model.clone(), alias.clone());
-    let to = to_the_end(async move {
-        let (from, to) = state.registry.rollback(&m, &a).await?;
-        let entry = manager.entry(Action::Rollback, &m).alias(&a);
-        manager
-            .record(entry.from(from.map(|f| json!(f))).to(json!(to)))
-            .await;
-        Ok(to)
-    })
-    .await?;
+    let to = change
+        .run(|record| async move {
+            let (from, to) = state.registry.rollback(&m, &a).await?;
+            let record = record.alias(&a).from(from.map(|f| json!(f))).to(json!(to));
+            Ok((to, record))
+        })
+        .await?;
     Ok(alias_answer(&model, &alias, &to))
 }
 
@@ -531,10 +471,9 @@ pub async fn traffic(
 pub async fn set_traffic(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    manager: Manager,
+    change: Change<act::SetTraffic>,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    manager.permit(Action::SetTraffic, &model).await?;
     let body = json_document(&state, body).await?;
     let policy: TrafficPolicy = serde_json::from_value(body).map_err(|e| {
         ApiError::bad_request(format!(
@@ -542,15 +481,12 @@ pub async fn set_traffic(
         ))
     })?;
     let set = policy.clone();
-    to_the_end(async move {
-        let previous = state.registry.set_traffic(&model, set.clone()).await?;
-        let entry = manager.entry(Action::SetTraffic, &model);
-        manager
-            .record(entry.from(Some(json!(previous))).to(json!(set)))
-            .await;
-        Ok(())
-    })
-    .await?;
+    change
+        .run(|record| async move {
+            let previous = state.registry.set_traffic(&model, set.clone()).await?;
+            Ok(((), record.from(Some(json!(previous))).to(json!(set))))
+        })
+        .await?;
     Ok(Json(json!(policy)))
 }
 
@@ -563,16 +499,14 @@ pub async fn set_traffic(
 pub async fn delete_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    manager: Manager,
+    change: Change<act::DeleteVersion>,
 ) -> Result<StatusCode, ApiError> {
-    manager.permit(Action::DeleteVersion, &model).await?;
-    to_the_end(async move {
-        state.registry.delete_version(&model, &version).await?;
-        let entry = manager.entry(Action::DeleteVersion, &model);
-        manager.record(entry.version(&version)).await;
-        Ok(())
-    })
-    .await?;
+    change
+        .run(|record| async move {
+            state.registry.delete_version(&model, &version).await?;
+            Ok(((), record.version(&version)))
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -603,16 +537,15 @@ pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
 pub async fn repository_load(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    manager: Manager,
+    change: Change<act::LoadModel>,
 ) -> Result<StatusCode, ApiError> {
-    manager.permit(Action::LoadModel, &model).await?;
     let (registry, m) = (state.registry.clone(), model.clone());
-    to_the_end(async move {
-        registry.load_model(&m).await?;
-        manager.record(manager.entry(Action::LoadModel, &m)).await;
-        Ok(())
-    })
-    .await?;
+    change
+        .run(|record| async move {
+            registry.load_model(&m).await?;
+            Ok(((), record))
+        })
+        .await?;
     state.registry.table().resolve(&model, None)?;
     Ok(StatusCode::OK)
 }
@@ -626,17 +559,14 @@ pub async fn repository_load(
 pub async fn repository_unload(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    manager: Manager,
+    change: Change<act::UnloadModel>,
 ) -> Result<StatusCode, ApiError> {
-    manager.permit(Action::UnloadModel, &model).await?;
-    to_the_end(async move {
-        state.registry.unload_model(&model).await?;
-        manager
-            .record(manager.entry(Action::UnloadModel, &model))
-            .await;
-        Ok(())
-    })
-    .await?;
+    change
+        .run(|record| async move {
+            state.registry.unload_model(&model).await?;
+            Ok(((), record))
+        })
+        .await?;
     Ok(StatusCode::OK)
 }
 

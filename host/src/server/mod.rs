@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod change;
 pub mod connections;
 mod error;
 pub mod intake;
@@ -31,7 +32,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use auth::{Manager, Token};
+pub use auth::{Identified, Token};
 pub use error::ApiError;
 pub use management::SHA_HEADER;
 pub use predict::VERSION_HEADER;

@@ -3,7 +3,7 @@
 //! `ferry replay` compares), so it is handed [`of`] when it is built rather than knowing HTTP itself;
 //! a gRPC front end maps the same errors to its own codes.
 
-use crate::registry::RouteError;
+use crate::registry::{ChangeError, RouteError};
 use crate::runtime::CallError;
 use crate::serving::ServeError;
 
@@ -33,6 +33,31 @@ pub fn of_call(e: &CallError) -> u16 {
         | CallError::StackOverflow
         | CallError::Panicked(_)
         | CallError::Trapped(_) => 500,
+    }
+}
+
+/// The status of a refused management change.
+pub fn of_change(e: &ChangeError) -> u16 {
+    match e {
+        ChangeError::NotFound(_) => 404,
+        ChangeError::Conflict(_)
+        | ChangeError::Shadowed { .. }
+        | ChangeError::ModelUnloaded { .. } => 409,
+        ChangeError::Invalid(_) => 400,
+        ChangeError::Unavailable(_) => 503,
+        ChangeError::NoRoom(_) => 507,
+        ChangeError::Store(_) => 500,
+    }
+}
+
+/// What to do about a refused change, in this front end's routes.
+pub fn next_step(e: &ChangeError) -> Option<String> {
+    match e {
+        ChangeError::Shadowed { model, .. } => Some(format!("PUT /v1/models/{model}/traffic")),
+        ChangeError::ModelUnloaded { model } => {
+            Some(format!("POST /v2/repository/models/{model}/load"))
+        }
+        _ => None,
     }
 }
 

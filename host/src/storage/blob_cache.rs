@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Result, Storage, StorageError};
+use super::{Failure, Result, Storage, StorageError};
 use crate::files;
 
 /// The key of a blob in the store.
@@ -43,7 +43,7 @@ pub struct BlobCache {
 }
 
 fn disk(path: &Path, e: std::io::Error) -> StorageError {
-    StorageError::Disk(format!("{}: {e}", path.display()))
+    StorageError::Disk(Failure::new(path.display().to_string(), e))
 }
 
 impl BlobCache {
@@ -115,14 +115,14 @@ impl BlobCache {
     /// downloaded again.
     pub async fn read(&self, sha256: &str) -> Result<Bytes> {
         if !is_sha256(sha256) {
-            return Err(StorageError::Other(format!("{sha256:?} is not a sha256")));
+            return Err(StorageError::Other(Failure::new(sha256, "not a sha256")));
         }
         if let Some(path) = self.storage.local_path(&blob_key(sha256)) {
             return read_verified(path, sha256).await;
         }
         let path = self.fetch(sha256).await?;
         match read_verified(path.clone(), sha256).await {
-            Err(StorageError::Other(e)) if e.contains("corrupt") => {
+            Err(StorageError::Corrupt(_)) => {
                 tracing::warn!(
                     blob = sha256,
                     "the cached copy is corrupt; downloading it again"
@@ -156,8 +156,9 @@ impl BlobCache {
             file.sync_all().await.map_err(|e| disk(&tmp, e))?;
             let got = hex::encode(hasher.finalize());
             if got != sha256 {
-                return Err(StorageError::Other(format!(
-                    "blob {sha256} in the store is corrupt: its content has sha256 {got}"
+                return Err(StorageError::Corrupt(Failure::new(
+                    blob_key(sha256),
+                    format!("its content in the store has sha256 {got}"),
                 )));
             }
             files::install(&tmp, &path).map_err(|e| disk(&path, e))?;
@@ -227,15 +228,16 @@ async fn read_verified(path: PathBuf, sha256: &str) -> Result<Bytes> {
             _ => disk(&path, e),
         })?;
         if crate::stamps::sha256_hex(&bytes) != sha {
-            return Err(StorageError::Other(format!(
-                "blob {sha} is corrupt: its content no longer matches its sha256"
+            return Err(StorageError::Corrupt(Failure::new(
+                path.display().to_string(),
+                "the cached copy no longer matches its sha256",
             )));
         }
         files::touch(&path);
         Ok(bytes)
     })
     .await
-    .map_err(|e| StorageError::Other(e.to_string()))?
+    .map_err(|e| StorageError::Other(Failure::new(sha256, e)))?
 }
 
 /// Blobs above this are mapped rather than read: gigabytes of weights become file pages the kernel

@@ -25,7 +25,7 @@ pub struct LocalDir {
 }
 
 fn disk(path: &Path, e: std::io::Error) -> StorageError {
-    StorageError::Disk(format!("{}: {e}", path.display()))
+    StorageError::Disk(super::Failure::new(path.display().to_string(), e))
 }
 
 fn version_of(bytes: &[u8]) -> ObjectVersion {
@@ -254,7 +254,7 @@ impl LocalDir {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StorageError::Other(format!("store task failed: {e}")))?
+        .map_err(|e| StorageError::Other(super::Failure::new("a filesystem task", e)))?
 }
 
 #[async_trait::async_trait]

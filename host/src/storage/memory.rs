@@ -101,9 +101,9 @@ impl Memory {
         if self.reachable.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(StorageError::Unavailable(format!(
-                "memory store {} is unreachable (set_reachable(false))",
-                self.name
+            Err(StorageError::Unavailable(super::Failure::new(
+                format!("memory://{}", self.name),
+                "switched off (set_reachable(false))",
             )))
         }
     }
@@ -202,7 +202,7 @@ impl Storage for Memory {
         self.check(key)?;
         let bytes = tokio::fs::read(file)
             .await
-            .map_err(|e| StorageError::Disk(format!("{}: {e}", file.display())))?;
+            .map_err(|e| StorageError::Disk(super::Failure::new(file.display().to_string(), e)))?;
         // One insert: the object appears whole or not at all (and not if the store went away
         // during the read, like an upload cut off).
         self.write(key, bytes.into(), &Write::Overwrite).map(|_| ())

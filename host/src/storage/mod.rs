@@ -28,7 +28,10 @@ pub use memory::Memory;
 pub use metered::{Metered, RequestCounts};
 pub use s3::S3;
 
-/// Why a storage operation failed. Callers branch on the kind, never on the message.
+// `Failure` and `Cause` below: what a storage error keeps.
+
+/// Why a storage operation failed. Callers branch on the kind, never on the message; a failure
+/// keeps the key and the cause whole (with its own chain) for the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// No object at the key.
@@ -42,13 +45,68 @@ pub enum StorageError {
     Precondition(String),
     /// The store cannot be reached or answered with a server error: try again later (HTTP 503).
     #[error("the store is unreachable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Failure),
     /// The host's own disk is full or failing (HTTP 507 on uploads).
     #[error("local disk: {0}")]
-    Disk(String),
+    Disk(#[source] Failure),
+    /// An object's content does not match its name (a blob whose sha256 is not its key).
+    #[error("{} is corrupt: {}", .0.key, .0.cause)]
+    Corrupt(#[source] Failure),
     /// Anything else: a bad key, a refused credential, a malformed answer.
     #[error("store error: {0}")]
-    Other(String),
+    Other(#[source] Failure),
+}
+
+/// The cause of a failure, shared so that errors stay cheap to clone.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Where a storage operation failed (a key, or a path on this host's disk) and why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The object's key (or the local file's path).
+    pub key: String,
+    /// What went wrong there.
+    pub cause: Cause,
+}
+
+impl Failure {
+    /// A failure at `key` caused by `cause` (an error, or a message).
+    pub fn new(
+        key: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Failure {
+        Failure {
+            key: key.into(),
+            cause: Arc::from(cause.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.cause)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause.as_ref())
+    }
+}
+
+impl StorageError {
+    /// The key (or local path) the operation failed at.
+    pub fn key(&self) -> &str {
+        match self {
+            StorageError::NotFound(key)
+            | StorageError::AlreadyExists(key)
+            | StorageError::Precondition(key) => key,
+            StorageError::Unavailable(f)
+            | StorageError::Disk(f)
+            | StorageError::Corrupt(f)
+            | StorageError::Other(f) => &f.key,
+        }
+    }
 }
 
 /// Results of storage operations.
@@ -169,6 +227,6 @@ pub fn check_key(key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(StorageError::Other(format!("invalid key {key:?}")))
+        Err(StorageError::Other(Failure::new(key, "an invalid key")))
     }
 }

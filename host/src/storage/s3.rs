@@ -110,8 +110,7 @@ impl S3 {
         } else {
             format!("{}/{key}", self.prefix)
         };
-        ObjectPath::parse(&full)
-            .map_err(|e| StorageError::Other(format!("invalid key {key:?}: {e}")))
+        ObjectPath::parse(&full).map_err(|e| StorageError::Other(super::Failure::new(key, e)))
     }
 
     fn key_of(&self, path: &ObjectPath) -> String {
@@ -152,10 +151,11 @@ fn classify(key: &str, e: object_store::Error) -> StorageError {
             let transient = ["status code: 5", "status code: 429", "status code: 408"]
                 .iter()
                 .any(|s| message.contains(s));
+            let failure = super::Failure::new(key, other);
             if unreachable || transient {
-                StorageError::Unavailable(message)
+                StorageError::Unavailable(failure)
             } else {
-                StorageError::Other(message)
+                StorageError::Other(failure)
             }
         }
     }
@@ -163,8 +163,9 @@ fn classify(key: &str, e: object_store::Error) -> StorageError {
 
 fn version_of(e_tag: Option<String>, key: &str) -> Result<ObjectVersion> {
     e_tag.map(ObjectVersion).ok_or_else(|| {
-        StorageError::Other(format!(
-            "the store gave {key} no ETag; conditional writes need one"
+        StorageError::Other(super::Failure::new(
+            key,
+            "the store gave no ETag; conditional writes need one",
         ))
     })
 }
@@ -230,7 +231,9 @@ impl Storage for S3 {
     }
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<()> {
-        let disk = |e: std::io::Error| StorageError::Disk(format!("{}: {e}", file.display()));
+        let disk = |e: std::io::Error| {
+            StorageError::Disk(super::Failure::new(file.display().to_string(), e))
+        };
         let mut source = tokio::fs::File::open(file).await.map_err(disk)?;
         let size = source.metadata().await.map_err(disk)?.len();
         let path = self.path(key)?;

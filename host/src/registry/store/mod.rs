@@ -32,7 +32,7 @@ use serde::Serialize;
 use super::traffic::TrafficPolicy;
 use super::ChangeError;
 use crate::stamps::unix_ms;
-use crate::storage::{BlobCache, ObjectVersion, Storage, StorageError, Write};
+use crate::storage::{BlobCache, Failure, ObjectVersion, Storage, StorageError, Write};
 
 pub use documents::{
     check_graph_name, check_name, Aliases, ChangeRecord, ModelView, VersionManifest,
@@ -51,8 +51,9 @@ impl From<StorageError> for ChangeError {
             StorageError::Unavailable(m) => ChangeError::Unavailable(format!(
                 "the store is unreachable ({m}); this host keeps serving what it has, changes must wait"
             )),
-            StorageError::Disk(m) => ChangeError::NoRoom(m),
-            StorageError::Other(m) => ChangeError::Store(anyhow::anyhow!(m)),
+            StorageError::Disk(m) => ChangeError::NoRoom(m.to_string()),
+            // Kept whole, its cause included, for the log.
+            e @ (StorageError::Corrupt(_) | StorageError::Other(_)) => ChangeError::Store(e.into()),
         }
     }
 }
@@ -93,7 +94,7 @@ impl Store {
         match self.storage.get(key).await {
             Ok(object) => {
                 let value = serde_json::from_slice(&object.bytes)
-                    .map_err(|e| StorageError::Other(format!("{key} is not valid: {e}")))?;
+                    .map_err(|e| StorageError::Other(Failure::new(key, e)))?;
                 Ok(Some((value, object.version)))
             }
             Err(StorageError::NotFound(_)) => Ok(None),
@@ -119,7 +120,7 @@ impl Store {
             None => Ok(None),
             Some(object) => {
                 let record = serde_json::from_slice(&object.bytes)
-                    .map_err(|e| StorageError::Other(format!("{CHANGES} is not valid: {e}")))?;
+                    .map_err(|e| StorageError::Other(Failure::new(CHANGES, e)))?;
                 Ok(Some((record, object.version)))
             }
         }

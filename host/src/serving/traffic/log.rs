@@ -539,9 +539,40 @@ fn write_loop(
     }
 }
 
+/// Why records did not reach the log's sink; the cause is kept for the log line that says so.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The host was started without a sink.
+    #[error("no prediction log sink is configured")]
+    NoSink,
+    /// The store sink runs on the host's async runtime, which was not there.
+    #[error("the store sink needs the host's async runtime")]
+    NoRuntime,
+    /// A log file could not be created or written (a full disk).
+    #[error("{doing} {}: {source}", path.display())]
+    File {
+        /// What the writer was doing.
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A batch's object could not be written to the store.
+    #[error("writing {key}: {source}")]
+    Store {
+        /// The object.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::storage::StorageError,
+    },
+}
+
 /// One sink's way of writing a batch: answers the records written, and why the rest were not.
 trait BatchWriter: Send {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>);
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>);
     /// Makes what was written durable (the log is stopping).
     fn finish(&mut self) {}
     /// Called on every turn of the writer: makes durable what is due.
@@ -549,7 +580,7 @@ trait BatchWriter: Send {
 }
 
 /// All of `batch`, or none of it with the reason.
-fn whole(batch: &[LogRecord], result: Result<(), String>) -> (Vec<&LogRecord>, Option<String>) {
+fn whole(batch: &[LogRecord], result: Result<(), LogError>) -> (Vec<&LogRecord>, Option<LogError>) {
     match result {
         Ok(()) => (batch.iter().collect(), None),
         Err(e) => (Vec::new(), Some(e)),
@@ -568,8 +599,8 @@ fn lines<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<u8> {
 struct Discard;
 
 impl BatchWriter for Discard {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
-        whole(batch, Err("no prediction log sink is configured".into()))
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
+        whole(batch, Err(LogError::NoSink))
     }
 }
 
@@ -611,12 +642,12 @@ fn append_whole(
     size: u64,
     bytes: &[u8],
     write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
-) -> Result<u64, (String, bool)> {
+) -> Result<u64, (std::io::Error, bool)> {
     match write(file, bytes) {
         Ok(()) => Ok(size + bytes.len() as u64),
         Err(e) => {
             let whole = file.set_len(size).is_ok();
-            Err((format!("writing the prediction log: {e}"), whole))
+            Err((e, whole))
         }
     }
 }
@@ -647,11 +678,14 @@ impl FileWriter {
         }
     }
 
-    fn open(&mut self) -> Result<(), String> {
+    fn open(&mut self) -> Result<(), LogError> {
         // The file that ends is made durable before the next begins.
         self.sync();
-        crate::files::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        crate::files::create_dir_all(&self.dir).map_err(|source| LogError::File {
+            doing: "cannot create",
+            path: self.dir.clone(),
+            source,
+        })?;
         // Zero-padded, so names sort by time (and by this writer's count within a millisecond).
         self.opened += 1;
         let path = self.dir.join(format!(
@@ -664,7 +698,11 @@ impl FileWriter {
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            .map_err(|source| LogError::File {
+                doing: "cannot create",
+                path: path.clone(),
+                source,
+            })?;
         // The new file's name is durable before lines are counted as written in it.
         if let Err(e) = crate::files::sync_dir(&self.dir) {
             tracing::warn!(error = %e, dir = %self.dir.display(), "cannot fsync the prediction log's directory");
@@ -697,7 +735,7 @@ impl FileWriter {
 }
 
 impl BatchWriter for FileWriter {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
         let result = self.append(batch);
         whole(batch, result)
     }
@@ -712,7 +750,7 @@ impl BatchWriter for FileWriter {
 }
 
 impl FileWriter {
-    fn append(&mut self, batch: &[LogRecord]) -> Result<(), String> {
+    fn append(&mut self, batch: &[LogRecord]) -> Result<(), LogError> {
         let bytes = lines(batch.iter());
         if self
             .current
@@ -731,11 +769,16 @@ impl FileWriter {
         &mut self,
         bytes: &[u8],
         write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LogError> {
         let (file, size) = self.current.as_mut().expect("opened before");
         match append_whole(file, *size, bytes, write) {
             Ok(new_size) => *size = new_size,
-            Err((e, whole)) => {
+            Err((source, whole)) => {
+                let e = LogError::File {
+                    doing: "writing the prediction log",
+                    path: self.dir.clone(),
+                    source,
+                };
                 // A full disk loses this batch, not the log, and leaves no partial line: the file
                 // is cut back to its last whole line (or, if even that fails, left for a new one).
                 if !whole {
@@ -770,12 +813,9 @@ struct StoreWriter {
 }
 
 impl BatchWriter for StoreWriter {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
+    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
         let Some(runtime) = self.runtime.as_ref() else {
-            return whole(
-                batch,
-                Err("the store sink needs the host's async runtime".into()),
-            );
+            return whole(batch, Err(LogError::NoRuntime));
         };
         let mut by_model: BTreeMap<&str, Vec<&LogRecord>> = BTreeMap::new();
         for r in batch {
@@ -793,7 +833,7 @@ impl BatchWriter for StoreWriter {
             let bytes = bytes::Bytes::from(lines(records.iter().copied()));
             match runtime.block_on(self.storage.put(&key, bytes, Write::Create)) {
                 Ok(_) => written.extend(records),
-                Err(e) => failure = Some(format!("writing {key}: {e}")),
+                Err(source) => failure = Some(LogError::Store { key, source }),
             }
         }
         (written, failure)
@@ -869,7 +909,7 @@ mod tests {
     }
 
     impl BatchWriter for Held {
-        fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<String>) {
+        fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
             let _ = self.go.recv();
             self.got.lock().unwrap().extend_from_slice(batch);
             whole(batch, Ok(()))
@@ -1046,6 +1086,7 @@ mod tests {
                 Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
             })
             .unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("writing the prediction log"), "{err}");
         let third: Vec<LogRecord> = (6..8).map(|i| entry(i).record("h1")).collect();
         assert!(writer.write(&third).1.is_none());
