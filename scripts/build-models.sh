@@ -46,6 +46,12 @@ for name in "${guests[@]}"; do
     cp "$built/${name//-/_}.wasm" "target/test-guests/$name.wasm"
 done
 
+# `--rust-only`: the Rust samples and guests alone, which need no ferry binary (scripts/test.sh builds
+# them beside the host, then runs this again for the Python ones).
+if [[ ${1:-} == --rust-only ]]; then
+    exit 0
+fi
+
 # Python samples are built by `ferry build` itself (componentize-py, pinned, installed on first use into
 # $FERRY_TOOLS_DIR). FERRY_BIN names a ferry binary already built; otherwise a debug one is built.
 python_samples=(python-eta python-sklearn-graph)

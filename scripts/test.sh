@@ -18,9 +18,22 @@ phase() { echo "== test.sh: $1 at $((SECONDS / 60))m$((SECONDS % 60))s" >&2; }
 # storage): an import cycle fails the run before anything is built.
 phase "checking the modules' directions"
 python3 scripts/modcycles.py host/src
-phase "building the host"
+# The Rust guests build for wasm32 beside the host (cargo locks each profile's directory, so the two
+# builds do not wait for each other), filling the cores the host build leaves idle; their output is
+# shown once they are done.
+phase "building the host, and the Rust guests beside it"
+guests_log=$(mktemp "${TMPDIR:-/tmp}/ferry-guests.XXXXXX")
+scripts/build-models.sh --rust-only >"$guests_log" 2>&1 &
+guests=$!
 cargo build --all-targets
-phase "building the models"
+if ! wait "$guests"; then
+    cat "$guests_log" >&2
+    echo "building the Rust guests failed" >&2
+    exit 1
+fi
+tail -n 3 "$guests_log"
+rm -f "$guests_log"
+phase "building the Python models"
 FERRY_BIN=target/debug/ferry scripts/build-models.sh
 
 # Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.

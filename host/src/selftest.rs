@@ -13,7 +13,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::runtime::{CallError, ModelInstance, Payload, SelfTestSuite, Tensor, TensorData};
+use crate::runtime::{CallError, CasePayload, ModelInstance, SelfTestSuite, Tensor, TensorData};
 use crate::tensor::{datatype_name, datatype_of, tensor_from_json, JsonTensor};
 
 #[derive(Deserialize)]
@@ -53,9 +53,9 @@ pub struct SelfTestCase {
     /// Where it came from: `component` or the tests file.
     pub origin: String,
     /// What the model is called with.
-    pub input: Payload,
+    pub input: CasePayload,
     /// What it must answer.
-    pub expected: Payload,
+    pub expected: CasePayload,
     /// Largest |Δ| accepted per number.
     pub tolerance: f64,
 }
@@ -84,8 +84,8 @@ pub fn parse_tests_document(text: &str, origin: &str) -> anyhow::Result<Vec<Self
                             .collect()
                     };
                     SelfTestCase {
-                        input: Payload::Tensors(convert(inputs)?),
-                        expected: Payload::Tensors(convert(outputs)?),
+                        input: CasePayload::Tensors(convert(inputs)?),
+                        expected: CasePayload::Tensors(convert(outputs)?),
                         tolerance: tolerance.unwrap_or(default_tolerance),
                         origin: origin.to_owned(),
                         name,
@@ -97,8 +97,8 @@ pub fn parse_tests_document(text: &str, origin: &str) -> anyhow::Result<Vec<Self
                     response,
                     tolerance,
                 } => SelfTestCase {
-                    input: Payload::Json(request.to_string()),
-                    expected: Payload::Json(response.to_string()),
+                    input: CasePayload::Json(request.to_string()),
+                    expected: CasePayload::Json(response.to_string()),
                     tolerance: tolerance.unwrap_or(default_tolerance),
                     origin: origin.to_owned(),
                     name,
@@ -212,11 +212,11 @@ fn run_one(
     cmp: &mut Comparison,
 ) -> Result<(), CallError> {
     match (&case.input, &case.expected) {
-        (Payload::Tensors(inputs), Payload::Tensors(expected)) => {
+        (CasePayload::Tensors(inputs), CasePayload::Tensors(expected)) => {
             let actual = instance.infer(inputs, "{}")?;
             cmp.tensors(expected, &actual);
         }
-        (Payload::Json(request), Payload::Json(expected)) => {
+        (CasePayload::Json(request), CasePayload::Json(expected)) => {
             let actual = instance.predict(request)?;
             match (
                 serde_json::from_str::<Value>(expected),

@@ -64,51 +64,107 @@ impl MemoryBudget {
 impl MemoryGovernor for MemoryBudget {
     fn make_room(&self, needed: Room, pool: &InstancePool) {
         let _one = self.deciding.lock().unwrap();
-        let all: Vec<(u64, PoolStats, Arc<InstancePool>)> = self
+        let others: Vec<(Routed, Arc<InstancePool>)> = self
             .pools()
             .into_iter()
             .filter(|p| !std::ptr::eq(Arc::as_ptr(p), pool))
-            .map(|p| (p.last_used(), p.stats(), p))
+            .map(|p| {
+                let facts = Routed {
+                    last_used: p.last_used(),
+                    stats: p.stats(),
+                };
+                (facts, p)
+            })
             .collect();
-        let own = pool.stats();
-        // Every routed version's bytes, evicted ones' graphs included (an eviction frees its
-        // instances and code, not its graphs, which stay until the version unloads).
-        let mut bytes: u64 = all.iter().map(|(_, s, _)| s.resident_bytes()).sum::<u64>()
-            + own.resident_bytes()
-            + needed.bytes;
-        let mut others: Vec<(u64, PoolStats, Arc<InstancePool>)> = all
-            .into_iter()
-            .filter(|(_, stats, _)| stats.resident)
-            .collect();
-        let mut instances: usize =
-            others.iter().map(|(_, s, _)| s.live).sum::<usize>() + own.live + needed.instances;
-        let max_bytes = self.max.unwrap_or(u64::MAX);
-        let fits =
-            |bytes: u64, instances: usize| bytes <= max_bytes && instances <= self.max_instances;
-        // Least recently used first; a version with a call in flight cannot go and is skipped.
-        others.sort_by_key(|(used, _, _)| *used);
-        for (_, stats, other) in others {
-            if fits(bytes, instances) {
-                break;
-            }
-            // Only what an eviction gives back counts; a version of nothing but graphs stays.
-            let freed = stats.resident_bytes() - stats.graph_bytes;
-            if (freed == 0 && stats.live == 0) || !other.evict() {
-                continue;
-            }
-            bytes = bytes.saturating_sub(freed);
-            instances = instances.saturating_sub(stats.live);
-        }
-        if !fits(bytes, instances) {
+        let facts: Vec<Routed> = others.iter().map(|(f, _)| f.clone()).collect();
+        let limits = Limits {
+            bytes: self.max.unwrap_or(u64::MAX),
+            instances: self.max_instances,
+        };
+        let after = evict_until_fits(&facts, &pool.stats(), needed, limits, |i| {
+            others[i].1.evict()
+        });
+        if !after.fits(limits) {
             tracing::warn!(
                 budget = self.max,
-                resident = bytes,
+                resident = after.bytes,
                 instance_slots = self.max_instances,
-                instances,
+                instances = after.instances,
                 "over the host's budget: every other version is busy or already evicted"
             );
         }
     }
+}
+
+/// A routed version's pool as the budget weighs it.
+#[derive(Debug, Clone)]
+struct Routed {
+    /// When it was last called (larger: more recently).
+    last_used: u64,
+    stats: PoolStats,
+}
+
+/// The budget's limits.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    bytes: u64,
+    instances: usize,
+}
+
+/// What the routed versions hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    bytes: u64,
+    instances: usize,
+}
+
+impl Held {
+    fn fits(self, limits: Limits) -> bool {
+        self.bytes <= limits.bytes && self.instances <= limits.instances
+    }
+}
+
+/// The eviction order, as a decision: every routed version's bytes count (an evicted one's graphs
+/// included: an eviction frees instances and code, not graphs), and so do `own`'s and what it
+/// `needed`; then the other resident pools are evicted least recently used first until what is
+/// held fits — skipping one that would free nothing (graphs only) and one `evict` refuses (a call
+/// in flight). The pool asking is never a candidate. Answers what is held after.
+fn evict_until_fits(
+    others: &[Routed],
+    own: &PoolStats,
+    needed: Room,
+    limits: Limits,
+    mut evict: impl FnMut(usize) -> bool,
+) -> Held {
+    let mut held = Held {
+        bytes: others.iter().map(|o| o.stats.resident_bytes()).sum::<u64>()
+            + own.resident_bytes()
+            + needed.bytes,
+        instances: others
+            .iter()
+            .filter(|o| o.stats.resident)
+            .map(|o| o.stats.live)
+            .sum::<usize>()
+            + own.live
+            + needed.instances,
+    };
+    let mut order: Vec<usize> = (0..others.len())
+        .filter(|i| others[*i].stats.resident)
+        .collect();
+    order.sort_by_key(|i| others[*i].last_used);
+    for i in order {
+        if held.fits(limits) {
+            break;
+        }
+        let stats = &others[i].stats;
+        let freed = stats.resident_bytes() - stats.graph_bytes;
+        if (freed == 0 && stats.live == 0) || !evict(i) {
+            continue;
+        }
+        held.bytes = held.bytes.saturating_sub(freed);
+        held.instances = held.instances.saturating_sub(stats.live);
+    }
+    held
 }
 
 /// The process's memory as the kernel counts it (`/proc/self/smaps_rollup`, Linux).
@@ -146,5 +202,94 @@ impl ProcessMemory {
             rss_bytes: field("Rss:")?,
             pss_bytes: field("Pss:")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod eviction {
+    use super::*;
+
+    /// A resident pool of `mib` MiB (private memory), `live` instances and `graph_mib` of graphs,
+    /// last used at `used`.
+    fn pool(used: u64, mib: u64, live: usize, graph_mib: u64, resident: bool) -> Routed {
+        Routed {
+            last_used: used,
+            stats: PoolStats {
+                live,
+                resident,
+                private_bytes: mib << 20,
+                graph_bytes: graph_mib << 20,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn run(others: &[Routed], own_mib: u64, max_mib: u64, busy: &[usize]) -> (Vec<usize>, Held) {
+        let own = pool(0, own_mib, 1, 0, true).stats;
+        let limits = Limits {
+            bytes: max_mib << 20,
+            instances: 100,
+        };
+        let mut tried = Vec::new();
+        let held = evict_until_fits(others, &own, Room::default(), limits, |i| {
+            tried.push(i);
+            !busy.contains(&i)
+        });
+        (tried, held)
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_and_only_until_it_fits() {
+        // a (used 5), b (used 1), c (used 9), 10 MiB each; own 10 MiB; budget 25 MiB: two must go.
+        let others = [
+            pool(5, 10, 1, 0, true),
+            pool(1, 10, 1, 0, true),
+            pool(9, 10, 1, 0, true),
+        ];
+        let (tried, held) = run(&others, 10, 25, &[]);
+        assert_eq!(tried, vec![1, 0], "b then a; c, the most recent, stays");
+        assert_eq!(held.bytes, 20 << 20);
+    }
+
+    #[test]
+    fn a_busy_pool_is_skipped_for_the_next() {
+        let others = [pool(1, 10, 1, 0, true), pool(2, 10, 1, 0, true)];
+        let (tried, held) = run(&others, 10, 25, &[0]);
+        assert_eq!(tried, vec![0, 1]);
+        assert_eq!(held.bytes, 20 << 20);
+    }
+
+    #[test]
+    fn evicted_pools_count_their_graphs_and_are_no_candidates() {
+        // An evicted pool with 8 MiB of graphs: counted, never tried; over budget afterwards.
+        let others = [pool(1, 10, 0, 8, false)];
+        let (tried, held) = run(&others, 10, 12, &[]);
+        assert!(tried.is_empty());
+        assert_eq!(held.bytes, 18 << 20);
+        assert!(!held.fits(Limits {
+            bytes: 12 << 20,
+            instances: 100
+        }));
+    }
+
+    #[test]
+    fn a_pool_of_graphs_alone_is_not_evicted_for_nothing() {
+        let others = [pool(1, 0, 0, 8, true), pool(2, 10, 1, 0, true)];
+        let (tried, _) = run(&others, 10, 12, &[]);
+        assert_eq!(tried, vec![1], "the graph-only pool frees nothing");
+    }
+
+    #[test]
+    fn within_the_budget_nothing_goes() {
+        let others = [pool(1, 10, 1, 0, true)];
+        let (tried, held) = run(&others, 10, 100, &[]);
+        assert!(tried.is_empty());
+        assert_eq!(
+            held,
+            Held {
+                bytes: 20 << 20,
+                instances: 2
+            }
+        );
     }
 }

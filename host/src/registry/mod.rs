@@ -9,6 +9,10 @@
 //! load-before-swap: an alias moves on a host only once its new target is ready there; the version
 //! it replaces keeps answering the requests it already has and unloads when the last is done.
 //!
+//! What to load, keep, drain and route is decided by a pure function ([`plan`], whose module doc
+//! states each rule and whose tests pin them); [`Registry`] only executes plans, under one lock, and
+//! publishes the result. Waiting for a version watches the published table (`changed`), never polls.
+//!
 //! Which versions a host keeps loaded: every alias target and the newest version of each model that
 //! has not failed there (so a fresh upload can be tried by version before it is promoted), and, until
 //! that newest one is ready, the newest one that is. Others are listed as unloaded and come back when
@@ -19,7 +23,7 @@ pub mod audit;
 mod budget;
 mod leftovers;
 pub mod names;
-mod plan;
+pub mod plan;
 pub mod retention;
 mod routing;
 mod series;

@@ -18,9 +18,11 @@ mod ready;
 mod snapshot;
 
 pub use admission::{Admission, Admitted, Entry};
+/// A self-test case's input or expected output (the contract's `payload`; a request's payload is
+/// `serving::Payload`).
+pub use bindings::ferry::model::types::Payload as CasePayload;
 pub use bindings::ferry::model::types::{
-    Datatype, ModelError, ModelMetadata, Payload, SelfTest, SelfTestSuite, Tensor, TensorData,
-    TensorSpec,
+    Datatype, ModelError, ModelMetadata, SelfTest, SelfTestSuite, Tensor, TensorData, TensorSpec,
 };
 pub use breaker::{Breaker, BreakerPolicy, Pass};
 pub use component::ModelComponent;

@@ -88,7 +88,7 @@ pub struct InstancePool {
 }
 
 /// Instance counts of a pool at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Instances alive (idle + busy).
     pub live: usize,
