@@ -25,7 +25,12 @@ phase "building the host, and the Rust guests beside it"
 guests_log=$(mktemp "${TMPDIR:-/tmp}/ferry-guests.XXXXXX")
 scripts/build-models.sh --rust-only >"$guests_log" 2>&1 &
 guests=$!
-cargo build --all-targets
+if ! cargo build --all-targets; then
+    kill "$guests" 2>/dev/null || true
+    wait "$guests" 2>/dev/null || true
+    rm -f "$guests_log"
+    exit 1
+fi
 if ! wait "$guests"; then
     cat "$guests_log" >&2
     echo "building the Rust guests failed" >&2

@@ -25,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod files;
 pub mod host_api;
+pub mod panics;
 pub mod registry;
 pub mod runtime;
 pub mod selftest;

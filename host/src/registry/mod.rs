@@ -367,22 +367,40 @@ impl Registry {
             .entry(load.model.clone())
             .or_default() += 1;
         /// Ends the load's bookkeeping however the thread ends (a panic included).
-        struct Done(Arc<Registry>, Load);
+        struct Done {
+            registry: Arc<Registry>,
+            load: Load,
+            /// The load left `loading` already: another load of the same version may be there now.
+            released: bool,
+        }
+        impl Done {
+            /// No longer loading (still in flight until its follow-up plan has run).
+            fn release(&mut self) {
+                self.registry.loading.lock().unwrap().remove(&self.load);
+                self.released = true;
+            }
+        }
         impl Drop for Done {
             fn drop(&mut self) {
-                self.0.loading.lock().unwrap().remove(&self.1);
-                let mut in_flight = self.0.loads_in_flight.lock().unwrap();
-                if let Some(n) = in_flight.get_mut(&self.1.model) {
+                if !self.released {
+                    self.registry.loading.lock().unwrap().remove(&self.load);
+                }
+                let mut in_flight = self.registry.loads_in_flight.lock().unwrap();
+                if let Some(n) = in_flight.get_mut(&self.load.model) {
                     *n -= 1;
                     if *n == 0 {
-                        in_flight.remove(&self.1.model);
+                        in_flight.remove(&self.load.model);
                     }
                 }
                 drop(in_flight);
-                self.0.changed.send_modify(|n| *n += 1);
+                self.registry.changed.send_modify(|n| *n += 1);
             }
         }
-        let done = Done(self.clone(), load.clone());
+        let mut done = Done {
+            registry: self.clone(),
+            load,
+            released: false,
+        };
         let registry = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("load-{}", manifest.model))
@@ -392,7 +410,17 @@ impl Registry {
                 crate::engine::background::lower_this_thread();
                 let model = manifest.model.clone();
                 let slot = registry.tokio.block_on(registry.load_slots.acquire());
-                let loaded = registry.load(manifest);
+                // A load that panics fails its version (a bug, said so), rather than leaving it
+                // loading with nothing to load it again.
+                let attempt = manifest.clone();
+                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    registry.load(attempt)
+                }))
+                .unwrap_or_else(|panic| {
+                    let why = crate::panics::message(panic.as_ref());
+                    tracing::error!(model = %manifest.model, version = %manifest.version, panic = %why, "loading a version panicked");
+                    ModelVersion::listed(manifest, plan::Listing::Failed(format!("loading panicked: {why}")))
+                });
                 drop(slot);
                 if let Some(pool) = registry.finish_load(loaded) {
                     // Loads in flight do not see each other: once this one is routed, the budget
@@ -406,7 +434,7 @@ impl Registry {
                 // Done loading before the re-apply, so that a re-apply that wants it again can start it;
                 // still in flight until the re-apply has started whatever follows (an older version when
                 // this one failed), so that [`Registry::settle`] does not look in between.
-                registry.loading.lock().unwrap().remove(&load);
+                done.release();
                 registry.reapply(&model, plan::Retry::No);
                 drop(done);
             });
@@ -779,19 +807,29 @@ impl Registry {
         self.refresh(model).await
     }
 
-    /// Loads `model` again: its targeted versions come up (this waits for them, and says so when
-    /// none of them did).
+    /// Loads `model` again: its targeted versions come up (this waits for them — for this model's
+    /// loads only). Whether any came up is [`Registry::not_serving`]'s to say: the model is loaded
+    /// either way, on every host.
     pub async fn load_model(self: &Arc<Self>, model: &str) -> Result<(), ChangeError> {
         self.known_model(model).await?;
         self.store.set_unloaded(model, false).await?;
         self.refresh(model).await?;
         self.settle_on(Some(model), Duration::from_secs(600)).await;
+        Ok(())
+    }
+
+    /// Why requests without a version find nothing to answer them for `model` here (`None`: they
+    /// do): still loading, or every version failed or waits for the store, with each one's reason.
+    pub fn not_serving(&self, model: &str) -> Option<ChangeError> {
         let table = self.table();
-        let Some(entry) = table.models.get(model) else {
-            return Ok(());
-        };
+        let entry = table.models.get(model)?;
         if entry.default_route().is_some() {
-            return Ok(());
+            return None;
+        }
+        if entry.versions.values().any(|v| v.is_loading()) {
+            return Some(ChangeError::Unavailable(format!(
+                "model `{model}` is still loading"
+            )));
         }
         let why: Vec<String> = entry
             .versions
@@ -804,21 +842,10 @@ impl Registry {
                 ))
             })
             .collect();
-        let message = format!(
-            "model `{model}` is loaded but none of its versions is ready: {}",
+        Some(ChangeError::Unavailable(format!(
+            "model `{model}` has no ready version: {}",
             why.join("; ")
-        );
-        let waiting = entry.versions.values().any(|v| {
-            matches!(
-                v.state,
-                VersionState::Unloaded(NotLoaded::WaitingForStore(_))
-            )
-        });
-        Err(if waiting {
-            ChangeError::Unavailable(message)
-        } else {
-            ChangeError::Conflict(message)
-        })
+        )))
     }
 
     async fn known_model(&self, model: &str) -> Result<(), ChangeError> {

@@ -626,8 +626,9 @@ fn transition(
     }
 }
 
-/// True when some version of the model waits for the store and is still wanted: the sync loop
-/// plans it again with [`Retry::WaitingForStore`] when the store answers.
+/// True when some version of the model waits for the store (only wanted ones do: a plan turns an
+/// unwanted one "not wanted"): the sync loop plans it again with [`Retry::WaitingForStore`] when
+/// the store answers.
 pub fn waiting(current: &Current) -> bool {
     current
         .versions

@@ -197,11 +197,13 @@ async fn loading_a_model_again_says_when_none_of_its_versions_came_up() {
         state(&a.registry, "broken", "1"),
         "unloaded: unloaded on request"
     );
-    let err = a.registry.load_model("broken").await.unwrap_err();
+    a.registry.load_model("broken").await.unwrap();
+    let why = a.registry.not_serving("broken").expect("nothing serves");
     assert!(
-        matches!(&err, ChangeError::Conflict(m) if m.contains("none of its versions is ready") && m.contains("version `1`")),
-        "{err}"
+        matches!(&why, ChangeError::Unavailable(m) if m.contains("has no ready version") && m.contains("version `1` ")),
+        "{why}"
     );
+    assert!(a.registry.not_serving("unknown").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -242,11 +242,7 @@ impl ModelInstance {
             Ok(result) => result,
             Err(panic) => {
                 self.poisoned = true;
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".to_owned());
+                let message = crate::panics::message(panic.as_ref());
                 tracing::error!(version = %self.label, %message, "a host function panicked during a guest call; the instance is discarded");
                 Err(wasmtime::Error::msg(format!(
                     "a host function panicked during the call ({message}); the instance was discarded"

@@ -546,7 +546,10 @@ pub async fn repository_load(
             Ok(((), record))
         })
         .await?;
-    state.registry.table().resolve(&model, None)?;
+    // Loaded (and recorded) either way; whether anything serves is this answer's to say.
+    if let Some(why) = state.registry.not_serving(&model) {
+        return Err(why.into());
+    }
     Ok(StatusCode::OK)
 }
 

@@ -31,7 +31,8 @@ pub use s3::S3;
 // `Failure` and `Cause` below: what a storage error keeps.
 
 /// Why a storage operation failed. Callers branch on the kind, never on the message; a failure
-/// keeps the key and the cause whole (with its own chain) for the log.
+/// keeps the key and the cause whole ([`Failure`]). The message already says the cause, so the
+/// variants name no `source()`: a chain printed whole (`{:#}`) says it once.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// No object at the key.
@@ -45,16 +46,16 @@ pub enum StorageError {
     Precondition(String),
     /// The store cannot be reached or answered with a server error: try again later (HTTP 503).
     #[error("the store is unreachable: {0}")]
-    Unavailable(#[source] Failure),
+    Unavailable(Failure),
     /// The host's own disk is full or failing (HTTP 507 on uploads).
     #[error("local disk: {0}")]
-    Disk(#[source] Failure),
+    Disk(Failure),
     /// An object's content does not match its name (a blob whose sha256 is not its key).
     #[error("{} is corrupt: {}", .0.key, .0.cause)]
-    Corrupt(#[source] Failure),
+    Corrupt(Failure),
     /// Anything else: a bad key, a refused credential, a malformed answer.
     #[error("store error: {0}")]
-    Other(#[source] Failure),
+    Other(Failure),
 }
 
 /// The cause of a failure, shared so that errors stay cheap to clone.
@@ -88,9 +89,10 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl std::error::Error for Failure {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.cause.as_ref())
+impl Failure {
+    /// The cause, to look into (e.g. for an HTTP error's kind).
+    pub fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        self.cause.as_ref()
     }
 }
 

@@ -193,7 +193,12 @@ impl VersionGraphs {
                 GraphBackend::OnnxRuntime => onnxruntime::load(&file.bytes, threads),
                 GraphBackend::Tract => tract::load(&file.bytes),
             })
-            .unwrap_or_else(|p| Err(anyhow::anyhow!("the backend panicked: {}", panic_text(&p))))
+            .unwrap_or_else(|p| {
+                Err(anyhow::anyhow!(
+                    "the backend panicked: {}",
+                    crate::panics::message(p.as_ref())
+                ))
+            })
             .with_context(|| {
                 format!(
                     "loading graph `{}` with {}",
@@ -337,14 +342,6 @@ impl GraphClock {
         let mut state = self.state.lock().unwrap();
         state.failure.get_or_insert_with(|| why.to_owned());
     }
-}
-
-fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// The process's resident anonymous memory (heap, not mapped files), from `/proc/self/smaps_rollup`

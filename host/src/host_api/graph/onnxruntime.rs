@@ -55,7 +55,7 @@ pub(super) fn environment() -> anyhow::Result<()> {
         Err(p) => bail!(
             "loading ONNX Runtime from {}: {}",
             library.display(),
-            super::panic_text(&p)
+            crate::panics::message(p.as_ref())
         ),
     }
     *started = true;

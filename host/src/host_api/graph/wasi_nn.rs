@@ -155,7 +155,7 @@ impl BackendExecutionContext for StoreExecution {
             .unwrap_or_else(|p| {
                 Err(RunError::Failed(format!(
                     "the backend panicked: {}",
-                    super::panic_text(&p)
+                    crate::panics::message(p.as_ref())
                 )))
             });
         match outcome {

@@ -775,7 +775,7 @@ impl FileWriter {
             Ok(new_size) => *size = new_size,
             Err((source, whole)) => {
                 let e = LogError::File {
-                    doing: "writing the prediction log",
+                    doing: "writing the prediction log in",
                     path: self.dir.clone(),
                     source,
                 };
