@@ -64,19 +64,19 @@ impl MemoryBudget {
 impl MemoryGovernor for MemoryBudget {
     fn make_room(&self, needed: Room, pool: &InstancePool) {
         let _one = self.deciding.lock().unwrap();
-        let others: Vec<(Routed, Arc<InstancePool>)> = self
+        let others: Vec<(Weighed, Arc<InstancePool>)> = self
             .pools()
             .into_iter()
             .filter(|p| !std::ptr::eq(Arc::as_ptr(p), pool))
             .map(|p| {
-                let facts = Routed {
+                let facts = Weighed {
                     last_used: p.last_used(),
                     stats: p.stats(),
                 };
                 (facts, p)
             })
             .collect();
-        let facts: Vec<Routed> = others.iter().map(|(f, _)| f.clone()).collect();
+        let facts: Vec<Weighed> = others.iter().map(|(f, _)| f.clone()).collect();
         let limits = Limits {
             bytes: self.max.unwrap_or(u64::MAX),
             instances: self.max_instances,
@@ -96,9 +96,9 @@ impl MemoryGovernor for MemoryBudget {
     }
 }
 
-/// A routed version's pool as the budget weighs it.
+/// A routed version's pool, as the budget weighs it.
 #[derive(Debug, Clone)]
-struct Routed {
+struct Weighed {
     /// When it was last called (larger: more recently).
     last_used: u64,
     stats: PoolStats,
@@ -130,7 +130,7 @@ impl Held {
 /// held fits — skipping one that would free nothing (graphs only) and one `evict` refuses (a call
 /// in flight). The pool asking is never a candidate. Answers what is held after.
 fn evict_until_fits(
-    others: &[Routed],
+    others: &[Weighed],
     own: &PoolStats,
     needed: Room,
     limits: Limits,
@@ -211,8 +211,8 @@ mod eviction {
 
     /// A resident pool of `mib` MiB (private memory), `live` instances and `graph_mib` of graphs,
     /// last used at `used`.
-    fn pool(used: u64, mib: u64, live: usize, graph_mib: u64, resident: bool) -> Routed {
-        Routed {
+    fn pool(used: u64, mib: u64, live: usize, graph_mib: u64, resident: bool) -> Weighed {
+        Weighed {
             last_used: used,
             stats: PoolStats {
                 live,
@@ -224,7 +224,7 @@ mod eviction {
         }
     }
 
-    fn run(others: &[Routed], own_mib: u64, max_mib: u64, busy: &[usize]) -> (Vec<usize>, Held) {
+    fn run(others: &[Weighed], own_mib: u64, max_mib: u64, busy: &[usize]) -> (Vec<usize>, Held) {
         let own = pool(0, own_mib, 1, 0, true).stats;
         let limits = Limits {
             bytes: max_mib << 20,

@@ -224,7 +224,15 @@ impl Registry {
             .table()
             .models
             .iter()
-            .filter(|(_, entry)| plan::waiting(&entry.planned()))
+            // Only wanted versions wait: a plan turns an unwanted one "not wanted".
+            .filter(|(_, entry)| {
+                entry.versions.values().any(|v| {
+                    matches!(
+                        v.state,
+                        VersionState::Unloaded(NotLoaded::WaitingForStore(_))
+                    )
+                })
+            })
             .map(|(model, _)| model.clone())
             .collect();
         for model in waiting {
@@ -289,8 +297,8 @@ impl Registry {
                 Vec::new()
             }
             plan::Plan::Publish(plan) => {
-                let old = old.cloned().unwrap_or_default();
-                self.execute(model, &old, plan)
+                let none = ModelEntry::default();
+                self.execute(model, old.unwrap_or(&none), plan)
             }
         }
     }

@@ -245,11 +245,12 @@ pub fn loaded(listed: Option<&Have>, manifest: &VersionManifest) -> Loaded {
 }
 
 /// The version a request without a version goes to: the `production` alias's heaviest weighted
-/// target that is ready, else the newest ready version. `ready` answers a ready version's sequence.
-pub fn default_name(
+/// target that is ready, else the newest ready version of those `listed`. `ready` answers a ready
+/// version's sequence (`None`: not ready).
+pub fn default_name<'a>(
     aliases: &BTreeMap<String, AliasTarget>,
     ready: impl Fn(&str) -> Option<u64>,
-    listed: impl Iterator<Item = (String, u64)>,
+    listed: impl Iterator<Item = &'a String>,
 ) -> Option<String> {
     let production = aliases.get(DEFAULT_ALIAS).and_then(|target| match target {
         AliasTarget::Version(v) => ready(v).map(|_| v.clone()),
@@ -262,9 +263,9 @@ pub fn default_name(
     });
     production.or_else(|| {
         listed
-            .filter(|(v, _)| ready(v).is_some())
+            .filter_map(|v| Some((v, ready(v)?)))
             .max_by_key(|(_, sequence)| *sequence)
-            .map(|(v, _)| v)
+            .map(|(v, _)| v.clone())
     })
 }
 
@@ -489,11 +490,7 @@ fn carry_default(
             .filter(|d| d.ready())
             .map(|d| d.manifest.sequence)
     };
-    let listed: Vec<(String, u64)> = drafts
-        .iter()
-        .map(|(n, d)| (n.clone(), d.manifest.sequence))
-        .collect();
-    if default_name(aliases, |v| ready_in(drafts, v), listed.into_iter()).is_some() {
+    if default_name(aliases, |v| ready_in(drafts, v), drafts.keys()).is_some() {
         return None;
     }
     let hope = view
@@ -509,11 +506,7 @@ fn carry_default(
             .filter(|h| h.state == Seen::Ready)
             .map(|h| h.manifest.sequence)
     };
-    let old_listed = old
-        .versions
-        .iter()
-        .map(|(n, h)| (n.clone(), h.manifest.sequence));
-    let serving = default_name(&old.aliases, old_ready, old_listed)?;
+    let serving = default_name(&old.aliases, old_ready, old.versions.keys())?;
     if !drafts.contains_key(&serving) {
         drafts.insert(serving.clone(), carried(&old.versions[&serving]));
     }
@@ -624,16 +617,6 @@ fn transition(
     } else {
         Step::Stay
     }
-}
-
-/// True when some version of the model waits for the store (only wanted ones do: a plan turns an
-/// unwanted one "not wanted"): the sync loop plans it again with [`Retry::WaitingForStore`] when
-/// the store answers.
-pub fn waiting(current: &Current) -> bool {
-    current
-        .versions
-        .values()
-        .any(|h| matches!(h.state, Seen::NotLoaded(NotLoaded::WaitingForStore(_))))
 }
 
 #[cfg(test)]

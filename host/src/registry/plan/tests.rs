@@ -918,14 +918,8 @@ fn finished_loads() {
 #[test]
 fn the_default_is_production_while_it_serves_else_the_newest_ready() {
     let ready: BTreeMap<&str, u64> = [("1", 1), ("3", 3)].into();
-    let listed = || {
-        [
-            ("1".to_owned(), 1),
-            ("2".to_owned(), 2),
-            ("3".to_owned(), 3),
-        ]
-        .into_iter()
-    };
+    let names: Vec<String> = ["1", "2", "3"].map(String::from).to_vec();
+    let listed = || names.iter();
     let default = |aliases: &str| {
         let aliases: BTreeMap<String, AliasTarget> = current(aliases).unwrap().aliases;
         default_name(&aliases, |v| ready.get(v).copied(), listed())
@@ -935,10 +929,4 @@ fn the_default_is_production_while_it_serves_else_the_newest_ready() {
     assert_eq!(default("prod=1:10,3:90").as_deref(), Some("3"));
     assert_eq!(default("prod=1:10,2:90").as_deref(), Some("1"));
     assert_eq!(default("").as_deref(), Some("3"));
-}
-
-#[test]
-fn waiting_models_are_found() {
-    assert!(waiting(&current("2:W").unwrap()));
-    assert!(!waiting(&current("1:NW 2:R").unwrap()));
 }
