@@ -91,12 +91,7 @@ impl<M: Model> Guest for Exported<M> {
     }
 
     fn predict(request: String) -> Result<String, ModelError> {
-        let request: serde_json::Value = serde_json::from_str(&request)
-            .map_err(|e| ModelError::InvalidInput(format!("request is not valid JSON: {e}")))?;
-        with_model::<M, _>(|m| {
-            let answer = m.predict(request)?;
-            serde_json::to_string(&answer).map_err(|e| ModelError::Internal(e.to_string()))
-        })
+        with_model::<M, _>(|m| Ok(m.predict_json(&request)?))
     }
 
     fn self_tests() -> SelfTestSuite {

@@ -78,12 +78,45 @@ pub trait Model: Sized + 'static {
         ))
     }
 
+    /// Feature-style prediction from the request's JSON text to the answer's. By default the text is
+    /// parsed into a [`Value`] for [`Model::predict`] and its answer written out; a model that reads
+    /// its request into its own types overrides this instead, with [`Features::parse`] and
+    /// [`answer`], and skips the tree (a third of a small model's call).
+    fn predict_json(&self, request: &str) -> Result<String> {
+        let request: Value = serde_json::from_str(request)
+            .map_err(|e| Error::invalid_input(format!("request is not valid JSON: {e}")))?;
+        answer(&self.predict(request)?)
+    }
+
     /// Self-tests compiled into the component. The host runs them after every load; a failing case keeps
     /// the version from serving. Tests that depend on retrained weights belong in the tests file the
     /// training script writes beside the weights instead.
     fn self_tests(&self) -> SelfTests {
         SelfTests::default()
     }
+}
+
+/// A feature-style request as callers send it, `{"features": {...}}`, read into the model's own
+/// type `T` (other top-level fields are ignored).
+#[derive(serde::Deserialize)]
+pub struct Features<T> {
+    /// The features.
+    pub features: T,
+}
+
+impl<'a, T: serde::Deserialize<'a>> Features<T> {
+    /// Reads `request` (JSON text; `T` may borrow from it); an error names the field that does not
+    /// fit.
+    pub fn parse(request: &'a str) -> Result<T> {
+        serde_json::from_str::<Features<T>>(request)
+            .map(|r| r.features)
+            .map_err(|e| Error::invalid_input(format!("`features`: {e}")))
+    }
+}
+
+/// Writes a model's answer as JSON text, for [`Model::predict_json`].
+pub fn answer<T: serde::Serialize>(answer: &T) -> Result<String> {
+    serde_json::to_string(answer).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// What [`Model::load`] receives: the version's config and weights.
@@ -140,8 +173,8 @@ pub mod log {
 /// Everything a model file needs: `use ferry_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_model, json, Datatype, Error, Graph, Init, Inputs, Matrix, Metadata, Model, Result,
-        SelfTest, SelfTests, Tensor, TensorData, TensorSpec, Value,
+        answer, export_model, json, Datatype, Error, Features, Graph, Init, Inputs, Matrix,
+        Metadata, Model, Result, SelfTest, SelfTests, Tensor, TensorData, TensorSpec, Value,
     };
 }
 

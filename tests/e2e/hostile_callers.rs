@@ -52,6 +52,7 @@ fn server() -> &'static Server {
                 Seed::hostile("hostile-spin", json!({"attack": "spin"})),
                 Seed::hostile("slow-spin", json!({"attack": "spin"})),
                 Seed::hostile("full-spin", json!({"attack": "spin"})),
+                Seed::hostile("worker", json!({"attack": "work"})),
                 Seed::sample("fraud-features", "1"),
             ],
             CONFIG,
@@ -106,6 +107,42 @@ fn a_fast_model_that_prints_or_sleeps_answers_on_every_path() {
 }
 
 /// Sends a predict request on a raw connection and hangs up after `after`, unanswered.
+#[test]
+fn a_short_model_turned_slow_gives_way_and_still_answers() {
+    let agent = ureq::agent();
+    // Quick calls: the version's typical call is microseconds, so its calls start on async workers.
+    for _ in 0..200 {
+        let (status, body) = predict(&agent, "worker", &json!({"iterations": 1000}));
+        assert_eq!(status, 200, "{body}");
+    }
+    let gave_way = || {
+        let metrics = ureq::get(&server().url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("ferry_calls_gave_way_total{") && l.contains("model=\"worker\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(gave_way(), 0);
+    // Then one input that takes far longer than a worker may be held (~50 ms of arithmetic): it is
+    // stopped on the worker, run again on a thread of its own, and answers in full.
+    let (status, body) = predict(&agent, "worker", &json!({"iterations": 50_000_000u64}));
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["iterations"], 50_000_000u64, "{body}");
+    assert_eq!(gave_way(), 1);
+    // The version's next slow call starts off the worker: nothing more gives way.
+    let (status, body) = predict(&agent, "worker", &json!({"iterations": 50_000_000u64}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gave_way(), 1);
+}
+
 fn hang_up_after(path: &str, body: &str, after: Duration) {
     let mut stream = TcpStream::connect(server().url("").trim_start_matches("http://")).unwrap();
     write!(

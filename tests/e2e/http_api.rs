@@ -138,10 +138,17 @@ fn server_metadata_and_health() {
         .as_array()
         .unwrap()
         .contains(&json!("binary_tensor_data")));
-    assert_eq!(get("/v2/health/live").0, 200);
-    assert_eq!(get("/v2/health/ready").0, 200);
-    assert_eq!(get("/v2/models/digits-onnx/ready").0, 200);
-    assert_eq!(get("/v2/models/digits-onnx/versions/1/ready").0, 200);
+    // The OIP's bodies: KServe's `InferenceRESTClient` reads them, tritonclient the status only.
+    assert_eq!(get("/v2/health/live"), (200, json!({"live": true})));
+    assert_eq!(get("/v2/health/ready"), (200, json!({"ready": true})));
+    assert_eq!(
+        get("/v2/models/digits-onnx/ready"),
+        (200, json!({"name": "digits-onnx", "ready": true}))
+    );
+    assert_eq!(
+        get("/v2/models/digits-onnx/versions/1/ready"),
+        (200, json!({"name": "digits-onnx", "ready": true}))
+    );
     assert_eq!(get("/v2/models/nope/ready").0, 404);
 }
 
@@ -690,6 +697,12 @@ fn a_third_party_oip_client_and_a_prometheus_parser_agree() {
         "{text}"
     );
     assert!(text.contains("binary and JSON agree"), "{text}");
+    assert!(
+        text.contains(
+            "kserve InferenceRESTClient: live, ready, model ready; JSON and binary agree"
+        ),
+        "{text}"
+    );
     assert!(text.contains("prometheus parser: ok"), "{text}");
     assert!(
         text.contains("tritonclient config and statistics: ok"),

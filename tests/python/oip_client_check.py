@@ -3,10 +3,14 @@
 - NVIDIA's `tritonclient` (an Open Inference Protocol v2 HTTP client from PyPI): server/model
   metadata and readiness, then `infer` on digits-onnx with held-out images, once with JSON tensors
   and once with the binary tensor data extension; both must read the digits and agree.
+- KServe's own `InferenceRESTClient` (the `kserve` package, protocol v2): server liveness and
+  readiness (read from the OIP's `{"live": true}` / `{"ready": true}` bodies), model readiness, and
+  `infer` on digits-onnx with JSON and with binary tensors.
 - `prometheus_client`'s text-format parser on GET /metrics.
 
 Usage: python oip_client_check.py HOST:PORT path/to/held-out.json
 """
+import asyncio
 import json
 import sys
 import urllib.request
@@ -26,6 +30,33 @@ def infer(client, images, binary):
     result = client.infer("digits-onnx", [inp], outputs=outputs, request_id="tritonclient-1")
     assert result.get_response()["id"] == "tritonclient-1", result.get_response()
     return result.as_numpy("probabilities"), result.as_numpy("label")
+
+
+async def kserve_rest(url, images, digits):
+    from kserve import InferenceRESTClient, RESTConfig
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
+    base = f"http://{url}"
+    try:
+        assert await client.is_server_live(base) is True
+        assert await client.is_server_ready(base) is True
+        assert await client.is_model_ready(base, "digits-onnx") is True
+        labels = {}
+        for binary in (False, True):
+            inp = InferInput("input", list(images.shape), "FP32")
+            inp.set_data_from_numpy(images, binary_data=binary)
+            request = InferRequest(model_name="digits-onnx", infer_inputs=[inp], request_id=f"kserve-{binary}")
+            response = await client.infer(base, request, model_name="digits-onnx")
+            outputs = {o.name: o.as_numpy() for o in response.outputs}
+            assert outputs["probabilities"].shape == (len(digits), 10), outputs
+            labels[binary] = outputs["label"]
+        assert np.array_equal(labels[False], labels[True])
+        right = int((labels[False] == digits).sum())
+        assert right >= 9, right
+        print(f"kserve InferenceRESTClient: live, ready, model ready; JSON and binary agree, {right}/{len(digits)} right")
+    finally:
+        await client.close()
 
 
 def main():
@@ -58,6 +89,8 @@ def main():
     assert stats and stats[0]["inference_count"] >= 2, stats  # the JSON and the binary request above
     assert stats[0]["inference_stats"]["success"]["ns"] > 0, stats
     print("tritonclient config and statistics: ok")
+
+    asyncio.run(kserve_rest(url, images, digits))
 
     text = urllib.request.urlopen(f"http://{url}/metrics").read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}

@@ -67,6 +67,10 @@ pub enum CallError {
         share_percent: u32,
         deadline: Duration,
     },
+    /// The call ran longer than it may where it ran (an async worker) and was stopped there, after
+    /// this long, to be run again elsewhere; never an answer (the serving layer reruns it).
+    #[error("the call ran longer than {0:?} on an async worker and gave way")]
+    GaveWay(Duration),
     /// The version's circuit breaker is open: its recent calls kept failing (HTTP 503).
     #[error("tripped: {reason}; calls fail fast until a probe call succeeds (next probe in {}s)", retry_in.as_secs().max(1))]
     Tripped { reason: String, retry_in: Duration },
@@ -91,6 +95,7 @@ impl CallError {
             CallError::Overloaded(_) => "overloaded",
             CallError::OverShare { .. } => "over_share",
             CallError::Tripped { .. } => "tripped",
+            CallError::GaveWay(_) => "gave_way",
         }
     }
 
@@ -106,6 +111,7 @@ impl CallError {
                 | CallError::Panicked(_)
                 | CallError::Trapped(_)
                 | CallError::OverShare { .. }
+                | CallError::GaveWay(_)
         )
     }
 
@@ -113,7 +119,8 @@ impl CallError {
     /// trapped or panicked. What a circuit breaker counts; an answer, a refused input, an overload
     /// or a call starved by the host's other work is no sign of a broken version.
     pub fn is_model_fault(&self) -> bool {
-        self.poisons_instance() && !matches!(self, CallError::OverShare { .. })
+        self.poisons_instance()
+            && !matches!(self, CallError::OverShare { .. } | CallError::GaveWay(_))
     }
 }
 

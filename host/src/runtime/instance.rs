@@ -173,6 +173,12 @@ impl ModelInstance {
         self.store.data_mut().clock.set_pacer(pacer)
     }
 
+    /// The next calls on this instance stop once they have run `after` (`None`: to their deadline),
+    /// with [`CallError::GaveWay`], for their caller to run them again elsewhere.
+    pub fn give_way_after(&mut self, after: Option<Duration>) {
+        self.store.data_mut().clock.give_way_after(after);
+    }
+
     /// The limits this instance runs under.
     pub fn limits(&self) -> &ModelLimits {
         &self.limits
@@ -312,6 +318,9 @@ fn classify(
         });
     }
     match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) if store.data().clock.gave_way() => {
+            CallError::GaveWay(store.data().clock.gave_way_after())
+        }
         Some(Trap::Interrupt) => CallError::DeadlineExceeded(deadline),
         Some(Trap::OutOfFuel) => CallError::FuelExhausted(fuel),
         Some(Trap::StackOverflow) => CallError::StackOverflow,

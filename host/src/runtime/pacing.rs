@@ -23,6 +23,12 @@ pub(crate) struct CallClock {
     /// When the call is interrupted.
     deadline: Instant,
     pacer: Option<Box<dyn Pacer>>,
+    /// How long the next calls may run before they give way (see [`CallClock::give_way_after`]).
+    give_way_after: Option<Duration>,
+    /// When the running call gives way.
+    give_way_at: Option<Instant>,
+    /// The running call was stopped to give way.
+    gave_way: bool,
 }
 
 impl Default for CallClock {
@@ -30,6 +36,9 @@ impl Default for CallClock {
         CallClock {
             deadline: Instant::now(),
             pacer: None,
+            give_way_after: None,
+            give_way_at: None,
+            gave_way: false,
         }
     }
 }
@@ -37,7 +46,27 @@ impl Default for CallClock {
 impl CallClock {
     /// Starts a call that may run for `deadline`.
     pub(crate) fn arm(&mut self, deadline: Duration) {
-        self.deadline = Instant::now() + deadline;
+        let now = Instant::now();
+        self.deadline = now + deadline;
+        self.give_way_at = self.give_way_after.map(|d| now + d.min(deadline));
+        self.gave_way = false;
+    }
+
+    /// Calls from now on stop at the first tick past `after` (`None`: they run to their deadline),
+    /// failing with [`super::CallError::GaveWay`]: for calls that run where a long one would hold up
+    /// others (an async worker), and that their caller runs again elsewhere.
+    pub(crate) fn give_way_after(&mut self, after: Option<Duration>) {
+        self.give_way_after = after;
+    }
+
+    /// How long calls may run before they give way (zero: to their deadline).
+    pub(crate) fn gave_way_after(&self) -> Duration {
+        self.give_way_after.unwrap_or_default()
+    }
+
+    /// The last call was stopped to give way.
+    pub(crate) fn gave_way(&self) -> bool {
+        self.gave_way
     }
 
     /// When the running call is interrupted.
@@ -56,8 +85,13 @@ pub(crate) fn on_tick(
     mut store: StoreContextMut<'_, GuestState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let clock = &mut store.data_mut().clock;
-    if Instant::now() >= clock.deadline {
+    let now = Instant::now();
+    if now >= clock.deadline {
         // Raised as `Trap::Interrupt`, which the call's classification reads as its deadline.
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    if clock.give_way_at.is_some_and(|at| now >= at) {
+        clock.gave_way = true;
         return Ok(UpdateDeadline::Interrupt);
     }
     if let Some(pacer) = clock.pacer.as_mut() {

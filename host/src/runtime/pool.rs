@@ -68,6 +68,18 @@ struct Slots {
     component: Option<Arc<ModelComponent>>,
     /// A caller is bringing the evicted pool back; the others wait for it.
     reopening: bool,
+    /// Callers waiting on `freed`: nobody is woken when nobody waits (a wake is a system call, and
+    /// every call gives its instance back).
+    waiting: usize,
+}
+
+/// Whom a change to a pool's slots wakes.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// One waiter: an instance or a slot came free.
+    One,
+    /// Every waiter: the pool came back from eviction (or failed to).
+    All,
 }
 
 /// The instances of one model version.
@@ -213,11 +225,7 @@ impl InstancePool {
                     return Err(CallError::Overloaded(self.limits.init_deadline()));
                 }
                 if slots.reopening {
-                    slots = self
-                        .freed
-                        .wait_timeout(slots, cold_deadline - now)
-                        .unwrap()
-                        .0;
+                    slots = self.wait(slots, cold_deadline - now);
                     continue;
                 }
                 slots.reopening = true;
@@ -227,8 +235,9 @@ impl InstancePool {
                 struct Reopening<'a>(&'a InstancePool);
                 impl Drop for Reopening<'_> {
                     fn drop(&mut self) {
-                        self.0.slots.lock().unwrap().reopening = false;
-                        self.0.freed.notify_all();
+                        let mut slots = self.0.slots.lock().unwrap();
+                        slots.reopening = false;
+                        self.0.wake(slots, Wake::All);
                     }
                 }
                 let reopening = Reopening(self);
@@ -277,7 +286,30 @@ impl InstancePool {
             if now >= deadline {
                 return Err(CallError::Overloaded(self.limits.queue_timeout()));
             }
-            slots = self.freed.wait_timeout(slots, deadline - now).unwrap().0;
+            slots = self.wait(slots, deadline - now);
+        }
+    }
+
+    /// Waits on `freed` for at most `timeout`, counted among the waiters.
+    fn wait<'a>(
+        &self,
+        mut slots: std::sync::MutexGuard<'a, Slots>,
+        timeout: std::time::Duration,
+    ) -> std::sync::MutexGuard<'a, Slots> {
+        slots.waiting += 1;
+        let mut slots = self.freed.wait_timeout(slots, timeout).unwrap().0;
+        slots.waiting -= 1;
+        slots
+    }
+
+    /// Wakes a waiter (or all), if any wait, once `slots` (held) has changed.
+    fn wake(&self, slots: std::sync::MutexGuard<'_, Slots>, whom: Wake) {
+        let anyone = slots.waiting > 0;
+        drop(slots);
+        match (anyone, whom) {
+            (false, _) => {}
+            (true, Wake::One) => self.freed.notify_one(),
+            (true, Wake::All) => self.freed.notify_all(),
         }
     }
 
@@ -398,12 +430,10 @@ impl InstancePool {
     }
 
     fn release_slot(&self, memory: u64) {
-        {
-            let mut slots = self.slots.lock().unwrap();
-            slots.live = slots.live.saturating_sub(1);
-            slots.memory = slots.memory.saturating_sub(memory);
-        }
-        self.freed.notify_one();
+        let mut slots = self.slots.lock().unwrap();
+        slots.live = slots.live.saturating_sub(1);
+        slots.memory = slots.memory.saturating_sub(memory);
+        self.wake(slots, Wake::One);
     }
 
     fn give_back(self: &Arc<Self>, mut instance: ModelInstance) {
@@ -413,8 +443,7 @@ impl InstancePool {
             let mut slots = self.slots.lock().unwrap();
             slots.memory = (slots.memory + instance.accounted).saturating_sub(memory_at_checkout);
             slots.idle.push(instance);
-            drop(slots);
-            self.freed.notify_one();
+            self.wake(slots, Wake::One);
             return;
         }
         tracing::warn!(version = %self.label, "dropping an instance that trapped or hit a limit");
@@ -445,8 +474,7 @@ impl InstancePool {
                 let mut slots = self.slots.lock().unwrap();
                 slots.memory += instance.memory_bytes();
                 slots.idle.push(instance);
-                drop(slots);
-                self.freed.notify_one();
+                self.wake(slots, Wake::One);
             }
             Err(e) => {
                 tracing::error!(version = %self.label, error = %e, "cannot replace a dropped instance");

@@ -30,19 +30,20 @@ pub async fn server_metadata() -> Json<Value> {
     )
 }
 
-/// `GET /v2/health/live`
+/// `GET /v2/health/live`: `{"live": true}` (the OIP's body; tritonclient reads the status, KServe's
+/// `InferenceRESTClient` the body).
 #[utoipa::path(get, path = "/v2/health/live", tag = "open",
-    responses((status = 200, description = "The server is live")))]
-pub async fn live() -> StatusCode {
-    StatusCode::OK
+    responses((status = 200, description = "The server is live", body = doc::Live)))]
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
 }
 
 /// `GET /v2/health/ready`: ready once the store has been loaded.
 #[utoipa::path(get, path = "/v2/health/ready", tag = "open",
-    responses((status = 200, description = "The store is loaded"), doc::Unavailable))]
-pub async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    responses((status = 200, description = "The store is loaded", body = doc::Ready), doc::Unavailable))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.loaded.load(std::sync::atomic::Ordering::Acquire) {
-        return Ok(StatusCode::OK);
+        return Ok(Json(json!({ "ready": true })));
     }
     // As every 503: an error body, and when to look again.
     let mut e = ApiError::new(
@@ -107,25 +108,25 @@ pub async fn metadata_version(
 
 /// `GET /v2/models/{model}/ready`: 200 when a version serves, else the routing error.
 #[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "inference", params(doc::ModelPath),
-    responses((status = 200, description = "A version serves"), doc::NotFound, doc::Unavailable))]
+    responses((status = 200, description = "A version serves", body = doc::ModelReady), doc::NotFound, doc::Unavailable))]
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(model): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     state.registry.table().resolve(&model, None)?;
-    Ok(StatusCode::OK)
+    Ok(Json(json!({ "name": model, "ready": true })))
 }
 
 /// `GET /v2/models/{model}/versions/{version}/ready`
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "inference",
     params(doc::VersionPath),
-    responses((status = 200, description = "The version serves"), doc::NotFound, doc::Unavailable))]
+    responses((status = 200, description = "The version serves", body = doc::ModelReady), doc::NotFound, doc::Unavailable))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     state.registry.table().resolve(&model, Some(&version))?;
-    Ok(StatusCode::OK)
+    Ok(Json(json!({ "name": model, "ready": true })))
 }
 
 /// Triton's name of a datatype in a model configuration.
@@ -312,10 +313,11 @@ struct RequestedOutput {
 pub async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    infer_on(&state, &model, None, &headers, body).await
+    // The request taken whole: the `HeaderMap` extractor would copy every header.
+    let (parts, body) = request.into_parts();
+    infer_on(&state, &model, None, &parts.headers, body).await
 }
 
 /// `POST /v2/models/{model}/versions/{version}/infer`
@@ -332,10 +334,11 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    infer_on(&state, &model, Some(&version), &headers, body).await
+    // The request taken whole: the `HeaderMap` extractor would copy every header.
+    let (parts, body) = request.into_parts();
+    infer_on(&state, &model, Some(&version), &parts.headers, body).await
 }
 
 async fn infer_on(

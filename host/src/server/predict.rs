@@ -37,10 +37,11 @@ pub const ROUTING_KEY_HEADER: &str = "ferry-routing-key";
 pub async fn predict(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    predict_on(&state, model, None, &headers, body).await
+    // The request taken whole: the `HeaderMap` extractor would copy every header.
+    let (parts, body) = request.into_parts();
+    predict_on(&state, model, None, &parts.headers, body).await
 }
 
 /// `POST /v1/models/{model}/versions/{version}/predict`
@@ -58,10 +59,11 @@ pub async fn predict(
 pub async fn predict_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    predict_on(&state, model, Some(version), &headers, body).await
+    // The request taken whole: the `HeaderMap` extractor would copy every header.
+    let (parts, body) = request.into_parts();
+    predict_on(&state, model, Some(version), &parts.headers, body).await
 }
 
 /// The caller as HTTP tells it: the request id and the routing key.

@@ -27,6 +27,8 @@ pub fn of_call(e: &CallError) -> u16 {
         | CallError::GraphStopped(_)
         | CallError::FuelExhausted(_) => 504,
         CallError::Overloaded(_) | CallError::OverShare { .. } | CallError::Tripped { .. } => 503,
+        // Rerun by the serving layer, never a caller's answer; were it one, the host is at fault.
+        CallError::GaveWay(_) => 503,
         CallError::ModelFailed(_)
         | CallError::OutputTooLarge { .. }
         | CallError::Limit(_)

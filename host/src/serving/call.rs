@@ -1,12 +1,13 @@
 //! One call on a version: wait for admission (bounded queue), take a warm instance, run the guest
 //! (paced by its model's CPU share), return or drop the instance, meter what it cost.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::metering::{self, CpuClock};
 use super::shares::{CpuShares, Place, SharePacer};
-use super::{metering, EntryPoint};
+use super::EntryPoint;
 use crate::registry::{ModelVersion, Routed};
 use crate::runtime::{Admitted, CallError, Entry, InstancePool, ModelInstance};
 use crate::stamps::unix_ms;
@@ -41,24 +42,37 @@ pub(super) async fn run<K: EntryPoint>(
         return borrowed::<K>(shares, pacer, &version.version, pool, ask, cold, admitted).await;
     }
     // Calls that usually take microseconds run right here on the worker: handing the worker off
-    // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps). But never
-    // on every worker at once, so that a burst of calls (or a short model turned slow, which shows
-    // in its typical call only once its first slow call ends) cannot stop the runtime's other
-    // tasks. Versions whose calls take longer hand the worker off.
-    let inline = (version.typical_call() < INLINE_BELOW && !cold)
-        .then(InlineSlot::take)
-        .flatten();
-    let place = if inline.is_some() {
-        Place::Worker
-    } else {
-        Place::Blocking
-    };
-    let pacer = shares.pacer(tenant, place, tier);
-    let run = || run_here::<K>(version, pool, ask, cold, pacer);
-    let result = match inline {
-        Some(_slot) => run(),
-        None => tokio::task::block_in_place(run),
-    };
+    // (block_in_place) costs more than the call (measured: fraud-features 37k → 59k rps, and on two
+    // cores keeping one worker for other tasks still cost a fifth of the throughput). Such a call
+    // may use every worker, because none keeps one long: past `ON_WORKER_AT_MOST` it gives way at
+    // the next epoch tick and runs again from the start on a thread of its own (a model's calls are
+    // functions of their input; the instance it ran on is dropped). So a short model turned slow,
+    // or one slow input, holds a worker for a couple of milliseconds, once: the slow call raises the
+    // version's typical call, and its next calls hand the worker off from the start. A version with
+    // graphs always hands it off: a native graph run is one host call, which no epoch tick
+    // interrupts, so it could hold the worker for its whole deadline.
+    let on_worker = version.typical_call() < INLINE_BELOW
+        && !cold
+        && version.ready.graphs.is_none()
+        && on_multi_thread_worker();
+    if on_worker {
+        let pacer = shares.pacer(tenant.clone(), Place::Worker, tier);
+        match run_here::<K>(version, pool, ask, cold, pacer, Some(ON_WORKER_AT_MOST)) {
+            // Counted as a slow call, so that the version's next calls start off the worker.
+            Err(CallError::GaveWay(_)) => {
+                version.record_call(ON_WORKER_AT_MOST * 4);
+                metrics::counter!("ferry_calls_gave_way_total", "model" => version.manifest.model.clone())
+                    .increment(1);
+            }
+            done => {
+                drop(admitted);
+                return done;
+            }
+        }
+    }
+    let pacer = shares.pacer(tenant, Place::Blocking, tier);
+    let result =
+        tokio::task::block_in_place(|| run_here::<K>(version, pool, ask, cold, pacer, None));
     drop(admitted);
     result
 }
@@ -86,7 +100,7 @@ async fn borrowed<K: EntryPoint>(
                 deadline,
             })
         } else {
-            run_here::<K>(&version, &pool, &ask, cold, pacer)
+            run_here::<K>(&version, &pool, &ask, cold, pacer, None)
         };
         drop(admitted);
         let _ = answer.send(result);
@@ -99,53 +113,51 @@ async fn borrowed<K: EntryPoint>(
         .unwrap_or(Err(CallError::Overloaded(Duration::ZERO)))
 }
 
-/// Calls running on async workers now.
-static INLINE_NOW: AtomicUsize = AtomicUsize::new(0);
+/// How long a call on an async worker may run before it gives way (a call that usually takes
+/// microseconds; ticks come about once a millisecond, so it stops within about 3 ms).
+const ON_WORKER_AT_MOST: Duration = Duration::from_millis(2);
 
-/// The right to run a guest call on this async worker: held by at most all workers but one.
-struct InlineSlot;
-
-impl InlineSlot {
-    fn take() -> Option<InlineSlot> {
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return None;
-        }
-        let most = handle.metrics().num_workers().saturating_sub(1).max(1);
-        INLINE_NOW
-            .fetch_update(Relaxed, Relaxed, |n| (n < most).then_some(n + 1))
-            .ok()
-            .map(|_| InlineSlot)
-    }
+thread_local! {
+    /// Whether this thread belongs to a multi-threaded runtime (where a call may hand its worker off
+    /// with `block_in_place`), asked once per thread: asking the runtime clones its handle.
+    static ON_MULTI_THREAD: bool = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
 }
 
-impl Drop for InlineSlot {
-    fn drop(&mut self) {
-        INLINE_NOW.fetch_sub(1, Relaxed);
-    }
+/// True on a thread of a multi-threaded runtime.
+fn on_multi_thread_worker() -> bool {
+    ON_MULTI_THREAD.with(|on| *on)
 }
 
 /// Asks `ask` at entry point `K` on this thread, on an instance of `version`'s pool (the caller
-/// holds admission).
+/// holds admission); with `give_way_after`, the call stops once it has run that long
+/// ([`CallError::GaveWay`]).
 fn run_here<K: EntryPoint>(
     version: &ModelVersion,
     pool: &Arc<InstancePool>,
     ask: &K::Ask,
     cold: bool,
     pacer: SharePacer,
+    give_way_after: Option<Duration>,
 ) -> Result<K::Reply, CallError> {
     let waited = Instant::now();
     let mut instance = pool.checkout()?;
     if cold {
         version.series.cold_wait(waited.elapsed());
     }
-    run_instance(
+    instance.give_way_after(give_way_after);
+    let result = run_instance(
         version,
         &mut instance,
         |i| K::run(i, ask),
         waited,
         Some(pacer),
-    )
+    );
+    // Left as found for the instance's next call (a poisoned one is dropped anyway).
+    if give_way_after.is_some() {
+        instance.give_way_after(None);
+    }
+    result
 }
 
 /// Runs `call` on `instance` of `version`, metering it and, with a `pacer`, holding it to its
@@ -157,16 +169,27 @@ pub(super) fn run_instance<R>(
     since: Instant,
     pacer: Option<SharePacer>,
 ) -> Result<R, CallError> {
-    let meter = metering::Meter::start();
+    let clock = pacer.as_ref().map_or(CpuClock::Thread, SharePacer::clock);
+    let meter = metering::Meter::start(clock);
     let cpu_at_start = meter.cpu_at_start();
-    if let Some(mut pacer) = pacer {
+    let pacer = pacer.map(|mut pacer| {
         pacer.begin(cpu_at_start);
-        instance.set_pacer(Some(Box::new(pacer)));
-    }
-    let result = call(instance);
-    let pacer = instance
-        .set_pacer(None)
-        .and_then(|p| (p as Box<dyn std::any::Any>).downcast::<SharePacer>().ok());
+        pacer
+    });
+    let (result, pacer) = match pacer {
+        // Ticked: handed to the store for the call's ticks, and taken back.
+        Some(pacer) if clock == CpuClock::Thread => {
+            instance.set_pacer(Some(Box::new(pacer)));
+            let result = call(instance);
+            let pacer = instance
+                .set_pacer(None)
+                .and_then(|p| (p as Box<dyn std::any::Any>).downcast::<SharePacer>().ok());
+            (result, pacer.map(|p| *p))
+        }
+        // A call on an async worker is over before the engine's next tick, or gives way at one:
+        // its pacer stays here, charged at the end.
+        pacer => (call(instance), pacer),
+    };
     let (took, cpu) = meter.finish(version, instance.take_fuel_used());
     let result = match pacer {
         Some(pacer) => {
@@ -191,6 +214,8 @@ pub(super) fn run_instance<R>(
     let usage = &version.usage;
     let (count, total) = match result {
         Ok(_) => (&usage.succeeded, &usage.succeeded_ns),
+        // Run again elsewhere: the rerun is the call that counts (its cost above is counted).
+        Err(CallError::GaveWay(_)) => return result,
         Err(_) => (&usage.failed, &usage.failed_ns),
     };
     count.fetch_add(1, Relaxed);

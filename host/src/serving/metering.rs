@@ -2,24 +2,44 @@
 //! that ran it (the guest runs on one thread from entry to return, so the thread's CPU clock counts
 //! exactly its work, host calls included, and none of other requests'), wall time, and fuel when the
 //! host counts it. Counted per version in `/metrics` and in `GET /v1/models/{model}`.
+//!
+//! A call on an async worker is charged its wall time instead ([`CpuClock::Wall`]): it takes
+//! microseconds and gives way past a couple of milliseconds, its thread runs nothing else meanwhile,
+//! and reading the thread's CPU clock is a system call (two of them cost as much as a small model's
+//! whole call). What the OS took from the thread in between is charged too: rarely, and never much.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crate::registry::ModelVersion;
 
+/// How a call's CPU time is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuClock {
+    /// The thread's CPU clock (a system call per reading).
+    Thread,
+    /// The call's wall time (for short calls on a thread that runs nothing else meanwhile).
+    Wall,
+}
+
 /// A call being metered.
 pub struct Meter {
     wall: Instant,
+    /// The thread's CPU clock at the start, on [`CpuClock::Thread`].
     cpu: Option<Duration>,
+    clock: CpuClock,
 }
 
 impl Meter {
-    /// Starts metering a call on this thread.
-    pub fn start() -> Meter {
+    /// Starts metering a call on this thread, its CPU time read from `clock`.
+    pub fn start(clock: CpuClock) -> Meter {
         Meter {
             wall: Instant::now(),
-            cpu: thread_cpu_time(),
+            cpu: match clock {
+                CpuClock::Thread => thread_cpu_time(),
+                CpuClock::Wall => Some(Duration::ZERO),
+            },
+            clock,
         }
     }
 
@@ -31,9 +51,12 @@ impl Meter {
     /// Adds the call's cost to `version`'s usage and metrics; answers its wall time and CPU time.
     pub fn finish(self, version: &ModelVersion, fuel: Option<u64>) -> (Duration, Duration) {
         let wall = self.wall.elapsed();
-        let cpu = match (self.cpu, thread_cpu_time()) {
-            (Some(before), Some(after)) => after.saturating_sub(before),
-            _ => Duration::ZERO,
+        let cpu = match (self.clock, self.cpu) {
+            (CpuClock::Wall, _) => wall,
+            (CpuClock::Thread, Some(before)) => thread_cpu_time()
+                .map(|after| after.saturating_sub(before))
+                .unwrap_or_default(),
+            (CpuClock::Thread, None) => Duration::ZERO,
         };
         let usage = &version.usage;
         usage.compute_ns.fetch_add(wall.as_nanos() as u64, Relaxed);

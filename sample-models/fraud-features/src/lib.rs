@@ -5,18 +5,31 @@
 //! replaces the compiled-in weights without a rebuild.
 
 use ferry_sdk::prelude::*;
-use serde::Deserialize;
+use std::borrow::Cow;
 
-/// A ride payment as callers send it under `"features"`.
+use serde::{Deserialize, Serialize};
+
+/// A ride payment as callers send it under `"features"` (its text borrowed from the request's
+/// unless escaped).
 #[derive(Deserialize)]
-struct Payment {
+struct Payment<'a> {
     amount: f64,
-    currency: String,
-    country: String,
+    #[serde(borrow)]
+    currency: Cow<'a, str>,
+    #[serde(borrow)]
+    country: Cow<'a, str>,
     hour: u32,
     account_age_days: f64,
     rides_last_24h: f64,
-    card_country: String,
+    #[serde(borrow)]
+    card_country: Cow<'a, str>,
+}
+
+/// The answer.
+#[derive(Serialize)]
+struct Score {
+    fraud_probability: f64,
+    is_fraud: bool,
 }
 
 #[derive(Deserialize)]
@@ -46,8 +59,8 @@ impl FraudModel {
                 0.0
             },
         ];
-        x.extend(self.currencies.iter().map(|c| one_hot(c == &p.currency)));
-        x.extend(self.countries.iter().map(|c| one_hot(c == &p.country)));
+        x.extend(self.currencies.iter().map(|c| one_hot(*c == p.currency)));
+        x.extend(self.countries.iter().map(|c| one_hot(*c == p.country)));
         x
     }
 }
@@ -77,9 +90,8 @@ impl Model for FraudModel {
             .predicts_json()
     }
 
-    fn predict(&self, request: Value) -> Result<Value> {
-        let payment: Payment = serde_json::from_value(request["features"].clone())
-            .map_err(|e| Error::invalid_input(format!("`features`: {e}")))?;
+    fn predict_json(&self, request: &str) -> Result<String> {
+        let payment: Payment = Features::parse(request)?;
         if payment.hour > 23 || payment.amount < 0.0 || payment.account_age_days < 0.0 {
             return Err(Error::invalid_input(
                 "`hour` must be 0-23; `amount` and `account_age_days` must be ≥ 0",
@@ -92,8 +104,11 @@ impl Model for FraudModel {
             .map(|(x, w)| x * w)
             .sum::<f64>()
             + self.intercept;
-        let probability = 1.0 / (1.0 + (-z).exp());
-        Ok(json!({ "fraud_probability": probability, "is_fraud": probability >= self.threshold }))
+        let fraud_probability = 1.0 / (1.0 + (-z).exp());
+        answer(&Score {
+            fraud_probability,
+            is_fraud: fraud_probability >= self.threshold,
+        })
     }
 
     fn self_tests(&self) -> SelfTests {

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use serde_json::{json, Value};
 
-use super::metering::thread_cpu_time;
+use super::metering::{thread_cpu_time, CpuClock};
 use crate::registry::ModelVersion;
 use crate::runtime::Pacer;
 
@@ -125,6 +125,10 @@ impl CpuShares {
                 .increment(1);
         }
         SharePacer {
+            clock: match place {
+                Place::Worker => CpuClock::Wall,
+                Place::Blocking | Place::Borrowed => CpuClock::Thread,
+            },
             lowering: self.lowering && place == Place::Blocking,
             tenant,
             running: self.running.clone(),
@@ -320,6 +324,8 @@ pub(super) enum Place {
 /// One call's pacing: charges CPU as the call runs, and moves the call's thread to idle capacity
 /// while its model is over its share.
 pub(super) struct SharePacer {
+    /// How the call's CPU time is read (wall time on an async worker: see `metering`).
+    clock: CpuClock,
     /// False for a call on an async worker: its thread is never lowered.
     lowering: bool,
     tenant: Arc<Tenant>,
@@ -342,6 +348,11 @@ impl SharePacer {
         self.running.seen(&self.tenant, self.tier);
         self.tenant.running[self.tier].fetch_add(1, Relaxed);
         self.begun = true;
+    }
+
+    /// How the call's CPU time is read.
+    pub(super) fn clock(&self) -> CpuClock {
+        self.clock
     }
 
     /// The share to name in a refusal, in percent.
@@ -400,6 +411,10 @@ impl Drop for SharePacer {
 
 impl Pacer for SharePacer {
     fn tick(&mut self) {
+        // A call on a worker is not ticked (it is charged at its end, `serving::call`).
+        if self.clock != CpuClock::Thread {
+            return;
+        }
         let Some(cpu) = thread_cpu_time() else {
             return;
         };

@@ -1,0 +1,261 @@
+"""The throughput benchmark's driver (run it through benches/throughput.sh, which builds what it needs).
+
+One run, one machine, one load generator (wrk, closed loop, CONNECTIONS connections) for every row:
+
+1. The floor and the request path: a bare axum JSON echo (benches/src/bin/axum-baseline.rs) against
+   fraud-features' feature-style predict. Requests/s, p50, p99, the server's CPU per request, and the
+   ratio to the echo.
+2. What each optional capability costs: fraud-features with every capability off, then with each one
+   on alone (a CPU share, the breaker, fuel metering, the prediction log at 100 %, a shadow at 100 %,
+   determinism), each beside an "all off" run measured just before it, so that drift in the machine's
+   load shows as drift, not as cost. The cost is the server's CPU per request, on over off.
+3. Graph models over HTTP: digits-graph (a small MLP through wasi:nn) and the same component serving a
+   4.5 MB MLP graph (benches/graphs/make_mlp.py).
+
+Rows print as they finish; the table at the end repeats them.
+
+Usage: python3 benches/throughput.py WORKDIR   (DURATION=8 CONNECTIONS=16 by default)
+"""
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FERRY = ROOT / "target/release/ferry"
+ECHO = ROOT / "target/release/axum-baseline"
+MODELS = ROOT / "target/models"
+DURATION = int(os.environ.get("DURATION", "8"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
+HOST_PORT, ECHO_PORT = 18180, 18190
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wait_ready(url: str, seconds: float = 120) -> None:
+    until = time.time() + seconds
+    while time.time() < until:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {seconds} s")
+
+
+def request(method: str, url: str, body: dict) -> None:
+    data = json.dumps(body).encode()
+    r = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(r, timeout=30) as answer:
+        answer.read()
+
+
+class Host:
+    """`ferry serve` on a store of its own, with `config` (TOML text)."""
+
+    def __init__(self, work: pathlib.Path, name: str, models: list[tuple[str, str, list[str]]], config: str):
+        self.dir = work / name
+        store = self.dir / "store"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for model, version, files in models:
+            subprocess.run([FERRY, "add", *files, "--model", model, "--version", version, "--store", store],
+                           check=True, stdout=subprocess.DEVNULL)
+        (self.dir / "ferry.toml").write_text(config)
+        self.log = open(self.dir / "ferry.log", "w")
+        self.process = subprocess.Popen(
+            [FERRY, "serve", "--listen", f"127.0.0.1:{HOST_PORT}", "--store", store,
+             "--config", self.dir / "ferry.toml"],
+            stdout=self.log, stderr=self.log, env={**os.environ, "FERRY_LOG": "warn"})
+        self.url = f"http://127.0.0.1:{HOST_PORT}"
+        wait_ready(self.url + "/v2/health/ready")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def wrk(url: str, body: pathlib.Path, pid: int, seconds: int = DURATION) -> dict:
+    """A closed-loop run against `url` POSTing `body`: requests/s, p50/p99 (ms), the server's CPU per
+    request (µs) and the answers that were not 2xx."""
+    script = body.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.body = io.open("{body}"):read("*a")\n')
+    # Warm: instances, connections, caches.
+    subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", "-d1s", "-s", script, url], check=True,
+                   stdout=subprocess.DEVNULL)
+    before = cpu_seconds(pid)
+    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script, url],
+                         check=True, capture_output=True, text=True).stdout
+    used = cpu_seconds(pid) - before
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def latency(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "cpu_us": used * 1e6 / max(total, 1),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+ROWS: list[tuple[str, dict, str]] = []
+
+
+def row(name: str, result: dict, note: str = "") -> dict:
+    ROWS.append((name, result, note))
+    print(f"{name:<40}{result['rps']:>10.0f}{result['p50']:>9.3f}{result['p99']:>9.3f}"
+          f"{result['cpu_us']:>10.1f}{result['errors']:>8}  {note}", flush=True)
+    return result
+
+
+HEADER = f"{'target':<40}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs':>10}{'non-2xx':>8}"
+
+BASE_CONFIG = """
+[host]
+deterministic = {deterministic}
+fuel = {fuel}
+cpu_share = 1.0
+[breaker]
+after = {breaker}
+[models.default]
+min_instances = 2
+max_instances = 4
+{extra}
+"""
+
+OFF = {"deterministic": "false", "fuel": "false", "breaker": 0, "extra": ""}
+
+
+def fraud_files() -> list[str]:
+    return [str(MODELS / "fraud-features.wasm")]
+
+
+def capability_host(work: pathlib.Path, name: str, *, shadow: bool = False, **settings) -> Host:
+    config = BASE_CONFIG.format(**{**OFF, **settings})
+    models = [("fraud-features", "1", fraud_files())]
+    if shadow:
+        models.append(("fraud-features", "2", fraud_files()))
+    host = Host(work, name, models, config)
+    if shadow:
+        # Version 1 answers (the alias pins it), version 2 gets a copy of every request.
+        request("PUT", f"{host.url}/v1/models/fraud-features/aliases/production", {"version": "1"})
+    return host
+
+
+def main() -> None:
+    work = pathlib.Path(sys.argv[1])
+    fraud = work / "fraud.json"
+    fraud.write_text((ROOT / "sample-models/fraud-features/example-request.json").read_text())
+
+    print(f"{DURATION} s per row, {CONNECTIONS} connections, wrk -t1; CPU µs: the server's CPU per request\n")
+    print(HEADER)
+
+    # 1. The floor and the request path.
+    echo = subprocess.Popen([ECHO, f"127.0.0.1:{ECHO_PORT}"])
+    try:
+        time.sleep(0.5)
+        floor = row("axum echo (the floor)", wrk(f"http://127.0.0.1:{ECHO_PORT}/echo", fraud, echo.pid))
+        host = Host(work, "defaults", [("fraud-features", "1", fraud_files())],
+                    "[models.default]\nmin_instances = 2\nmax_instances = 4\n")
+        try:
+            url = f"{host.url}/v1/models/fraud-features/predict"
+            served = row("fraud-features predict (defaults)", wrk(url, fraud, host.process.pid))
+            floor2 = row("axum echo (again)", wrk(f"http://127.0.0.1:{ECHO_PORT}/echo", fraud, echo.pid))
+        finally:
+            host.stop()
+    finally:
+        echo.terminate()
+        echo.wait()
+    floor_rps = (floor["rps"] + floor2["rps"]) / 2
+    ratio = served["rps"] / floor_rps
+    ROWS[1] = (ROWS[1][0], served, f"{ratio:.2f}x the echo (mean of both echo rows)")
+    print(f"\nP1: fraud-features predict / axum echo = {served['rps']:.0f} / {floor_rps:.0f} = {ratio:.2f}\n")
+
+    # 2. Each capability on its own, beside an all-off run.
+    capabilities = [
+        ("CPU share 0.25", dict(extra="[models.fraud-features]\ncpu_share = 0.25")),
+        ("breaker (after = 5)", dict(breaker=5)),
+        ("fuel metering", dict(fuel="true")),
+        ("determinism", dict(deterministic="true")),
+        ("prediction log 100 %", dict(log=True)),
+        ("shadow 100 %", dict(shadow=True)),
+    ]
+    costs = []
+    print(HEADER)
+    for name, settings in capabilities:
+        log = settings.pop("log", False)
+        results = {}
+        for state in ("off", "on"):
+            host = capability_host(work, f"{name}-{state}".replace(" ", "-").replace("%", "pc"),
+                                   **(settings if state == "on" else {}))
+            try:
+                if state == "on" and log:
+                    request("PUT", f"{host.url}/v1/models/fraud-features/traffic", {"log": {"percent": 100}})
+                if state == "on" and settings.get("shadow"):
+                    request("PUT", f"{host.url}/v1/models/fraud-features/traffic",
+                            {"shadow": {"version": "2", "percent": 100}})
+                url = f"{host.url}/v1/models/fraud-features/predict"
+                results[state] = row(f"  {name}: {state}", wrk(url, fraud, host.process.pid))
+            finally:
+                host.stop()
+        cost = results["on"]["cpu_us"] / results["off"]["cpu_us"] - 1
+        costs.append((name, results["off"], results["on"], cost))
+
+    print("\nPer-capability cost (fraud-features; CPU per request on over off, and req/s):")
+    print(f"{'capability':<24}{'off µs':>9}{'on µs':>9}{'cost':>8}{'off req/s':>11}{'on req/s':>11}")
+    for name, off, on, cost in costs:
+        print(f"{name:<24}{off['cpu_us']:>9.1f}{on['cpu_us']:>9.1f}{cost:>+8.1%}{off['rps']:>11.0f}{on['rps']:>11.0f}")
+
+    # 3. Graph models over HTTP.
+    mlp = ROOT / "target/graphs/mlp.onnx"
+    digits = json.loads((ROOT / "sample-models/digits-graph/example-request.json").read_text())
+    one = digits["inputs"][0]
+    row_width = 64
+    one["shape"] = [1, row_width]
+    one["data"] = one["data"][:row_width]
+    graph_body = work / "digits-one.json"
+    graph_body.write_text(json.dumps(digits))
+    print("\n" + HEADER)
+    for name, graph in [("digits-graph", MODELS / "digits-graph.graph.model.onnx"), ("mlp-4.5MB-graph", mlp)]:
+        files = [str(MODELS / "digits-graph.wasm"), "--graph", f"model={graph}"]
+        if name == "digits-graph":
+            files += ["--tests", str(MODELS / "digits-graph.tests.json")]
+        config = "[host]\nrequire_self_tests = false\n[models.default]\nmin_instances = 2\nmax_instances = 4\n"
+        host = Host(work, name, [(name, "1", files)], config)
+        try:
+            url = f"{host.url}/v2/models/{name}/infer"
+            row(f"{name} infer, 1 row, HTTP (ORT)", wrk(url, graph_body, host.process.pid))
+        finally:
+            host.stop()
+
+    print("\nAll rows:")
+    print(HEADER)
+    for name, result, note in ROWS:
+        print(f"{name:<40}{result['rps']:>10.0f}{result['p50']:>9.3f}{result['p99']:>9.3f}"
+              f"{result['cpu_us']:>10.1f}{result['errors']:>8}  {note}")
+
+
+if __name__ == "__main__":
+    main()
