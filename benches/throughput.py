@@ -9,8 +9,12 @@ One run, one machine, one load generator (wrk, closed loop, CONNECTIONS connecti
    on alone (a CPU share, the breaker, fuel metering, the prediction log at 100 %, a shadow at 100 %,
    determinism), each beside an "all off" run measured just before it, so that drift in the machine's
    load shows as drift, not as cost. The cost is the server's CPU per request, on over off.
-3. Graph models over HTTP: digits-graph (a small MLP through wasi:nn) and the same component serving a
-   4.5 MB MLP graph (benches/graphs/make_mlp.py).
+3. Graph models over HTTP and gRPC, unbatched and with dynamic batching: digits-graph (a small MLP
+   through wasi:nn) and the same component serving a 4.5 MB MLP graph (benches/graphs/make_mlp.py),
+   one row per request, CONNECTIONS concurrent callers. gRPC load comes from h2load (nghttp2) sending
+   a prebuilt ModelInfer request with raw contents; its answers are counted by the server (a gRPC
+   error is an HTTP 200), so "non-2xx" is every request that did not succeed. Batched over unbatched
+   is printed per protocol.
 
 Rows print as they finish; the table at the end repeats them.
 
@@ -88,6 +92,62 @@ class Host:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def h2load(url: str, body: pathlib.Path, pid: int, counted, seconds: int = DURATION) -> dict:
+    """As `wrk`, over gRPC: h2load with CONNECTIONS connections of one stream each POSTing `body` (a
+    gRPC frame). `counted()` is the server's count of successful answers, so failures carried in
+    gRPC's trailers are counted too."""
+    log = body.with_suffix(".h2load.log")
+    args = ["h2load", "-c", str(CONNECTIONS), "-m", "1", "-t", "1", "-d", str(body),
+            "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    subprocess.run([*args, "-D", "1", url], check=True, stdout=subprocess.DEVNULL)
+    before, ok_before = cpu_seconds(pid), counted()
+    out = subprocess.run([*args, "-D", str(seconds), "--log-file", str(log), url],
+                         check=True, capture_output=True, text=True).stdout
+    used = cpu_seconds(pid) - before
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+    times = sorted(int(line.split()[2]) for line in log.read_text().splitlines() if line.strip())
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1000 if times else float("nan")
+    return {
+        "rps": rps,
+        "p50": pick(0.50),
+        "p99": pick(0.99),
+        "cpu_us": used * 1e6 / max(done, 1),
+        "errors": done - (counted() - ok_before),
+    }
+
+
+def answered(host_url: str, model: str) -> int:
+    """The server's count of `model`'s successful inferences (every protocol)."""
+    with urllib.request.urlopen(f"{host_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(rf'^ferry_requests_total{{model="{re.escape(model)}",version="[^"]*",route="infer",status="200"}} (\d+)',
+                       text, re.M)
+    return sum(int(n) for n in found)
+
+
+def grpc_infer_frame(model: str, row: list[float]) -> bytes:
+    """A gRPC frame holding `inference.ModelInferRequest` for `model`: one FP32 input `input` of shape
+    [1, len(row)] in `raw_input_contents` (encoded here: the benchmark needs no protobuf library)."""
+    import struct
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def field(number: int, payload: bytes) -> bytes:  # length-delimited
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    shape = varint(1) + varint(len(row))
+    tensor = field(1, b"input") + field(2, b"FP32") + field(3, shape)
+    message = field(1, model.encode()) + field(5, tensor) + field(7, struct.pack(f"<{len(row)}f", *row))
+    return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
 def wrk(url: str, body: pathlib.Path, pid: int, seconds: int = DURATION) -> dict:
@@ -228,7 +288,7 @@ def main() -> None:
     for name, off, on, cost in costs:
         print(f"{name:<24}{off['cpu_us']:>9.1f}{on['cpu_us']:>9.1f}{cost:>+8.1%}{off['rps']:>11.0f}{on['rps']:>11.0f}")
 
-    # 3. Graph models over HTTP.
+    # 3. Graph models over HTTP and gRPC, unbatched and batched.
     mlp = ROOT / "target/graphs/mlp.onnx"
     digits = json.loads((ROOT / "sample-models/digits-graph/example-request.json").read_text())
     one = digits["inputs"][0]
@@ -238,17 +298,35 @@ def main() -> None:
     graph_body = work / "digits-one.json"
     graph_body.write_text(json.dumps(digits))
     print("\n" + HEADER)
+    batching = "max_batch_size = 16\nmax_queue_delay_us = 2000\n"
+    speedups = []
     for name, graph in [("digits-graph", MODELS / "digits-graph.graph.model.onnx"), ("mlp-4.5MB-graph", mlp)]:
         files = [str(MODELS / "digits-graph.wasm"), "--graph", f"model={graph}"]
         if name == "digits-graph":
             files += ["--tests", str(MODELS / "digits-graph.tests.json")]
-        config = "[host]\nrequire_self_tests = false\n[models.default]\nmin_instances = 2\nmax_instances = 4\n"
-        host = Host(work, name, [(name, "1", files)], config)
-        try:
-            url = f"{host.url}/v2/models/{name}/infer"
-            row(f"{name} infer, 1 row, HTTP (ORT)", wrk(url, graph_body, host.process.pid))
-        finally:
-            host.stop()
+        frame = work / f"{name}.grpc"
+        frame.write_bytes(grpc_infer_frame(name, one["data"]))
+        results = {}
+        for mode in ("unbatched", "batched"):
+            config = ("[host]\nrequire_self_tests = false\n[models.default]\nmin_instances = 2\nmax_instances = 4\n"
+                      + (f"[models.{name}]\n{batching}" if mode == "batched" else ""))
+            host = Host(work, f"{name}-{mode}", [(name, "1", files)], config)
+            try:
+                url = f"{host.url}/v2/models/{name}/infer"
+                results[("HTTP", mode)] = row(f"{name} {mode}, HTTP", wrk(url, graph_body, host.process.pid))
+                grpc_url = f"{host.url}/inference.GRPCInferenceService/ModelInfer"
+                results[("gRPC", mode)] = row(f"{name} {mode}, gRPC", h2load(
+                    grpc_url, frame, host.process.pid, lambda: answered(host.url, name)))
+            finally:
+                host.stop()
+        for protocol in ("HTTP", "gRPC"):
+            off, on = results[(protocol, "unbatched")], results[(protocol, "batched")]
+            speedups.append((name, protocol, on["rps"] / off["rps"], off["p99"], on["p99"]))
+
+    print(f"\nDynamic batching (max_batch_size 16, max_queue_delay_us 2000; {CONNECTIONS} callers, 1 row each):")
+    print(f"{'model':<20}{'protocol':<10}{'batched/unbatched req/s':>25}{'p99 unbatched':>15}{'p99 batched':>13}")
+    for name, protocol, speedup, p99_off, p99_on in speedups:
+        print(f"{name:<20}{protocol:<10}{speedup:>24.2f}x{p99_off:>13.3f}ms{p99_on:>11.3f}ms")
 
     print("\nAll rows:")
     print(HEADER)

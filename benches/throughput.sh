@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Throughput benchmark: the HTTP floor (a bare axum echo) against fraud-features, what each optional
-# capability costs when it is on, and graph models over HTTP; one run, one load generator (wrk), every
-# ratio against a baseline measured in the same run. See benches/throughput.py for the rows.
+# capability costs when it is on, and graph models over HTTP and gRPC with and without dynamic
+# batching; one run, one load generator per protocol (wrk, h2load), every ratio against a baseline
+# measured in the same run. See benches/throughput.py for the rows.
 #
 # Usage: benches/throughput.sh          (DURATION=8 CONNECTIONS=16 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# wrk from Debian's packages (no build needed).
-if ! command -v wrk >/dev/null; then
+# wrk (HTTP/1.1) and h2load (HTTP/2, for gRPC) from Debian's packages (no build needed).
+need() {
+    local tool=$1 package=$2
+    command -v "$tool" >/dev/null && return
     if [[ $(id -u) -eq 0 ]]; then
-        apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+        apt-get install -y -qq "$package" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$package" >/dev/null; }
     else
-        echo "benches/throughput.sh needs wrk (Debian: apt-get install wrk)" >&2
+        echo "benches/throughput.sh needs $tool (Debian: apt-get install $package)" >&2
         exit 1
     fi
-fi
+}
+need wrk wrk
+need h2load nghttp2-client
 cargo build --release -p ferry -p ferry-benches --bins
 FERRY_BIN=target/release/ferry scripts/build-models.sh --rust-only >/dev/null
 # The 4.5 MB MLP graph, generated (onnx + numpy from the test environment).

@@ -57,6 +57,8 @@
 //! [models.digits-onnx]       # limits for one model (fields as in runtime::ModelLimits)
 //! max_instances = 2
 //! memory_bytes = 536870912
+//! max_batch_size = 16        # dynamic batching: rows merged from concurrent requests (runtime::batching)
+//! max_queue_delay_us = 2000  # longest the first request of a batch waits for others
 //! ```
 
 use std::collections::BTreeMap;

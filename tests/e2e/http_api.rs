@@ -674,24 +674,15 @@ fn metrics_have_per_model_series() {
 
 #[test]
 fn a_third_party_oip_client_and_a_prometheus_parser_agree() {
-    let python = workspace().join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test.sh installs tests/python/requirements.txt there",
-        python.display()
+    let held_out = workspace().join("sample-models/digits-onnx/held-out.json");
+    let (ok, text) = ferry_tests::python_check(
+        "oip_client_check.py",
+        &[
+            server().base.trim_start_matches("http://").as_ref(),
+            held_out.as_os_str(),
+        ],
     );
-    let out = std::process::Command::new(python)
-        .arg(workspace().join("tests/python/oip_client_check.py"))
-        .arg(server().base.trim_start_matches("http://"))
-        .arg(workspace().join("sample-models/digits-onnx/held-out.json"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(
         text.contains("tritonclient JSON: 10/10") || text.contains("tritonclient JSON: 9/10"),
         "{text}"

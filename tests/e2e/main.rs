@@ -5,9 +5,11 @@
 
 mod author_guide;
 mod author_workflow;
+mod batching;
 mod cli_push;
 mod credentials;
 mod fleet;
+mod grpc;
 mod hostile_callers;
 mod hostile_guests;
 mod http_api;

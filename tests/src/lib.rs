@@ -180,6 +180,29 @@ pub fn author_env(cmd: &mut std::process::Command) -> &mut std::process::Command
     .env("FERRY_TOOLS_DIR", workspace().join("target/tools"))
 }
 
+/// Runs `tests/python/SCRIPT` with `args` under the tests' Python (`target/py`, which scripts/test.sh
+/// fills from tests/python/requirements.txt): whether it succeeded, and what it printed (stdout, then
+/// stderr).
+pub fn python_check(script: &str, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let python = workspace().join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh installs tests/python/requirements.txt there",
+        python.display()
+    );
+    let out = std::process::Command::new(python)
+        .arg(workspace().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// An ONNX graph written by `benches/graphs/make_mlp.py` with `args` (e.g. `["--hidden", "256"]`),
 /// generated once per checkout under `target/graphs/NAME.onnx` with the tests' Python (`target/py`,
 /// which scripts/test.sh fills from tests/python/requirements.txt).

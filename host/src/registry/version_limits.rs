@@ -50,6 +50,11 @@ pub struct VersionLimits {
     pub graph_threads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_share: Option<f64>,
+    /// A version may batch less than the operator allows (0 or 1: not at all), never more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_us: Option<u64>,
 }
 
 impl VersionLimits {
@@ -138,6 +143,8 @@ pub fn clamp(
     );
     lower(&mut out.init_deadline_ms, asked.init_deadline_ms);
     lower(&mut out.graph_threads, asked.graph_threads);
+    lower(&mut out.max_batch_size, asked.max_batch_size);
+    lower(&mut out.max_queue_delay_us, asked.max_queue_delay_us);
     // No fuel limit is the most; a version may ask to be counted.
     out.fuel = match (operator.fuel, asked.fuel) {
         (Some(ceiling), Some(asked)) => Some(asked.min(ceiling)),
@@ -177,6 +184,8 @@ mod tests {
             init_deadline_ms: 10_000,
             graph_threads: 2,
             cpu_share: Some(0.2),
+            max_batch_size: 8,
+            max_queue_delay_us: 500,
         }
     }
 
@@ -195,6 +204,8 @@ mod tests {
             init_deadline_ms: Some(MAX_DURATION_MS),
             graph_threads: Some(64),
             cpu_share: Some(1.0),
+            max_batch_size: Some(usize::MAX),
+            max_queue_delay_us: Some(u64::MAX),
         }
     }
 
@@ -213,6 +224,8 @@ mod tests {
             init_deadline_ms: Some(1000),
             graph_threads: Some(1),
             cpu_share: Some(0.05),
+            max_batch_size: Some(2),
+            max_queue_delay_us: Some(100),
         }
     }
 

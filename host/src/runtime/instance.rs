@@ -369,6 +369,24 @@ fn panic_message(log: &str) -> Option<String> {
     Some(format!("{} (at {location})", message.join("\n").trim()))
 }
 
+/// Elements a tensor's data holds.
+pub fn elements(data: &TensorData) -> usize {
+    match data {
+        TensorData::Bool(v) => v.len(),
+        TensorData::Uint8(v) => v.len(),
+        TensorData::Int8(v) => v.len(),
+        TensorData::Uint16(v) => v.len(),
+        TensorData::Int16(v) => v.len(),
+        TensorData::Uint32(v) => v.len(),
+        TensorData::Int32(v) => v.len(),
+        TensorData::Fp32(v) => v.len(),
+        TensorData::Uint64(v) => v.len(),
+        TensorData::Int64(v) => v.len(),
+        TensorData::Fp64(v) => v.len(),
+        TensorData::Bytes(v) => v.len(),
+    }
+}
+
 /// Bytes a tensor's elements occupy (BYTES: the sum of element lengths plus 4 per element).
 pub fn tensor_bytes(t: &Tensor) -> usize {
     match &t.data {

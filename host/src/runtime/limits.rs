@@ -37,6 +37,12 @@ pub struct ModelLimits {
     /// (0.25: a quarter of them); `None`: the host's default (`[host] cpu_share`). Past its share a
     /// model runs only on idle capacity.
     pub cpu_share: Option<f64>,
+    /// Dynamic batching: rows one guest call may take from concurrent requests merged along their
+    /// leading dimension (0 or 1: off). Only for tensor models whose every input has a variable
+    /// leading dimension; see [`super::batching`].
+    pub max_batch_size: usize,
+    /// Longest the first request of a batch waits for others, in microseconds.
+    pub max_queue_delay_us: u64,
 }
 
 impl Default for ModelLimits {
@@ -55,6 +61,8 @@ impl Default for ModelLimits {
             init_deadline_ms: 30_000,
             graph_threads: 1,
             cpu_share: None,
+            max_batch_size: 0,
+            max_queue_delay_us: 1_000,
         }
     }
 }
@@ -71,6 +79,17 @@ impl ModelLimits {
     /// The bounded wait for an instance.
     pub fn queue_timeout(&self) -> Duration {
         Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// How the version batches, when it does: `inputs` (what it declares) must all have a
+    /// variable leading dimension.
+    pub fn batching(&self, inputs: &[super::TensorSpec]) -> Option<super::batching::BatchPolicy> {
+        let batchable = !inputs.is_empty() && inputs.iter().all(|s| s.shape.first() == Some(&-1));
+        (self.max_batch_size > 1 && batchable).then(|| super::batching::BatchPolicy {
+            max_rows: self.max_batch_size,
+            // A batch waits at most a second (the deadline covers the call, not the wait).
+            max_delay: Duration::from_micros(self.max_queue_delay_us.min(1_000_000)),
+        })
     }
 
     /// These limits with memory capped at the host's maximum and counts made sane.

@@ -3,6 +3,7 @@
 //! wrong in a guest.
 
 mod admission;
+pub mod batching;
 mod bindings;
 mod breaker;
 mod component;
@@ -28,7 +29,7 @@ pub use breaker::{Breaker, BreakerPolicy, Pass};
 pub use component::ModelComponent;
 pub use error::{CallError, LimitExceeded};
 pub use guest_state::GuestState;
-pub use instance::{tensor_bytes, ModelInstance, Startup};
+pub use instance::{elements, tensor_bytes, ModelInstance, Startup};
 pub use limits::ModelLimits;
 pub use loader::ModelRuntime;
 pub use pacing::Pacer;
@@ -37,6 +38,17 @@ pub use pool::{
     VersionInputs,
 };
 pub use ready::ReadyVersion;
+
+/// A tensor request (the contract's `infer`), decoded from whatever the wire format was.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TensorRequest {
+    /// The inputs.
+    pub inputs: Vec<Tensor>,
+    /// The request's parameters as JSON text (`{}` when none).
+    pub parameters: String,
+    /// Outputs the caller asked for by name (empty: all).
+    pub outputs: Vec<String>,
+}
 pub use snapshot::{NewVersion, Prepared, Refetch, StartMode, VersionCode};
 
 use wasmtime::component::{HasSelf, Linker};

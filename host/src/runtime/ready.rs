@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::host_api::graph::VersionGraphs;
 
+use super::batching::Batcher;
 use super::{Admission, Breaker, InstancePool, ModelLimits, ModelMetadata};
 
 /// A ready version's serving parts.
@@ -21,6 +22,8 @@ pub struct ReadyVersion {
     pub metadata: ModelMetadata,
     /// Its host-side graphs, loaded (versions with graphs only).
     pub graphs: Option<Arc<VersionGraphs>>,
+    /// Merges concurrent tensor requests into one call (versions that batch only).
+    pub batcher: Option<Batcher>,
 }
 
 impl ReadyVersion {
@@ -42,6 +45,9 @@ impl ReadyVersion {
                 limits.queue_timeout(),
             ),
             breaker: Breaker::new(model, version),
+            batcher: limits
+                .batching(&metadata.inputs)
+                .map(|policy| Batcher::new(model, version, policy)),
             metadata,
             graphs,
         }

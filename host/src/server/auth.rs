@@ -59,7 +59,12 @@ impl std::fmt::Debug for Token {
 
 /// The bearer token of a request (`Authorization: Bearer <token>`; the scheme in any case).
 pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(headers.get(AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token of an `Authorization` value (`Bearer <token>`; the scheme in any case), whatever
+/// carried it (an HTTP header, gRPC metadata).
+pub(super) fn bearer_of(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -251,6 +256,16 @@ impl FromRequestParts<AppState> for Identified {
 }
 
 impl Identified {
+    /// `caller`, identified by a front end other than the REST routes' layer (gRPC metadata), for
+    /// the request `request_id`.
+    pub(super) fn new(caller: Caller, request_id: Option<String>, audit: AuditLog) -> Identified {
+        Identified {
+            caller,
+            request_id,
+            audit,
+        }
+    }
+
     /// 403 unless the caller may do `action` on `model` (a refusal is audited as `denied`); 400
     /// when `model` is no model name, before anything is recorded under it.
     pub async fn permit(&self, action: Action, model: &str) -> Result<(), ApiError> {

@@ -82,6 +82,14 @@ impl<A: Act> FromRequestParts<AppState> for Change<A> {
                     "this management route names no model",
                 )
             })?;
+        Change::ask(caller, model).await
+    }
+}
+
+impl<A: Act> Change<A> {
+    /// A change of `model` by `caller`, once permitted (the extractor above asks the same for the
+    /// REST routes; the gRPC front end asks it of a caller its metadata identified).
+    pub(super) async fn ask(caller: Identified, model: String) -> Result<Change<A>, ApiError> {
         caller.permit(A::ACTION, &model).await?;
         Ok(Change {
             caller,
@@ -89,9 +97,7 @@ impl<A: Act> FromRequestParts<AppState> for Change<A> {
             action: PhantomData,
         })
     }
-}
 
-impl<A: Act> Change<A> {
     /// Makes the change: `change` gets the audit record of this action on this model by this caller
     /// and answers what the handler needs and the record, filled in. Both run to the end on a task
     /// of their own: a client that hangs up mid-change drops its answer, never the change's record

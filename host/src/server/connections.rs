@@ -1,9 +1,11 @@
 //! Accepting connections, and cutting off the ones that cost the host without being served: a cap on
 //! open connections (the soft `RLIMIT_NOFILE` raised to the hard one at start), a timeout for a
-//! request's headers, a minimum rate for its body, a stall limit on writing an answer to a client
-//! that stops reading, a timeout for the whole request, and a drain deadline on graceful stop.
+//! connection's first bytes and for a request's headers, a minimum rate for its body, a stall limit
+//! on writing an answer to a client that stops reading, a timeout for the whole request, a cap on
+//! the streams of an HTTP/2 connection with keep-alive pings, and a drain deadline on graceful stop.
 //!
-//! axum's own `serve` sets none of these; this is the same hyper HTTP/1.1 server with them.
+//! axum's own `serve` sets none of these; this is the same hyper server with them. A connection
+//! speaks HTTP/1.1, or HTTP/2 when it opens with HTTP/2's preface (gRPC clients on a plain port).
 
 use std::future::Future;
 use std::io;
@@ -115,6 +117,7 @@ pub async fn serve(
         );
     }
     let slots = Arc::new(Semaphore::new(room));
+    let protocols = protocols(&limits);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -137,7 +140,11 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(StallLimited::new(stream, limits.write_stall));
+        let io = TokioIo::new(StallLimited::new(
+            stream,
+            limits.write_stall,
+            limits.header_timeout,
+        ));
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             let app = app.clone();
@@ -146,11 +153,7 @@ pub async fn serve(
                 app.oneshot(request.map(Body::new)).await
             }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(true)
-            .serve_connection(io, service);
+        let connection = protocols.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
         connections.spawn(async move {
             let _ = connection.await;
@@ -178,20 +181,51 @@ pub async fn serve(
     Ok(())
 }
 
-/// A socket whose writes may not wait longer than `stall` for a client that does not read: an
-/// answer nobody takes is not held forever.
+/// Streams an HTTP/2 connection may have open at once (each holds at most one request's budget).
+const MAX_STREAMS: u32 = 128;
+
+/// Keep-alive pings on an idle HTTP/2 connection, to find callers that went away (a gRPC stream or
+/// health watch may be idle for as long as its caller likes).
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// The HTTP/1.1 and HTTP/2 servers a connection is handed to, under `limits`.
+fn protocols(
+    limits: &ConnectionLimits,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(64 << 10)
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
+    builder
+}
+
+/// A socket whose first bytes must come within `opening` (before it speaks, the protocol's own
+/// timers do not run), and whose writes may not wait longer than `stall` for a client that does not
+/// read: an answer nobody takes is not held forever.
 struct StallLimited<S> {
     inner: S,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    opening: Option<(Pin<Box<Sleep>>, Duration)>,
 }
 
 impl<S> StallLimited<S> {
-    fn new(inner: S, stall: Duration) -> Self {
+    fn new(inner: S, stall: Duration, opening: Duration) -> Self {
         StallLimited {
             inner,
             stall,
             timer: None,
+            opening: Some((Box::pin(tokio::time::sleep(opening)), opening)),
         }
     }
 
@@ -217,7 +251,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallLimited<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                let Some((timer, within)) = self.opening.as_mut() else {
+                    return Poll::Pending;
+                };
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client sent nothing within {within:?}"),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.opening = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            failed => failed,
+        }
     }
 }
 
@@ -360,23 +415,30 @@ pub fn is_slow_body(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Layer: every request body is held to the minimum rate.
+/// Layer: every request body is held to the minimum rate (but gRPC's: a stream may rest between
+/// messages, and the gRPC front end holds each unary call's message to the rate itself).
 pub async fn limit_body_rate(
     axum::extract::State(limits): axum::extract::State<Arc<ConnectionLimits>>,
     request: Request<Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if limits.body_min_rate == 0 {
+    if limits.body_min_rate == 0 || super::grpc::is_grpc(&request) {
         return next.run(request).await;
     }
-    let request = request.map(|body| {
-        Body::new(MinRateBody::new(
-            body,
-            limits.body_grace,
-            limits.body_min_rate,
-        ))
-    });
+    let request = request.map(|body| rate_limited(body, &limits));
     next.run(request).await
+}
+
+/// `body`, held to the minimum rate of `limits`.
+pub(super) fn rate_limited(body: Body, limits: &ConnectionLimits) -> Body {
+    if limits.body_min_rate == 0 {
+        return body;
+    }
+    Body::new(MinRateBody::new(
+        body,
+        limits.body_grace,
+        limits.body_min_rate,
+    ))
 }
 
 /// Layer: a request that takes longer than `limit` is answered 503 and its handler dropped (which

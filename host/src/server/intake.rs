@@ -43,8 +43,15 @@ impl RequestBudget {
         self.total - self.bytes.available_permits() as u64
     }
 
-    /// Room for `bytes` more, within the wait.
-    async fn hold(&self, bytes: u64) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// Room for `bytes` more, within the wait, held until the [`Held`] is dropped (what a request
+    /// holds that is not read through [`read_body`]: a gRPC stream's messages).
+    pub async fn hold(&self, bytes: u64) -> Result<Held, ApiError> {
+        Ok(Held {
+            _permit: Some(self.permit(bytes).await?),
+        })
+    }
+
+    async fn permit(&self, bytes: u64) -> Result<OwnedSemaphorePermit, ApiError> {
         // A request larger than the whole budget could never fit; the body limit is checked first,
         // and the budget is at least two largest bodies, so this only rounds.
         let bytes = bytes.min(self.total).min(u32::MAX as u64) as u32;
@@ -111,7 +118,7 @@ pub async fn read_body(
         return Err(too_large());
     }
     let mut held = match declared {
-        Some(n) => Some(budget.hold(charge(n)).await?),
+        Some(n) => Some(budget.permit(charge(n)).await?),
         None => None,
     };
     let mut charged = declared.map_or(0, &charge);
@@ -135,7 +142,7 @@ pub async fn read_body(
         // A body longer than declared (or undeclared): charged for what arrives.
         let due = charge(raw.len() as u64);
         if due > charged {
-            let more = budget.hold(due - charged).await?;
+            let more = budget.permit(due - charged).await?;
             match held.as_mut() {
                 Some(permit) => permit.merge(more),
                 None => held = Some(more),

@@ -1,12 +1,14 @@
 //! The HTTP front door (axum on tokio): routes, the layers every request passes (request id, tracing,
 //! body limit), and graceful shutdown. Handlers live beside it: [`oip`] (Open Inference Protocol v2),
-//! [`predict`] (feature-style JSON and model listings), [`metrics`] (Prometheus).
+//! [`predict`] (feature-style JSON and model listings), [`metrics`] (Prometheus), and on the same
+//! port the Open Inference Protocol over gRPC ([`grpc`]), for requests of gRPC's content type.
 
 mod audit;
 mod auth;
 mod change;
 pub mod connections;
 mod error;
+mod grpc;
 pub mod intake;
 mod management;
 mod multipart;
@@ -18,6 +20,7 @@ mod predict;
 mod reads;
 pub mod status;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -165,9 +168,21 @@ fn metrics_idle_timeout(config: &crate::config::HostConfig) -> Option<Duration> 
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
-/// The application: the routing table inside the layers every request passes.
+/// The application: the routing table and the gRPC service inside the layers every request passes.
 pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
     let limits = Arc::new(connections::ConnectionLimits::from_config(&options.http));
+    let state = app_state(serving, loaded, options);
+    let grpc = grpc::GrpcFront::new(
+        state.clone(),
+        grpc::GrpcOptions {
+            inference_token: options.inference_token.clone(),
+            limits: limits.clone(),
+        },
+    );
+    let protocols = Protocols {
+        rest: routes_of(state, options),
+        grpc,
+    };
     let request_id = HeaderName::from_static(REQUEST_ID);
     // Wrapped once around the whole table: `Router::layer` would wrap each route in its own boxed
     // copy of every layer, cloned at every request.
@@ -183,18 +198,61 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(request_id))
-        .service(routes(serving, loaded, options));
+        .service(protocols);
     Router::new().fallback_service(front)
 }
 
+/// One port, two protocols: a request of gRPC's content type goes to the gRPC service, any other
+/// to the REST routes.
+#[derive(Clone)]
+struct Protocols {
+    rest: Router,
+    grpc: grpc::GrpcFront,
+}
+
+type GrpcAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<axum::response::Response, Infallible>> + Send>,
+>;
+
+impl tower::Service<Request<axum::body::Body>> for Protocols {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        <Router as tower::Service<Request<axum::body::Body>>>::Future,
+        GrpcAnswer,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        tower::Service::<Request<axum::body::Body>>::poll_ready(&mut self.rest, cx)
+    }
+
+    fn call(&mut self, request: Request<axum::body::Body>) -> Self::Future {
+        use futures_util::future::Either;
+        if grpc::is_grpc(&request) {
+            Either::Right(self.grpc.call(request))
+        } else {
+            Either::Left(self.rest.call(request))
+        }
+    }
+}
+
 /// Every route, with the layers of its own group (auth, time and body limits).
+#[cfg(test)]
 pub(crate) fn routes(
     serving: Arc<Serving>,
     loaded: Arc<AtomicBool>,
     options: &ServeOptions,
 ) -> Router {
+    routes_of(app_state(serving, loaded, options), options)
+}
+
+/// What every handler shares.
+fn app_state(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> AppState {
     let idle_timeout = metrics_idle_timeout(serving.registry().config());
-    let state = AppState(Arc::new(Shared {
+    AppState(Arc::new(Shared {
         registry: serving.registry().clone(),
         serving,
         loaded,
@@ -207,7 +265,11 @@ pub(crate) fn routes(
         max_body_bytes: options.max_body_bytes,
         max_management_body_bytes: options.http.max_management_body_bytes,
         teams: options.teams.clone(),
-    }));
+    }))
+}
+
+/// The REST routes over `state`.
+fn routes_of(state: AppState, options: &ServeOptions) -> Router {
     let limits = connections::ConnectionLimits::from_config(&options.http);
     let request_time = axum::middleware::from_fn_with_state(
         limits.request_timeout,

@@ -16,19 +16,25 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::openapi as doc;
 use super::{intake, AppState};
-use crate::registry::{ModelVersion, Routed};
+use crate::registry::{ModelVersion, Routed, RoutingTable};
 use crate::runtime::{Tensor, TensorSpec};
 use crate::serving::{Infer, TensorRequest};
-use crate::tensor::{binary, datatype_name, element_count, parse_datatype, tensor_to_json, typed};
+use crate::tensor::{binary, datatype_name, parse_datatype, tensor_to_json, typed};
 
 /// `GET /v2`
 #[utoipa::path(get, path = "/v2", tag = "open",
     responses((status = 200, description = "The server's name, version and extensions", body = doc::ServerMetadata)))]
 pub async fn server_metadata() -> Json<Value> {
-    Json(
-        json!({ "name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_repository", "model_configuration", "statistics"] }),
-    )
+    Json(json!({ "name": "ferry", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
 }
+
+/// The protocol extensions the server speaks, over REST and gRPC.
+pub(super) const EXTENSIONS: [&str; 4] = [
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+];
 
 /// `GET /v2/health/live`: `{"live": true}` (the OIP's body; tritonclient reads the status, KServe's
 /// `InferenceRESTClient` the body).
@@ -68,19 +74,25 @@ fn model_metadata(
 ) -> Result<Json<Value>, ApiError> {
     let table = state.registry.table();
     let metadata = &table.resolve(model, version)?.ready.metadata;
-    let versions: Vec<&String> = table.models[model]
-        .versions
-        .iter()
-        .filter(|(_, v)| v.is_ready())
-        .map(|(name, _)| name)
-        .collect();
     Ok(Json(json!({
         "name": model,
-        "versions": versions,
+        "versions": ready_versions(&table, model),
         "platform": metadata.platform,
         "inputs": specs(&metadata.inputs),
         "outputs": specs(&metadata.outputs),
     })))
+}
+
+/// The names of `model`'s ready versions (none for a model the table does not have).
+pub(super) fn ready_versions(table: &RoutingTable, model: &str) -> Vec<String> {
+    table.models.get(model).map_or_else(Vec::new, |entry| {
+        entry
+            .versions
+            .iter()
+            .filter(|(_, v)| v.is_ready())
+            .map(|(name, _)| name.clone())
+            .collect()
+    })
 }
 
 /// `GET /v2/models/{model}`
@@ -130,7 +142,7 @@ pub async fn model_version_ready(
 }
 
 /// Triton's name of a datatype in a model configuration.
-fn triton_type(spec: &TensorSpec) -> String {
+pub(super) fn triton_type(spec: &TensorSpec) -> String {
     match datatype_name(spec.datatype) {
         "BYTES" => "TYPE_STRING".to_owned(),
         other => format!("TYPE_{other}"),
@@ -183,26 +195,76 @@ pub async fn model_version_config(
     Ok(Json(config_of(&model, &v)))
 }
 
+/// A version's counters as the statistics extension reports them, read once.
+pub(super) struct Counts {
+    pub succeeded: u64,
+    pub succeeded_ns: u64,
+    pub failed: u64,
+    pub failed_ns: u64,
+    pub queue_ns: u64,
+    pub compute_ns: u64,
+    pub last_unix_ms: u64,
+}
+
+impl Counts {
+    pub(super) fn of(v: &ModelVersion) -> Counts {
+        let u = &v.usage;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Counts {
+            succeeded: n(&u.succeeded),
+            succeeded_ns: n(&u.succeeded_ns),
+            failed: n(&u.failed),
+            failed_ns: n(&u.failed_ns),
+            queue_ns: n(&u.queue_ns),
+            compute_ns: n(&u.compute_ns),
+            last_unix_ms: n(&u.last_unix_ms),
+        }
+    }
+}
+
 fn stats_of(v: &ModelVersion) -> Value {
-    let u = &v.usage;
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = (n(&u.succeeded), n(&u.failed));
+    let c = Counts::of(v);
+    let (ok, failed) = (c.succeeded, c.failed);
     let count_ns = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
     json!({
         "name": v.manifest.model,
         "version": v.manifest.version,
-        "last_inference": n(&u.last_unix_ms),
+        "last_inference": c.last_unix_ms,
         "inference_count": ok,
         "execution_count": ok + failed,
         "inference_stats": {
-            "success": count_ns(ok, n(&u.succeeded_ns)),
-            "fail": count_ns(failed, n(&u.failed_ns)),
-            "queue": count_ns(ok + failed, n(&u.queue_ns)),
+            "success": count_ns(ok, c.succeeded_ns),
+            "fail": count_ns(failed, c.failed_ns),
+            "queue": count_ns(ok + failed, c.queue_ns),
             "compute_input": count_ns(0, 0),
-            "compute_infer": count_ns(ok + failed, n(&u.compute_ns)),
+            "compute_infer": count_ns(ok + failed, c.compute_ns),
             "compute_output": count_ns(0, 0),
         },
         "batch_stats": [],
+    })
+}
+
+/// The versions a statistics request names: one version, a model's ready versions, or every ready
+/// version.
+pub(super) fn stats_versions(
+    table: &RoutingTable,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> Result<Vec<Arc<ModelVersion>>, ApiError> {
+    Ok(match (model, version) {
+        (Some(m), Some(v)) => vec![table.resolve(m, Some(v))?.version],
+        (Some(m), None) => {
+            let entry = table.models.get(m).ok_or_else(|| {
+                ApiError::from(crate::registry::RouteError::UnknownModel(m.to_owned()))
+            })?;
+            entry
+                .versions
+                .values()
+                .filter(|v| v.is_ready())
+                .cloned()
+                .collect()
+        }
+        (None, _) => table.versions().filter(|v| v.is_ready()).cloned().collect(),
     })
 }
 
@@ -212,28 +274,10 @@ fn stats(
     version: Option<&str>,
 ) -> Result<Json<Value>, ApiError> {
     let table = state.registry.table();
-    let mut out = Vec::new();
-    match (model, version) {
-        (Some(m), Some(v)) => out.push(stats_of(&*table.resolve(m, Some(v))?)),
-        (Some(m), None) => {
-            let entry = table.models.get(m).ok_or_else(|| {
-                ApiError::from(crate::registry::RouteError::UnknownModel(m.to_owned()))
-            })?;
-            out.extend(
-                entry
-                    .versions
-                    .values()
-                    .filter(|v| v.is_ready())
-                    .map(|v| stats_of(v)),
-            );
-        }
-        (None, _) => out.extend(
-            table
-                .versions()
-                .filter(|v| v.is_ready())
-                .map(|v| stats_of(v)),
-        ),
-    }
+    let out: Vec<Value> = stats_versions(&table, model, version)?
+        .iter()
+        .map(|v| stats_of(v))
+        .collect();
     Ok(Json(json!({ "model_stats": out })))
 }
 
@@ -463,28 +507,7 @@ fn decode_input(
             let (mine, rest) = binary_part.split_at(size);
             *binary_part = rest;
             let datatype = parse_datatype(&input.datatype).map_err(bad)?;
-            if input.shape.iter().any(|d| *d < 0) {
-                return Err(bad(format!(
-                    "shape {:?} has a negative dimension",
-                    input.shape
-                )));
-            }
-            // Checked: a shape's element count must not wrap to a small number.
-            let shape: Vec<u64> = input.shape.iter().map(|d| *d as u64).collect();
-            let count = element_count(&shape)
-                .filter(|n| *n <= mine.len() as u64 * 8 + 1)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "shape {:?} needs more elements than {size} bytes of binary data hold",
-                        input.shape
-                    ))
-                })?;
-            let data = binary::decode(datatype, mine, count as usize).map_err(bad)?;
-            Ok(Tensor {
-                name: input.name.clone(),
-                shape,
-                data,
-            })
+            binary::decode_tensor(&input.name, datatype, &input.shape, mine).map_err(bad)
         }
         (None, Some(data)) => typed::tensor_from_raw_json(
             &input.name,

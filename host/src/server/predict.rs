@@ -185,6 +185,9 @@ fn describe_version(v: &ModelVersion) -> Value {
     if let Some(graphs) = ready.and_then(|r| r.graphs.as_ref()) {
         out["graphs"] = graphs.describe();
     }
+    if let Some(batcher) = ready.and_then(|r| r.batcher.as_ref()) {
+        out["batching"] = batcher.describe();
+    }
     let usage = &v.usage;
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     out["usage"] = json!({

@@ -20,6 +20,8 @@ pub trait EntryPoint: Send + Sync + 'static {
     fn payload(ask: &Arc<Self::Ask>) -> Payload;
     /// The answer with its entry point erased (shares `reply`).
     fn output(reply: &Arc<Self::Reply>) -> Output;
+    /// The answer of this entry point in `output`, if it is one.
+    fn reply(output: Output) -> Option<Self::Reply>;
     /// Calls the entry point on `instance`.
     fn run(instance: &mut ModelInstance, ask: &Self::Ask) -> Result<Self::Reply, CallError>;
 }
@@ -39,6 +41,12 @@ impl EntryPoint for Predict {
     fn output(reply: &Arc<String>) -> Output {
         Output::Features(reply.clone())
     }
+    fn reply(output: Output) -> Option<String> {
+        match output {
+            Output::Features(text) => Some(Arc::unwrap_or_clone(text)),
+            Output::Tensors(_) => None,
+        }
+    }
     fn run(instance: &mut ModelInstance, ask: &String) -> Result<String, CallError> {
         instance.predict(ask)
     }
@@ -52,6 +60,12 @@ impl EntryPoint for Infer {
     }
     fn output(reply: &Arc<Vec<Tensor>>) -> Output {
         Output::Tensors(reply.clone())
+    }
+    fn reply(output: Output) -> Option<Vec<Tensor>> {
+        match output {
+            Output::Tensors(tensors) => Some(Arc::unwrap_or_clone(tensors)),
+            Output::Features(_) => None,
+        }
     }
     fn run(instance: &mut ModelInstance, ask: &TensorRequest) -> Result<Vec<Tensor>, CallError> {
         instance.infer(&ask.inputs, &ask.parameters)

@@ -23,6 +23,8 @@ use std::time::{Instant, SystemTime};
 use crate::registry::{ModelVersion, Registry, Route, RouteError, Routed};
 use crate::runtime::{CallError, Entry, Tensor};
 
+pub use crate::runtime::TensorRequest;
+
 pub use crate::runtime::BreakerPolicy;
 pub use entry::{EntryPoint, Infer, Predict};
 pub use shares::CpuShares;
@@ -61,17 +63,6 @@ pub enum Payload {
     Features(Arc<String>),
     /// A tensor request (Open Inference Protocol).
     Tensors(Arc<TensorRequest>),
-}
-
-/// A tensor request, decoded from whatever the wire format was.
-#[derive(Debug, Clone, Default)]
-pub struct TensorRequest {
-    /// The inputs.
-    pub inputs: Vec<Tensor>,
-    /// The request's parameters as JSON text (`{}` when none).
-    pub parameters: String,
-    /// Outputs the caller asked for by name (empty: all).
-    pub outputs: Vec<String>,
 }
 
 impl Payload {
@@ -320,7 +311,11 @@ impl Ticket {
         let payload = K::payload(&ask);
         let route = payload.route();
         let reply = match inputs::check(&version, &payload) {
-            Ok(()) => serving.call_guest::<K>(&version, &ask, self.place).await,
+            Ok(()) => {
+                serving
+                    .answer::<K>(&version, &ask, &payload, self.place)
+                    .await
+            }
             Err(refused) => Err(refused),
         };
         let elapsed = self.started.elapsed();
@@ -370,17 +365,39 @@ impl Ticket {
 }
 
 impl Serving {
+    /// The answer to `ask` (`payload`, erased): in a batch when the version batches tensor
+    /// requests (`place` then waits with the batch, and the batch's leader's makes the call), else
+    /// by a call of its own.
+    async fn answer<K: EntryPoint>(
+        &self,
+        version: &Routed,
+        ask: &Arc<K::Ask>,
+        payload: &Payload,
+        place: Entry,
+    ) -> Result<K::Reply, ServeError> {
+        if let (Some(batcher), Payload::Tensors(tensors)) = (&version.ready.batcher, payload) {
+            let rows = batcher
+                .submit(tensors.clone(), |merged| async move {
+                    self.call_guest::<Infer>(version, &merged, place).await
+                })
+                .await?;
+            return Ok(K::reply(Output::Tensors(Arc::new(rows)))
+                .expect("a tensor request is answered with tensors"));
+        }
+        Ok(self.call_guest::<K>(version, ask, place).await?)
+    }
+
     /// The guest call, through the version's circuit breaker, once `place`'s turn comes.
     async fn call_guest<K: EntryPoint>(
         &self,
         version: &Routed,
         ask: &Arc<K::Ask>,
         place: Entry,
-    ) -> Result<K::Reply, ServeError> {
+    ) -> Result<K::Reply, CallError> {
         let pass = version.ready.breaker.admit()?;
         let result = call::run::<K>(&self.shares, version, ask, place).await;
         pass.settle(&self.breaker, result.as_ref().err());
-        Ok(result?)
+        result
     }
 }
 

@@ -3,7 +3,7 @@
 //! input naming its byte count in `parameters.binary_data_size`. Little-endian, no padding; BOOL is one
 //! byte per element; BYTES elements are a 4-byte little-endian length and the bytes.
 
-use crate::runtime::{Datatype, TensorData};
+use crate::runtime::{Datatype, Tensor, TensorData};
 
 /// Header naming the JSON part's length.
 pub const HEADER: &str = "inference-header-content-length";
@@ -72,6 +72,36 @@ fn decode_bytes(mut bytes: &[u8], count: usize) -> Result<TensorData, String> {
         ));
     }
     Ok(TensorData::Bytes(items))
+}
+
+/// Tensor `name` of `datatype` and wire `shape` from its raw `bytes` (this extension's layout, and
+/// gRPC's `raw_input_contents`): dimensions must be non-negative, and the element count is checked
+/// against what the bytes can hold before anything is sized by it (nor may it wrap).
+pub fn decode_tensor(
+    name: &str,
+    datatype: Datatype,
+    shape: &[i64],
+    bytes: &[u8],
+) -> Result<Tensor, String> {
+    if shape.iter().any(|d| *d < 0) {
+        return Err(format!("shape {shape:?} has a negative dimension"));
+    }
+    let dims: Vec<u64> = shape.iter().map(|d| *d as u64).collect();
+    // Every element takes a byte at least (BOOL, INT8; BYTES its 4-byte length): 8 per byte is
+    // generous, and bounds what a count may reserve.
+    let count = super::element_count(&dims)
+        .filter(|n| *n <= bytes.len() as u64 * 8 + 1)
+        .ok_or_else(|| {
+            format!(
+                "shape {shape:?} needs more elements than {} bytes of binary data hold",
+                bytes.len()
+            )
+        })?;
+    Ok(Tensor {
+        name: name.to_owned(),
+        shape: dims,
+        data: decode(datatype, bytes, count as usize)?,
+    })
 }
 
 /// Encodes tensor elements as raw little-endian bytes.

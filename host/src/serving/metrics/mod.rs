@@ -51,6 +51,9 @@ const ABS_DIFF_BUCKETS: &[f64] = &[
     0.0, 1e-12, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0, 100.0,
 ];
 
+/// Requests in one batched guest call (dynamic batching).
+const BATCH_SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// Installs the process's metrics recorder (once) and returns the handle that renders it.
 ///
 /// A version's own series are not in this recorder ([`versions`]: they go with the version). With
@@ -70,6 +73,8 @@ pub fn install(idle_timeout: Option<Duration>) -> PrometheusHandle {
                     Matcher::Full("ferry_shadow_abs_diff".into()),
                     ABS_DIFF_BUCKETS,
                 )
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full("ferry_batch_size".into()), BATCH_SIZES)
                 .expect("buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();

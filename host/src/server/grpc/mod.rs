@@ -1,0 +1,581 @@
+//! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, KServe's
+//! `grpc_predict_v2.proto` with the Triton extensions its clients call) and `grpc.health.v1`, on
+//! the HTTP port: a request whose content type is `application/grpc` comes here (HTTP/2 without
+//! TLS, "prior knowledge", as gRPC clients speak it to a plain port), every other one goes to the
+//! REST routes.
+//!
+//! A translation only, as the REST front end is: every inference goes through the same
+//! protocol-neutral call ([`crate::serving::Serving::admit`] and [`crate::serving::Ticket::call`]),
+//! so splits, sticky routing keys (metadata `ferry-routing-key`), shadows, the prediction log,
+//! metering, CPU shares and the breaker apply as they do over HTTP; tokens come from the
+//! `authorization` metadata under the same rules as the REST routes of the same kind (inference,
+//! reads, management, with the same audit records); errors are the REST errors' messages under the
+//! gRPC code of their HTTP status ([`status`]).
+//!
+//! What a call may cost is bounded before it is decoded, as over HTTP: a unary call's message is
+//! read under the host's byte budget, its size limit and minimum rate ([`intake`]) before tonic
+//! decodes it, and the call is held to the host's request time limit. A stream's messages are
+//! bounded one by one (size; at most [`STREAM_DEPTH`] in flight per stream).
+
+mod health;
+mod status;
+mod tensors;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request as HttpRequest, Response as HttpResponse};
+use futures_util::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{count_refusal, Identified, Token};
+use super::change::{act, Change};
+use super::error::ApiError;
+use super::reads::{decide, Read, Verdict};
+use super::{connections, intake, oip, AppState};
+use crate::registry::RouteError;
+use crate::serving::{Infer, RequestKeys};
+
+/// The protocol's messages and the service's server side, generated from `host/proto/inference.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+/// Requests of one `ModelStreamInfer` stream answered at once (in order).
+pub const STREAM_DEPTH: usize = 4;
+
+/// The service's name, as paths and health checks give it.
+const SERVICE: &str = "inference.GRPCInferenceService";
+
+/// What the gRPC front end needs of the host's HTTP settings.
+#[derive(Clone)]
+pub(super) struct GrpcOptions {
+    /// The inference routes' token, when set.
+    pub inference_token: Option<Token>,
+    /// What a request may take and how fast its body must come.
+    pub limits: Arc<connections::ConnectionLimits>,
+}
+
+/// The gRPC side of the port: a service over `http::Request`s whose content type is gRPC.
+#[derive(Clone)]
+pub(super) struct GrpcFront {
+    inference: GrpcInferenceServiceServer<Inference>,
+    health: tonic_health::pb::health_server::HealthServer<health::Checks>,
+    state: AppState,
+    limits: Arc<connections::ConnectionLimits>,
+}
+
+/// True for a request gRPC's framing is meant for.
+pub(super) fn is_grpc<B>(request: &HttpRequest<B>) -> bool {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl GrpcFront {
+    pub(super) fn new(state: AppState, options: GrpcOptions) -> GrpcFront {
+        // A message holds at most what an HTTP body may (its 5-byte frame header aside).
+        let max_message = state.max_body_bytes;
+        let inference = GrpcInferenceServiceServer::new(Inference {
+            state: state.clone(),
+            inference_token: options.inference_token,
+        })
+        .max_decoding_message_size(max_message);
+        let health = tonic_health::pb::health_server::HealthServer::new(health::Checks {
+            loaded: state.loaded.clone(),
+        });
+        GrpcFront {
+            inference,
+            health,
+            state,
+            limits: options.limits,
+        }
+    }
+
+    /// Answers one gRPC request (errors are gRPC statuses in an HTTP 200, as gRPC has them).
+    pub(super) fn call(
+        &self,
+        request: HttpRequest<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse<Body>, Infallible>> + Send>> {
+        use tower::Service;
+        let this = self.clone();
+        Box::pin(async move {
+            let path = request.uri().path();
+            if path.starts_with("/grpc.health.v1.Health/") {
+                let mut health = this.health.clone();
+                let response = health.call(request).await?;
+                return Ok(response.map(Body::new));
+            }
+            if path == "/inference.GRPCInferenceService/ModelStreamInfer" {
+                // A stream lives as long as its caller keeps it; its messages are bounded one by one.
+                let mut inference = this.inference.clone();
+                let response = inference.call(request).await?;
+                return Ok(response.map(Body::new));
+            }
+            Ok(this.unary(request).await)
+        })
+    }
+
+    /// A unary call: its message read whole under the host's limits, then decoded and answered
+    /// within the request time limit.
+    async fn unary(self, request: HttpRequest<Body>) -> HttpResponse<Body> {
+        use tower::Service;
+        let (parts, body) = request.into_parts();
+        let body = connections::rate_limited(body, &self.limits);
+        let limit = self.state.max_body_bytes + 5;
+        // What decoding may take: protobuf's packed integers widen to at most 8 bytes an element,
+        // and the tensors are made from the message (moved where they can be).
+        let read = intake::read_body(&self.state.intake, &parts.headers, body, limit, |raw| {
+            raw.saturating_mul(5)
+        })
+        .await;
+        let (bytes, _held) = match read {
+            Ok(read) => read,
+            Err(e) => return status::of(e).into_http(),
+        };
+        let request = HttpRequest::from_parts(parts, Body::from(bytes));
+        let mut inference = self.inference.clone();
+        let within = self.limits.request_timeout;
+        match tokio::time::timeout(within, inference.call(request)).await {
+            Ok(Ok(response)) => response.map(Body::new),
+            Ok(Err(never)) => match never {},
+            Err(_) => Status::unavailable(format!(
+                "the request took longer than the host's limit of {within:?}"
+            ))
+            .into_http(),
+        }
+    }
+}
+
+/// The inference service: each method a translation onto the host's own calls.
+#[derive(Clone)]
+pub(super) struct Inference {
+    state: AppState,
+    inference_token: Option<Token>,
+}
+
+/// The bearer token of a call's `authorization` metadata.
+fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    super::auth::bearer_of(metadata.get("authorization")?.to_str().ok()?)
+}
+
+fn text(metadata: &MetadataMap, name: &str) -> Option<String> {
+    metadata
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A method's path, for refusal counts (a bounded label).
+fn route(method: &str) -> String {
+    format!("/{SERVICE}/{method}")
+}
+
+/// `Some(name)` unless `name` is empty (the protocol's "not given").
+fn given(name: &str) -> Option<&str> {
+    (!name.is_empty()).then_some(name)
+}
+
+impl Inference {
+    /// As the REST inference routes: the inference token when one is set.
+    fn infer_allowed(&self, metadata: &MetadataMap, method: &str) -> Result<(), Status> {
+        let Some(token) = &self.inference_token else {
+            return Ok(());
+        };
+        if bearer(metadata).is_some_and(|given| token.matches(given)) {
+            return Ok(());
+        }
+        count_refusal(axum::http::StatusCode::UNAUTHORIZED, &route(method));
+        Err(Status::unauthenticated("missing or wrong bearer token"))
+    }
+
+    /// As the REST statistics and configs: the read rules ([`super::reads`]).
+    fn read_allowed(&self, metadata: &MetadataMap, method: &str) -> Result<(), Status> {
+        let what = route(method);
+        let verdict = decide(
+            Read::Models,
+            &what,
+            &self.state.teams,
+            self.inference_token.as_ref(),
+            bearer(metadata),
+        );
+        match verdict {
+            Verdict::Allowed => Ok(()),
+            Verdict::Unauthorized(message) => {
+                count_refusal(axum::http::StatusCode::UNAUTHORIZED, &what);
+                Err(Status::unauthenticated(message))
+            }
+            Verdict::Forbidden { actor, reason } => {
+                count_refusal(axum::http::StatusCode::FORBIDDEN, &what);
+                tracing::warn!(actor, route = what, reason = %reason, "read refused");
+                Err(Status::permission_denied(reason))
+            }
+        }
+    }
+
+    /// As the REST management routes: the caller identified by a credential that may manage.
+    fn identify(&self, metadata: &MetadataMap, method: &str) -> Result<Identified, Status> {
+        let what = route(method);
+        let caller = self
+            .state
+            .teams
+            .authenticate(bearer(metadata))
+            .map_err(|e| {
+                count_refusal(axum::http::StatusCode::UNAUTHORIZED, &what);
+                Status::unauthenticated(e.to_string())
+            })?;
+        if caller.scrape_only() {
+            count_refusal(axum::http::StatusCode::FORBIDDEN, &what);
+            let reason = caller.may_read(&what).err().unwrap_or_default();
+            return Err(Status::permission_denied(reason));
+        }
+        let request_id = text(metadata, super::REQUEST_ID).map(|id| id.chars().take(128).collect());
+        Ok(Identified::new(
+            caller,
+            request_id,
+            self.state.audit.clone(),
+        ))
+    }
+
+    /// One inference through the host's call path; `keys` as the call's metadata gave them.
+    async fn infer(
+        &self,
+        mut request: pb::ModelInferRequest,
+        mut keys: RequestKeys,
+    ) -> Result<Response<pb::ModelInferResponse>, ApiError> {
+        if keys.request_id.is_none() && !request.id.is_empty() {
+            keys.request_id = Some(request.id.chars().take(128).collect());
+        }
+        let serving = &self.state.serving;
+        let version = given(&request.model_version);
+        let ticket = serving.admit(&request.model_name, version, &keys, "infer", None)?;
+        let max_input = ticket.version().limits.max_input_bytes as u64;
+        let (tensors, contents) = tensors::request(&mut request, max_input)?;
+        let requested = tensors.outputs.clone();
+        let answer = ticket
+            .call::<Infer>(serving, Arc::new(tensors), keys)
+            .await?;
+        let manifest = &answer.version.manifest;
+        let reply = tensors::response(
+            &request.model_name,
+            &manifest.version,
+            request.id,
+            &requested,
+            &answer.output,
+            contents,
+        );
+        let mut response = Response::new(reply);
+        if let Ok(version) = manifest.version.parse() {
+            response
+                .metadata_mut()
+                .insert(super::predict::VERSION_HEADER, version);
+        }
+        Ok(response)
+    }
+}
+
+/// The caller's keys as its metadata gives them (as the REST headers of the same names).
+fn keys(metadata: &MetadataMap) -> RequestKeys {
+    RequestKeys {
+        request_id: text(metadata, super::REQUEST_ID),
+        routing_key: text(metadata, super::predict::ROUTING_KEY_HEADER),
+    }
+}
+
+fn tensor_metadata(
+    specs: &[crate::runtime::TensorSpec],
+) -> Vec<pb::model_metadata_response::TensorMetadata> {
+    specs
+        .iter()
+        .map(|s| pb::model_metadata_response::TensorMetadata {
+            name: s.name.clone(),
+            datatype: crate::tensor::datatype_name(s.datatype).to_owned(),
+            shape: s.shape.clone(),
+        })
+        .collect()
+}
+
+/// Triton's configuration datatype of an OIP datatype name (`TYPE_STRING` for BYTES).
+fn config_type(spec: &crate::runtime::TensorSpec) -> i32 {
+    let name = oip::triton_type(spec);
+    pb::DataType::from_str_name(&name).map_or(0, |t| t as i32)
+}
+
+fn statistic(count: u64, ns: u64) -> Option<pb::StatisticDuration> {
+    Some(pb::StatisticDuration { count, ns })
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        let ready = self.state.loaded.load(std::sync::atomic::Ordering::Acquire);
+        Ok(Response::new(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "ferry".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: oip::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    /// Ready when a version serves it; `false` for a known model or version that is not serving
+    /// (a failed one, one still loading), NOT_FOUND for an unknown one.
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        self.infer_allowed(request.metadata(), "ModelReady")?;
+        let r = request.get_ref();
+        let ready = match self
+            .state
+            .registry
+            .table()
+            .resolve(&r.name, given(&r.version))
+        {
+            Ok(_) => true,
+            Err(e @ (RouteError::UnknownModel(_) | RouteError::UnknownVersion(..))) => {
+                return Err(ApiError::from(e).into())
+            }
+            Err(RouteError::NotReady { .. } | RouteError::NoReadyVersion(_)) => false,
+        };
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        self.infer_allowed(request.metadata(), "ModelMetadata")?;
+        let r = request.into_inner();
+        let table = self.state.registry.table();
+        let routed = table
+            .resolve(&r.name, given(&r.version))
+            .map_err(ApiError::from)?;
+        let metadata = &routed.ready.metadata;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            versions: oip::ready_versions(&table, &r.name),
+            name: r.name,
+            platform: metadata.platform.clone(),
+            inputs: tensor_metadata(&metadata.inputs),
+            outputs: tensor_metadata(&metadata.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        self.infer_allowed(request.metadata(), "ModelInfer")?;
+        let keys = keys(request.metadata());
+        Ok(self.infer(request.into_inner(), keys).await?)
+    }
+
+    type ModelStreamInferStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+    /// Each request of the stream answered in order, a failed one by a message that says why (the
+    /// stream goes on); the stream ends when the caller's does, or when its framing breaks.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        self.infer_allowed(request.metadata(), "ModelStreamInfer")?;
+        let keys = keys(request.metadata());
+        let this = self.clone();
+        let answers = request
+            .into_inner()
+            .map(move |message| {
+                let (this, keys) = (this.clone(), keys.clone());
+                async move {
+                    let request = message?;
+                    let (model_name, id) = (request.model_name.clone(), request.id.clone());
+                    // The message's share of the host's byte budget, held while it is answered.
+                    let size = prost::Message::encoded_len(&request) as u64;
+                    let answer = match this.state.intake.hold(size.saturating_mul(5)).await {
+                        Ok(_held) => this.infer(request, keys).await,
+                        Err(e) => Err(e),
+                    };
+                    Ok(match answer {
+                        Ok(response) => pb::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(response.into_inner()),
+                        },
+                        Err(e) => pb::ModelStreamInferResponse {
+                            error_message: e.message,
+                            infer_response: Some(pb::ModelInferResponse {
+                                model_name,
+                                id,
+                                ..Default::default()
+                            }),
+                        },
+                    })
+                }
+            })
+            .buffered(STREAM_DEPTH);
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        self.read_allowed(request.metadata(), "ModelConfig")?;
+        let r = request.into_inner();
+        let v = self
+            .state
+            .registry
+            .table()
+            .resolve(&r.name, given(&r.version))
+            .map_err(ApiError::from)?;
+        let metadata = &v.ready.metadata;
+        let config = pb::ModelConfig {
+            name: r.name,
+            platform: metadata.platform.clone(),
+            backend: "ferry".into(),
+            // Batching is the model's own (the leading dimension), not the server's.
+            max_batch_size: 0,
+            input: metadata
+                .inputs
+                .iter()
+                .map(|s| pb::ModelInput {
+                    name: s.name.clone(),
+                    data_type: config_type(s),
+                    dims: s.shape.clone(),
+                })
+                .collect(),
+            output: metadata
+                .outputs
+                .iter()
+                .map(|s| pb::ModelOutput {
+                    name: s.name.clone(),
+                    data_type: config_type(s),
+                    dims: s.shape.clone(),
+                })
+                .collect(),
+            instance_group: vec![pb::ModelInstanceGroup {
+                name: String::new(),
+                count: v.limits.max_instances.min(i32::MAX as usize) as i32,
+                kind: pb::model_instance_group::Kind::from_str_name("KIND_CPU")
+                    .map_or(0, |k| k as i32),
+            }],
+            scheduling_choice: None,
+        };
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        self.read_allowed(request.metadata(), "ModelStatistics")?;
+        let r = request.into_inner();
+        let table = self.state.registry.table();
+        let versions = oip::stats_versions(&table, given(&r.name), given(&r.version))?;
+        let model_stats = versions
+            .iter()
+            .map(|v| {
+                let c = oip::Counts::of(v);
+                pb::ModelStatistics {
+                    name: v.manifest.model.clone(),
+                    version: v.manifest.version.clone(),
+                    last_inference: c.last_unix_ms,
+                    inference_count: c.succeeded,
+                    execution_count: c.succeeded + c.failed,
+                    inference_stats: Some(pb::InferStatistics {
+                        success: statistic(c.succeeded, c.succeeded_ns),
+                        fail: statistic(c.failed, c.failed_ns),
+                        queue: statistic(c.succeeded + c.failed, c.queue_ns),
+                        compute_input: statistic(0, 0),
+                        compute_infer: statistic(c.succeeded + c.failed, c.compute_ns),
+                        compute_output: statistic(0, 0),
+                    }),
+                    batch_stats: Vec::new(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        self.identify(request.metadata(), "RepositoryIndex")?;
+        let only_ready = request.get_ref().ready;
+        let table = self.state.registry.table();
+        let models = table
+            .versions()
+            .filter(|v| !only_ready || v.is_ready())
+            .map(|v| pb::repository_index_response::ModelIndex {
+                name: v.manifest.model.clone(),
+                version: v.manifest.version.clone(),
+                state: v.state.name().to_uppercase(),
+                reason: v.state.reason().unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let caller = self.identify(request.metadata(), "RepositoryModelLoad")?;
+        let model = request.into_inner().model_name;
+        let change = Change::<act::LoadModel>::ask(caller, model.clone()).await?;
+        let (registry, m) = (self.state.registry.clone(), model.clone());
+        change
+            .run(|record| async move {
+                registry.load_model(&m).await?;
+                Ok(((), record))
+            })
+            .await?;
+        // Loaded (and recorded) either way; whether anything serves is this answer's to say.
+        if let Some(why) = self.state.registry.not_serving(&model) {
+            return Err(ApiError::from(why).into());
+        }
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let caller = self.identify(request.metadata(), "RepositoryModelUnload")?;
+        let model = request.into_inner().model_name;
+        let change = Change::<act::UnloadModel>::ask(caller, model.clone()).await?;
+        let registry = self.state.registry.clone();
+        change
+            .run(|record| async move {
+                registry.unload_model(&model).await?;
+                Ok(((), record))
+            })
+            .await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}

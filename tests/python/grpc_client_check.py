@@ -1,0 +1,203 @@
+"""Drives a running `ferry serve` over gRPC with NVIDIA's `tritonclient.grpc` (PyPI), unmodified, on
+the host's one HTTP port:
+
+- health: ServerLive, ServerReady, ModelReady, and `grpc.health.v1.Health/Check`;
+- metadata, model config and statistics;
+- ModelInfer on digits-onnx with raw contents (what tritonclient sends) and with typed `contents`
+  (built with tritonclient's own protobuf messages): both read the digits and agree;
+- every datatype's typed contents through the echo model, unchanged;
+- a split alias (`canary`, 50/50 over two versions): every answer from one of its versions, both seen;
+- a wrong shape (INVALID_ARGUMENT), an unknown model (NOT_FOUND), a missing token (UNAUTHENTICATED);
+- ModelStreamInfer: answers in order, a bad request answered with its error while the stream goes on;
+- repository index, unload and load under the admin credential.
+
+Usage: python grpc_client_check.py HOST:PORT held-out.json INFERENCE_TOKEN ADMIN_TOKEN
+"""
+import json
+import queue
+import sys
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+url, held_out, inference_token, admin_token = sys.argv[1:5]
+held = json.load(open(held_out))
+images = np.array(held["images"], dtype=np.float32)
+digits = np.array(held["digits"], dtype=np.int64)
+cases = images
+auth = {"authorization": f"Bearer {inference_token}"}
+admin = {"authorization": f"Bearer {admin_token}"}
+
+client = grpcclient.InferenceServerClient(url=url)
+
+
+def expect_error(code, call):
+    try:
+        call()
+    except InferenceServerException as e:
+        assert e.status() == f"StatusCode.{code}", (code, e.status(), e.message())
+        return e.message()
+    raise AssertionError(f"expected {code}")
+
+
+# Health, with and without the protocol's own service.
+assert client.is_server_live()
+assert client.is_server_ready()
+assert client.is_model_ready("digits-onnx", headers=auth)
+channel = grpc.insecure_channel(url)
+check = channel.unary_unary("/grpc.health.v1.Health/Check")
+assert check(b"") == b"\x08\x01", "SERVING"  # HealthCheckResponse{status: SERVING}
+assert check(b"\n\x1einference.GRPCInferenceService") == b"\x08\x01"
+try:
+    check(b"\n\x07nothing")
+    raise AssertionError("an unknown service is NOT_FOUND")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.NOT_FOUND, e
+print("grpc health: live, ready, model ready, grpc.health.v1 serving")
+
+# Metadata, configuration, and the token rules.
+meta = client.get_server_metadata()
+assert meta.name == "ferry", meta
+model = client.get_model_metadata("digits-onnx", headers=auth)
+assert [i.name for i in model.inputs] == ["input"], model
+assert model.inputs[0].datatype == "FP32"
+message = expect_error("UNAUTHENTICATED", lambda: client.get_model_metadata("digits-onnx"))
+assert "token" in message, message
+config = client.get_model_config("digits-onnx", headers=auth).config
+assert config.name == "digits-onnx" and config.input[0].name == "input", config
+assert model_config_pb2.DataType.Name(config.input[0].data_type) == "TYPE_FP32", config
+print("grpc metadata and config: ok")
+
+
+def infer_raw(model_name, headers=auth):
+    inp = grpcclient.InferInput("input", list(images.shape), "FP32")
+    inp.set_data_from_numpy(images)
+    outputs = [grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")]
+    return client.infer(model_name, [inp], outputs=outputs, request_id="grpc-raw", headers=headers)
+
+
+raw = infer_raw("digits-onnx")
+assert raw.get_response().id == "grpc-raw"
+labels = raw.as_numpy("label")
+assert raw.as_numpy("probabilities").shape == (len(cases), 10)
+right = int((labels == digits).sum())
+assert right >= 9, (right, labels, digits)
+
+# Typed contents: the protocol's other way, built with tritonclient's own messages.
+stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+request = service_pb2.ModelInferRequest(model_name="digits-onnx", id="grpc-typed")
+tensor = request.inputs.add(name="input", datatype="FP32", shape=list(images.shape))
+tensor.contents.fp32_contents.extend(images.flatten().tolist())
+typed = stub.ModelInfer(request, metadata=list(auth.items()))
+assert not typed.raw_output_contents, "typed in, typed out"
+by_name = {o.name: o for o in typed.outputs}
+typed_labels = np.array(by_name["label"].contents.int64_contents or by_name["label"].contents.int_contents)
+assert np.array_equal(typed_labels, labels.flatten()), (typed_labels, labels)
+print(f"grpc infer: raw {right}/{len(cases)} right; typed contents agree with raw")
+
+# Every datatype's typed contents through the echo model, unchanged.
+request = service_pb2.ModelInferRequest(model_name="echo")
+values = {
+    "bool": ("BOOL", "bool_contents", [True, False, True]),
+    "uint8": ("UINT8", "uint_contents", [0, 200, 255]),
+    "uint16": ("UINT16", "uint_contents", [0, 60000, 7]),
+    "uint32": ("UINT32", "uint_contents", [0, 4000000000, 9]),
+    "uint64": ("UINT64", "uint64_contents", [0, 18000000000000000000, 1]),
+    "int8": ("INT8", "int_contents", [-128, 0, 127]),
+    "int16": ("INT16", "int_contents", [-32768, 5, 32767]),
+    "int32": ("INT32", "int_contents", [-2147483648, 0, 2147483647]),
+    "int64": ("INT64", "int64_contents", [-(2**63), 0, 2**63 - 1]),
+    "fp32": ("FP32", "fp32_contents", [1.5, -0.25, 2.0**127]),
+    "fp64": ("FP64", "fp64_contents", [1e-300, -2.5, 1e300]),
+    "bytes": ("BYTES", "bytes_contents", [b"a", b"", b"\x00\xff"]),
+}
+for name, (datatype, field, data) in values.items():
+    t = request.inputs.add(name=name, datatype=datatype, shape=[3])
+    getattr(t.contents, field).extend(data)
+echoed = stub.ModelInfer(request, metadata=list(auth.items()))
+for out in echoed.outputs:
+    datatype, field, data = values[out.name]
+    assert out.datatype == datatype and list(out.shape) == [3], out
+    got = list(getattr(out.contents, field))
+    assert got == data, (out.name, got, data)
+assert len(echoed.outputs) == 12
+# One out-of-range element is refused, naming the input.
+bad = service_pb2.ModelInferRequest()
+bad.CopyFrom(request)
+bad.inputs[5].contents.int_contents[0] = 128
+try:
+    stub.ModelInfer(bad, metadata=list(auth.items()))
+    raise AssertionError("INT8 128 is out of range")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "int8" in e.details(), e
+print("grpc typed contents: every datatype echoed unchanged")
+
+# A split alias: every answer from one of its versions, both seen.
+seen = set()
+for i in range(40):
+    inp = grpcclient.InferInput("input", [1, 64], "FP32")
+    inp.set_data_from_numpy(images[:1])
+    r = client.infer("digits-onnx", [inp], model_version="canary", headers=auth)
+    seen.add(r.get_response().model_version)
+assert seen == {"1", "2"}, seen
+print(f"grpc split alias: versions {sorted(seen)}")
+
+# Errors: the REST messages under the gRPC codes.
+wrong = grpcclient.InferInput("input", [1, 63], "FP32")
+wrong.set_data_from_numpy(np.zeros((1, 63), dtype=np.float32))
+message = expect_error("INVALID_ARGUMENT", lambda: client.infer("digits-onnx", [wrong], headers=auth))
+assert "input" in message and "63" in message, message
+message = expect_error("NOT_FOUND", lambda: client.infer("no-such-model", [wrong], headers=auth))
+assert message == "unknown model `no-such-model`", message
+expect_error("UNAUTHENTICATED", lambda: infer_raw("digits-onnx", headers={}))
+# A message over the host's body limit (2 MiB here) is refused before it is decoded.
+huge = grpcclient.InferInput("input", [12000, 64], "FP32")
+huge.set_data_from_numpy(np.zeros((12000, 64), dtype=np.float32))
+message = expect_error("RESOURCE_EXHAUSTED", lambda: client.infer("digits-onnx", [huge], headers=auth))
+assert "larger than the limit" in message, message
+print("grpc errors: wrong shape INVALID_ARGUMENT, unknown model NOT_FOUND, no token UNAUTHENTICATED, "
+      "too large RESOURCE_EXHAUSTED")
+
+# Statistics count what was served.
+stats = client.get_inference_statistics("digits-onnx", headers=auth)
+counted = sum(s.inference_count for s in stats.model_stats)
+assert counted >= 42, stats
+print(f"grpc statistics: {counted} inferences")
+
+# Streaming: in order; a bad request answered with its error, and the stream goes on.
+answers = queue.Queue()
+client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=auth)
+for i in range(6):
+    inp = grpcclient.InferInput("input", [1, 64], "FP32")
+    inp.set_data_from_numpy(images[i : i + 1])
+    client.async_stream_infer("digits-onnx", [inp], request_id=f"s{i}")
+    if i == 2:
+        client.async_stream_infer("digits-onnx", [wrong], request_id="bad")
+client.stop_stream()
+got = [answers.get(timeout=30) for _ in range(7)]
+ids = []
+for result, error in got:
+    if error is not None:
+        ids.append("bad")
+        assert "63" in str(error), error
+    else:
+        ids.append(result.get_response().id)
+        digit = int(result.as_numpy("label").flatten()[0])
+        assert 0 <= digit <= 9
+assert ids == ["s0", "s1", "s2", "bad", "s3", "s4", "s5"], ids
+print("grpc stream: 6 answers in order, the bad request answered with its error")
+
+# The model repository, under the admin credential.
+index = client.get_model_repository_index(headers=admin)
+names = {(m.name, m.version, m.state) for m in index.models}
+assert ("digits-onnx", "1", "READY") in names, names
+expect_error("UNAUTHENTICATED", lambda: client.get_model_repository_index())
+client.unload_model("echo", headers=admin)
+assert not client.is_model_ready("echo", headers=auth)
+client.load_model("echo", headers=admin)
+assert client.is_model_ready("echo", headers=auth)
+print("grpc repository: index, unload, load")
+client.close()
