@@ -18,7 +18,7 @@ One run, one machine, one load generator (wrk, closed loop, CONNECTIONS connecti
 
 Rows print as they finish; the table at the end repeats them.
 
-Usage: python3 benches/throughput.py WORKDIR   (DURATION=8 CONNECTIONS=16 by default)
+Usage: python3 benches/throughput.py WORKDIR   (DURATION=8 CONNECTIONS=16 SECTIONS=1,2,3 by default)
 """
 import json
 import os
@@ -35,6 +35,10 @@ FERRY = ROOT / "target/release/ferry"
 ECHO = ROOT / "target/release/axum-baseline"
 MODELS = ROOT / "target/models"
 DURATION = int(os.environ.get("DURATION", "8"))
+# Which parts run: 1 the floor and the request path, 2 the capabilities, 3 graphs and batching.
+SECTIONS = set(os.environ.get("SECTIONS", "1,2,3").split(","))
+# How long the first request of a batch waits for others, in the batched rows.
+BATCH_DELAY_US = int(os.environ.get("BATCH_DELAY_US", "2000"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
 HOST_PORT, ECHO_PORT = 18180, 18190
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -94,15 +98,15 @@ class Host:
         self.log.close()
 
 
-def h2load(url: str, body: pathlib.Path, pid: int, counted, seconds: int = DURATION) -> dict:
+def h2load(url: str, body: pathlib.Path, pid: int, failed, seconds: int = DURATION) -> dict:
     """As `wrk`, over gRPC: h2load with CONNECTIONS connections of one stream each POSTing `body` (a
-    gRPC frame). `counted()` is the server's count of successful answers, so failures carried in
-    gRPC's trailers are counted too."""
+    gRPC frame). `failed()` is the server's count of failed answers, so failures carried in gRPC's
+    trailers (an HTTP 200) are counted too."""
     log = body.with_suffix(".h2load.log")
     args = ["h2load", "-c", str(CONNECTIONS), "-m", "1", "-t", "1", "-d", str(body),
             "-H", "content-type: application/grpc", "-H", "te: trailers"]
     subprocess.run([*args, "-D", "1", url], check=True, stdout=subprocess.DEVNULL)
-    before, ok_before = cpu_seconds(pid), counted()
+    before, failed_before = cpu_seconds(pid), failed()
     out = subprocess.run([*args, "-D", str(seconds), "--log-file", str(log), url],
                          check=True, capture_output=True, text=True).stdout
     used = cpu_seconds(pid) - before
@@ -115,17 +119,17 @@ def h2load(url: str, body: pathlib.Path, pid: int, counted, seconds: int = DURAT
         "p50": pick(0.50),
         "p99": pick(0.99),
         "cpu_us": used * 1e6 / max(done, 1),
-        "errors": done - (counted() - ok_before),
+        "errors": failed() - failed_before,
     }
 
 
-def answered(host_url: str, model: str) -> int:
-    """The server's count of `model`'s successful inferences (every protocol)."""
+def failures(host_url: str, model: str) -> int:
+    """The server's count of `model`'s inferences that failed (every protocol, every status)."""
     with urllib.request.urlopen(f"{host_url}/metrics", timeout=10) as r:
         text = r.read().decode()
-    found = re.findall(rf'^ferry_requests_total{{model="{re.escape(model)}",version="[^"]*",route="infer",status="200"}} (\d+)',
+    found = re.findall(rf'^ferry_requests_total{{model="{re.escape(model)}",version="[^"]*",route="infer",status="(\d+)"}} (\d+)',
                        text, re.M)
-    return sum(int(n) for n in found)
+    return sum(int(n) for status, n in found if status != "200")
 
 
 def grpc_infer_frame(model: str, row: list[float]) -> bytes:
@@ -232,101 +236,107 @@ def main() -> None:
     print(f"{DURATION} s per row, {CONNECTIONS} connections, wrk -t1; CPU µs: the server's CPU per request\n")
     print(HEADER)
 
-    # 1. The floor and the request path.
-    echo = subprocess.Popen([ECHO, f"127.0.0.1:{ECHO_PORT}"])
-    try:
-        time.sleep(0.5)
-        floor = row("axum echo (the floor)", wrk(f"http://127.0.0.1:{ECHO_PORT}/echo", fraud, echo.pid))
-        host = Host(work, "defaults", [("fraud-features", "1", fraud_files())],
-                    "[models.default]\nmin_instances = 2\nmax_instances = 4\n")
+    if "1" in SECTIONS:
+        # 1. The floor and the request path.
+        echo = subprocess.Popen([ECHO, f"127.0.0.1:{ECHO_PORT}"])
         try:
-            url = f"{host.url}/v1/models/fraud-features/predict"
-            served = row("fraud-features predict (defaults)", wrk(url, fraud, host.process.pid))
-            floor2 = row("axum echo (again)", wrk(f"http://127.0.0.1:{ECHO_PORT}/echo", fraud, echo.pid))
-        finally:
-            host.stop()
-    finally:
-        echo.terminate()
-        echo.wait()
-    floor_rps = (floor["rps"] + floor2["rps"]) / 2
-    ratio = served["rps"] / floor_rps
-    ROWS[1] = (ROWS[1][0], served, f"{ratio:.2f}x the echo (mean of both echo rows)")
-    print(f"\nP1: fraud-features predict / axum echo = {served['rps']:.0f} / {floor_rps:.0f} = {ratio:.2f}\n")
-
-    # 2. Each capability on its own, beside an all-off run.
-    capabilities = [
-        ("CPU share 0.25", dict(extra="[models.fraud-features]\ncpu_share = 0.25")),
-        ("breaker (after = 5)", dict(breaker=5)),
-        ("fuel metering", dict(fuel="true")),
-        ("determinism", dict(deterministic="true")),
-        ("prediction log 100 %", dict(log=True)),
-        ("shadow 100 %", dict(shadow=True)),
-    ]
-    costs = []
-    print(HEADER)
-    for name, settings in capabilities:
-        log = settings.pop("log", False)
-        results = {}
-        for state in ("off", "on"):
-            host = capability_host(work, f"{name}-{state}".replace(" ", "-").replace("%", "pc"),
-                                   **(settings if state == "on" else {}))
+            time.sleep(0.5)
+            floor = row("axum echo (the floor)", wrk(f"http://127.0.0.1:{ECHO_PORT}/echo", fraud, echo.pid))
+            host = Host(work, "defaults", [("fraud-features", "1", fraud_files())],
+                        "[models.default]\nmin_instances = 2\nmax_instances = 4\n")
             try:
-                if state == "on" and log:
-                    request("PUT", f"{host.url}/v1/models/fraud-features/traffic", {"log": {"percent": 100}})
-                if state == "on" and settings.get("shadow"):
-                    request("PUT", f"{host.url}/v1/models/fraud-features/traffic",
-                            {"shadow": {"version": "2", "percent": 100}})
                 url = f"{host.url}/v1/models/fraud-features/predict"
-                results[state] = row(f"  {name}: {state}", wrk(url, fraud, host.process.pid))
+                served = row("fraud-features predict (defaults)", wrk(url, fraud, host.process.pid))
+                floor2 = row("axum echo (again)", wrk(f"http://127.0.0.1:{ECHO_PORT}/echo", fraud, echo.pid))
             finally:
                 host.stop()
-        cost = results["on"]["cpu_us"] / results["off"]["cpu_us"] - 1
-        costs.append((name, results["off"], results["on"], cost))
+        finally:
+            echo.terminate()
+            echo.wait()
+        floor_rps = (floor["rps"] + floor2["rps"]) / 2
+        ratio = served["rps"] / floor_rps
+        ROWS[1] = (ROWS[1][0], served, f"{ratio:.2f}x the echo (mean of both echo rows)")
+        print(f"\nP1: fraud-features predict / axum echo = {served['rps']:.0f} / {floor_rps:.0f} = {ratio:.2f}\n")
 
-    print("\nPer-capability cost (fraud-features; CPU per request on over off, and req/s):")
-    print(f"{'capability':<24}{'off µs':>9}{'on µs':>9}{'cost':>8}{'off req/s':>11}{'on req/s':>11}")
-    for name, off, on, cost in costs:
-        print(f"{name:<24}{off['cpu_us']:>9.1f}{on['cpu_us']:>9.1f}{cost:>+8.1%}{off['rps']:>11.0f}{on['rps']:>11.0f}")
+    if "2" in SECTIONS:
+        # 2. Each capability on its own, beside an all-off run.
+        capabilities = [
+            ("CPU share 0.25", dict(extra="[models.fraud-features]\ncpu_share = 0.25")),
+            ("breaker (after = 5)", dict(breaker=5)),
+            ("fuel metering", dict(fuel="true")),
+            ("determinism", dict(deterministic="true")),
+            ("prediction log 100 %", dict(log=True)),
+            ("shadow 100 %", dict(shadow=True)),
+        ]
+        costs = []
+        print(HEADER)
+        for name, settings in capabilities:
+            log = settings.pop("log", False)
+            results = {}
+            for state in ("off", "on"):
+                host = capability_host(work, f"{name}-{state}".replace(" ", "-").replace("%", "pc"),
+                                       **(settings if state == "on" else {}))
+                try:
+                    if state == "on" and log:
+                        request("PUT", f"{host.url}/v1/models/fraud-features/traffic", {"log": {"percent": 100}})
+                    if state == "on" and settings.get("shadow"):
+                        request("PUT", f"{host.url}/v1/models/fraud-features/traffic",
+                                {"shadow": {"version": "2", "percent": 100}})
+                    url = f"{host.url}/v1/models/fraud-features/predict"
+                    results[state] = row(f"  {name}: {state}", wrk(url, fraud, host.process.pid))
+                finally:
+                    host.stop()
+            cost = results["on"]["cpu_us"] / results["off"]["cpu_us"] - 1
+            costs.append((name, results["off"], results["on"], cost))
 
-    # 3. Graph models over HTTP and gRPC, unbatched and batched.
-    mlp = ROOT / "target/graphs/mlp.onnx"
-    digits = json.loads((ROOT / "sample-models/digits-graph/example-request.json").read_text())
-    one = digits["inputs"][0]
-    row_width = 64
-    one["shape"] = [1, row_width]
-    one["data"] = one["data"][:row_width]
-    graph_body = work / "digits-one.json"
-    graph_body.write_text(json.dumps(digits))
-    print("\n" + HEADER)
-    batching = "max_batch_size = 16\nmax_queue_delay_us = 2000\n"
-    speedups = []
-    for name, graph in [("digits-graph", MODELS / "digits-graph.graph.model.onnx"), ("mlp-4.5MB-graph", mlp)]:
-        files = [str(MODELS / "digits-graph.wasm"), "--graph", f"model={graph}"]
-        if name == "digits-graph":
-            files += ["--tests", str(MODELS / "digits-graph.tests.json")]
-        frame = work / f"{name}.grpc"
-        frame.write_bytes(grpc_infer_frame(name, one["data"]))
-        results = {}
-        for mode in ("unbatched", "batched"):
-            config = ("[host]\nrequire_self_tests = false\n[models.default]\nmin_instances = 2\nmax_instances = 4\n"
-                      + (f"[models.{name}]\n{batching}" if mode == "batched" else ""))
-            host = Host(work, f"{name}-{mode}", [(name, "1", files)], config)
-            try:
-                url = f"{host.url}/v2/models/{name}/infer"
-                results[("HTTP", mode)] = row(f"{name} {mode}, HTTP", wrk(url, graph_body, host.process.pid))
-                grpc_url = f"{host.url}/inference.GRPCInferenceService/ModelInfer"
-                results[("gRPC", mode)] = row(f"{name} {mode}, gRPC", h2load(
-                    grpc_url, frame, host.process.pid, lambda: answered(host.url, name)))
-            finally:
-                host.stop()
-        for protocol in ("HTTP", "gRPC"):
-            off, on = results[(protocol, "unbatched")], results[(protocol, "batched")]
-            speedups.append((name, protocol, on["rps"] / off["rps"], off["p99"], on["p99"]))
+        print("\nPer-capability cost (fraud-features; CPU per request on over off, and req/s):")
+        print(f"{'capability':<24}{'off µs':>9}{'on µs':>9}{'cost':>8}{'off req/s':>11}{'on req/s':>11}")
+        for name, off, on, cost in costs:
+            print(f"{name:<24}{off['cpu_us']:>9.1f}{on['cpu_us']:>9.1f}{cost:>+8.1%}{off['rps']:>11.0f}{on['rps']:>11.0f}")
 
-    print(f"\nDynamic batching (max_batch_size 16, max_queue_delay_us 2000; {CONNECTIONS} callers, 1 row each):")
-    print(f"{'model':<20}{'protocol':<10}{'batched/unbatched req/s':>25}{'p99 unbatched':>15}{'p99 batched':>13}")
-    for name, protocol, speedup, p99_off, p99_on in speedups:
-        print(f"{name:<20}{protocol:<10}{speedup:>24.2f}x{p99_off:>13.3f}ms{p99_on:>11.3f}ms")
+    if "3" in SECTIONS:
+        # 3. Graph models over HTTP and gRPC, unbatched and batched.
+        mlp = ROOT / "target/graphs/mlp.onnx"
+        digits = json.loads((ROOT / "sample-models/digits-graph/example-request.json").read_text())
+        one = digits["inputs"][0]
+        row_width = 64
+        one["shape"] = [1, row_width]
+        one["data"] = one["data"][:row_width]
+        graph_body = work / "digits-one.json"
+        graph_body.write_text(json.dumps(digits))
+        print("\n" + HEADER)
+        # One instance per core: a batch waits for a free instance while it gathers.
+        batching = (f"max_batch_size = 16\nmax_queue_delay_us = {BATCH_DELAY_US}\n"
+                    f"max_instances = {os.cpu_count() or 2}\n")
+        speedups = []
+        for name, graph in [("digits-graph", MODELS / "digits-graph.graph.model.onnx"), ("mlp-4.5MB-graph", mlp)]:
+            files = [str(MODELS / "digits-graph.wasm"), "--graph", f"model={graph}"]
+            if name == "digits-graph":
+                files += ["--tests", str(MODELS / "digits-graph.tests.json")]
+            frame = work / f"{name}.grpc"
+            frame.write_bytes(grpc_infer_frame(name, one["data"]))
+            results = {}
+            for mode in ("unbatched", "batched"):
+                config = ("[host]\nrequire_self_tests = false\n[models.default]\nmin_instances = 2\nmax_instances = 4\n"
+                          + (f'[models."{name}"]\n{batching}' if mode == "batched" else ""))
+                host = Host(work, f"{name}-{mode}", [(name, "1", files)], config)
+                try:
+                    url = f"{host.url}/v2/models/{name}/infer"
+                    results[("HTTP", mode)] = row(f"{name} {mode}, HTTP", wrk(url, graph_body, host.process.pid))
+                    grpc_url = f"{host.url}/inference.GRPCInferenceService/ModelInfer"
+                    results[("gRPC", mode)] = row(f"{name} {mode}, gRPC", h2load(
+                        grpc_url, frame, host.process.pid, lambda: failures(host.url, name)))
+                finally:
+                    host.stop()
+            for protocol in ("HTTP", "gRPC"):
+                off, on = results[(protocol, "unbatched")], results[(protocol, "batched")]
+                speedups.append((name, protocol, on["rps"] / off["rps"], off["p99"], on["p99"]))
+
+        print(f"\nDynamic batching (max_batch_size 16, max_queue_delay_us {BATCH_DELAY_US}, an instance per core; "
+          f"{CONNECTIONS} callers, 1 row each):")
+        print(f"{'model':<20}{'protocol':<10}{'batched/unbatched req/s':>25}{'p99 unbatched':>15}{'p99 batched':>13}")
+        for name, protocol, speedup, p99_off, p99_on in speedups:
+            print(f"{name:<20}{protocol:<10}{speedup:>24.2f}x{p99_off:>13.3f}ms{p99_on:>11.3f}ms")
 
     print("\nAll rows:")
     print(HEADER)

@@ -20,8 +20,8 @@ const ADMIN_TOKEN: &str = "grpc-admin-token";
 fn tritonclient_grpc_speaks_to_the_http_port() {
     let server = Server::start_with(
         &[
-            Seed::sample("digits-onnx", "1"),
-            Seed::sample("digits-onnx", "2"),
+            Seed::sample("digits-graph", "1"),
+            Seed::sample("digits-graph", "2"),
             Seed::hostile("echo", json!({})),
         ],
         CONFIG,
@@ -32,7 +32,7 @@ fn tritonclient_grpc_speaks_to_the_http_port() {
             ADMIN_TOKEN,
         ],
     );
-    let split = ureq::put(&server.url("/v1/models/digits-onnx/aliases/canary"))
+    let split = ureq::put(&server.url("/v1/models/digits-graph/aliases/canary"))
         .set("authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .send_json(json!({"split": {"1": 50, "2": 50}}));
     assert!(split.is_ok(), "{split:?}");
@@ -70,7 +70,7 @@ fn tritonclient_grpc_speaks_to_the_http_port() {
         .unwrap();
     assert!(
         metrics.contains(
-            r#"ferry_requests_total{model="digits-onnx",version="1",route="infer",status="200"}"#
+            r#"ferry_requests_total{model="digits-graph",version="1",route="infer",status="200"}"#
         ),
         "{metrics}"
     );

@@ -347,13 +347,17 @@ fn a_huge_management_body_is_refused_before_it_is_read() {
 #[test]
 fn stalled_connections_are_closed_while_others_are_served() {
     let address = server().url("").trim_start_matches("http://").to_owned();
-    // 400 connections: half send nothing, half half a request's headers.
+    // 400 connections: a third send nothing, a third half a request's headers, a third half of
+    // HTTP/2's preface (while the protocol is unknown, no protocol's timer runs).
     let mut stalled: Vec<TcpStream> = (0..400)
         .map(|i| {
             let mut s = TcpStream::connect(&address).unwrap();
-            if i % 2 == 1 {
-                s.write_all(b"POST /v1/models/chatty/predict HTTP/1.1\r\nHost: x\r\nConte")
-                    .unwrap();
+            match i % 3 {
+                1 => s
+                    .write_all(b"POST /v1/models/chatty/predict HTTP/1.1\r\nHost: x\r\nConte")
+                    .unwrap(),
+                2 => s.write_all(b"PRI * HTTP/2.0\r\n").unwrap(),
+                _ => {}
             }
             s
         })

@@ -3,7 +3,7 @@ the host's one HTTP port:
 
 - health: ServerLive, ServerReady, ModelReady, and `grpc.health.v1.Health/Check`;
 - metadata, model config and statistics;
-- ModelInfer on digits-onnx with raw contents (what tritonclient sends) and with typed `contents`
+- ModelInfer on digits-graph with raw contents (what tritonclient sends) and with typed `contents`
   (built with tritonclient's own protobuf messages): both read the digits and agree;
 - every datatype's typed contents through the echo model, unchanged;
 - a split alias (`canary`, 50/50 over two versions): every answer from one of its versions, both seen;
@@ -46,7 +46,7 @@ def expect_error(code, call):
 # Health, with and without the protocol's own service.
 assert client.is_server_live()
 assert client.is_server_ready()
-assert client.is_model_ready("digits-onnx", headers=auth)
+assert client.is_model_ready("digits-graph", headers=auth)
 channel = grpc.insecure_channel(url)
 check = channel.unary_unary("/grpc.health.v1.Health/Check")
 assert check(b"") == b"\x08\x01", "SERVING"  # HealthCheckResponse{status: SERVING}
@@ -61,13 +61,13 @@ print("grpc health: live, ready, model ready, grpc.health.v1 serving")
 # Metadata, configuration, and the token rules.
 meta = client.get_server_metadata()
 assert meta.name == "ferry", meta
-model = client.get_model_metadata("digits-onnx", headers=auth)
+model = client.get_model_metadata("digits-graph", headers=auth)
 assert [i.name for i in model.inputs] == ["input"], model
 assert model.inputs[0].datatype == "FP32"
-message = expect_error("UNAUTHENTICATED", lambda: client.get_model_metadata("digits-onnx"))
+message = expect_error("UNAUTHENTICATED", lambda: client.get_model_metadata("digits-graph"))
 assert "token" in message, message
-config = client.get_model_config("digits-onnx", headers=auth).config
-assert config.name == "digits-onnx" and config.input[0].name == "input", config
+config = client.get_model_config("digits-graph", headers=auth).config
+assert config.name == "digits-graph" and config.input[0].name == "input", config
 assert model_config_pb2.DataType.Name(config.input[0].data_type) == "TYPE_FP32", config
 print("grpc metadata and config: ok")
 
@@ -79,7 +79,7 @@ def infer_raw(model_name, headers=auth):
     return client.infer(model_name, [inp], outputs=outputs, request_id="grpc-raw", headers=headers)
 
 
-raw = infer_raw("digits-onnx")
+raw = infer_raw("digits-graph")
 assert raw.get_response().id == "grpc-raw"
 labels = raw.as_numpy("label")
 assert raw.as_numpy("probabilities").shape == (len(cases), 10)
@@ -88,7 +88,7 @@ assert right >= 9, (right, labels, digits)
 
 # Typed contents: the protocol's other way, built with tritonclient's own messages.
 stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-request = service_pb2.ModelInferRequest(model_name="digits-onnx", id="grpc-typed")
+request = service_pb2.ModelInferRequest(model_name="digits-graph", id="grpc-typed")
 tensor = request.inputs.add(name="input", datatype="FP32", shape=list(images.shape))
 tensor.contents.fp32_contents.extend(images.flatten().tolist())
 typed = stub.ModelInfer(request, metadata=list(auth.items()))
@@ -140,7 +140,7 @@ seen = set()
 for i in range(40):
     inp = grpcclient.InferInput("input", [1, 64], "FP32")
     inp.set_data_from_numpy(images[:1])
-    r = client.infer("digits-onnx", [inp], model_version="canary", headers=auth)
+    r = client.infer("digits-graph", [inp], model_version="canary", headers=auth)
     seen.add(r.get_response().model_version)
 assert seen == {"1", "2"}, seen
 print(f"grpc split alias: versions {sorted(seen)}")
@@ -148,21 +148,23 @@ print(f"grpc split alias: versions {sorted(seen)}")
 # Errors: the REST messages under the gRPC codes.
 wrong = grpcclient.InferInput("input", [1, 63], "FP32")
 wrong.set_data_from_numpy(np.zeros((1, 63), dtype=np.float32))
-message = expect_error("INVALID_ARGUMENT", lambda: client.infer("digits-onnx", [wrong], headers=auth))
+message = expect_error("INVALID_ARGUMENT", lambda: client.infer("digits-graph", [wrong], headers=auth))
 assert "input" in message and "63" in message, message
 message = expect_error("NOT_FOUND", lambda: client.infer("no-such-model", [wrong], headers=auth))
 assert message == "unknown model `no-such-model`", message
-expect_error("UNAUTHENTICATED", lambda: infer_raw("digits-onnx", headers={}))
+expect_error("UNAUTHENTICATED", lambda: infer_raw("digits-graph", headers={}))
 # A message over the host's body limit (2 MiB here) is refused before it is decoded.
 huge = grpcclient.InferInput("input", [12000, 64], "FP32")
 huge.set_data_from_numpy(np.zeros((12000, 64), dtype=np.float32))
-message = expect_error("RESOURCE_EXHAUSTED", lambda: client.infer("digits-onnx", [huge], headers=auth))
+message = expect_error("RESOURCE_EXHAUSTED", lambda: client.infer("digits-graph", [huge], headers=auth))
 assert "larger than the limit" in message, message
+# Without the token, refused before its message is read.
+expect_error("UNAUTHENTICATED", lambda: client.infer("digits-graph", [huge]))
 print("grpc errors: wrong shape INVALID_ARGUMENT, unknown model NOT_FOUND, no token UNAUTHENTICATED, "
       "too large RESOURCE_EXHAUSTED")
 
 # Statistics count what was served.
-stats = client.get_inference_statistics("digits-onnx", headers=auth)
+stats = client.get_inference_statistics("digits-graph", headers=auth)
 counted = sum(s.inference_count for s in stats.model_stats)
 assert counted >= 42, stats
 print(f"grpc statistics: {counted} inferences")
@@ -173,9 +175,9 @@ client.start_stream(callback=lambda result, error: answers.put((result, error)),
 for i in range(6):
     inp = grpcclient.InferInput("input", [1, 64], "FP32")
     inp.set_data_from_numpy(images[i : i + 1])
-    client.async_stream_infer("digits-onnx", [inp], request_id=f"s{i}")
+    client.async_stream_infer("digits-graph", [inp], request_id=f"s{i}")
     if i == 2:
-        client.async_stream_infer("digits-onnx", [wrong], request_id="bad")
+        client.async_stream_infer("digits-graph", [wrong], request_id="bad")
 client.stop_stream()
 got = [answers.get(timeout=30) for _ in range(7)]
 ids = []
@@ -193,7 +195,7 @@ print("grpc stream: 6 answers in order, the bad request answered with its error"
 # The model repository, under the admin credential.
 index = client.get_model_repository_index(headers=admin)
 names = {(m.name, m.version, m.state) for m in index.models}
-assert ("digits-onnx", "1", "READY") in names, names
+assert ("digits-graph", "1", "READY") in names, names
 expect_error("UNAUTHENTICATED", lambda: client.get_model_repository_index())
 client.unload_model("echo", headers=admin)
 assert not client.is_model_ready("echo", headers=auth)

@@ -89,6 +89,7 @@ impl ModelLimits {
             max_rows: self.max_batch_size,
             // A batch waits at most a second (the deadline covers the call, not the wait).
             max_delay: Duration::from_micros(self.max_queue_delay_us.min(1_000_000)),
+            max_bytes: self.max_input_bytes,
         })
     }
 

@@ -7,9 +7,11 @@
 //! axum's own `serve` sets none of these; this is the same hyper server with them. A connection
 //! speaks HTTP/1.1, or HTTP/2 when it opens with HTTP/2's preface (gRPC clients on a plain port).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -140,23 +142,45 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
         let io = TokioIo::new(StallLimited::new(
             stream,
             limits.write_stall,
             limits.header_timeout,
+            activity.clone(),
         ));
         let app = app.clone();
+        let busy = activity.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             let app = app.clone();
+            // HTTP/2's requests are tracked, so that its connection knows when it is idle (hyper's
+            // header timer bounds an idle HTTP/1.1 connection; HTTP/2 has none).
+            let busy = (request.version() == axum::http::Version::HTTP_2)
+                .then(|| Busy::start(busy.clone()));
             async move {
                 use tower::ServiceExt;
-                app.oneshot(request.map(Body::new)).await
+                let response = app.oneshot(request.map(Body::new)).await;
+                Ok::<_, Infallible>(match (response, busy) {
+                    (Ok(response), Some(busy)) => response.map(|body| {
+                        Body::new(Tracked {
+                            inner: body,
+                            _busy: busy,
+                        })
+                    }),
+                    (Ok(response), None) => response,
+                    (Err(never), _) => match never {},
+                })
             }
         });
         let connection = protocols.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
+        let idle_limit = limits.header_timeout;
         connections.spawn(async move {
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection => {}
+                // Dropped: the socket closes. Only an HTTP/2 connection with nothing in flight.
+                () = activity.idle_for(idle_limit) => {}
+            }
             drop(slot);
         });
         // Finished connections are reaped as we go, so the set does not grow with the host's age.
@@ -180,6 +204,96 @@ pub async fn serve(
     connections.abort_all();
     Ok(())
 }
+
+/// What a connection is doing: whether it speaks HTTP/2, its requests in flight (answers still
+/// being sent included), and since when it has had none.
+struct Activity {
+    opened: Instant,
+    h2: AtomicBool,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `opened` to the end of its last request.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            h2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// Returns once the connection speaks HTTP/2 and has had nothing in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        let limit_ms = limit.as_millis() as u64;
+        loop {
+            tokio::time::sleep(limit).await;
+            let idle_ms = self
+                .now_ms()
+                .saturating_sub(self.idle_since_ms.load(Ordering::Relaxed));
+            if self.h2.load(Ordering::Relaxed)
+                && self.in_flight.load(Ordering::Relaxed) == 0
+                && idle_ms >= limit_ms
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// A request in flight on a connection, until its answer is sent (or dropped).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: Arc<Activity>) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .idle_since_ms
+            .store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that keeps its request counted as in flight until it is sent.
+struct Tracked {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// HTTP/2's connection preface: a connection that sends a prefix of it is still being sniffed.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Streams an HTTP/2 connection may have open at once (each holds at most one request's budget).
 const MAX_STREAMS: u32 = 128;
@@ -209,23 +323,45 @@ fn protocols(
     builder
 }
 
-/// A socket whose first bytes must come within `opening` (before it speaks, the protocol's own
-/// timers do not run), and whose writes may not wait longer than `stall` for a client that does not
-/// read: an answer nobody takes is not held forever.
+/// A socket whose opening must come within `opening` (while the protocol is being told — a prefix
+/// of HTTP/2's preface, or nothing yet — no protocol's own timer runs), and whose writes may not
+/// wait longer than `stall` for a client that does not read: an answer nobody takes is not held
+/// forever.
 struct StallLimited<S> {
     inner: S,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
-    opening: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// Until the protocol is known: its deadline, how long that was, and the preface bytes seen.
+    opening: Option<(Pin<Box<Sleep>>, Duration, usize)>,
+    activity: Arc<Activity>,
 }
 
 impl<S> StallLimited<S> {
-    fn new(inner: S, stall: Duration, opening: Duration) -> Self {
+    fn new(inner: S, stall: Duration, opening: Duration, activity: Arc<Activity>) -> Self {
         StallLimited {
             inner,
             stall,
             timer: None,
-            opening: Some((Box::pin(tokio::time::sleep(opening)), opening)),
+            opening: Some((Box::pin(tokio::time::sleep(opening)), opening, 0)),
+            activity,
+        }
+    }
+
+    /// Follows the first bytes: the opening is over once they leave HTTP/2's preface (HTTP/1.1,
+    /// whose header timer takes over) or complete it (HTTP/2).
+    fn opened(&mut self, new: &[u8]) {
+        let Some((_, _, seen)) = self.opening.as_mut() else {
+            return;
+        };
+        let rest = &H2_PREFACE[*seen..];
+        let n = new.len().min(rest.len());
+        if new[..n] != rest[..n] {
+            self.opening = None;
+        } else if *seen + n == H2_PREFACE.len() {
+            self.activity.h2.store(true, Ordering::Relaxed);
+            self.opening = None;
+        } else {
+            *seen += n;
         }
     }
 
@@ -254,7 +390,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallLimited<S> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Pending => {
-                let Some((timer, within)) = self.opening.as_mut() else {
+                let Some((timer, within, _)) = self.opening.as_mut() else {
                     return Poll::Pending;
                 };
                 match timer.as_mut().poll(cx) {
@@ -266,8 +402,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallLimited<S> {
                 }
             }
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.opening = None;
+                if self.opening.is_some() {
+                    let this = &mut *self;
+                    this.opened(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }

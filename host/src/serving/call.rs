@@ -23,8 +23,18 @@ pub(super) async fn run<K: EntryPoint>(
     ask: &Arc<K::Ask>,
     entry: Entry,
 ) -> Result<K::Reply, CallError> {
-    let pool = &version.ready.pool;
     let admitted = entry.turn().await?;
+    run_admitted::<K>(shares, version, ask, admitted).await
+}
+
+/// [`run`] once the call's turn has come (a batch waits for its turn while it gathers).
+pub(super) async fn run_admitted<K: EntryPoint>(
+    shares: &CpuShares,
+    version: &Routed,
+    ask: &Arc<K::Ask>,
+    admitted: Admitted,
+) -> Result<K::Reply, CallError> {
+    let pool = &version.ready.pool;
     version.series.queue_wait(admitted.waited);
     version
         .usage

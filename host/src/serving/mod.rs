@@ -366,8 +366,8 @@ impl Ticket {
 
 impl Serving {
     /// The answer to `ask` (`payload`, erased): in a batch when the version batches tensor
-    /// requests (`place` then waits with the batch, and the batch's leader's makes the call), else
-    /// by a call of its own.
+    /// requests (`place` then waits with the batch, and the batch's leader's takes the turn for
+    /// the batch's call, through the breaker), else by a call of its own.
     async fn answer<K: EntryPoint>(
         &self,
         version: &Routed,
@@ -377,8 +377,12 @@ impl Serving {
     ) -> Result<K::Reply, ServeError> {
         if let (Some(batcher), Payload::Tensors(tensors)) = (&version.ready.batcher, payload) {
             let rows = batcher
-                .submit(tensors.clone(), |merged| async move {
-                    self.call_guest::<Infer>(version, &merged, place).await
+                .submit(tensors.clone(), place, |merged, admitted| async move {
+                    let pass = version.ready.breaker.admit()?;
+                    let result =
+                        call::run_admitted::<Infer>(&self.shares, version, &merged, admitted).await;
+                    pass.settle(&self.breaker, result.as_ref().err());
+                    result
                 })
                 .await?;
             return Ok(K::reply(Output::Tensors(Arc::new(rows)))

@@ -4,6 +4,9 @@
 
 use crate::runtime::{elements, CallError, Tensor, TensorData, TensorRequest};
 
+/// Longest parameters (JSON text) of a request that is batched.
+const MAX_PARAMETERS: usize = 4096;
+
 /// What a request must share with the others of a batch: every input's name, datatype and
 /// trailing dimensions (in name order), its parameters and the outputs it asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -14,11 +17,12 @@ pub(super) struct Shape {
 }
 
 impl Shape {
-    /// The shape of `request` and its rows, when it can join a batch: it has inputs, each with a
-    /// leading dimension, all the same, of 1 to `max_rows`.
+    /// The shape of `request` and its rows, when it can join a batch: it has inputs with distinct
+    /// names, each with a leading dimension, all the same, of 1 to `max_rows`, and parameters of
+    /// at most [`MAX_PARAMETERS`] bytes (the shape is a key compared under a lock).
     pub(super) fn of(request: &TensorRequest, max_rows: usize) -> Option<(Shape, usize)> {
         let rows = *request.inputs.first()?.shape.first()?;
-        if rows == 0 || rows > max_rows as u64 {
+        if rows == 0 || rows > max_rows as u64 || request.parameters.len() > MAX_PARAMETERS {
             return None;
         }
         let mut inputs = Vec::with_capacity(request.inputs.len());
@@ -33,8 +37,11 @@ impl Shape {
                 trailing.to_vec(),
             ));
         }
-        // Names are unique within a request: their order is the key's.
         inputs.sort_by(|a, b| a.0.cmp(&b.0));
+        if inputs.windows(2).any(|w| w[0].0 == w[1].0) {
+            // Two inputs of one name: which one a merge takes would be a guess.
+            return None;
+        }
         let mut outputs = request.outputs.clone();
         outputs.sort();
         Some((
@@ -213,7 +220,14 @@ mod tests {
         for r in [wider, other_type, parameters, outputs] {
             assert_ne!(Shape::of(&r, 8).unwrap().0, base, "{r:?}");
         }
-        // Ragged leading dimensions, no rows, too many rows, a scalar: not batched at all.
+        // Ragged leading dimensions, no rows, too many rows, a scalar, an input named twice, long
+        // parameters: not batched at all.
+        let mut twice = a.clone();
+        twice.inputs[1].name = "x".into();
+        assert!(Shape::of(&twice, 8).is_none());
+        let mut long = a.clone();
+        long.parameters = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_PARAMETERS));
+        assert!(Shape::of(&long, 8).is_none());
         let mut ragged = a.clone();
         ragged.inputs[1].shape = vec![2];
         assert!(Shape::of(&ragged, 8).is_none());

@@ -5,7 +5,9 @@
 //!
 //! There is no batching thread. The first request of a batch leads it: it opens the batch, waits
 //! up to `max_queue_delay_us` (less once the batch is full) for requests of the same [`Shape`] to
-//! join, then makes the one call for all of them and hands each its rows. Each request keeps its
+//! join — and in any case until its turn for an instance comes, so that while every instance is
+//! busy the batch keeps gathering — then makes the one call for all of them and hands each its
+//! rows. Each request keeps its
 //! own place in the version's admission queue until it is answered, so the queue still bounds the
 //! requests waiting; the leader's place makes the call. A request that hung up before the call is
 //! left out of it; if the leader hangs up before the call, the batch falls apart and each request
@@ -23,7 +25,7 @@ use tokio::sync::{oneshot, Notify};
 
 use merge::Shape;
 
-use super::{CallError, Tensor, TensorRequest};
+use super::{tensor_bytes, Admitted, CallError, Entry, Tensor, TensorRequest};
 
 /// How a version batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,9 @@ pub struct BatchPolicy {
     pub max_rows: usize,
     /// Longest the first request of a batch waits for others.
     pub max_delay: Duration,
+    /// Bytes of input a batch holds at most (the version's `max_input_bytes`: the merged request
+    /// is one call's input).
+    pub max_bytes: usize,
 }
 
 /// What a version's batches have been, for `/metrics` and `GET /v1/models/{m}`.
@@ -59,6 +64,7 @@ pub struct Batcher {
 /// A batch still taking requests.
 struct Gathering {
     rows: usize,
+    bytes: usize,
     members: Vec<Member>,
     closed: bool,
     full: Arc<Notify>,
@@ -117,29 +123,33 @@ impl Batcher {
         })
     }
 
-    /// Answers `ask` in a batch with whatever requests of its shape come within the delay; `run`
-    /// makes a guest call (for the merged batch when this request leads one, for `ask` alone
-    /// when it cannot be batched or its batch fell apart). `run` is called at most once.
+    /// Answers `ask`, which holds `place` in the version's queue, in a batch with whatever
+    /// requests of its shape come while the batch waits; `run` makes a guest call once its turn
+    /// has come (for the merged batch when this request leads one, for `ask` alone when it cannot
+    /// be batched or its batch fell apart). `run` is called at most once.
     pub async fn submit<F, Fut>(
         &self,
         ask: Arc<TensorRequest>,
+        place: Entry,
         run: F,
     ) -> Result<Vec<Tensor>, CallError>
     where
-        F: FnOnce(Arc<TensorRequest>) -> Fut,
+        F: FnOnce(Arc<TensorRequest>, Admitted) -> Fut,
         Fut: Future<Output = Result<Vec<Tensor>, CallError>>,
     {
         let Some((shape, rows)) = Shape::of(&ask, self.policy.max_rows) else {
-            return run(ask).await;
+            return run(ask, place.turn().await?).await;
         };
-        if let Some(joined) = self.join(&shape, &ask, rows) {
+        let bytes = ask.inputs.iter().map(tensor_bytes).sum::<usize>();
+        if let Some(joined) = self.join(&shape, &ask, rows, bytes) {
+            // The place is held while the batch answers, and given back with the answer.
             return match joined.await {
                 Ok(answer) => answer,
                 // The batch's leader went away before its call: this request goes alone.
-                Err(_) => run(ask).await,
+                Err(_) => run(ask, place.turn().await?).await,
             };
         }
-        self.lead(shape, ask, rows, run).await
+        self.lead(shape, ask, rows, bytes, place, run).await
     }
 
     /// Joins an open batch of `shape` with room for `rows`, if there is one.
@@ -148,11 +158,15 @@ impl Batcher {
         shape: &Shape,
         ask: &Arc<TensorRequest>,
         rows: usize,
+        bytes: usize,
     ) -> Option<oneshot::Receiver<Result<Vec<Tensor>, CallError>>> {
         let mut open = self.open.lock().expect("batches lock");
         let gathering = open.get(shape)?.clone();
         let mut batch = gathering.lock().expect("batch lock");
-        if batch.closed || batch.rows + rows > self.policy.max_rows {
+        if batch.closed
+            || batch.rows + rows > self.policy.max_rows
+            || batch.bytes + bytes > self.policy.max_bytes
+        {
             return None;
         }
         let (answer, answered) = oneshot::channel();
@@ -162,6 +176,7 @@ impl Batcher {
             answer,
         });
         batch.rows += rows;
+        batch.bytes += bytes;
         if batch.rows == self.policy.max_rows {
             // Full: no one else joins, and the leader goes now.
             batch.closed = true;
@@ -178,20 +193,23 @@ impl Batcher {
         shape: Shape,
         ask: Arc<TensorRequest>,
         rows: usize,
+        bytes: usize,
+        place: Entry,
         run: F,
     ) -> Result<Vec<Tensor>, CallError>
     where
-        F: FnOnce(Arc<TensorRequest>) -> Fut,
+        F: FnOnce(Arc<TensorRequest>, Admitted) -> Fut,
         Fut: Future<Output = Result<Vec<Tensor>, CallError>>,
     {
         if rows >= self.policy.max_rows {
             // A full batch by itself.
             self.record(1, rows, Duration::ZERO);
-            return run(ask).await;
+            return run(ask, place.turn().await?).await;
         }
         let full = Arc::new(Notify::new());
         let gathering = Arc::new(Mutex::new(Gathering {
             rows,
+            bytes,
             members: Vec::new(),
             closed: false,
             full: full.clone(),
@@ -209,10 +227,16 @@ impl Batcher {
             gathering: &gathering,
             done: false,
         };
-        tokio::select! {
-            () = tokio::time::sleep(self.policy.max_delay) => {}
-            () = full.notified() => {}
-        }
+        // The batch gathers until it is full or its delay is over, and in any case until its turn
+        // comes: while every instance is busy, requests keep joining it (a batch waits for an
+        // instance, never an instance for a batch past the delay).
+        let gathered = async {
+            tokio::select! {
+                () = tokio::time::sleep(self.policy.max_delay) => {}
+                () = full.notified() => {}
+            }
+        };
+        let (admitted, ()) = tokio::join!(place.turn(), gathered);
         let waited = opened.elapsed();
         // Those that hung up while the batch gathered are left out of its call.
         let members: Vec<Member> = leading
@@ -220,13 +244,23 @@ impl Batcher {
             .into_iter()
             .filter(|m| !m.answer.is_closed())
             .collect();
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                // No turn (the queue's wait ran out): the batch's requests are refused alike.
+                for member in members {
+                    let _ = member.answer.send(Err(refused.clone()));
+                }
+                return Err(refused);
+            }
+        };
         self.record(
             members.len() + 1,
             rows + members.iter().map(|m| m.rows).sum::<usize>(),
             waited,
         );
         if members.is_empty() {
-            return run(ask).await;
+            return run(ask, admitted).await;
         }
         let requests: Vec<&TensorRequest> = std::iter::once(&*ask)
             .chain(members.iter().map(|m| &*m.ask))
@@ -236,7 +270,7 @@ impl Batcher {
             .chain(members.iter().map(|m| m.rows))
             .collect();
         drop(requests);
-        let answers = run(merged)
+        let answers = run(merged, admitted)
             .await
             .and_then(|outputs| merge::split(&outputs, &rows));
         match answers {

@@ -37,7 +37,6 @@ use super::change::{act, Change};
 use super::error::ApiError;
 use super::reads::{decide, Read, Verdict};
 use super::{connections, intake, oip, AppState};
-use crate::registry::RouteError;
 use crate::serving::{Infer, RequestKeys};
 
 /// The protocol's messages and the service's server side, generated from `host/proto/inference.proto`.
@@ -48,11 +47,18 @@ pub mod pb {
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
-/// Requests of one `ModelStreamInfer` stream answered at once (in order).
+/// Requests of one `ModelStreamInfer` stream in hand at once (answered in order).
 pub const STREAM_DEPTH: usize = 4;
 
 /// The service's name, as paths and health checks give it.
 const SERVICE: &str = "inference.GRPCInferenceService";
+
+/// Largest message of a `ModelStreamInfer` stream (gRPC's own default): each open stream holds
+/// that much of the host's byte budget, for the message tonic buffers while it arrives.
+pub const MAX_STREAM_MESSAGE: usize = 4 << 20;
+
+/// Largest health check request (a service name).
+const MAX_HEALTH_MESSAGE: usize = 1 << 10;
 
 /// What the gRPC front end needs of the host's HTTP settings.
 #[derive(Clone)]
@@ -66,7 +72,12 @@ pub(super) struct GrpcOptions {
 /// The gRPC side of the port: a service over `http::Request`s whose content type is gRPC.
 #[derive(Clone)]
 pub(super) struct GrpcFront {
-    inference: GrpcInferenceServiceServer<Inference>,
+    /// The methods, for their rules before a message is read.
+    rules: Inference,
+    /// Unary calls, whose messages are read whole (under the host's limits) before tonic sees them.
+    unary: GrpcInferenceServiceServer<Inference>,
+    /// Streams, whose messages tonic reads as they come, each at most [`MAX_STREAM_MESSAGE`].
+    streams: GrpcInferenceServiceServer<Inference>,
     health: tonic_health::pb::health_server::HealthServer<health::Checks>,
     state: AppState,
     limits: Arc<connections::ConnectionLimits>,
@@ -80,20 +91,50 @@ pub(super) fn is_grpc<B>(request: &HttpRequest<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Who may call a method: the rules of the REST routes of the same kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// Health and server metadata.
+    Open,
+    /// Inference and model metadata: the inference token, when set.
+    Inference,
+    /// Configs and statistics: the read rules.
+    Read,
+    /// The model repository: a management credential.
+    Manage,
+}
+
+fn rule_of(method: &str) -> Option<Rule> {
+    Some(match method {
+        "ServerLive" | "ServerReady" | "ServerMetadata" => Rule::Open,
+        "ModelReady" | "ModelMetadata" | "ModelInfer" | "ModelStreamInfer" => Rule::Inference,
+        "ModelConfig" | "ModelStatistics" => Rule::Read,
+        "RepositoryIndex" | "RepositoryModelLoad" | "RepositoryModelUnload" => Rule::Manage,
+        _ => return None,
+    })
+}
+
 impl GrpcFront {
     pub(super) fn new(state: AppState, options: GrpcOptions) -> GrpcFront {
-        // A message holds at most what an HTTP body may (its 5-byte frame header aside).
-        let max_message = state.max_body_bytes;
-        let inference = GrpcInferenceServiceServer::new(Inference {
+        let rules = Inference {
             state: state.clone(),
             inference_token: options.inference_token,
-        })
-        .max_decoding_message_size(max_message);
+            request_timeout: options.limits.request_timeout,
+            idle_timeout: options.limits.header_timeout,
+        };
+        // A unary message holds at most what an HTTP body may (its 5-byte frame header aside).
+        let unary = GrpcInferenceServiceServer::new(rules.clone())
+            .max_decoding_message_size(state.max_body_bytes);
+        let streams = GrpcInferenceServiceServer::new(rules.clone())
+            .max_decoding_message_size(MAX_STREAM_MESSAGE.min(state.max_body_bytes));
         let health = tonic_health::pb::health_server::HealthServer::new(health::Checks {
             loaded: state.loaded.clone(),
-        });
+        })
+        .max_decoding_message_size(MAX_HEALTH_MESSAGE);
         GrpcFront {
-            inference,
+            rules,
+            unary,
+            streams,
             health,
             state,
             limits: options.limits,
@@ -110,44 +151,74 @@ impl GrpcFront {
         Box::pin(async move {
             let path = request.uri().path();
             if path.starts_with("/grpc.health.v1.Health/") {
+                // Its one small request read first, so tonic buffers nothing of a caller's choosing.
+                let (request, _held) = match this.read_whole(request, MAX_HEALTH_MESSAGE + 5).await
+                {
+                    Ok(read) => read,
+                    Err(status) => return Ok(status.into_http()),
+                };
                 let mut health = this.health.clone();
                 let response = health.call(request).await?;
                 return Ok(response.map(Body::new));
             }
-            if path == "/inference.GRPCInferenceService/ModelStreamInfer" {
-                // A stream lives as long as its caller keeps it; its messages are bounded one by one.
-                let mut inference = this.inference.clone();
-                let response = inference.call(request).await?;
+            // Refused before a byte of the message is read: a method nobody serves, a caller
+            // without the credential its kind of method needs.
+            let method = path
+                .strip_prefix("/inference.GRPCInferenceService/")
+                .unwrap_or_default();
+            let Some(rule) = rule_of(method) else {
+                return Ok(Status::unimplemented(format!("no gRPC method {path} here")).into_http());
+            };
+            if let Err(status) = this.rules.allowed(rule, request.headers(), method) {
+                return Ok(status.into_http());
+            }
+            if rule == Rule::Inference && method == "ModelStreamInfer" {
+                let mut streams = this.streams.clone();
+                let response = streams.call(request).await?;
                 return Ok(response.map(Body::new));
             }
             Ok(this.unary(request).await)
         })
     }
 
-    /// A unary call: its message read whole under the host's limits, then decoded and answered
-    /// within the request time limit.
-    async fn unary(self, request: HttpRequest<Body>) -> HttpResponse<Body> {
-        use tower::Service;
+    /// `request` with its body read whole, at most `limit` bytes, under the host's byte budget and
+    /// minimum rate; the budget's share is held until the [`intake::Held`] is dropped.
+    async fn read_whole(
+        &self,
+        request: HttpRequest<Body>,
+        limit: usize,
+    ) -> Result<(HttpRequest<Body>, intake::Held), Status> {
         let (parts, body) = request.into_parts();
         let body = connections::rate_limited(body, &self.limits);
-        let limit = self.state.max_body_bytes + 5;
         // What decoding may take: protobuf's packed integers widen to at most 8 bytes an element,
         // and the tensors are made from the message (moved where they can be).
-        let read = intake::read_body(&self.state.intake, &parts.headers, body, limit, |raw| {
-            raw.saturating_mul(5)
-        })
-        .await;
-        let (bytes, _held) = match read {
-            Ok(read) => read,
-            Err(e) => return status::of(e).into_http(),
-        };
-        let request = HttpRequest::from_parts(parts, Body::from(bytes));
-        let mut inference = self.inference.clone();
+        let (bytes, held) =
+            intake::read_body(&self.state.intake, &parts.headers, body, limit, |raw| {
+                raw.saturating_mul(5)
+            })
+            .await
+            .map_err(status::of)?;
+        Ok((HttpRequest::from_parts(parts, Body::from(bytes)), held))
+    }
+
+    /// A unary call: its message read whole under the host's limits, then decoded and answered,
+    /// all within the request time limit.
+    async fn unary(self, request: HttpRequest<Body>) -> HttpResponse<Body> {
+        use tower::Service;
         let within = self.limits.request_timeout;
-        match tokio::time::timeout(within, inference.call(request)).await {
-            Ok(Ok(response)) => response.map(Body::new),
-            Ok(Err(never)) => match never {},
-            Err(_) => Status::unavailable(format!(
+        let limit = self.state.max_body_bytes + 5;
+        let answer = async {
+            let (request, _held) = self.read_whole(request, limit).await?;
+            let mut unary = self.unary.clone();
+            match unary.call(request).await {
+                Ok(response) => Ok::<_, Status>(response.map(Body::new)),
+                Err(never) => match never {},
+            }
+        };
+        match tokio::time::timeout(within, answer).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(status)) => status.into_http(),
+            Err(_) => Status::deadline_exceeded(format!(
                 "the request took longer than the host's limit of {within:?}"
             ))
             .into_http(),
@@ -160,6 +231,10 @@ impl GrpcFront {
 pub(super) struct Inference {
     state: AppState,
     inference_token: Option<Token>,
+    /// Longest a stream's message may take to answer.
+    request_timeout: std::time::Duration,
+    /// Longest a stream may wait for its caller's next message.
+    idle_timeout: std::time::Duration,
 }
 
 /// The bearer token of a call's `authorization` metadata.
@@ -185,12 +260,29 @@ fn given(name: &str) -> Option<&str> {
 }
 
 impl Inference {
+    /// Whether the caller that sent `headers` may call `method` under `rule` (before its message
+    /// is read; a management method checks the caller's scope once it knows the model).
+    fn allowed(
+        &self,
+        rule: Rule,
+        headers: &axum::http::HeaderMap,
+        method: &str,
+    ) -> Result<(), Status> {
+        let token = super::auth::bearer(headers);
+        match rule {
+            Rule::Open => Ok(()),
+            Rule::Inference => self.infer_allowed(token, method),
+            Rule::Read => self.read_allowed(token, method),
+            Rule::Manage => self.identify(token, None, method).map(drop),
+        }
+    }
+
     /// As the REST inference routes: the inference token when one is set.
-    fn infer_allowed(&self, metadata: &MetadataMap, method: &str) -> Result<(), Status> {
-        let Some(token) = &self.inference_token else {
+    fn infer_allowed(&self, token: Option<&str>, method: &str) -> Result<(), Status> {
+        let Some(wanted) = &self.inference_token else {
             return Ok(());
         };
-        if bearer(metadata).is_some_and(|given| token.matches(given)) {
+        if token.is_some_and(|given| wanted.matches(given)) {
             return Ok(());
         }
         count_refusal(axum::http::StatusCode::UNAUTHORIZED, &route(method));
@@ -198,14 +290,14 @@ impl Inference {
     }
 
     /// As the REST statistics and configs: the read rules ([`super::reads`]).
-    fn read_allowed(&self, metadata: &MetadataMap, method: &str) -> Result<(), Status> {
+    fn read_allowed(&self, token: Option<&str>, method: &str) -> Result<(), Status> {
         let what = route(method);
         let verdict = decide(
             Read::Models,
             &what,
             &self.state.teams,
             self.inference_token.as_ref(),
-            bearer(metadata),
+            token,
         );
         match verdict {
             Verdict::Allowed => Ok(()),
@@ -222,27 +314,33 @@ impl Inference {
     }
 
     /// As the REST management routes: the caller identified by a credential that may manage.
-    fn identify(&self, metadata: &MetadataMap, method: &str) -> Result<Identified, Status> {
+    fn identify(
+        &self,
+        token: Option<&str>,
+        request_id: Option<String>,
+        method: &str,
+    ) -> Result<Identified, Status> {
         let what = route(method);
-        let caller = self
-            .state
-            .teams
-            .authenticate(bearer(metadata))
-            .map_err(|e| {
-                count_refusal(axum::http::StatusCode::UNAUTHORIZED, &what);
-                Status::unauthenticated(e.to_string())
-            })?;
+        let caller = self.state.teams.authenticate(token).map_err(|e| {
+            count_refusal(axum::http::StatusCode::UNAUTHORIZED, &what);
+            Status::unauthenticated(e.to_string())
+        })?;
         if caller.scrape_only() {
             count_refusal(axum::http::StatusCode::FORBIDDEN, &what);
             let reason = caller.may_read(&what).err().unwrap_or_default();
             return Err(Status::permission_denied(reason));
         }
-        let request_id = text(metadata, super::REQUEST_ID).map(|id| id.chars().take(128).collect());
+        let request_id = request_id.map(|id| id.chars().take(128).collect());
         Ok(Identified::new(
             caller,
             request_id,
             self.state.audit.clone(),
         ))
+    }
+
+    /// [`Inference::identify`] from a call's metadata.
+    fn identify_call(&self, metadata: &MetadataMap, method: &str) -> Result<Identified, Status> {
+        self.identify(bearer(metadata), text(metadata, super::REQUEST_ID), method)
     }
 
     /// One inference through the host's call path; `keys` as the call's metadata gave them.
@@ -279,6 +377,46 @@ impl Inference {
                 .insert(super::predict::VERSION_HEADER, version);
         }
         Ok(response)
+    }
+}
+
+impl Inference {
+    /// One message of a stream answered, within the request time limit; a failure is an answer
+    /// that says why.
+    async fn answer_in_stream(
+        self,
+        request: pb::ModelInferRequest,
+        keys: RequestKeys,
+    ) -> pb::ModelStreamInferResponse {
+        let (model_name, id) = (request.model_name.clone(), request.id.clone());
+        let within = self.request_timeout;
+        // The message's share of the host's byte budget, held while it is answered.
+        let size = prost::Message::encoded_len(&request) as u64;
+        let answer = tokio::time::timeout(within, async {
+            let _held = self.state.intake.hold(size.saturating_mul(5)).await?;
+            self.infer(request, keys).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                format!("the request took longer than the host's limit of {within:?}"),
+            ))
+        });
+        match answer {
+            Ok(response) => pb::ModelStreamInferResponse {
+                error_message: String::new(),
+                infer_response: Some(response.into_inner()),
+            },
+            Err(e) => pb::ModelStreamInferResponse {
+                error_message: e.message,
+                infer_response: Some(pb::ModelInferResponse {
+                    model_name,
+                    id,
+                    ..Default::default()
+                }),
+            },
+        }
     }
 }
 
@@ -341,26 +479,20 @@ impl GrpcInferenceService for Inference {
         }))
     }
 
-    /// Ready when a version serves it; `false` for a known model or version that is not serving
-    /// (a failed one, one still loading), NOT_FOUND for an unknown one.
+    /// Ready when a version serves it; `false` otherwise (unknown, failed, loading, unloaded), as
+    /// Triton answers: a readiness probe gets an answer, not an error.
     async fn model_ready(
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        self.infer_allowed(request.metadata(), "ModelReady")?;
+        self.infer_allowed(bearer(request.metadata()), "ModelReady")?;
         let r = request.get_ref();
-        let ready = match self
+        let ready = self
             .state
             .registry
             .table()
             .resolve(&r.name, given(&r.version))
-        {
-            Ok(_) => true,
-            Err(e @ (RouteError::UnknownModel(_) | RouteError::UnknownVersion(..))) => {
-                return Err(ApiError::from(e).into())
-            }
-            Err(RouteError::NotReady { .. } | RouteError::NoReadyVersion(_)) => false,
-        };
+            .is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -368,7 +500,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        self.infer_allowed(request.metadata(), "ModelMetadata")?;
+        self.infer_allowed(bearer(request.metadata()), "ModelMetadata")?;
         let r = request.into_inner();
         let table = self.state.registry.table();
         let routed = table
@@ -388,7 +520,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        self.infer_allowed(request.metadata(), "ModelInfer")?;
+        self.infer_allowed(bearer(request.metadata()), "ModelInfer")?;
         let keys = keys(request.metadata());
         Ok(self.infer(request.into_inner(), keys).await?)
     }
@@ -397,41 +529,57 @@ impl GrpcInferenceService for Inference {
         Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
 
     /// Each request of the stream answered in order, a failed one by a message that says why (the
-    /// stream goes on); the stream ends when the caller's does, or when its framing breaks.
+    /// stream goes on); the stream ends when the caller's does, when its framing breaks, or when no
+    /// message comes for the host's header timeout. While open, the stream holds
+    /// [`MAX_STREAM_MESSAGE`] of the host's byte budget (the message tonic buffers as it arrives);
+    /// each message in hand holds its own share besides. Each message is answered on a task of its
+    /// own under the request time limit, so a caller that stops reading its answers (an HTTP/2
+    /// window never opened) holds no queue place and no instance: at most [`STREAM_DEPTH`] answers
+    /// wait for it.
     async fn model_stream_infer(
         &self,
         request: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        self.infer_allowed(request.metadata(), "ModelStreamInfer")?;
+        self.infer_allowed(bearer(request.metadata()), "ModelStreamInfer")?;
         let keys = keys(request.metadata());
+        let opened = self
+            .state
+            .intake
+            .hold(MAX_STREAM_MESSAGE.min(self.state.max_body_bytes) as u64)
+            .await?;
+        let idle = self.idle_timeout;
+        // The caller's messages, while they keep coming; the stream's share of the budget goes
+        // when they stop.
+        let inbound = futures_util::stream::unfold(
+            Some((request.into_inner(), opened)),
+            move |open| async move {
+                let (mut inbound, opened) = open?;
+                match tokio::time::timeout(idle, inbound.message()).await {
+                    Ok(Ok(Some(message))) => Some((Ok(message), Some((inbound, opened)))),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(status)) => Some((Err(status), None)),
+                    Err(_) => Some((
+                        Err(Status::deadline_exceeded(format!(
+                            "no message on the stream for {idle:?}"
+                        ))),
+                        None,
+                    )),
+                }
+            },
+        );
         let this = self.clone();
-        let answers = request
-            .into_inner()
+        let answers = inbound
             .map(move |message| {
                 let (this, keys) = (this.clone(), keys.clone());
+                let answered =
+                    message.map(|request| tokio::spawn(this.answer_in_stream(request, keys)));
                 async move {
-                    let request = message?;
-                    let (model_name, id) = (request.model_name.clone(), request.id.clone());
-                    // The message's share of the host's byte budget, held while it is answered.
-                    let size = prost::Message::encoded_len(&request) as u64;
-                    let answer = match this.state.intake.hold(size.saturating_mul(5)).await {
-                        Ok(_held) => this.infer(request, keys).await,
-                        Err(e) => Err(e),
-                    };
-                    Ok(match answer {
-                        Ok(response) => pb::ModelStreamInferResponse {
-                            error_message: String::new(),
-                            infer_response: Some(response.into_inner()),
-                        },
-                        Err(e) => pb::ModelStreamInferResponse {
-                            error_message: e.message,
-                            infer_response: Some(pb::ModelInferResponse {
-                                model_name,
-                                id,
-                                ..Default::default()
-                            }),
-                        },
-                    })
+                    match answered {
+                        Ok(task) => task
+                            .await
+                            .map_err(|e| Status::internal(format!("the answer failed: {e}"))),
+                        Err(status) => Err(status),
+                    }
                 }
             })
             .buffered(STREAM_DEPTH);
@@ -442,7 +590,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        self.read_allowed(request.metadata(), "ModelConfig")?;
+        self.read_allowed(bearer(request.metadata()), "ModelConfig")?;
         let r = request.into_inner();
         let v = self
             .state
@@ -492,7 +640,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        self.read_allowed(request.metadata(), "ModelStatistics")?;
+        self.read_allowed(bearer(request.metadata()), "ModelStatistics")?;
         let r = request.into_inner();
         let table = self.state.registry.table();
         let versions = oip::stats_versions(&table, given(&r.name), given(&r.version))?;
@@ -525,7 +673,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
-        self.identify(request.metadata(), "RepositoryIndex")?;
+        self.identify_call(request.metadata(), "RepositoryIndex")?;
         let only_ready = request.get_ref().ready;
         let table = self.state.registry.table();
         let models = table
@@ -545,7 +693,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        let caller = self.identify(request.metadata(), "RepositoryModelLoad")?;
+        let caller = self.identify_call(request.metadata(), "RepositoryModelLoad")?;
         let model = request.into_inner().model_name;
         let change = Change::<act::LoadModel>::ask(caller, model.clone()).await?;
         let (registry, m) = (self.state.registry.clone(), model.clone());
@@ -566,7 +714,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        let caller = self.identify(request.metadata(), "RepositoryModelUnload")?;
+        let caller = self.identify_call(request.metadata(), "RepositoryModelUnload")?;
         let model = request.into_inner().model_name;
         let change = Change::<act::UnloadModel>::ask(caller, model.clone()).await?;
         let registry = self.state.registry.clone();
