@@ -8,9 +8,9 @@
 //! loops or traps costs its own instances and nothing of the primary's answer.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::mpsc::{channel, error::TrySendError, Receiver, Sender};
 
 use serde_json::{json, Value};
 
@@ -73,14 +73,20 @@ struct PairStats {
 
 /// The shadow workers and what their copies found.
 pub struct Shadows {
-    queue: SyncSender<Job>,
+    /// Lock-free for the request that offers a copy (a std channel wakes a waiting worker under a
+    /// lock the worker may hold at idle priority).
+    queue: Sender<Job>,
     stats: Arc<Mutex<BTreeMap<Pair, PairStats>>>,
+    /// Copies dropped for a full queue, counted on the request's own thread: never under `stats`,
+    /// which the workers hold at idle priority (a request that waited for it would wait for an idle
+    /// thread to get a core, hundreds of milliseconds on a busy host).
+    dropped_queue_full: Mutex<BTreeMap<Pair, u64>>,
 }
 
 impl Shadows {
     /// Starts the worker threads.
     pub fn start(options: ShadowOptions) -> Shadows {
-        let (queue, jobs) = sync_channel::<Job>(options.queue);
+        let (queue, jobs) = channel::<Job>(options.queue.max(1));
         let jobs = Arc::new(Mutex::new(jobs));
         let stats: Arc<Mutex<BTreeMap<Pair, PairStats>>> = Default::default();
         for i in 0..options.workers.max(1) {
@@ -94,7 +100,11 @@ impl Shadows {
                 })
                 .expect("spawning a shadow worker");
         }
-        Shadows { queue, stats }
+        Shadows {
+            queue,
+            stats,
+            dropped_queue_full: Mutex::default(),
+        }
     }
 
     /// Hands over a copy of a request the primary has answered (`outcome`); drops it when the
@@ -116,16 +126,24 @@ impl Shadows {
             outcome,
             statuses,
         };
-        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-            self.queue.try_send(job)
-        {
-            record(&self.stats, &job, Outcome::DroppedQueueFull);
+        if let Err(TrySendError::Full(job) | TrySendError::Closed(job)) = self.queue.try_send(job) {
+            let pair = pair_of(&job);
+            metrics::shadow(&pair, "dropped_queue_full", None);
+            *self
+                .dropped_queue_full
+                .lock()
+                .unwrap()
+                .entry(pair)
+                .or_default() += 1;
         }
     }
 
     /// What the copies of `model`'s requests found, per (primary, shadow) pair.
     pub fn describe(&self, model: &str) -> Value {
-        let stats = self.stats.lock().unwrap();
+        let mut stats = self.stats.lock().unwrap().clone();
+        for (pair, dropped) in self.dropped_queue_full.lock().unwrap().iter() {
+            stats.entry(pair.clone()).or_default().dropped_queue_full = *dropped;
+        }
         let pairs: Vec<Value> = stats
             .iter()
             .filter(|((m, _, _), _)| m == model)
@@ -160,15 +178,14 @@ enum Outcome {
     Compared(Agreement),
     PrimaryFailed,
     ShadowFailed,
-    DroppedQueueFull,
     DroppedBusy,
 }
 
 fn work(jobs: &Mutex<Receiver<Job>>, stats: &Mutex<BTreeMap<Pair, PairStats>>) {
     loop {
-        let job = match jobs.lock().unwrap().recv() {
-            Ok(job) => job,
-            Err(_) => return, // the host is going away
+        let job = match jobs.lock().unwrap().blocking_recv() {
+            Some(job) => job,
+            None => return, // the host is going away
         };
         let outcome = run(&job);
         record(stats, &job, outcome);
@@ -216,17 +233,21 @@ fn run(job: &Job) -> Outcome {
     }
 }
 
-fn record(stats: &Mutex<BTreeMap<Pair, PairStats>>, job: &Job, outcome: Outcome) {
-    let pair = (
+/// The (model, primary, shadow) pair a copy is for.
+fn pair_of(job: &Job) -> Pair {
+    (
         job.primary.manifest.model.clone(),
         job.primary.manifest.version.clone(),
         job.candidate.manifest.version.clone(),
-    );
+    )
+}
+
+fn record(stats: &Mutex<BTreeMap<Pair, PairStats>>, job: &Job, outcome: Outcome) {
+    let pair = pair_of(job);
     let name = match &outcome {
         Outcome::Compared(_) => "compared",
         Outcome::PrimaryFailed => "primary_failed",
         Outcome::ShadowFailed => "shadow_failed",
-        Outcome::DroppedQueueFull => "dropped_queue_full",
         Outcome::DroppedBusy => "dropped_busy",
     };
     metrics::shadow(
@@ -255,7 +276,6 @@ fn record(stats: &Mutex<BTreeMap<Pair, PairStats>>, job: &Job, outcome: Outcome)
         }
         Outcome::PrimaryFailed => s.primary_failed += 1,
         Outcome::ShadowFailed => s.shadow_failed += 1,
-        Outcome::DroppedQueueFull => s.dropped_queue_full += 1,
         Outcome::DroppedBusy => s.dropped_busy += 1,
     }
 }
