@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, Response as HttpResponse};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -381,6 +381,63 @@ impl Inference {
 }
 
 impl Inference {
+    /// A stream's messages taken as they come (at most [`STREAM_DEPTH`] in hand), each answered on
+    /// a task of its own, the answers handed to `answers` in order. Ends when the caller's side
+    /// does and every answer is out; when an answer waits longer than the request time limit for
+    /// the caller to take it; when the stream's framing breaks; or when no message comes for the
+    /// idle timeout while nothing is in hand. The answers in hand when it ends are aborted.
+    async fn run_stream(
+        self,
+        mut inbound: Streaming<pb::ModelInferRequest>,
+        keys: RequestKeys,
+        answers: tokio::sync::mpsc::Sender<Result<pb::ModelStreamInferResponse, Status>>,
+    ) {
+        let (within, idle) = (self.request_timeout, self.idle_timeout);
+        let mut in_hand: std::collections::VecDeque<Aborting<pb::ModelStreamInferResponse>> =
+            std::collections::VecDeque::new();
+        let mut open = true;
+        while open || !in_hand.is_empty() {
+            let taking = open && in_hand.len() < STREAM_DEPTH;
+            let idle_wait = in_hand.is_empty();
+            tokio::select! {
+                done = async { in_hand.front_mut().expect("an answer in hand").await },
+                    if !in_hand.is_empty() =>
+                {
+                    in_hand.pop_front();
+                    let answer =
+                        done.map_err(|e| Status::internal(format!("the answer failed: {e}")));
+                    if answers.send_timeout(answer, within).await.is_err() {
+                        return; // not read in time, or the caller went away
+                    }
+                }
+                message = async {
+                    if idle_wait {
+                        tokio::time::timeout(idle, inbound.message())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Status::deadline_exceeded(format!(
+                                    "no message on the stream for {idle:?}"
+                                )))
+                            })
+                    } else {
+                        inbound.message().await
+                    }
+                }, if taking => {
+                    match message {
+                        Ok(Some(request)) => in_hand.push_back(Aborting(tokio::spawn(
+                            self.clone().answer_in_stream(request, keys.clone()),
+                        ))),
+                        Ok(None) => open = false,
+                        Err(status) => {
+                            let _ = answers.send_timeout(Err(status), within).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// One message of a stream answered, within the request time limit; a failure is an answer
     /// that says why.
     async fn answer_in_stream(
@@ -417,6 +474,26 @@ impl Inference {
                 }),
             },
         }
+    }
+}
+
+/// A task's handle that aborts the task when dropped (an answer nobody will read stops).
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Aborting<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -530,12 +607,13 @@ impl GrpcInferenceService for Inference {
 
     /// Each request of the stream answered in order, a failed one by a message that says why (the
     /// stream goes on); the stream ends when the caller's does, when its framing breaks, or when no
-    /// message comes for the host's header timeout. While open, the stream holds
+    /// message comes for the host's header timeout while none is in hand. While open, the stream holds
     /// [`MAX_STREAM_MESSAGE`] of the host's byte budget (the message tonic buffers as it arrives);
     /// each message in hand holds its own share besides. Each message is answered on a task of its
     /// own under the request time limit, so a caller that stops reading its answers (an HTTP/2
-    /// window never opened) holds no queue place and no instance: at most [`STREAM_DEPTH`] answers
-    /// wait for it.
+    /// window never opened) holds no queue place and no instance, and an answer it does not take
+    /// within the request time limit ends the stream (see [`Inference::run_stream`]); a caller
+    /// that resets the stream stops its answers in hand.
     async fn model_stream_infer(
         &self,
         request: Request<Streaming<pb::ModelInferRequest>>,
@@ -547,42 +625,19 @@ impl GrpcInferenceService for Inference {
             .intake
             .hold(MAX_STREAM_MESSAGE.min(self.state.max_body_bytes) as u64)
             .await?;
-        let idle = self.idle_timeout;
-        // The caller's messages, while they keep coming; the stream's share of the budget goes
-        // when they stop.
-        let inbound = futures_util::stream::unfold(
-            Some((request.into_inner(), opened)),
-            move |open| async move {
-                let (mut inbound, opened) = open?;
-                match tokio::time::timeout(idle, inbound.message()).await {
-                    Ok(Ok(Some(message))) => Some((Ok(message), Some((inbound, opened)))),
-                    Ok(Ok(None)) => None,
-                    Ok(Err(status)) => Some((Err(status), None)),
-                    Err(_) => Some((
-                        Err(Status::deadline_exceeded(format!(
-                            "no message on the stream for {idle:?}"
-                        ))),
-                        None,
-                    )),
-                }
-            },
-        );
+        let (answers, to_caller) = tokio::sync::mpsc::channel(STREAM_DEPTH);
         let this = self.clone();
-        let answers = inbound
-            .map(move |message| {
-                let (this, keys) = (this.clone(), keys.clone());
-                let answered =
-                    message.map(|request| tokio::spawn(this.answer_in_stream(request, keys)));
-                async move {
-                    match answered {
-                        Ok(task) => task
-                            .await
-                            .map_err(|e| Status::internal(format!("the answer failed: {e}"))),
-                        Err(status) => Err(status),
-                    }
-                }
-            })
-            .buffered(STREAM_DEPTH);
+        let inbound = request.into_inner();
+        // The stream runs on a task of its own, so that what bounds it does not depend on the
+        // caller reading: an answer the caller does not take within the request time limit ends
+        // the stream, and with it the answers still in hand and the stream's share of the budget.
+        tokio::spawn(async move {
+            let _opened = opened;
+            this.run_stream(inbound, keys, answers).await;
+        });
+        let answers = futures_util::stream::unfold(to_caller, |mut to_caller| async move {
+            to_caller.recv().await.map(|answer| (answer, to_caller))
+        });
         Ok(Response::new(Box::pin(answers)))
     }
 
