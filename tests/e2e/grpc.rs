@@ -11,6 +11,9 @@ const CONFIG: &str = r#"
 [host]
 require_self_tests = false   # the echo model ships none
 max_body_bytes = 2097152     # a message past it is refused before it is decoded
+
+[http]
+max_request_bytes_in_flight = 16777216   # room for 8 open streams: hung-up ones must give theirs back
 "#;
 
 const INFERENCE_TOKEN: &str = "grpc-inference-token";

@@ -8,7 +8,8 @@ the host's one HTTP port:
 - every datatype's typed contents through the echo model, unchanged;
 - a split alias (`canary`, 50/50 over two versions): every answer from one of its versions, both seen;
 - a wrong shape (INVALID_ARGUMENT), an unknown model (NOT_FOUND), a missing token (UNAUTHENTICATED);
-- ModelStreamInfer: answers in order, a bad request answered with its error while the stream goes on;
+- ModelStreamInfer: answers in order, a bad request answered with its error while the stream goes on,
+  after more hung-up streams than the byte budget has room for (what they held came back);
 - repository index, unload and load under the admin credential.
 
 Usage: python grpc_client_check.py HOST:PORT held-out.json INFERENCE_TOKEN ADMIN_TOKEN
@@ -168,6 +169,16 @@ stats = client.get_inference_statistics("digits-graph", headers=auth)
 counted = sum(s.inference_count for s in stats.model_stats)
 assert counted >= 42, stats
 print(f"grpc statistics: {counted} inferences")
+
+# Callers that hang up mid-stream give back what their streams held: more rounds than the host's
+# byte budget (16 MiB here, 2 MiB an open stream) has room for, then the stream below still answers.
+for round in range(12):
+    client.start_stream(callback=lambda result, error: None, headers=auth)
+    for i in range(3):
+        inp = grpcclient.InferInput("input", [1, 64], "FP32")
+        inp.set_data_from_numpy(images[:1])
+        client.async_stream_infer("digits-graph", [inp], request_id=f"gone-{round}-{i}")
+    client.stop_stream(cancel_requests=True)
 
 # Streaming: in order; a bad request answered with its error, and the stream goes on.
 answers = queue.Queue()
