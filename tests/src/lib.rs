@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use ferry::engine::EngineSettings;
-use ferry::runtime::{InstancePool, ModelLimits, ModelRuntime, VersionInputs};
+use ferry::host_api::graph::VersionGraphs;
+use ferry::runtime::{
+    InstancePool, ModelInstance, ModelLimits, ModelRuntime, Startup, VersionInputs,
+};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -29,6 +32,30 @@ fn read_built(path: PathBuf) -> Vec<u8> {
             path.display()
         )
     })
+}
+
+/// One instance of the built sample `name` on `runtime`, initialised with an empty config, `weights`
+/// and `graphs`, outside any pool or server: what a benchmark or a test of one call drives.
+pub fn sample_instance(
+    runtime: &ModelRuntime,
+    name: &str,
+    weights: Option<&[u8]>,
+    graphs: Option<&Arc<VersionGraphs>>,
+) -> ModelInstance {
+    let component = runtime
+        .load_component(&model_file(&format!("{name}.wasm")))
+        .expect("component");
+    ModelInstance::start(
+        &component,
+        &ModelLimits::default(),
+        Arc::from(component.sha256()),
+        Startup::Init {
+            config: "{}",
+            weights,
+        },
+        graphs,
+    )
+    .expect("instance")
 }
 
 /// A file from `target/models/` (e.g. `digits-onnx.wasm`, `digits-onnx.weights`).

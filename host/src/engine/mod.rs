@@ -6,6 +6,7 @@
 
 pub mod background;
 mod cache;
+pub mod cpu;
 mod incremental;
 mod ticker;
 

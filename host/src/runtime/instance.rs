@@ -242,6 +242,7 @@ impl ModelInstance {
         // store is left mid-call: "cannot enter component instance"), never the host thread.
         let model = &self.model;
         let store = &mut self.store;
+        crate::engine::cpu::clear_upper_vector_state();
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(model, store)
         })) {

@@ -158,6 +158,8 @@ impl BackendExecutionContext for StoreExecution {
                     crate::panics::message(p.as_ref())
                 )))
             });
+        // The backend's kernels leave AVX state that would slow the rest of the guest's call.
+        crate::engine::cpu::clear_upper_vector_state();
         match outcome {
             Ok(outputs) => Ok(Some(outputs)),
             Err(e) => {
