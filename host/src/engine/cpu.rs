@@ -1,12 +1,13 @@
 //! The processor state a guest call starts from.
 //!
-//! Native code that uses 256- or 512-bit AVX registers without a `vzeroupper` at its end (tract's
-//! hand-written x86 kernels, which a wasi:nn graph on the tract backend runs on the calling thread;
-//! ONNX Runtime's clean up after themselves) leaves their upper halves "dirty". The thread stays that way until something clears them —
-//! glibc's own AVX-512 string functions deliberately do not — and from then on every legacy-SSE
-//! instruction Cranelift emits in guest code pays a state-transition or false-dependency penalty.
-//! Measured here: digits-onnx's tract-in-guest call took 220–530 µs instead of 12–14 µs on a thread
-//! that had run one tract graph. Clearing the state before a guest runs costs about a cycle.
+//! Native code that uses 256- or 512-bit AVX registers without a `vzeroupper` at its end leaves
+//! their upper halves "dirty": tract's hand-written x86 kernels do, which a wasi:nn graph on the
+//! tract backend runs on the calling thread (ONNX Runtime's clean up after themselves). The thread
+//! stays that way until something clears them — glibc's own AVX-512 string functions deliberately
+//! do not — and from then on every legacy-SSE instruction Cranelift emits in guest code pays a
+//! state-transition or false-dependency penalty. Measured here: digits-onnx's tract-in-guest call
+//! took 220–530 µs instead of 12–14 µs on a thread that had run one tract graph. Clearing the state
+//! before a guest runs costs about a cycle.
 
 /// Zeroes the upper halves of the vector registers (`vzeroupper`) when the CPU has AVX.
 #[inline]
