@@ -110,11 +110,6 @@ fn a_fast_model_that_prints_or_sleeps_answers_on_every_path() {
 #[test]
 fn a_short_model_turned_slow_gives_way_and_still_answers() {
     let agent = ureq::agent();
-    // Quick calls: the version's typical call is microseconds, so its calls start on async workers.
-    for _ in 0..200 {
-        let (status, body) = predict(&agent, "worker", &json!({"iterations": 1000}));
-        assert_eq!(status, 200, "{body}");
-    }
     let gave_way = || {
         let metrics = ureq::get(&server().url("/metrics"))
             .call()
@@ -129,18 +124,35 @@ fn a_short_model_turned_slow_gives_way_and_still_answers() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    assert_eq!(gave_way(), 0);
+    // Quick calls: the version's typical call is microseconds, so its calls start on async workers.
+    // Giving way is measured in wall-clock time, so on a loaded machine a quick call preempted past
+    // the worker's limit gives way too (correctly: it answers from its own thread). So the rounds
+    // go on until one runs with none, which leaves the typical call short again.
+    let mut quiet = false;
+    for _ in 0..5 {
+        let before = gave_way();
+        for _ in 0..200 {
+            let (status, body) = predict(&agent, "worker", &json!({"iterations": 1000}));
+            assert_eq!(status, 200, "{body}");
+        }
+        if gave_way() == before {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "quick calls kept giving way in five rounds of 200");
+    let before = gave_way();
     // Then one input that takes far longer than a worker may be held (~50 ms of arithmetic): it is
     // stopped on the worker, run again on a thread of its own, and answers in full.
     let (status, body) = predict(&agent, "worker", &json!({"iterations": 50_000_000u64}));
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["iterations"], 50_000_000u64, "{body}");
-    assert_eq!(gave_way(), 1);
+    assert_eq!(gave_way(), before + 1);
     // The version's next slow call starts off the worker: nothing more gives way.
     let (status, body) = predict(&agent, "worker", &json!({"iterations": 50_000_000u64}));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(gave_way(), 1);
+    assert_eq!(gave_way(), before + 1);
 }
 
 fn hang_up_after(path: &str, body: &str, after: Duration) {
