@@ -319,7 +319,6 @@ fn guest_code_never_runs_on_dirty_vector_state() {
     use ferry::engine::EngineSettings;
     use ferry::host_api::graph::{GraphBackend, GraphFile, GraphOptions, VersionGraphs};
     use ferry::runtime::{ModelRuntime, Tensor, TensorData};
-    use std::sync::Arc;
 
     if upper_vector_state_in_use().is_none() {
         eprintln!("this CPU cannot report its AVX state; nothing to check");
@@ -340,9 +339,6 @@ fn guest_code_never_runs_on_dirty_vector_state() {
     )
     .unwrap();
     let digits = std::fs::read(workspace().join("sample-models/digits-onnx/digits.onnx")).unwrap();
-    let start = |name: &str, weights: Option<&[u8]>, graphs: Option<&Arc<VersionGraphs>>| {
-        ferry_tests::sample_instance(&runtime, name, weights, graphs)
-    };
     let input = [Tensor {
         name: "input".into(),
         shape: vec![1, 64],
@@ -351,7 +347,7 @@ fn guest_code_never_runs_on_dirty_vector_state() {
 
     // A guest call entered with dirty state leaves it clean: it was cleared on the way in (guest
     // code itself only uses 128-bit registers).
-    let mut in_guest = start("digits-onnx", Some(&digits), None);
+    let mut in_guest = ferry_tests::sample_instance(&runtime, "digits-onnx", Some(&digits), None);
     dirty();
     in_guest.infer(&input, "{}").unwrap();
     assert_eq!(
@@ -372,7 +368,8 @@ fn guest_code_never_runs_on_dirty_vector_state() {
             1,
         )
         .unwrap();
-        let mut on_graph = start("digits-graph", None, Some(&graphs));
+        let mut on_graph =
+            ferry_tests::sample_instance(&runtime, "digits-graph", None, Some(&graphs));
         on_graph.infer(&input, "{}").unwrap();
         assert_eq!(
             upper_vector_state_in_use(),

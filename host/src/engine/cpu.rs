@@ -6,7 +6,7 @@
 //! stays that way until something clears them — glibc's own AVX-512 string functions deliberately
 //! do not — and from then on every legacy-SSE instruction Cranelift emits in guest code pays a
 //! state-transition or false-dependency penalty. Measured here: digits-onnx's tract-in-guest call
-//! took 220–530 µs instead of 12–14 µs on a thread that had run one tract graph. Clearing the state
+//! took 217–530 µs instead of 12–14 µs on a thread that had run one tract graph. Clearing the state
 //! before a guest runs costs about a cycle.
 
 /// Zeroes the upper halves of the vector registers (`vzeroupper`) when the CPU has AVX.
