@@ -37,9 +37,12 @@ MODELS = ROOT / "target/models"
 DURATION = int(os.environ.get("DURATION", "8"))
 # Which parts run: 1 the floor and the request path, 2 the capabilities, 3 graphs and batching.
 SECTIONS = set(os.environ.get("SECTIONS", "1,2,3").split(","))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
 # How long the first request of a batch waits for others, in the batched rows.
 BATCH_DELAY_US = int(os.environ.get("BATCH_DELAY_US", "2000"))
-CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
+# Rows a batch holds at most, in the batched rows. The callers split between the instances (one per
+# core): with room for every caller, one batch takes them all while the other instance idles.
+MAX_BATCH_SIZE = int(os.environ.get("MAX_BATCH_SIZE", str(max(1, CONNECTIONS // (os.cpu_count() or 2)))))
 HOST_PORT, ECHO_PORT = 18180, 18190
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -306,7 +309,7 @@ def main() -> None:
         graph_body.write_text(json.dumps(digits))
         print("\n" + HEADER)
         # One instance per core: a batch waits for a free instance while it gathers.
-        batching = (f"max_batch_size = 16\nmax_queue_delay_us = {BATCH_DELAY_US}\n"
+        batching = (f"max_batch_size = {MAX_BATCH_SIZE}\nmax_queue_delay_us = {BATCH_DELAY_US}\n"
                     f"max_instances = {os.cpu_count() or 2}\n")
         speedups = []
         for name, graph in [("digits-graph", MODELS / "digits-graph.graph.model.onnx"), ("mlp-4.5MB-graph", mlp)]:
@@ -332,7 +335,7 @@ def main() -> None:
                 off, on = results[(protocol, "unbatched")], results[(protocol, "batched")]
                 speedups.append((name, protocol, on["rps"] / off["rps"], off["p99"], on["p99"]))
 
-        print(f"\nDynamic batching (max_batch_size 16, max_queue_delay_us {BATCH_DELAY_US}, an instance per core; "
+        print(f"\nDynamic batching (max_batch_size {MAX_BATCH_SIZE}, max_queue_delay_us {BATCH_DELAY_US}, an instance per core; "
           f"{CONNECTIONS} callers, 1 row each):")
         print(f"{'model':<20}{'protocol':<10}{'batched/unbatched req/s':>25}{'p99 unbatched':>15}{'p99 batched':>13}")
         for name, protocol, speedup, p99_off, p99_on in speedups:

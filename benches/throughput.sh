@@ -4,7 +4,8 @@
 # batching; one run, one load generator per protocol (wrk, h2load), every ratio against a baseline
 # measured in the same run. See benches/throughput.py for the rows.
 #
-# Usage: benches/throughput.sh          (DURATION=8 CONNECTIONS=16 SECTIONS=1,2,3 by default)
+# Usage: benches/throughput.sh          (DURATION=8 CONNECTIONS=16 SECTIONS=1,2,3 by default; the
+#        batched rows: MAX_BATCH_SIZE=CONNECTIONS/cores BATCH_DELAY_US=2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -316,9 +316,7 @@ fn graph_misuse_fails_that_request_only() {
 #[test]
 fn guest_code_never_runs_on_dirty_vector_state() {
     use ferry::engine::cpu::upper_vector_state_in_use;
-    use ferry::engine::EngineSettings;
-    use ferry::host_api::graph::{GraphBackend, GraphFile, GraphOptions, VersionGraphs};
-    use ferry::runtime::{ModelRuntime, Tensor, TensorData};
+    use ferry::host_api::graph::GraphBackend;
 
     if upper_vector_state_in_use().is_none() {
         eprintln!("this CPU cannot report its AVX state; nothing to check");
@@ -329,21 +327,9 @@ fn guest_code_never_runs_on_dirty_vector_state() {
         unsafe { std::arch::asm!("vpcmpeqd ymm0, ymm0, ymm0", out("ymm0") _) };
         assert_eq!(upper_vector_state_in_use(), Some(true));
     };
-    let runtime = ModelRuntime::new(
-        EngineSettings {
-            cache_dir: Some(workspace().join("target/ferry-test-cache")),
-            total_instances: 4,
-            ..Default::default()
-        },
-        true,
-    )
-    .unwrap();
+    let runtime = runtime();
     let digits = std::fs::read(workspace().join("sample-models/digits-onnx/digits.onnx")).unwrap();
-    let input = [Tensor {
-        name: "input".into(),
-        shape: vec![1, 64],
-        data: TensorData::Fp32((0..64).map(|i| ((i * 7) % 17) as f32).collect()),
-    }];
+    let input = digits_input();
 
     // A guest call entered with dirty state leaves it clean: it was cleared on the way in (guest
     // code itself only uses 128-bit registers).
@@ -358,16 +344,7 @@ fn guest_code_never_runs_on_dirty_vector_state() {
 
     // A graph run's kernels dirty the state mid-call (tract's do); the guest gets it back clean.
     for backend in [GraphBackend::OnnxRuntime, GraphBackend::Tract] {
-        let graphs = VersionGraphs::load(
-            vec![GraphFile {
-                name: "model".into(),
-                sha256: ferry::runtime::sha256_hex(&digits),
-                bytes: digits.clone().into(),
-            }],
-            &GraphOptions { backend },
-            1,
-        )
-        .unwrap();
+        let graphs = digits_graphs(backend);
         let mut on_graph =
             ferry_tests::sample_instance(&runtime, "digits-graph", None, Some(&graphs));
         on_graph.infer(&input, "{}").unwrap();
@@ -377,4 +354,77 @@ fn guest_code_never_runs_on_dirty_vector_state() {
             "{backend:?}: the graph run left the vector state dirty for the guest"
         );
     }
+}
+
+/// A call on an async worker gives way once it has run its limit, and runs again on a thread of its
+/// own; a native graph run, which no epoch tick interrupts, is stopped at that limit by its backend
+/// just as guest code is at a tick, and the call gives way instead of failing. Without the limit
+/// the same call answers.
+#[test]
+fn a_graph_run_past_the_give_way_limit_gives_way_instead_of_failing() {
+    use ferry::host_api::graph::GraphBackend;
+    use ferry::runtime::CallError;
+
+    let runtime = runtime();
+    let input = digits_input();
+    for backend in [GraphBackend::OnnxRuntime, GraphBackend::Tract] {
+        let graphs = digits_graphs(backend);
+        // A limit the run is past before it starts (the guest's own code takes microseconds, far
+        // less than an epoch tick, so only the graph run can be what gives way).
+        let mut limited =
+            ferry_tests::sample_instance(&runtime, "digits-graph", None, Some(&graphs));
+        limited.give_way_after(Some(std::time::Duration::from_nanos(1)));
+        match limited.infer(&input, "{}") {
+            Err(CallError::GaveWay(_)) => {}
+            other => panic!("{backend:?}: a graph run past the limit answered {other:?}"),
+        }
+        assert!(
+            limited.is_poisoned(),
+            "an instance that gave way is not reused"
+        );
+
+        let mut free = ferry_tests::sample_instance(&runtime, "digits-graph", None, Some(&graphs));
+        let answer = free.infer(&input, "{}").unwrap();
+        assert_eq!(answer[0].name, "probabilities", "{backend:?}");
+    }
+}
+
+/// A runtime of the tests' engine for in-process instances.
+fn runtime() -> std::sync::Arc<ferry::runtime::ModelRuntime> {
+    ferry::runtime::ModelRuntime::new(
+        ferry::engine::EngineSettings {
+            cache_dir: Some(workspace().join("target/ferry-test-cache")),
+            total_instances: 4,
+            ..Default::default()
+        },
+        true,
+    )
+    .unwrap()
+}
+
+/// digits-onnx's network as a version's graph `model`, run by `backend`.
+fn digits_graphs(
+    backend: ferry::host_api::graph::GraphBackend,
+) -> std::sync::Arc<ferry::host_api::graph::VersionGraphs> {
+    use ferry::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
+    let digits = std::fs::read(workspace().join("sample-models/digits-onnx/digits.onnx")).unwrap();
+    VersionGraphs::load(
+        vec![GraphFile {
+            name: "model".into(),
+            sha256: ferry::runtime::sha256_hex(&digits),
+            bytes: digits.into(),
+        }],
+        &GraphOptions { backend },
+        1,
+    )
+    .unwrap()
+}
+
+/// One image for digits' `infer`.
+fn digits_input() -> [ferry::runtime::Tensor; 1] {
+    [ferry::runtime::Tensor {
+        name: "input".into(),
+        shape: vec![1, 64],
+        data: ferry::runtime::TensorData::Fp32((0..64).map(|i| ((i * 7) % 17) as f32).collect()),
+    }]
 }

@@ -125,7 +125,7 @@ fn compiled(server: &Server) -> usize {
 
 #[test]
 fn old_unaliased_versions_go_with_their_blobs_snapshots_and_metric_series() {
-    let server = Server::start_with(
+    let server = Server::start_alone(
         &[Seed::sample(MODEL, "1")],
         CONFIG,
         &["--admin-token", TOKEN],

@@ -119,7 +119,7 @@ fn sixteen_instances_of_a_256_mb_version_share_its_snapshot() {
     };
     let request = example_request("geo-embeddings");
 
-    let mut server = Server::start(&[seed], &geo_config(1));
+    let mut server = Server::start_alone(&[seed], &geo_config(1), &[]);
     predict_concurrently(&server, "geo-embeddings", &request, 4, 25);
     let one = pss(&server);
     let model = get_json(&server, "/v1/models/geo-embeddings");
@@ -158,7 +158,7 @@ fn sixteen_instances_of_a_256_mb_version_share_its_snapshot() {
 fn a_memory_budget_evicts_the_least_recently_used_and_brings_it_back_on_request() {
     let models = ["fraud-features", "diabetes-gbdt", "geo-embeddings"];
     let seeds: Vec<Seed> = models.iter().map(|m| Seed::sample(m, "1")).collect();
-    let mut server = Server::start(&seeds, "[host]\n");
+    let mut server = Server::start_alone(&seeds, "[host]\n", &[]);
     // What each costs resident, as the host counts it; a budget then fits the largest alone.
     let sizes: Vec<u64> = models
         .iter()

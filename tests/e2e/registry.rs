@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 const TOKEN: &str = "test-admin-token";
 
 fn start(config: &str) -> Server {
-    Server::start_with(&[], config, &["--admin-token", TOKEN])
+    Server::start_alone(&[], config, &["--admin-token", TOKEN])
 }
 
 fn models_file(name: &str) -> Vec<u8> {

@@ -114,6 +114,15 @@ pub fn add(store: &Path, seed: &Seed) {
     );
 }
 
+/// Where a test server's compiled code lives.
+#[derive(PartialEq, Eq)]
+enum Compiled {
+    /// With every other test server's of the run that shares it.
+    SharedByTheRun,
+    /// In its own cache directory.
+    Own,
+}
+
 /// A running server; killed when dropped.
 pub struct Server {
     child: Child,
@@ -193,7 +202,30 @@ impl Server {
 
     /// Like [`Server::start`], with more `ferry serve` arguments (e.g. `--admin-token`).
     pub fn start_with(seeds: &[Seed], config_toml: &str, extra_args: &[&str]) -> Server {
+        Server::start_in(seeds, config_toml, extra_args, Compiled::SharedByTheRun)
+    }
+
+    /// Like [`Server::start_with`], with compiled code of its own: for a test that counts or
+    /// removes what its host compiled, or needs its host to compile.
+    pub fn start_alone(seeds: &[Seed], config_toml: &str, extra_args: &[&str]) -> Server {
+        Server::start_in(seeds, config_toml, extra_args, Compiled::Own)
+    }
+
+    fn start_in(
+        seeds: &[Seed],
+        config_toml: &str,
+        extra_args: &[&str],
+        compiled: Compiled,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        if compiled == Compiled::SharedByTheRun {
+            // Compiled code is named by content and engine (hosts of a fleet may share a cache
+            // directory too), so a sample model is compiled once per run, not once per test.
+            let shared = workspace().join("target/ferry-test-cache/served");
+            std::fs::create_dir_all(&shared).unwrap();
+            std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+            std::os::unix::fs::symlink(&shared, dir.path().join("cache/compiled")).unwrap();
+        }
         let store = dir.path().join("store");
         for seed in seeds {
             add(&store, seed);
@@ -219,7 +251,8 @@ impl Server {
         self._dir.path().join("store")
     }
 
-    /// The host's cache directory (compiled components, uploads in progress).
+    /// The host's cache directory (compiled components, uploads in progress); its `compiled` is
+    /// shared by the run's servers unless the server was started [`Server::start_alone`].
     pub fn cache(&self) -> PathBuf {
         self._dir.path().join("cache")
     }

@@ -236,7 +236,7 @@ impl ModelInstance {
             .log
             .begin_call(self.limits.max_log_bytes_per_call);
         if let Some(clock) = self.store.data().graph_clock() {
-            clock.arm(deadline);
+            clock.arm(deadline, self.store.data().clock.give_way_limit());
         }
         // A panic in a host function called by the guest must cost this call and this instance (its
         // store is left mid-call: "cannot enter component instance"), never the host thread.
@@ -269,6 +269,10 @@ impl ModelInstance {
         let outcome = match result {
             // A graph run stopped at the deadline: whatever the guest made of it, the call is late.
             _ if graphs.deadline_passed => Err(CallError::GraphStopped(deadline)),
+            // One stopped to give way: the call runs again elsewhere, whatever the guest made of it.
+            _ if graphs.gave_way => {
+                Err(CallError::GaveWay(self.store.data().clock.gave_way_after()))
+            }
             Ok(value) if self.store.data().log.overflowed() => {
                 // The guest swallowed the write error; the flood still costs it the call.
                 drop(value);

@@ -59,6 +59,11 @@ impl CallClock {
         self.give_way_after = after;
     }
 
+    /// How long calls may run before they give way (`None`: to their deadline).
+    pub(crate) fn give_way_limit(&self) -> Option<Duration> {
+        self.give_way_after
+    }
+
     /// How long calls may run before they give way (zero: to their deadline).
     pub(crate) fn gave_way_after(&self) -> Duration {
         self.give_way_after.unwrap_or_default()

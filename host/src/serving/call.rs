@@ -58,13 +58,10 @@ pub(super) async fn run_admitted<K: EntryPoint>(
     // the next epoch tick and runs again from the start on a thread of its own (a model's calls are
     // functions of their input; the instance it ran on is dropped). So a short model turned slow,
     // or one slow input, holds a worker for a couple of milliseconds, once: the slow call raises the
-    // version's typical call, and its next calls hand the worker off from the start. A version with
-    // graphs always hands it off: a native graph run is one host call, which no epoch tick
-    // interrupts, so it could hold the worker for its whole deadline.
-    let on_worker = version.typical_call() < INLINE_BELOW
-        && !cold
-        && version.ready.graphs.is_none()
-        && on_multi_thread_worker();
+    // version's typical call, and its next calls hand the worker off from the start. A native
+    // graph run, which no epoch tick interrupts, is stopped at the same limit by its backend (ONNX
+    // Runtime's watchdog, tract between operators) and the call gives way alike.
+    let on_worker = version.typical_call() < INLINE_BELOW && !cold && on_multi_thread_worker();
     if on_worker {
         let pacer = shares.pacer(tenant.clone(), Place::Worker, tier);
         match run_here::<K>(version, pool, ask, cold, pacer, Some(ON_WORKER_AT_MOST)) {
