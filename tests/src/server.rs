@@ -123,6 +123,31 @@ enum Compiled {
     Own,
 }
 
+/// The compiled-code directory this test process's servers share: made at first use, after
+/// removing those of test processes no longer running, and removed at exit. Never one of an earlier
+/// run: a snapshot's name and its self-test note name the model's files, not the host build that
+/// made them, so a later build must take its own.
+fn shared_compiled() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace().join("target/ferry-test-cache/served");
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let running = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !running {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        reap_at_exit_dir(dir.clone());
+        dir
+    })
+}
+
 /// A running server; killed when dropped.
 pub struct Server {
     child: Child,
@@ -164,24 +189,40 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
 }
 
 static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+static LEFT_AT_EXIT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-extern "C" fn kill_live_servers() {
+extern "C" fn clean_up_at_exit() {
     if let Ok(pids) = LIVE.lock() {
         for pid in pids.iter() {
             // SAFETY: kill(2) on a pid this process spawned.
             unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
         }
     }
+    if let Ok(dirs) = LEFT_AT_EXIT.lock() {
+        for dir in dirs.iter() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Removes `dir` at exit, after the servers that may use it are killed.
+fn reap_at_exit_dir(dir: PathBuf) {
+    LEFT_AT_EXIT.lock().unwrap().push(dir);
+    register_exit_hook();
+}
+
+fn register_exit_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain extern "C" function.
+    HOOK.call_once(|| unsafe {
+        libc::atexit(clean_up_at_exit);
+    });
 }
 
 /// A server must not outlive the test binary, even one held in a static that is never dropped: the
 /// test harness exits through `exit`, which runs this hook.
 pub fn reap_at_exit(pid: u32) {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    // SAFETY: registers a plain extern "C" function.
-    HOOK.call_once(|| unsafe {
-        libc::atexit(kill_live_servers);
-    });
+    register_exit_hook();
     LIVE.lock().unwrap().push(pid);
 }
 
@@ -221,10 +262,9 @@ impl Server {
         if compiled == Compiled::SharedByTheRun {
             // Compiled code is named by content and engine (hosts of a fleet may share a cache
             // directory too), so a sample model is compiled once per run, not once per test.
-            let shared = workspace().join("target/ferry-test-cache/served");
-            std::fs::create_dir_all(&shared).unwrap();
             std::fs::create_dir_all(dir.path().join("cache")).unwrap();
-            std::os::unix::fs::symlink(&shared, dir.path().join("cache/compiled")).unwrap();
+            std::os::unix::fs::symlink(shared_compiled(), dir.path().join("cache/compiled"))
+                .unwrap();
         }
         let store = dir.path().join("store");
         for seed in seeds {

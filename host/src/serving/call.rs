@@ -15,6 +15,11 @@ use crate::stamps::unix_ms;
 /// Versions whose typical call is shorter than this start on the async worker itself.
 const INLINE_BELOW: Duration = Duration::from_micros(500);
 
+/// Graph calls with more input than this never start on the async worker (see `run_admitted`):
+/// dozens of rows of a typical network, so that one operator over all of them takes about a
+/// millisecond, not the hundreds a request at the input limit could.
+const GRAPH_INPUT_ON_WORKER_AT_MOST: usize = 16 << 10;
+
 /// Asks `ask` at entry point `K` of an instance of `version`, once `entry`'s turn in its admission
 /// queue comes.
 pub(super) async fn run<K: EntryPoint>(
@@ -60,8 +65,14 @@ pub(super) async fn run_admitted<K: EntryPoint>(
     // or one slow input, holds a worker for a couple of milliseconds, once: the slow call raises the
     // version's typical call, and its next calls hand the worker off from the start. A native
     // graph run, which no epoch tick interrupts, is stopped at the same limit by its backend (ONNX
-    // Runtime's watchdog, tract between operators) and the call gives way alike.
-    let on_worker = version.typical_call() < INLINE_BELOW && !cold && on_multi_thread_worker();
+    // Runtime's watchdog, tract between operators) and the call gives way alike; but an operator
+    // that has started runs to its end, and its time grows with the input, so a graph call with
+    // more input than a few rows' worth hands the worker off from the start, however short the
+    // version's typical call.
+    let on_worker = version.typical_call() < INLINE_BELOW
+        && !cold
+        && (version.ready.graphs.is_none() || K::input_bytes(ask) <= GRAPH_INPUT_ON_WORKER_AT_MOST)
+        && on_multi_thread_worker();
     if on_worker {
         let pacer = shares.pacer(tenant.clone(), Place::Worker, tier);
         match run_here::<K>(version, pool, ask, cold, pacer, Some(ON_WORKER_AT_MOST)) {

@@ -24,6 +24,8 @@ pub trait EntryPoint: Send + Sync + 'static {
     fn reply(output: Output) -> Option<Self::Reply>;
     /// Calls the entry point on `instance`.
     fn run(instance: &mut ModelInstance, ask: &Self::Ask) -> Result<Self::Reply, CallError>;
+    /// Bytes of input the model is handed.
+    fn input_bytes(ask: &Self::Ask) -> usize;
 }
 
 /// `predict`: a feature-style JSON object in, the model's JSON text out.
@@ -50,6 +52,9 @@ impl EntryPoint for Predict {
     fn run(instance: &mut ModelInstance, ask: &String) -> Result<String, CallError> {
         instance.predict(ask)
     }
+    fn input_bytes(ask: &String) -> usize {
+        ask.len()
+    }
 }
 
 impl EntryPoint for Infer {
@@ -69,6 +74,13 @@ impl EntryPoint for Infer {
     }
     fn run(instance: &mut ModelInstance, ask: &TensorRequest) -> Result<Vec<Tensor>, CallError> {
         instance.infer(&ask.inputs, &ask.parameters)
+    }
+    fn input_bytes(ask: &TensorRequest) -> usize {
+        ask.inputs
+            .iter()
+            .map(crate::runtime::tensor_bytes)
+            .sum::<usize>()
+            + ask.parameters.len()
     }
 }
 

@@ -348,11 +348,10 @@ impl GraphClock {
     fn record(&self, graph: &str, error: &RunError) {
         let mut state = self.state.lock().unwrap();
         if matches!(error, RunError::Deadline) {
-            if state
-                .give_way_at
-                .is_some_and(|_| Instant::now() < state.deadline)
-            {
-                // Stopped to give way: the call runs again, so this is no failure of the model's.
+            if state.give_way_at.is_some() {
+                // Stopped to give way (though the stop may land past a deadline of a few
+                // milliseconds): the call runs again with its own deadline, which says whether
+                // the model is too slow. No failure of the model's here.
                 state.gave_way = true;
                 return;
             }
