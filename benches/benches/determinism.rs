@@ -24,12 +24,14 @@ const SAMPLES: [&str; 5] = [
     "geo-embeddings",
 ];
 
+/// An engine with or without determinism; its compiled code is cached beside the graphs bench's
+/// (the deterministic engine is the same engine), so runs after the first do not compile again.
 fn runtime(deterministic: bool) -> Arc<ModelRuntime> {
     ModelRuntime::new(
         EngineSettings {
             deterministic,
             total_instances: 16,
-            cache_dir: None,
+            cache_dir: Some(workspace().join("target/ferry-bench-cache")),
             ..Default::default()
         },
         false,
