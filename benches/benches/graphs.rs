@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use ferry::engine::EngineSettings;
-use ferry::host_api::graph::{GraphBackend, GraphFile, GraphOptions, VersionGraphs};
+use ferry::host_api::graph::{GraphBackend, VersionGraphs};
 use ferry::runtime::{ModelInstance, ModelRuntime, Tensor, TensorData};
 use ferry_benches::mean_ns;
 use ferry_tests::{generated_graph, workspace};
@@ -73,15 +73,6 @@ fn instance(
     ferry_tests::sample_instance(&serving_engine(), component, weights, graphs)
 }
 
-fn graphs(onnx: &[u8], backend: GraphBackend) -> Arc<VersionGraphs> {
-    let file = GraphFile {
-        name: "model".into(),
-        sha256: ferry::runtime::sha256_hex(onnx),
-        bytes: onnx.to_vec().into(),
-    };
-    VersionGraphs::load(vec![file], &GraphOptions { backend }, 1).expect("graph loads")
-}
-
 fn probabilities(outputs: &[Tensor]) -> Vec<f32> {
     let TensorData::Fp32(p) = &outputs[0].data else {
         panic!("probabilities are FP32")
@@ -114,12 +105,15 @@ fn bench_network(c: &mut Criterion, net: &Network) {
     let mut on_ort = instance(
         "digits-graph",
         None,
-        Some(&graphs(&net.onnx, GraphBackend::OnnxRuntime)),
+        Some(&ferry_tests::model_graph(
+            &net.onnx,
+            GraphBackend::OnnxRuntime,
+        )),
     );
     let mut on_tract = instance(
         "digits-graph",
         None,
-        Some(&graphs(&net.onnx, GraphBackend::Tract)),
+        Some(&ferry_tests::model_graph(&net.onnx, GraphBackend::Tract)),
     );
     let mut in_guest = instance("digits-onnx", Some(&net.onnx), None);
 

@@ -327,7 +327,7 @@ fn guest_code_never_runs_on_dirty_vector_state() {
         unsafe { std::arch::asm!("vpcmpeqd ymm0, ymm0, ymm0", out("ymm0") _) };
         assert_eq!(upper_vector_state_in_use(), Some(true));
     };
-    let runtime = runtime();
+    let runtime = ferry_tests::engine();
     let digits = std::fs::read(workspace().join("sample-models/digits-onnx/digits.onnx")).unwrap();
     let input = digits_input();
 
@@ -365,7 +365,7 @@ fn a_graph_run_past_the_give_way_limit_gives_way_instead_of_failing() {
     use ferry::host_api::graph::GraphBackend;
     use ferry::runtime::CallError;
 
-    let runtime = runtime();
+    let runtime = ferry_tests::engine();
     let input = digits_input();
     for backend in [GraphBackend::OnnxRuntime, GraphBackend::Tract] {
         let graphs = digits_graphs(backend);
@@ -389,35 +389,12 @@ fn a_graph_run_past_the_give_way_limit_gives_way_instead_of_failing() {
     }
 }
 
-/// A runtime of the tests' engine for in-process instances.
-fn runtime() -> std::sync::Arc<ferry::runtime::ModelRuntime> {
-    ferry::runtime::ModelRuntime::new(
-        ferry::engine::EngineSettings {
-            cache_dir: Some(workspace().join("target/ferry-test-cache")),
-            total_instances: 4,
-            ..Default::default()
-        },
-        true,
-    )
-    .unwrap()
-}
-
 /// digits-onnx's network as a version's graph `model`, run by `backend`.
 fn digits_graphs(
     backend: ferry::host_api::graph::GraphBackend,
 ) -> std::sync::Arc<ferry::host_api::graph::VersionGraphs> {
-    use ferry::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
     let digits = std::fs::read(workspace().join("sample-models/digits-onnx/digits.onnx")).unwrap();
-    VersionGraphs::load(
-        vec![GraphFile {
-            name: "model".into(),
-            sha256: ferry::runtime::sha256_hex(&digits),
-            bytes: digits.into(),
-        }],
-        &GraphOptions { backend },
-        1,
-    )
-    .unwrap()
+    ferry_tests::model_graph(&digits, backend)
 }
 
 /// One image for digits' `infer`.

@@ -58,6 +58,20 @@ pub fn sample_instance(
     .expect("instance")
 }
 
+/// `onnx` as a version's one graph, `model` (the name the graph samples open), run by `backend`.
+pub fn model_graph(
+    onnx: &[u8],
+    backend: ferry::host_api::graph::GraphBackend,
+) -> Arc<VersionGraphs> {
+    use ferry::host_api::graph::{GraphFile, GraphOptions};
+    let file = GraphFile {
+        name: "model".into(),
+        sha256: ferry::runtime::sha256_hex(onnx),
+        bytes: onnx.to_vec().into(),
+    };
+    VersionGraphs::load(vec![file], &GraphOptions { backend }, 1).expect("graph loads")
+}
+
 /// A file from `target/models/` (e.g. `digits-onnx.wasm`, `digits-onnx.weights`).
 pub fn model_file(file: &str) -> Vec<u8> {
     read_built(workspace().join("target/models").join(file))
