@@ -75,6 +75,16 @@ fn probabilities(answer: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// `model`'s one version's statistics (the OIP statistics extension).
+fn model_stats(server: &Server, model: &str) -> Value {
+    let stats: Value = ureq::get(&server.url(&format!("/v2/models/{model}/stats")))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    stats["model_stats"][0].clone()
+}
+
 /// The model `model` under another name, without batching (its section is the default's).
 fn unbatched<'a>(seed: Seed<'a>, model: &'a str) -> Seed<'a> {
     Seed { model, ..seed }
@@ -165,6 +175,34 @@ fn merged_answers_equal_unmerged_ones_and_a_bad_request_fails_alone() {
             batching["batches"].as_u64().unwrap() < images.len() as u64,
             "concurrent requests were merged: {batching}"
         );
+        // The statistics extension counts each request once and each merged call once, as Triton
+        // does: inferences are rows, executions are guest calls, batch_stats are calls by rows.
+        let stats = model_stats(&server, model);
+        let n = images.len() as u64;
+        assert_eq!(stats["inference_count"], n, "{stats}");
+        assert_eq!(stats["inference_stats"]["success"]["count"], n, "{stats}");
+        assert_eq!(stats["execution_count"], batching["batches"], "{stats}");
+        let sizes = stats["batch_stats"].as_array().unwrap();
+        let calls: u64 = sizes
+            .iter()
+            .map(|b| b["compute_infer"]["count"].as_u64().unwrap())
+            .sum();
+        let rows: u64 = sizes
+            .iter()
+            .map(|b| {
+                b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap()
+            })
+            .sum();
+        assert_eq!(calls, stats["execution_count"].as_u64().unwrap(), "{stats}");
+        assert_eq!(rows, n, "{stats}");
+        assert!(
+            sizes.iter().any(|b| b["batch_size"].as_u64().unwrap() > 1),
+            "{stats}"
+        );
+        let alone_stats = model_stats(&server, alone);
+        assert_eq!(alone_stats["inference_count"], n, "{alone_stats}");
+        assert_eq!(alone_stats["execution_count"], n, "{alone_stats}");
+        assert_eq!(alone_stats["batch_stats"], json!([]), "{alone_stats}");
         // A model that does not batch says nothing about batches.
         let alone: Value = ureq::get(&server.url(&format!("/v1/models/{alone}")))
             .call()

@@ -99,18 +99,29 @@ pub struct ModelVersion {
     pub series: VersionSeries,
 }
 
-/// Counters of a version's calls: what they cost (CPU time in the guest, fuel), for charging the
-/// team that owns the model, and how they ended, for the statistics Triton's clients ask for.
+/// Counters of a version's requests and calls: what they cost (CPU time in the guest, fuel), for
+/// charging the team that owns the model, and how they ended, for the statistics Triton's clients
+/// ask for. A request and a guest call differ when requests are batched (one call answers several)
+/// and when a call gives way (it runs again).
 #[derive(Debug, Default)]
 pub struct Usage {
-    /// Calls that answered.
+    /// Requests answered (each caller's request once, however it was batched; a shadow's copy
+    /// counts as the candidate's request).
     pub succeeded: AtomicU64,
-    /// Their time from admission to answer, in nanoseconds.
+    /// Their time from arrival to answer, in nanoseconds.
     pub succeeded_ns: AtomicU64,
-    /// Calls that failed after reaching the version (the guest's or a limit's error, overload).
+    /// Requests that failed once past the version's checks and queue (the guest's or a limit's
+    /// error, their batch's failure); those refused before are counted in `/metrics` only.
     pub failed: AtomicU64,
     /// Their time, in nanoseconds.
     pub failed_ns: AtomicU64,
+    /// Inferences in the answered requests: a tensor request's rows (its inputs' leading
+    /// dimension), one for a feature-style request.
+    pub inferences: AtomicU64,
+    /// Guest calls that answered (a batch's merged call is one).
+    pub calls_ok: AtomicU64,
+    /// Guest calls that failed.
+    pub calls_failed: AtomicU64,
     /// Time calls waited for admission, in nanoseconds.
     pub queue_ns: AtomicU64,
     /// Time spent in the guest (wall clock), in nanoseconds.
@@ -121,6 +132,26 @@ pub struct Usage {
     pub fuel: AtomicU64,
     /// When the last call ended (Unix milliseconds; 0: never).
     pub last_unix_ms: AtomicU64,
+}
+
+impl Usage {
+    /// Counts one request that reached the version and ended after `took`, holding `inferences`.
+    pub fn served(&self, ok: bool, took: std::time::Duration, inferences: u64) {
+        let took = took.as_nanos().min(u64::MAX as u128) as u64;
+        if ok {
+            self.succeeded.fetch_add(1, Ordering::Relaxed);
+            self.succeeded_ns.fetch_add(took, Ordering::Relaxed);
+            self.inferences.fetch_add(inferences, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.failed_ns.fetch_add(took, Ordering::Relaxed);
+        }
+    }
+
+    /// Guest calls so far, answered or failed.
+    pub fn calls(&self) -> u64 {
+        self.calls_ok.load(Ordering::Relaxed) + self.calls_failed.load(Ordering::Relaxed)
+    }
 }
 
 impl ModelVersion {

@@ -195,15 +195,23 @@ pub async fn model_version_config(
     Ok(Json(config_of(&model, &v)))
 }
 
-/// A version's counters as the statistics extension reports them, read once.
+/// A version's counters as the statistics extension reports them, read once. As in Triton: an
+/// inference is a row of a request (one for a feature-style request), an execution a guest call
+/// that answered (a batch's merged call is one, however many requests it answers), and
+/// `success`/`fail` count requests, each once.
 pub(super) struct Counts {
     pub succeeded: u64,
     pub succeeded_ns: u64,
     pub failed: u64,
     pub failed_ns: u64,
+    pub inferences: u64,
+    pub executions: u64,
+    pub calls: u64,
     pub queue_ns: u64,
     pub compute_ns: u64,
     pub last_unix_ms: u64,
+    /// A batching version's answered calls by rows: (rows, calls, nanoseconds).
+    pub batches: Vec<(u64, u64, u64)>,
 }
 
 impl Counts {
@@ -215,32 +223,51 @@ impl Counts {
             succeeded_ns: n(&u.succeeded_ns),
             failed: n(&u.failed),
             failed_ns: n(&u.failed_ns),
+            inferences: n(&u.inferences),
+            executions: n(&u.calls_ok),
+            calls: u.calls(),
             queue_ns: n(&u.queue_ns),
             compute_ns: n(&u.compute_ns),
             last_unix_ms: n(&u.last_unix_ms),
+            batches: v
+                .ready()
+                .and_then(|r| r.batcher.as_ref())
+                .map(|b| b.stats().by_size())
+                .unwrap_or_default(),
         }
     }
 }
 
 fn stats_of(v: &ModelVersion) -> Value {
     let c = Counts::of(v);
-    let (ok, failed) = (c.succeeded, c.failed);
     let count_ns = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+    let batch_stats: Vec<Value> = c
+        .batches
+        .iter()
+        .map(|&(rows, calls, ns)| {
+            json!({
+                "batch_size": rows,
+                "compute_input": count_ns(0, 0),
+                "compute_infer": count_ns(calls, ns),
+                "compute_output": count_ns(0, 0),
+            })
+        })
+        .collect();
     json!({
         "name": v.manifest.model,
         "version": v.manifest.version,
         "last_inference": c.last_unix_ms,
-        "inference_count": ok,
-        "execution_count": ok + failed,
+        "inference_count": c.inferences,
+        "execution_count": c.executions,
         "inference_stats": {
-            "success": count_ns(ok, c.succeeded_ns),
-            "fail": count_ns(failed, c.failed_ns),
-            "queue": count_ns(ok + failed, c.queue_ns),
+            "success": count_ns(c.succeeded, c.succeeded_ns),
+            "fail": count_ns(c.failed, c.failed_ns),
+            "queue": count_ns(c.calls, c.queue_ns),
             "compute_input": count_ns(0, 0),
-            "compute_infer": count_ns(ok + failed, c.compute_ns),
+            "compute_infer": count_ns(c.calls, c.compute_ns),
             "compute_output": count_ns(0, 0),
         },
-        "batch_stats": [],
+        "batch_stats": batch_stats,
     })
 }
 

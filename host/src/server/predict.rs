@@ -191,8 +191,8 @@ fn describe_version(v: &ModelVersion) -> Value {
     let usage = &v.usage;
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     out["usage"] = json!({
-        "calls": n(&usage.succeeded) + n(&usage.failed),
-        "failed": n(&usage.failed),
+        "calls": usage.calls(),
+        "failed": n(&usage.calls_failed),
         "cpu_seconds": n(&usage.cpu_ns) as f64 / 1e9,
         "guest_seconds": n(&usage.compute_ns) as f64 / 1e9,
         "fuel": n(&usage.fuel),

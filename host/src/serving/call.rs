@@ -164,13 +164,7 @@ fn run_here<K: EntryPoint>(
         version.series.cold_wait(waited.elapsed());
     }
     instance.give_way_after(give_way_after);
-    let result = run_instance(
-        version,
-        &mut instance,
-        |i| K::run(i, ask),
-        waited,
-        Some(pacer),
-    );
+    let result = run_instance(version, &mut instance, |i| K::run(i, ask), Some(pacer));
     // Left as found for the instance's next call (a poisoned one is dropped anyway).
     if give_way_after.is_some() {
         instance.give_way_after(None);
@@ -179,12 +173,11 @@ fn run_here<K: EntryPoint>(
 }
 
 /// Runs `call` on `instance` of `version`, metering it and, with a `pacer`, holding it to its
-/// model's CPU share; `since` is when the call began waiting for its instance.
+/// model's CPU share.
 pub(super) fn run_instance<R>(
     version: &ModelVersion,
     instance: &mut ModelInstance,
     call: impl FnOnce(&mut ModelInstance) -> Result<R, CallError>,
-    since: Instant,
     pacer: Option<SharePacer>,
 ) -> Result<R, CallError> {
     let clock = pacer.as_ref().map_or(CpuClock::Thread, SharePacer::clock);
@@ -230,14 +223,13 @@ pub(super) fn run_instance<R>(
     };
     version.record_call(took);
     let usage = &version.usage;
-    let (count, total) = match result {
-        Ok(_) => (&usage.succeeded, &usage.succeeded_ns),
+    let count = match result {
+        Ok(_) => &usage.calls_ok,
         // Run again elsewhere: the rerun is the call that counts (its cost above is counted).
         Err(CallError::GaveWay(_)) => return result,
-        Err(_) => (&usage.failed, &usage.failed_ns),
+        Err(_) => &usage.calls_failed,
     };
     count.fetch_add(1, Relaxed);
-    total.fetch_add(since.elapsed().as_nanos() as u64, Relaxed);
     usage
         .last_unix_ms
         .store(unix_ms(std::time::SystemTime::now()), Relaxed);

@@ -66,6 +66,19 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// Inferences the request holds, as the statistics count them: a tensor request's rows (its
+    /// first input's leading dimension; one for a scalar), one for a feature-style request.
+    pub fn inferences(&self) -> u64 {
+        match self {
+            Payload::Features(_) => 1,
+            Payload::Tensors(ask) => ask
+                .inputs
+                .first()
+                .and_then(|t| t.shape.first())
+                .map_or(1, |rows| *rows),
+        }
+    }
+
     /// The entry point, for metrics and the log.
     pub fn route(&self) -> &'static str {
         match self {
@@ -335,6 +348,11 @@ impl Ticket {
                 | ServeError::WrongEntryPoint { .. }
                 | ServeError::Call(CallError::Overloaded(_) | CallError::Tripped { .. }))
         );
+        if reached_guest {
+            version
+                .usage
+                .served(outcome.is_ok(), elapsed, payload.inferences());
+        }
         if let (Some(candidate), true) = (self.shadow, reached_guest) {
             serving.shadows.offer(
                 candidate,
@@ -379,8 +397,13 @@ impl Serving {
             let rows = batcher
                 .submit(tensors.clone(), place, |merged, admitted| async move {
                     let pass = version.ready.breaker.admit()?;
+                    let began = Instant::now();
                     let result =
                         call::run_admitted::<Infer>(&self.shares, version, &merged, admitted).await;
+                    if result.is_ok() {
+                        let rows = Payload::Tensors(merged).inferences();
+                        batcher.executed(rows, began.elapsed());
+                    }
                     pass.settle(&self.breaker, result.as_ref().err());
                     result
                 })

@@ -15,7 +15,7 @@
 
 mod merge;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,27 @@ pub struct BatchStats {
     pub rows: AtomicU64,
     /// Time their leaders waited for company, in nanoseconds.
     pub delay_ns: AtomicU64,
+    /// Guest calls that answered, by the rows they held: how many, and their time in nanoseconds
+    /// (the statistics extension's `batch_stats`).
+    executions: Mutex<BTreeMap<u64, (u64, u64)>>,
+}
+
+impl BatchStats {
+    fn executed(&self, rows: u64, took: Duration) {
+        let mut executions = self.executions.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, ns) = executions.entry(rows).or_default();
+        *count += 1;
+        *ns += took.as_nanos().min(u64::MAX as u128) as u64;
+    }
+
+    /// The answered calls by size: (rows, calls, nanoseconds), smallest first.
+    pub fn by_size(&self) -> Vec<(u64, u64, u64)> {
+        let executions = self.executions.lock().unwrap_or_else(|p| p.into_inner());
+        executions
+            .iter()
+            .map(|(rows, (count, ns))| (*rows, *count, *ns))
+            .collect()
+    }
 }
 
 /// Gathers a version's concurrent requests into batches.
@@ -99,6 +120,14 @@ impl Batcher {
     /// What its batches have been.
     pub fn stats(&self) -> &BatchStats {
         &self.stats
+    }
+
+    /// Counts a guest call made through this batcher that answered `rows` rows in `took`. A
+    /// request of more rows than a batch holds (which runs alone) counts at the batch size, so
+    /// that callers cannot grow the table one size at a time.
+    pub fn executed(&self, rows: u64, took: Duration) {
+        self.stats
+            .executed(rows.min(self.policy.max_rows as u64), took);
     }
 
     /// How it batches and what its batches have been (`GET /v1/models/{m}`).

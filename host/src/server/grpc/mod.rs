@@ -704,17 +704,26 @@ impl GrpcInferenceService for Inference {
                     name: v.manifest.model.clone(),
                     version: v.manifest.version.clone(),
                     last_inference: c.last_unix_ms,
-                    inference_count: c.succeeded,
-                    execution_count: c.succeeded + c.failed,
+                    inference_count: c.inferences,
+                    execution_count: c.executions,
                     inference_stats: Some(pb::InferStatistics {
                         success: statistic(c.succeeded, c.succeeded_ns),
                         fail: statistic(c.failed, c.failed_ns),
-                        queue: statistic(c.succeeded + c.failed, c.queue_ns),
+                        queue: statistic(c.calls, c.queue_ns),
                         compute_input: statistic(0, 0),
-                        compute_infer: statistic(c.succeeded + c.failed, c.compute_ns),
+                        compute_infer: statistic(c.calls, c.compute_ns),
                         compute_output: statistic(0, 0),
                     }),
-                    batch_stats: Vec::new(),
+                    batch_stats: c
+                        .batches
+                        .iter()
+                        .map(|&(rows, calls, ns)| pb::InferBatchStatistics {
+                            batch_size: rows,
+                            compute_input: statistic(0, 0),
+                            compute_infer: statistic(calls, ns),
+                            compute_output: statistic(0, 0),
+                        })
+                        .collect(),
                 }
             })
             .collect();

@@ -208,14 +208,11 @@ fn run(job: &Job) -> Outcome {
         return Outcome::DroppedBusy;
     };
     let started = Instant::now();
-    let answer = call::run_instance(
-        candidate,
-        &mut instance,
-        |i| job.payload.run(i),
-        started,
-        None,
-    );
+    let answer = call::run_instance(candidate, &mut instance, |i| job.payload.run(i), None);
     drop(instance);
+    candidate
+        .usage
+        .served(answer.is_ok(), started.elapsed(), job.payload.inferences());
     let status = match &answer {
         Ok(_) => 200,
         Err(e) => (job.statuses)(&ServeError::Call(e.clone())),
