@@ -7,7 +7,7 @@ One run, one machine, one load generator (wrk, closed loop, CONNECTIONS connecti
    ratio to the echo.
 2. What each optional capability costs: fraud-features with every capability off, then with each one
    on alone (a CPU share, the breaker, fuel metering, the prediction log at 100 %, a shadow at 100 %,
-   determinism), each beside an "all off" run measured just before it, so that drift in the machine's
+   determinism, drift monitoring at the default 5 % and at 100 %), each beside an "all off" run measured just before it, so that drift in the machine's
    load shows as drift, not as cost. The cost is the server's CPU per request, on over off.
 3. Graph models over HTTP and gRPC, unbatched and with dynamic batching: digits-graph (a small MLP
    through wasi:nn) and the same component serving a 4.5 MB MLP graph (benches/graphs/make_mlp.py),
@@ -18,7 +18,8 @@ One run, one machine, one load generator (wrk, closed loop, CONNECTIONS connecti
 
 Rows print as they finish; the table at the end repeats them.
 
-Usage: python3 benches/throughput.py WORKDIR   (DURATION=8 CONNECTIONS=16 SECTIONS=1,2,3 by default)
+Usage: python3 benches/throughput.py WORKDIR   (DURATION=8 CONNECTIONS=16 SECTIONS=1,2,3 by default;
+       CAPABILITIES=drift,log picks section 2's rows by name)
 """
 import json
 import os
@@ -219,9 +220,12 @@ def fraud_files() -> list[str]:
     return [str(MODELS / "fraud-features.wasm")]
 
 
-def capability_host(work: pathlib.Path, name: str, *, shadow: bool = False, **settings) -> Host:
+def capability_host(work: pathlib.Path, name: str, *, shadow: bool = False, profile: bool = False,
+                    **settings) -> Host:
     config = BASE_CONFIG.format(**{**OFF, **settings})
-    models = [("fraud-features", "1", fraud_files())]
+    # With its training profile, the version is watched for drift at the configured share.
+    files = fraud_files() + (["--profile", str(MODELS / "fraud-features.profile.json")] if profile else [])
+    models = [("fraud-features", "1", files)]
     if shadow:
         models.append(("fraud-features", "2", fraud_files()))
     host = Host(work, name, models, config)
@@ -270,7 +274,12 @@ def main() -> None:
             ("determinism", dict(deterministic="true")),
             ("prediction log 100 %", dict(log=True)),
             ("shadow 100 %", dict(shadow=True)),
+            ("drift monitoring 5 %", dict(profile=True)),
+            ("drift monitoring 100 %", dict(profile=True, extra="[monitoring]\nsample_percent = 100")),
         ]
+        # CAPABILITIES=drift,shadow runs only the rows whose names contain one of these.
+        wanted = [w for w in os.environ.get("CAPABILITIES", "").split(",") if w]
+        capabilities = [c for c in capabilities if not wanted or any(w in c[0] for w in wanted)]
         costs = []
         print(HEADER)
         for name, settings in capabilities:

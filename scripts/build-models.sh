@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every sample model into target/models/<name>.wasm, with its weights, config and tests files
-# beside it (target/models/<name>.weights, .config.json, .tests.json) and its ONNX graphs
+# beside it (target/models/<name>.weights, .config.json, .tests.json, .profile.json) and its ONNX graphs
 # (target/models/<name>.graph.<NAME>.onnx), and the hostile test guests into
 # target/test-guests/. Installs the wasm32-wasip2 target if it is missing, and componentize-py for the
 # Python sample.
@@ -24,6 +24,8 @@ version_files() { # name
     rm -f target/models/"$1".graph.*.onnx
     if [[ -f $dir/weights.file ]]; then cp "$dir/$(cat "$dir/weights.file")" "target/models/$1.weights"; fi
     if [[ -f $dir/config.json ]]; then cp "$dir/config.json" "target/models/$1.config.json"; fi
+    rm -f target/models/"$1".profile.json
+    if [[ -f $dir/profile.json ]]; then cp "$dir/profile.json" "target/models/$1.profile.json"; fi
     if [[ -f $dir/graphs ]]; then
         while IFS='=' read -r graph file; do
             [[ -n $graph ]] && cp "$dir/$file" "target/models/$1.graph.$graph.onnx"

@@ -43,6 +43,7 @@ mod error;
 mod export;
 pub mod graph;
 mod metadata;
+pub mod profile;
 mod selftest;
 mod tensor;
 

@@ -40,6 +40,14 @@
 //! queue = 4                  # copies waiting for a worker; beyond it they are dropped and counted
 //! nice = 10                  # their niceness where the idle scheduling class is refused
 //!
+//! [monitoring]               # live traffic against each version's training profile (drift)
+//! sample_percent = 5.0       # requests sampled (each version with a profile); 0 turns it off
+//! window_s = 3600            # drift is computed over this much recent traffic
+//! window_parts = 12          # the window moves by this fraction of it
+//! min_rows = 200             # rows a column needs in the window before its drift is reported
+//! drift_threshold = 0.25     # a population stability index above it reads as drifting
+//! queue = 1024               # samples waiting for the worker; beyond it they are dropped and counted
+//!
 //! [http]                     # what a connection and a request may cost (server::connections)
 //! max_connections = 10000    # open connections (the open-files limit is raised to allow them)
 //! header_timeout_ms = 30000  # to send a request's headers, and idle between keep-alive requests
@@ -242,6 +250,48 @@ pub struct ShadowSection {
     pub nice: Option<i32>,
 }
 
+/// Live traffic against each version's training profile (see `drift` and `serving::monitoring`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringSection {
+    /// Percent of requests sampled, per version with a training profile (0: none).
+    pub sample_percent: f64,
+    /// The window drift is computed over, in seconds.
+    pub window_s: u64,
+    /// Parts the window moves by.
+    pub window_parts: u32,
+    /// Rows a column needs in the window before its drift is reported.
+    pub min_rows: u64,
+    /// A population stability index above this reads as drifting.
+    pub drift_threshold: f64,
+    /// Samples waiting for the worker; beyond it they are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for MonitoringSection {
+    fn default() -> MonitoringSection {
+        MonitoringSection {
+            sample_percent: 5.0,
+            window_s: 3600,
+            window_parts: 12,
+            min_rows: 200,
+            drift_threshold: 0.25,
+            queue: 1024,
+        }
+    }
+}
+
+impl MonitoringSection {
+    /// The window as the drift module takes it.
+    pub fn window(&self) -> crate::drift::Window {
+        crate::drift::Window {
+            span: std::time::Duration::from_secs(self.window_s.max(1)),
+            parts: self.window_parts.clamp(1, 3600),
+            min_rows: self.min_rows,
+        }
+    }
+}
+
 /// Circuit breaking per version.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -352,6 +402,8 @@ pub struct HostConfig {
     pub shadow: ShadowSection,
     /// Circuit breaking.
     pub breaker: BreakerSection,
+    /// Drift monitoring.
+    pub monitoring: MonitoringSection,
     /// Connections and requests: timeouts, caps, the budget of bytes in flight.
     pub http: HttpSection,
     /// Limits by model name; `default` applies to models without a section.

@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod engine;
 pub mod files;
 pub mod host_api;

@@ -239,6 +239,7 @@ fn misuse_server() -> &'static Server {
             component: workspace().join("target/test-guests/graph-guest.wasm"),
             weights: None,
             tests: None,
+            profile: None,
             config: None,
             graphs: vec![("model".into(), deep)],
         };

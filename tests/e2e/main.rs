@@ -16,6 +16,7 @@ mod http_api;
 mod http_lifecycle;
 mod long_run;
 mod memory;
+mod monitoring;
 mod namespaces;
 mod neighbours;
 mod python_sdk;

@@ -114,6 +114,7 @@ fn sixteen_instances_of_a_256_mb_version_share_its_snapshot() {
         component: workspace().join("target/models/geo-embeddings.wasm"),
         weights: Some(weights.path().join("geo-embeddings.weights")),
         tests: Some(weights.path().join("geo-embeddings.tests.json")),
+        profile: None,
         config: None,
         graphs: Vec::new(),
     };

@@ -30,6 +30,8 @@ pub struct Seed<'a> {
     pub component: PathBuf,
     pub weights: Option<PathBuf>,
     pub tests: Option<PathBuf>,
+    /// The training profile (`--profile`).
+    pub profile: Option<PathBuf>,
     pub config: Option<serde_json::Value>,
     /// Named ONNX graphs (`--graph NAME=FILE`).
     pub graphs: Vec<(String, PathBuf)>,
@@ -61,6 +63,7 @@ impl<'a> Seed<'a> {
             component: dir.join(format!("{name}.wasm")),
             weights: beside("weights"),
             tests: beside("tests.json"),
+            profile: beside("profile.json"),
             config: beside("config.json")
                 .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()),
             graphs,
@@ -75,6 +78,7 @@ impl<'a> Seed<'a> {
             component: workspace().join("target/test-guests/hostile-guest.wasm"),
             weights: None,
             tests: None,
+            profile: None,
             config: Some(config),
             graphs: Vec::new(),
         }
@@ -93,6 +97,9 @@ pub fn add(store: &Path, seed: &Seed) {
         .arg(store.with_file_name("cache"));
     if let Some(w) = &seed.weights {
         cmd.arg("--weights").arg(w);
+    }
+    if let Some(p) = &seed.profile {
+        cmd.arg("--profile").arg(p);
     }
     if let Some(t) = &seed.tests {
         cmd.arg("--tests").arg(t);

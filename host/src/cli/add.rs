@@ -54,6 +54,10 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
         serde_json::from_slice::<serde_json::Value>(&read(p)?)
             .with_context(|| format!("{} is not JSON", p.display()))?;
     }
+    if let Some(p) = &args.files.profile {
+        crate::drift::profile::Profile::parse(&read(p)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
     let limits: Option<VersionLimits> = args
         .limits
         .as_ref()
@@ -102,6 +106,7 @@ pub fn run(args: AddArgs) -> anyhow::Result<i32> {
             weights_sha256: optional(&args.files.weights).await?,
             config_sha256: optional(&args.files.config).await?,
             tests_sha256: optional(&args.files.tests).await?,
+            profile_sha256: optional(&args.files.profile).await?,
             limits,
             graphs: {
                 let mut graphs = std::collections::BTreeMap::new();

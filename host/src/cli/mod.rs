@@ -65,6 +65,10 @@ pub struct VersionFiles {
     /// The version's tests file (JSON), written by the training script.
     #[arg(long)]
     pub tests: Option<PathBuf>,
+    /// The version's training profile (JSON: the training data's distributions, which its live
+    /// traffic is compared with), written by the training script.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
     /// A named ONNX graph of the version, run by the host and opened by the model through wasi:nn
     /// (`load-by-name`); repeatable.
     #[arg(long = "graph", value_name = "NAME=FILE.onnx", value_parser = parse_graph)]

@@ -133,6 +133,7 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
         ("weights", &args.files.weights),
         ("config", &args.files.config),
         ("tests", &args.files.tests),
+        ("profile", &args.files.profile),
     ] {
         if let Some(path) = path {
             let (part, sha) = file_part(&boundary, name, path)?;

@@ -57,6 +57,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    if let Some(p) = &args.files.profile {
+        let profile = crate::drift::profile::Profile::parse(&read(p, "profile")?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        println!(
+            "training profile: {} features, {} outputs, from {} rows",
+            profile.features.len(),
+            profile.outputs.len(),
+            profile.rows
+        );
+    }
     let limits: ModelLimits = match &args.limits {
         Some(p) => serde_json::from_slice(&read(p, "limits")?)
             .with_context(|| format!("limits in {}", p.display()))?,

@@ -139,6 +139,7 @@ mod tests {
             weights_sha256: Some(weights.into()),
             config_sha256: None,
             tests_sha256: Some("t".into()),
+            profile_sha256: None,
             limits: None,
             graphs: Default::default(),
         };

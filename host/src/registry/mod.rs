@@ -52,7 +52,7 @@ pub use store::{
 };
 pub use sync::SyncHealth;
 pub use traffic::{AliasTarget, LogPolicy, Percent, Shadow, Split, TrafficPolicy};
-pub use version::{LoadOptions, ModelVersion, Usage, VersionArtifacts, VersionState};
+pub use version::{LoadOptions, ModelVersion, Monitored, Usage, VersionArtifacts, VersionState};
 pub use version_limits::{effective_limits, VersionLimits};
 
 use crate::config::HostConfig;
@@ -471,6 +471,7 @@ impl Registry {
                     require_self_tests: self.config.host.require_self_tests,
                     governor: Some(self.budget.clone()),
                     refetch: Some(refetch),
+                    drift_window: self.config.monitoring.window(),
                 },
             ),
             Err(e @ StorageError::Unavailable(_)) => ModelVersion::listed(
@@ -619,6 +620,7 @@ impl Registry {
             weights_sha256: None,
             config_sha256: None,
             tests_sha256: None,
+            profile_sha256: None,
             limits: None,
             graphs: Default::default(),
         })

@@ -94,6 +94,7 @@ mod tests {
             weights_sha256: None,
             config_sha256: None,
             tests_sha256: None,
+            profile_sha256: None,
             limits: None,
             graphs: Default::default(),
         }

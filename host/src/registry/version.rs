@@ -97,6 +97,30 @@ pub struct ModelVersion {
     pub usage: Usage,
     /// Its `/metrics` series (requests, latency, errors), which go when it goes.
     pub series: VersionSeries,
+    /// Its training profile and live traffic beside it (see [`Monitored`]).
+    pub monitored: Monitored,
+}
+
+/// Whether a version's traffic is compared with its training data.
+#[derive(Debug, Default)]
+pub enum Monitored {
+    /// It ships no training profile.
+    #[default]
+    NoProfile,
+    /// Its profile could not be read (the version serves all the same).
+    Unreadable(String),
+    /// Watched.
+    Watching(Arc<crate::drift::VersionDrift>),
+}
+
+impl Monitored {
+    /// What watches the version's traffic, if anything does.
+    pub fn drift(&self) -> Option<&Arc<crate::drift::VersionDrift>> {
+        match self {
+            Monitored::Watching(drift) => Some(drift),
+            _ => None,
+        }
+    }
 }
 
 /// Counters of a version's requests and calls: what they cost (CPU time in the guest, fuel), for
@@ -169,6 +193,7 @@ impl ModelVersion {
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
             series: Default::default(),
+            monitored: Monitored::NoProfile,
         }
     }
 
@@ -256,6 +281,17 @@ impl ModelVersion {
             .map(|t| String::from_utf8(t.to_vec()))
             .transpose()
             .context("the tests file is not UTF-8")?;
+        // A profile that cannot be read costs the version its monitoring, not its serving (it was
+        // checked when uploaded; this is a store written by something else).
+        if let Some(profile) = artifacts.profile.take() {
+            self.monitored = match crate::drift::profile::Profile::parse(&profile) {
+                Ok(profile) => Monitored::Watching(Arc::new(crate::drift::VersionDrift::new(
+                    profile,
+                    host.drift_window,
+                ))),
+                Err(e) => Monitored::Unreadable(e),
+            };
+        }
         let graph_files = std::mem::take(&mut artifacts.graphs);
         let (component_bytes, inputs) = artifacts.into_inputs()?;
         if let Some(weights) = &inputs.weights {
@@ -358,6 +394,8 @@ pub struct LoadOptions {
     pub governor: Option<Arc<dyn MemoryGovernor>>,
     /// Reads the version's files again, should its snapshot leave the host cache while evicted.
     pub refetch: Option<Refetch>,
+    /// The window its live traffic is compared with its training profile over.
+    pub drift_window: crate::drift::Window,
 }
 
 /// wasm32 addresses 4 GiB: weights an instance cannot hold are refused before `init` runs.
@@ -393,6 +431,8 @@ pub struct VersionArtifacts {
     pub config: Option<Bytes>,
     /// The tests file.
     pub tests: Option<Bytes>,
+    /// The training profile.
+    pub profile: Option<Bytes>,
     /// The named ONNX graphs.
     pub graphs: Vec<GraphFile>,
 }
@@ -432,6 +472,7 @@ impl VersionArtifacts {
             weights: optional(&manifest.weights_sha256).await?,
             config: optional(&manifest.config_sha256).await?,
             tests: optional(&manifest.tests_sha256).await?,
+            profile: optional(&manifest.profile_sha256).await?,
             graphs: {
                 let mut graphs = Vec::with_capacity(manifest.graphs.len());
                 for (name, sha256) in &manifest.graphs {

@@ -220,6 +220,7 @@ pub async fn put_version(
                 // JSON documents the host parses whole: held to a document's size, not a blob's.
                 "config" => manifest.config_sha256 = Some(uploads.ingest("config", field, cap.min(MAX_DOCUMENT_PART)).await?.0),
                 "tests" => manifest.tests_sha256 = Some(uploads.ingest("tests", field, cap.min(MAX_DOCUMENT_PART)).await?.0),
+                "profile" => manifest.profile_sha256 = Some(uploads.ingest("profile", field, cap.min(MAX_DOCUMENT_PART)).await?.0),
                 "limits" => {
                     let text = multipart::short_text(field, "limits").await?;
                     let limits = crate::registry::VersionLimits::parse(text.as_bytes())
@@ -235,7 +236,7 @@ pub async fn put_version(
                     let sha = uploads.ingest("graph", field, cap).await?.0;
                     manifest.graphs.insert(graph, sha);
                 }
-                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests, limits, graph:NAME)"))),
+                other => return Err(ApiError::bad_request(format!("unknown part `{other}` (expected component, component_sha256, weights, config, tests, profile, limits, graph:NAME)"))),
             }
         }
     } else {
@@ -284,6 +285,7 @@ pub async fn put_version(
     for (sha, what) in [
         (&manifest.config_sha256, "config"),
         (&manifest.tests_sha256, "tests"),
+        (&manifest.profile_sha256, "profile"),
     ] {
         let Some(sha) = sha else { continue };
         let path = uploads.path_of(sha).cloned().expect("just uploaded");
@@ -294,6 +296,9 @@ pub async fn put_version(
             if what == "config" {
                 serde_json::from_str::<Value>(&text)
                     .map_err(|e| ApiError::bad_request(format!("the config is not JSON: {e}")))?;
+            } else if what == "profile" {
+                crate::drift::profile::Profile::parse(text.as_bytes())
+                    .map_err(|e| ApiError::bad_request(format!("part `profile`: {e}")))?;
             } else {
                 crate::selftest::parse_tests_document(&text, "tests file")
                     .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
@@ -316,6 +321,7 @@ pub async fn put_version(
                 "weights_sha256": m.weights_sha256,
                 "config_sha256": m.config_sha256,
                 "tests_sha256": m.tests_sha256,
+                "profile_sha256": m.profile_sha256,
                 "graphs": m.graphs,
                 "limits": m.limits,
             });

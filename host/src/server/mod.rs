@@ -11,6 +11,7 @@ mod error;
 mod grpc;
 pub mod intake;
 mod management;
+mod monitoring;
 mod multipart;
 pub use crate::serving::metrics;
 

@@ -74,6 +74,7 @@ pub async fn serve_document() -> impl IntoResponse {
         oip::model_config,
         oip::model_version_config,
         oip::model_version_stats,
+        super::monitoring::monitoring,
         predict::list,
         predict::describe,
         management::delete_version,
@@ -556,6 +557,16 @@ pub struct RepositoryEntry {
 #[derive(ToSchema)]
 pub struct Statistics {
     model_stats: Vec<BTreeMap<String, Value>>,
+}
+
+/// A model's versions' live traffic against their training profiles.
+#[derive(ToSchema)]
+pub struct Monitoring {
+    model: String,
+    sample_percent: f64,
+    drift_threshold: f64,
+    dropped: u64,
+    versions: Vec<BTreeMap<String, Value>>,
 }
 
 /// Triton's model configuration extension.

@@ -147,6 +147,14 @@ fn describe_version(v: &ModelVersion) -> Value {
     if let Some(reason) = v.state.reason() {
         out["reason"] = json!(reason);
     }
+    // Whether its traffic is compared with its training data (`GET /v1/models/{m}/monitoring`).
+    out["profile"] = match &v.monitored {
+        crate::registry::Monitored::NoProfile => json!("none"),
+        crate::registry::Monitored::Unreadable(why) => json!({ "unreadable": why }),
+        crate::registry::Monitored::Watching(_) => {
+            json!({ "sha256": v.manifest.profile_sha256 })
+        }
+    };
     if let Some(passed) = v.self_tests_cached {
         out["self_tests"] = json!({
             "passed": passed,

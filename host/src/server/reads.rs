@@ -131,6 +131,10 @@ pub(super) fn routes(options: &ServeOptions) -> Router<AppState> {
         .route("/v2/models/{model}/stats", get(oip::model_stats))
         .route("/v2/models/{model}/config", get(oip::model_config))
         .route(
+            "/v1/models/{model}/monitoring",
+            get(super::monitoring::monitoring),
+        )
+        .route(
             "/v2/models/{model}/versions/{version}/config",
             get(oip::model_version_config),
         )

@@ -14,6 +14,7 @@ mod entry;
 mod inputs;
 mod metering;
 pub mod metrics;
+pub mod monitoring;
 pub mod shares;
 pub mod traffic;
 
@@ -139,6 +140,8 @@ pub struct ServingPolicy {
     pub breaker: BreakerPolicy,
     /// How the front end reports a failed request, for the metrics and the log.
     pub statuses: Statuses,
+    /// Which requests are counted against their version's training profile.
+    pub monitoring: crate::config::MonitoringSection,
 }
 
 impl ServingPolicy {
@@ -147,6 +150,7 @@ impl ServingPolicy {
         let b = &config.breaker;
         ServingPolicy {
             statuses,
+            monitoring: config.monitoring.clone(),
             cpu_share: config.host.cpu_share,
             breaker: BreakerPolicy {
                 after: b.after,
@@ -167,6 +171,7 @@ pub struct Serving {
     shares: CpuShares,
     breaker: BreakerPolicy,
     statuses: Statuses,
+    monitoring: monitoring::Monitoring,
 }
 
 impl Serving {
@@ -184,6 +189,7 @@ impl Serving {
             shares: CpuShares::new(policy.cpu_share),
             breaker: policy.breaker,
             statuses: policy.statuses,
+            monitoring: monitoring::Monitoring::start(&policy.monitoring),
         })
     }
 
@@ -195,6 +201,11 @@ impl Serving {
     /// The registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The drift sampler.
+    pub fn monitoring(&self) -> &monitoring::Monitoring {
+        &self.monitoring
     }
 
     /// The shadow workers (their agreement statistics).
@@ -352,9 +363,24 @@ impl Ticket {
             version
                 .usage
                 .served(outcome.is_ok(), elapsed, payload.inferences());
+            if let Some(drift) = version.monitored.drift() {
+                if serving.monitoring.takes() {
+                    serving
+                        .monitoring
+                        .offer(drift, &payload, outcome.as_ref().ok());
+                }
+            }
         }
         if let (Some(candidate), true) = (self.shadow, reached_guest) {
+            // A candidate's sampled copies are counted against its own profile by the shadow
+            // worker that runs them, so its prediction shift shows before it is promoted.
+            let drift = candidate
+                .monitored
+                .drift()
+                .filter(|_| serving.monitoring.takes())
+                .cloned();
             serving.shadows.offer(
+                drift,
                 candidate,
                 self.serves_live,
                 version.version.clone(),

@@ -6,12 +6,16 @@ scikit-learn, exported by skl2onnx (no ZipMap, so the probabilities are a plain 
 
 Writes ../digits.onnx (the version's weights blob: the guest runs it with tract-onnx) and
 ../tests.json: 30 held-out images with the probabilities onnxruntime computes from the same file
-(|Δ| ≤ 1e-4), and the predicted label.
+(|Δ| ≤ 1e-4), and the predicted label; and ../profile.json (also ../../digits-graph/profile.json, which
+serves the same network): the training images' distribution per pixel (`input[0]` … `input[63]`) and of
+the network's answers on them (`probabilities[0]` … `probabilities[9]`, `label`), which the host compares
+live traffic with (`ferry_sdk.profile`).
 
-Run: python train.py
+Run: python train.py   (python train.py --profile-only: only the profiles, from the committed digits.onnx)
 """
 import json
 import pathlib
+import sys
 
 import numpy as np
 import onnx
@@ -24,6 +28,19 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
 HERE = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE.parent.parent / "guest-sdk" / "python"))
+from ferry_sdk.profile import write_profile  # noqa: E402
+
+
+def training_profile(X_train: np.ndarray, probabilities: np.ndarray) -> None:
+    """The profile of the training images and the network's answers on them, for both samples that
+    serve this network."""
+    features = {f"input[{i}]": X_train[:, i].tolist() for i in range(X_train.shape[1])}
+    outputs = {f"probabilities[{i}]": probabilities[:, i].tolist() for i in range(probabilities.shape[1])}
+    outputs["label"] = [str(int(k)) for k in probabilities.argmax(axis=1)]
+    for sample in (HERE, HERE.parent / "digits-graph"):
+        doc = write_profile(sample / "profile.json", features=features, outputs=outputs)
+    print(f"profile.json: {len(doc['features'])} features, {len(doc['outputs'])} outputs, {doc['rows']} images")
 
 
 def main() -> None:
@@ -31,6 +48,10 @@ def main() -> None:
     X = digits.data.astype(np.float32)
     y = digits.target
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=3)
+    if "--profile-only" in sys.argv:
+        session = ort.InferenceSession(str(HERE / "digits.onnx"), providers=["CPUExecutionProvider"])
+        training_profile(X_train, session.run(["probabilities"], {"input": X_train})[0])
+        return
     model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=600, random_state=3)
     model.fit(X_train, y_train)
     print(f"held-out accuracy {model.score(X_test, y_test):.4f}")
@@ -73,6 +94,7 @@ def main() -> None:
     cases.append(case("onnxruntime-parity-batch-30", rows, labels, probs))
     tests = {"source": "onnxruntime 1.23 on digits.onnx", "tolerance": 1e-4, "cases": cases}
     (HERE / "tests.json").write_text(json.dumps(tests) + "\n")
+    training_profile(X_train, session.run(["probabilities"], {"input": X_train})[0])
 
     # Held-out images (not among the self-test rows) with their true digits, for docs and end-to-end tests.
     held = {"images": X_test[30:40].tolist(), "digits": y_test[30:40].tolist()}

@@ -15,11 +15,17 @@ The Rust model (src/lib.rs) implements the same feature transforms as `features(
 self-tests compare the Rust model's output with scikit-learn's `predict_proba` on the same raw rows,
 so they check the transforms and the model together.
 
-Run: python train.py   (writes ../weights.json and ../tests.json)
+The training profile (../profile.json: the distributions of the training rows' request fields and of
+the model's answers on them, which the host compares live traffic with) comes from the SDK's
+`ferry_sdk.profile.write_profile`.
+
+Run: python train.py   (writes ../weights.json, ../tests.json and ../profile.json)
+     python train.py --profile-only   (only ../profile.json, from the committed weights.json)
 """
 import json
 import math
 import pathlib
+import sys
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -27,6 +33,8 @@ from sklearn.linear_model import LogisticRegression
 CURRENCIES = ["USD", "EUR", "GBP", "CAD", "BRL", "MXN"]
 COUNTRIES = ["US", "CA", "GB", "FR", "DE", "BR", "MX"]
 HERE = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE.parent.parent / "guest-sdk" / "python"))
+from ferry_sdk.profile import write_profile  # noqa: E402
 
 
 def generate(n: int, rng: np.random.Generator) -> list[dict]:
@@ -85,6 +93,17 @@ def ground_truth_logit(r: dict) -> float:
     )
 
 
+def training_profile(rows: list[dict], probabilities: np.ndarray, threshold: float) -> None:
+    """../profile.json: each request field of the training rows, and the model's answers on them."""
+    doc = write_profile(
+        HERE / "profile.json",
+        features={name: [r[name] for r in rows] for name in rows[0]},
+        outputs={"fraud_probability": [float(p) for p in probabilities],
+                 "is_fraud": [bool(p >= threshold) for p in probabilities]},
+    )
+    print(f"profile.json: {len(doc['features'])} features, {len(doc['outputs'])} outputs, {doc['rows']} rows")
+
+
 def main() -> None:
     rng = np.random.default_rng(20261130)
     rows = generate(20_000, rng)
@@ -93,6 +112,11 @@ def main() -> None:
     y = (rng.random(len(rows)) < p).astype(int)
 
     train, held_out = slice(0, 18_000), slice(18_000, None)
+    if "--profile-only" in sys.argv:
+        weights = json.loads((HERE / "weights.json").read_text())
+        logits = X[train] @ np.array(weights["coef"]) + weights["intercept"]
+        training_profile(rows[train], 1.0 / (1.0 + np.exp(-logits)), weights["threshold"])
+        return
     model = LogisticRegression(C=1.0, max_iter=2000)
     model.fit(X[train], y[train])
     print(f"fraud rate {y.mean():.3f}, held-out accuracy {model.score(X[held_out], y[held_out]):.4f}")
@@ -127,6 +151,7 @@ def main() -> None:
     tests = {"source": "scikit-learn LogisticRegression.predict_proba", "tolerance": 1e-9, "cases": cases}
     (HERE / "tests.json").write_text(json.dumps(tests, indent=1) + "\n")
     (HERE / "example-request.json").write_text(json.dumps({"features": cases_rows[0]}, indent=2) + "\n")
+    training_profile(rows[train], model.predict_proba(X[train])[:, 1], weights["threshold"])
 
 
 if __name__ == "__main__":

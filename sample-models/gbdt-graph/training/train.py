@@ -16,12 +16,16 @@ route every float32 row exactly as LightGBM does.
 Writes ../model.onnx (the graph: the host runs it with ONNX Runtime through wasi:nn), ../tests.json:
 20 held-out rows one at a time and the same 20 as one batch, with LightGBM's own predict_proba and
 predicted label (the script checks that onnxruntime on the written graph agrees within 1e-5), and
-../example-request.json (an Open Inference Protocol request for two rows).
+../example-request.json (an Open Inference Protocol request for two rows), and ../profile.json: the
+training rows' distribution per feature (`features[0]` … `features[29]`) and of the graph's answers on
+them (`probabilities[0]`, `probabilities[1]`, `label`), which the host compares live traffic with
+(`ferry_sdk.profile`).
 
-Run: python train.py
+Run: python train.py   (python train.py --profile-only: only ../profile.json, from the committed model.onnx)
 """
 import json
 import pathlib
+import sys
 
 import lightgbm
 import numpy as np
@@ -34,6 +38,20 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 HERE = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE.parent.parent / "guest-sdk" / "python"))
+from ferry_sdk.profile import write_profile  # noqa: E402
+
+
+def training_profile(X_train: np.ndarray) -> None:
+    """../profile.json: each feature of the training rows, and the committed graph's answers on them."""
+    session = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run(["label", "probabilities"], {"features": X_train})
+    outputs = {f"probabilities[{i}]": probabilities[:, i].tolist() for i in range(probabilities.shape[1])}
+    outputs["label"] = [str(int(k)) for k in labels]
+    doc = write_profile(HERE / "profile.json",
+                        features={f"features[{i}]": X_train[:, i].tolist() for i in range(X_train.shape[1])},
+                        outputs=outputs)
+    print(f"profile.json: {len(doc['features'])} features, {len(doc['outputs'])} outputs, {doc['rows']} rows")
 TOLERANCE = 1e-5
 CASES = 20
 
@@ -88,6 +106,9 @@ def main() -> None:
     y = data.target
     n_features = X.shape[1]
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=11, stratify=y)
+    if "--profile-only" in sys.argv:
+        training_profile(X_train)
+        return
     model = lightgbm.LGBMClassifier(
         n_estimators=200, num_leaves=15, learning_rate=0.05, min_child_samples=10, subsample=0.8,
         subsample_freq=1, colsample_bytree=0.8, random_state=11, deterministic=True, n_jobs=1, verbose=-1,
@@ -155,6 +176,7 @@ def main() -> None:
                        "(training/train.py)",
              "tolerance": TOLERANCE, "cases": cases}
     (HERE / "tests.json").write_text(json.dumps(tests) + "\n")
+    training_profile(X_train)
     example = {
         "id": "gbdt-graph-example",
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [2, n_features],

@@ -30,17 +30,24 @@ Run: python train.py [--mb 4] [--out DIR]
   writes DIR/geo-embeddings.weights and DIR/geo-embeddings.tests.json. The default DIR is this sample's
   directory, and there the tests file is named tests.json instead (with example-request.json beside it):
   scripts/build-models.sh ships a sample's tests.json with the weights that weights.file names.
+  It also writes the training profile (profile.json in the sample's directory, else
+  DIR/geo-embeddings.profile.json): the training trips' request fields and the network's answers on
+  them, which the host compares live traffic with (`ferry_sdk.profile`).
 """
 import argparse
 import json
 import math
 import pathlib
 import struct
+import sys
 import time
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE.parent.parent / "guest-sdk" / "python"))
+from ferry_sdk.profile import write_profile  # noqa: E402
+
 NAME = "geo-embeddings"
 SEED = 20261201
 D, H = 16, 32  # embedding width, hidden units
@@ -278,6 +285,15 @@ def main() -> None:
     (out / ("tests.json" if sample_dir else f"{NAME}.tests.json")).write_text(json.dumps(tests, indent=1) + "\n")
     if sample_dir:
         (out / "example-request.json").write_text(json.dumps(cases[3]["request"], indent=2) + "\n")
+    trained_rows = slice(0, n_train)
+    answers = predict(net, table, data["pickup"][trained_rows], data["dropoff"][trained_rows],
+                      data["hour"][trained_rows], data["distance"][trained_rows])
+    write_profile(out / ("profile.json" if sample_dir else f"{NAME}.profile.json"),
+                  features={"pickup_cell": data["pickup"][trained_rows].tolist(),
+                            "dropoff_cell": data["dropoff"][trained_rows].tolist(),
+                            "hour": data["hour"][trained_rows].tolist(),
+                            "distance_km": np.round(data["distance"][trained_rows], 3).tolist()},
+                  outputs={"eta_minutes": answers.tolist()})
     print(f"wrote {out / f'{NAME}.weights'} and its tests: table drawn in {drawn - started:.1f} s, trained in "
           f"{trained - drawn:.1f} s, {time.perf_counter() - started:.1f} s in all")
 

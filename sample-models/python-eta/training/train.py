@@ -14,7 +14,11 @@ The model is scikit-learn's Ridge on the features computed by ../features.py —
 served model imports — and the self-tests are scikit-learn's own predictions for 30 held-out rides,
 so `ferry test` checks the transforms and the model together.
 
-Run: python train.py   (writes ../weights.json and ../tests.json)
+The training profile (../profile.json: the distributions of the training rides' request fields and of
+the model's answers on them, which the host compares live traffic with) comes from `ferry_sdk.profile`.
+
+Run: python train.py   (writes ../weights.json, ../tests.json and ../profile.json)
+     python train.py --profile-only   (only ../profile.json, from the committed weights.json)
 """
 import json
 import pathlib
@@ -26,7 +30,9 @@ from sklearn.metrics import mean_absolute_error
 
 HERE = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent / "guest-sdk" / "python"))
 from features import NAMES, WEATHER, ZONES, is_rush_hour, trip_features  # noqa: E402
+from ferry_sdk.profile import write_profile  # noqa: E402
 
 
 def rides(n: int, rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
@@ -55,10 +61,22 @@ def matrix(trips: list[dict]) -> np.ndarray:
     return np.array([trip_features(**t) for t in trips])
 
 
+def training_profile(trips: list[dict], predicted: np.ndarray) -> None:
+    """../profile.json: each request field of the training rides, and the model's answers on them."""
+    doc = write_profile(HERE / "profile.json",
+                        features={name: [t[name] for t in trips] for name in trips[0]},
+                        outputs={"eta_minutes": [float(p) for p in predicted]})
+    print(f"profile.json: {len(doc['features'])} features, {len(doc['outputs'])} outputs, {doc['rows']} rides")
+
+
 def main() -> None:
     rng = np.random.default_rng(20261130)
     trips, eta = rides(20_000, rng)
     train, test = slice(0, 16_000), slice(16_000, None)
+    if "--profile-only" in sys.argv:
+        weights = json.loads((HERE / "weights.json").read_text())
+        training_profile(trips[train], matrix(trips[train]) @ np.array(weights["coef"]) + weights["intercept"])
+        return
     model = Ridge(alpha=1.0).fit(matrix(trips[train]), eta[train])
     held_out = trips[test]
     predicted = model.predict(matrix(held_out))
@@ -71,6 +89,7 @@ def main() -> None:
     tests = {"source": "scikit-learn 1.7.2 Ridge.predict on held-out rides (training/train.py)",
              "tolerance": 1e-9, "cases": cases}
     (HERE / "tests.json").write_text(json.dumps(tests, indent=1) + "\n")
+    training_profile(trips[train], model.predict(matrix(trips[train])))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,12 @@ ZipMap, so the graph's outputs are `label` (INT64 [N]) and `probabilities` (FP32
 predict_proba for 30 held-out rides, computed on the float32 feature rows the served model sends; the
 script checks that onnxruntime on the written graph agrees within 1e-5 on every one.
 
-Run: python train.py   (writes ../model.onnx, ../tests.json and ../example-request.json)
+The training profile (../profile.json: the distributions of the training rides' request fields and of
+the model's answers on them, which the host compares live traffic with) comes from the SDK's
+`ferry_sdk.profile.write_profile`.
+
+Run: python train.py   (writes ../model.onnx, ../tests.json, ../profile.json and ../example-request.json)
+     python train.py --profile-only   (only ../profile.json, from the committed model.onnx)
 """
 import json
 import pathlib
@@ -40,7 +45,9 @@ from sklearn.metrics import roc_auc_score
 
 HERE = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent / "guest-sdk" / "python"))
 from features import NAMES, WEATHER, ZONES, is_late_night, is_rush_hour, ride_features  # noqa: E402
+from ferry_sdk.profile import write_profile  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -101,11 +108,27 @@ def matrix(trips: list[dict]) -> np.ndarray:
     return np.array([ride_features(**t) for t in trips], dtype=np.float32)
 
 
+def training_profile(trips: list[dict], probabilities: np.ndarray, labels: np.ndarray) -> None:
+    """../profile.json: each request field of the training rides, and the model's answers on them."""
+    doc = write_profile(
+        HERE / "profile.json",
+        features={name: [t[name] for t in trips] for name in trips[0]},
+        outputs={"cancel_probability": [float(p) for p in probabilities],
+                 "will_cancel": [bool(label == 1) for label in labels]},
+    )
+    print(f"profile.json: {len(doc['features'])} features, {len(doc['outputs'])} outputs, {doc['rows']} rides")
+
+
 def main() -> None:
     rng = np.random.default_rng(20261201)
     trips, cancelled = rides(20_000, rng)
     train, test = slice(0, 16_000), slice(16_000, None)
     X_train, X_test = matrix(trips[train]), matrix(trips[test])
+    if "--profile-only" in sys.argv:
+        session = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
+        labels, probabilities = session.run(["label", "probabilities"], {"input": X_train})
+        training_profile(trips[train], probabilities[:, 1], labels)
+        return
     model = GradientBoostingClassifier(n_estimators=150, max_depth=3, learning_rate=0.1, subsample=0.8,
                                        random_state=7)
     model.fit(X_train, cancelled[train])
@@ -165,6 +188,7 @@ def main() -> None:
                        "rides, float32 features (training/train.py)",
              "tolerance": TOLERANCE, "cases": cases}
     (HERE / "tests.json").write_text(json.dumps(tests, indent=1) + "\n")
+    training_profile(trips[train], model.predict_proba(X_train)[:, 1], model.predict(X_train))
     example = {"features": {"distance_km": 2.1, "hour": 18, "weekday": 4, "weather": "rain",
                             "pickup_zone": "suburb", "surge": 1.8, "wait_minutes": 14.5, "rider_trips": 1}}
     (HERE / "example-request.json").write_text(json.dumps(example, indent=2) + "\n")

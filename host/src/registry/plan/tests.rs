@@ -31,6 +31,7 @@ fn manifest(token: &str) -> VersionManifest {
         weights_sha256: None,
         config_sha256: None,
         tests_sha256: None,
+        profile_sha256: None,
         limits: None,
         graphs: Default::default(),
     }

@@ -31,6 +31,9 @@ pub struct VersionManifest {
     /// The tests file, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_sha256: Option<String>,
+    /// The training profile (the training data's distributions, for drift), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_sha256: Option<String>,
     /// Limits this version asks for: each host lowers its operator's limits for the model to these,
     /// never raises them (see [`super::version_limits`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +52,7 @@ impl VersionManifest {
             self.weights_sha256.as_ref(),
             self.config_sha256.as_ref(),
             self.tests_sha256.as_ref(),
+            self.profile_sha256.as_ref(),
         ]
         .into_iter()
         .flatten()

@@ -17,6 +17,7 @@ fn manifest(version: &str, sequence: u64, component: &str) -> VersionManifest {
         weights_sha256: None,
         config_sha256: None,
         tests_sha256: None,
+        profile_sha256: None,
         graphs: Default::default(),
         limits: None,
     }

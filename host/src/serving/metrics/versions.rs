@@ -52,6 +52,39 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A watched version's drift per feature (`features`) or output, as the index or the distance;
+/// a column with too few rows in the window yet has no line.
+fn drift_lines(
+    v: &ModelVersion,
+    labels: &str,
+    out: &mut String,
+    name: &str,
+    label: &str,
+    features: bool,
+    distance: bool,
+) {
+    let Some(drift) = v.monitored.drift() else {
+        return;
+    };
+    let report = drift.report();
+    let columns = if features {
+        &report.features
+    } else {
+        &report.outputs
+    };
+    for column in columns {
+        let value = if distance {
+            column.distance
+        } else {
+            column.psi
+        };
+        if let Some(value) = value {
+            let labels = format!("{labels},{label}=\"{}\"", escape(&column.name));
+            line(out, name, &labels, value);
+        }
+    }
+}
+
 fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{name}{{{labels}}} {value}");
 }
@@ -98,6 +131,44 @@ const FAMILIES: &[Family] = &[
             let h = v.series.cold_waits();
             if !h.is_empty() {
                 h.write(out, "ferry_cold_request_wait_seconds", labels);
+            }
+        },
+    },
+    Family {
+        name: "ferry_feature_drift",
+        kind: "gauge",
+        help: "Population stability index of a feature's live values against the version's training profile, over the monitoring window",
+        lines: |v, labels, _, out| drift_lines(v, labels, out, "ferry_feature_drift", "feature", true, false),
+    },
+    Family {
+        name: "ferry_feature_drift_distance",
+        kind: "gauge",
+        help: "Kolmogorov-Smirnov (numeric) or total variation (categorical) distance of a feature's live values from its training profile",
+        lines: |v, labels, _, out| {
+            drift_lines(v, labels, out, "ferry_feature_drift_distance", "feature", true, true)
+        },
+    },
+    Family {
+        name: "ferry_prediction_drift",
+        kind: "gauge",
+        help: "Population stability index of an output's live values against the version's training profile, over the monitoring window",
+        lines: |v, labels, _, out| drift_lines(v, labels, out, "ferry_prediction_drift", "output", false, false),
+    },
+    Family {
+        name: "ferry_prediction_drift_distance",
+        kind: "gauge",
+        help: "Kolmogorov-Smirnov (numeric) or total variation (categorical) distance of an output's live values from its training profile",
+        lines: |v, labels, _, out| {
+            drift_lines(v, labels, out, "ferry_prediction_drift_distance", "output", false, true)
+        },
+    },
+    Family {
+        name: "ferry_monitoring_samples_total",
+        kind: "counter",
+        help: "Requests sampled and counted against the version's training profile",
+        lines: |v, labels, _, out| {
+            if let Some(drift) = v.monitored.drift() {
+                line(out, "ferry_monitoring_samples_total", labels, drift.samples.load(Relaxed));
             }
         },
     },

@@ -881,6 +881,7 @@ mod tests {
             weights_sha256: Some("e1".repeat(32)),
             config_sha256: None,
             tests_sha256: None,
+            profile_sha256: None,
             graphs: Default::default(),
             limits: None,
         };

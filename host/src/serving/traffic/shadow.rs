@@ -41,6 +41,8 @@ impl Default for ShadowOptions {
 }
 
 struct Job {
+    /// The candidate's profile, when this copy is sampled for drift.
+    drift: Option<Arc<crate::drift::VersionDrift>>,
     candidate: Routed,
     /// The candidate also serves requests of its own (an alias names it): copies leave it one idle
     /// instance.
@@ -111,6 +113,7 @@ impl Shadows {
     /// workers are all busy and the queue is full.
     pub fn offer(
         &self,
+        drift: Option<Arc<crate::drift::VersionDrift>>,
         candidate: Routed,
         serves_live: bool,
         primary: Arc<ModelVersion>,
@@ -119,6 +122,7 @@ impl Shadows {
         statuses: super::super::Statuses,
     ) {
         let job = Job {
+            drift,
             candidate,
             serves_live,
             primary,
@@ -213,6 +217,9 @@ fn run(job: &Job) -> Outcome {
     candidate
         .usage
         .served(answer.is_ok(), started.elapsed(), job.payload.inferences());
+    if let Some(drift) = &job.drift {
+        crate::serving::monitoring::observe(drift, &job.payload, answer.as_ref().ok());
+    }
     let status = match &answer {
         Ok(_) => 200,
         Err(e) => (job.statuses)(&ServeError::Call(e.clone())),
