@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Offline validation of deploy/ (the container build and the Kubernetes manifests), for CI and for
-# anyone editing them. No cluster, no Docker daemon, no kubectl: linters and schemas from PyPI, pinned,
-# in a venv at target/deploy-venv (installed once, reused while the pins are unchanged).
+# Offline validation of deploy/ (the container build, the Kubernetes manifests, the Prometheus rules),
+# for CI and for anyone editing them. No cluster, no Docker daemon, no kubectl: linters and schemas from
+# PyPI, pinned, in a venv at target/deploy-venv (installed once, reused while the pins are unchanged);
+# promtool from Debian's prometheus package.
 #
 #   scripts/validate-deploy.sh
 #
@@ -70,6 +71,37 @@ check "manifests agree with each other and with ferry serve" \
 check "hadolint deploy/Dockerfile" "$bin/hadolint" --no-color --failure-threshold style deploy/Dockerfile
 check "Dockerfile: distroless, numeric non-root USER, ferry serve flags" \
   "$bin/python" scripts/validate-deploy-checks.py dockerfile
+
+# The alerting rules, with Debian's Prometheus (the server and promtool), installed on first use; the
+# end-to-end tests load the same rules into a real Prometheus (tests/e2e/prometheus.rs).
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log=$(mktemp)
+    { apt-get install -y -qq --no-install-recommends prometheus \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; } >"$log" 2>&1 \
+      || { echo "FAIL installing prometheus (Debian) for promtool:" >&2; cat "$log" >&2; exit 1; }
+    rm -f "$log"
+  else
+    echo "FAIL  validate-deploy needs promtool and prometheus (Debian: apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
+# check_runs NAME COMMAND...: passes if COMMAND exits 0 (its report is shown only when it fails).
+check_runs() {
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    echo "ok    $name"
+  else
+    echo "FAIL  $name"
+    printf '      %s\n' "${out//$'\n'/$'\n'      }"
+    failed+=("$name")
+  fi
+}
+check_runs "promtool check rules deploy/prometheus/ferry-rules.yml" \
+  promtool check rules deploy/prometheus/ferry-rules.yml
+check_runs "promtool test rules (every alert raised by its series, not by its neighbours')" \
+  bash -c 'cd deploy/prometheus && promtool test rules ferry-rules.test.yml'
 
 if ((${#failed[@]})); then
   echo "validate-deploy: ${#failed[@]} check(s) failed"

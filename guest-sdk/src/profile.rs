@@ -32,7 +32,7 @@ pub const MAX_CATEGORIES: usize = 256;
 /// One column of training values, a value per row.
 #[derive(Debug, Clone)]
 pub enum Column {
-    /// Numbers (NaNs are left out).
+    /// Numbers (NaN and ±inf are left out).
     Numbers(Vec<f64>),
     /// Categories (strings; a boolean as `"true"`/`"false"`).
     Categories(Vec<String>),
@@ -81,7 +81,8 @@ pub fn write_profile(
 fn column(name: &str, values: &Column) -> Result<Value, String> {
     match values {
         Column::Numbers(values) => {
-            let mut numbers: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+            // NaN and ±inf are no value (the host counts them as missing, never binned).
+            let mut numbers: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
             if numbers.is_empty() {
                 return Err(format!("column `{name}` has no values"));
             }
@@ -156,9 +157,12 @@ mod tests {
 
     #[test]
     fn empty_columns_and_too_many_categories_are_refused() {
-        assert!(profile(&[("x", Column::Numbers(vec![f64::NAN]))], &[])
-            .unwrap_err()
-            .contains("no values"));
+        assert!(profile(
+            &[("x", Column::Numbers(vec![f64::NAN, f64::INFINITY]))],
+            &[]
+        )
+        .unwrap_err()
+        .contains("no values"));
         let many = (0..300).map(|i| i.to_string()).collect();
         assert!(profile(&[("c", Column::Categories(many))], &[])
             .unwrap_err()

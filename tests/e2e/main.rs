@@ -19,6 +19,7 @@ mod memory;
 mod monitoring;
 mod namespaces;
 mod neighbours;
+mod prometheus;
 mod python_sdk;
 mod registry;
 mod sample_models;

@@ -16,11 +16,11 @@ min_rows = 150
 "#;
 
 /// The request field scaled in the shifted traffic.
-const SHIFTED: &str = "wait_minutes";
-const REQUESTS: usize = 400;
+pub(crate) const SHIFTED: &str = "wait_minutes";
+pub(crate) const REQUESTS: usize = 400;
 
 /// A small deterministic generator (the test's traffic is the same every run).
-struct Draw(u64);
+pub(crate) struct Draw(pub(crate) u64);
 
 impl Draw {
     fn next(&mut self) -> f64 {
@@ -50,7 +50,7 @@ const INTEGERS: [&str; 3] = ["hour", "weekday", "rider_trips"];
 
 /// `REQUESTS` feature-style requests whose fields follow the profile's training histograms: each
 /// field's bin drawn by the training counts, a value inside it.
-fn requests_like_training(profile: &Value, draw: &mut Draw) -> Vec<Map<String, Value>> {
+pub(crate) fn requests_like_training(profile: &Value, draw: &mut Draw) -> Vec<Map<String, Value>> {
     (0..REQUESTS)
         .map(|_| {
             let mut fields = Map::new();
@@ -84,7 +84,7 @@ fn requests_like_training(profile: &Value, draw: &mut Draw) -> Vec<Map<String, V
         .collect()
 }
 
-fn predict(server: &Server, model: &str, fields: &Map<String, Value>) {
+pub(crate) fn predict(server: &Server, model: &str, fields: &Map<String, Value>) {
     let r = ureq::post(&server.url(&format!("/v1/models/{model}/predict")))
         .send_json(json!({ "features": fields }));
     assert!(r.is_ok(), "{model}: {r:?} for {fields:?}");

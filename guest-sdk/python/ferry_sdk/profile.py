@@ -62,7 +62,8 @@ def write_profile(
 
 def _column(name: str, values: list, bins: int) -> dict:
     present = [_plain(v) for v in values if v is not None]
-    present = [v for v in present if not (isinstance(v, float) and math.isnan(v))]
+    # NaN and ±inf are no value (the host counts them as missing, never binned).
+    present = [v for v in present if not (isinstance(v, float) and not math.isfinite(v))]
     if not present:
         raise ValueError(f"column `{name}` has no values")
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
@@ -79,7 +80,7 @@ def _column(name: str, values: list, bins: int) -> dict:
         return {"name": name, "numeric": {"edges": edges, "counts": counts}}
     counts: dict[str, int] = {}
     for v in present:
-        key = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        key = _category(v)
         counts[key] = counts.get(key, 0) + 1
     if len(counts) > MAX_CATEGORIES:
         raise ValueError(
@@ -87,6 +88,16 @@ def _column(name: str, values: list, bins: int) -> dict:
             "(bin it, or leave it out of the profile)"
         )
     return {"name": name, "categorical": {"counts": dict(sorted(counts.items()))}}
+
+
+def _category(value: Any) -> str:
+    """A value's category as the host names a live one: booleans as "true"/"false", integral numbers
+    as integers ("3", not "3.0"), other numbers in their shortest decimal form."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 def _plain(value: Any) -> Any:

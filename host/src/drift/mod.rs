@@ -59,6 +59,8 @@ struct Watched {
     column: Column,
     binner: Binner,
     expected: Vec<u64>,
+    /// The bins' names (made once: a profile may have thousands).
+    labels: Vec<String>,
     /// Where it is in a tensor request: the tensor and, for a 2-D one, the column (`input[3]`).
     tensor: (String, Option<usize>),
 }
@@ -107,7 +109,7 @@ pub struct ColumnDrift {
 pub struct DriftReport {
     /// The window's span in seconds.
     pub window_s: u64,
-    /// Rows a column needs in the window before its drift is reported.
+    /// Rows a column needs in the window before its drift is reported (and at least ten a bin).
     pub min_rows: u64,
     /// Per feature.
     pub features: Vec<ColumnDrift>,
@@ -124,6 +126,7 @@ impl VersionDrift {
                 .map(|column| Watched {
                     binner: column.baseline.binner(),
                     expected: column.baseline.expected(),
+                    labels: column.baseline.labels(),
                     tensor: tensor_column(&column.name),
                     column,
                 })
@@ -230,41 +233,75 @@ impl VersionDrift {
         self.window.span / self.window.parts
     }
 
-    /// Drift per column over the window.
-    pub fn report(&self) -> DriftReport {
-        let columns = self.features.len() + self.outputs.len();
-        let mut counts: Vec<Vec<u64>> = self
-            .features
+    /// The live counts per column over the window, and the values missing.
+    fn window_counts(&self) -> (Vec<Vec<u64>>, Vec<u64>) {
+        let watched = || self.features.iter().chain(&self.outputs);
+        let mut counts: Vec<Vec<u64>> = watched().map(|w| vec![0; w.expected.len()]).collect();
+        let mut missing = vec![0u64; counts.len()];
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let now = live.index(self.part_length());
+        for part in live
+            .parts
             .iter()
-            .chain(&self.outputs)
-            .map(|w| vec![0; w.expected.len()])
-            .collect();
-        let mut missing = vec![0u64; columns];
+            .filter(|p| p.index + u64::from(self.window.parts) > now)
         {
-            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let now = live.index(self.part_length());
-            for part in live
-                .parts
-                .iter()
-                .filter(|p| p.index + u64::from(self.window.parts) > now)
-            {
-                for (i, bins) in part.counts.iter().enumerate() {
-                    for (total, n) in counts[i].iter_mut().zip(bins) {
-                        *total += n;
-                    }
-                    missing[i] += part.missing[i];
+            for (i, bins) in part.counts.iter().enumerate() {
+                for (total, n) in counts[i].iter_mut().zip(bins) {
+                    *total += n;
                 }
+                missing[i] += part.missing[i];
             }
         }
+        (counts, missing)
+    }
+
+    /// True when `rows` in the window are enough to judge a column of `bins` bins: the window's
+    /// `min_rows`, and ten rows a bin (below that, sampling alone moves the index past 0.1).
+    fn enough(&self, rows: u64, bins: usize) -> bool {
+        rows >= self.window.min_rows.max(10 * bins as u64).max(1)
+    }
+
+    /// Per feature and per output: its name, index and distance (none until the window holds
+    /// enough of it), without the histograms (what `/metrics` reads).
+    pub fn summary(
+        &self,
+    ) -> (
+        Vec<(&str, Option<(f64, f64)>)>,
+        Vec<(&str, Option<(f64, f64)>)>,
+    ) {
+        let (counts, _) = self.window_counts();
         let mut columns = self
             .features
             .iter()
             .chain(&self.outputs)
-            .enumerate()
-            .map(|(i, w)| {
-                let live = std::mem::take(&mut counts[i]);
+            .zip(counts)
+            .map(|(w, live)| {
                 let rows: u64 = live.iter().sum();
-                let enough = rows >= self.window.min_rows.max(1);
+                let ordered = w.column.baseline.is_numeric();
+                let drift = self.enough(rows, w.expected.len()).then(|| {
+                    (
+                        stats::psi(&w.expected, &live),
+                        stats::distance(&w.expected, &live, ordered),
+                    )
+                });
+                (w.column.name.as_str(), drift)
+            });
+        let features = columns.by_ref().take(self.features.len()).collect();
+        (features, columns.collect())
+    }
+
+    /// Drift per column over the window, with both histograms.
+    pub fn report(&self) -> DriftReport {
+        let (counts, missing) = self.window_counts();
+        let mut columns = self
+            .features
+            .iter()
+            .chain(&self.outputs)
+            .zip(counts)
+            .zip(missing)
+            .map(|((w, live), missing)| {
+                let rows: u64 = live.iter().sum();
+                let enough = self.enough(rows, w.expected.len());
                 let ordered = w.column.baseline.is_numeric();
                 ColumnDrift {
                     name: w.column.name.clone(),
@@ -272,8 +309,8 @@ impl VersionDrift {
                     psi: enough.then(|| stats::psi(&w.expected, &live)),
                     distance: enough.then(|| stats::distance(&w.expected, &live, ordered)),
                     rows,
-                    missing: missing[i],
-                    bins: w.column.baseline.labels(),
+                    missing,
+                    bins: w.labels.clone(),
                     baseline: w.expected.clone(),
                     live,
                 }
@@ -361,7 +398,12 @@ fn tensor_value<'a>(
     row: usize,
 ) -> Option<Element<'a>> {
     let tensor = tensors.iter().find(|t| &t.name == name)?;
-    let width: u64 = tensor.shape.iter().skip(1).product();
+    // The guest's shape, unchecked against its data: an overflowing product is no element.
+    let width = tensor
+        .shape
+        .iter()
+        .skip(1)
+        .try_fold(1u64, |n, d| n.checked_mul(*d))?;
     let width = usize::try_from(width).ok()?;
     let at = match column {
         Some(c) if *c < width => row.checked_mul(width)?.checked_add(*c)?,

@@ -25,8 +25,13 @@ pub const FORMAT: u32 = 1;
 pub const MAX_COLUMNS: usize = 1024;
 /// Bins a numeric column may have, and categories a categorical one.
 pub const MAX_BINS: usize = 256;
+/// Bins of every column together: what a version's live counts, a scrape of its drift and the
+/// monitoring route cost is proportional to this.
+pub const MAX_TOTAL_BINS: usize = 16_384;
 /// Longest column or category name.
-const MAX_NAME: usize = 256;
+const MAX_NAME: usize = 128;
+/// Largest training count a column may total (an f64 holds every integer up to it exactly).
+const MAX_TOTAL_COUNT: u64 = 1 << 53;
 
 /// A profile as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +95,17 @@ impl Profile {
                 "the profile lists {columns} columns; at most {MAX_COLUMNS} are watched"
             ));
         }
+        let bins: usize = self
+            .features
+            .iter()
+            .chain(&self.outputs)
+            .map(|c| c.baseline.bins())
+            .sum();
+        if bins > MAX_TOTAL_BINS {
+            return Err(format!(
+                "the profile has {bins} bins in all; at most {MAX_TOTAL_BINS} are watched"
+            ));
+        }
         for (side, list) in [("feature", &self.features), ("output", &self.outputs)] {
             let mut seen = HashSet::new();
             for column in list {
@@ -108,6 +124,14 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+/// The sum of a column's training counts, refused past [`MAX_TOTAL_COUNT`].
+fn total<'a>(mut counts: impl Iterator<Item = &'a u64>) -> Result<u64, String> {
+    counts
+        .try_fold(0u64, |sum, c| sum.checked_add(*c))
+        .filter(|sum| *sum <= MAX_TOTAL_COUNT)
+        .ok_or_else(|| "its training counts add up to more than 2^53".to_owned())
 }
 
 impl Baseline {
@@ -131,7 +155,7 @@ impl Baseline {
                 if edges.windows(2).any(|w| w[0] >= w[1]) {
                     return Err("edges must be strictly ascending".into());
                 }
-                counts.iter().sum()
+                total(counts.iter())?
             }
             Baseline::Categorical { counts } => {
                 if counts.is_empty() || counts.len() > MAX_BINS {
@@ -146,7 +170,7 @@ impl Baseline {
                         long.chars().take(40).collect::<String>()
                     ));
                 }
-                counts.values().sum()
+                total(counts.values())?
             }
         };
         if total == 0 {
@@ -244,9 +268,14 @@ impl Binner {
             (Binner::Categorical(index, other), Seen::Category(c)) => {
                 Some(index.get(c).copied().unwrap_or(*other))
             }
-            // Integers as categories (a `hour` column trained as categories of "0".."23").
-            (Binner::Categorical(index, other), Seen::Number(x)) if x.fract() == 0.0 => {
-                let text = format!("{}", x as i64);
+            // Numbers as categories (an `hour` column trained as "0".."23"): an integral one as
+            // the integer, another as its shortest decimal text, as the SDK helpers write them.
+            (Binner::Categorical(index, other), Seen::Number(x)) if x.is_finite() => {
+                let text = if x.fract() == 0.0 && x.abs() < 1e15 {
+                    format!("{}", x as i64)
+                } else {
+                    format!("{x}")
+                };
                 Some(index.get(&text).copied().unwrap_or(*other))
             }
             _ => None,
@@ -316,6 +345,10 @@ mod tests {
             (
                 r#"{"ferry_profile": 1, "features": 3}"#,
                 "not a training profile",
+            ),
+            (
+                r#"{"ferry_profile": 1, "features": [{"name": "x", "numeric": {"edges": [1], "counts": [18446744073709551615, 2]}}]}"#,
+                "more than 2^53",
             ),
         ] {
             let e = parse(text).unwrap_err();

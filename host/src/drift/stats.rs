@@ -1,23 +1,31 @@
 //! How far live counts are from training counts in the same bins.
 //!
 //! - The population stability index, `Σ (aᵢ − eᵢ) · ln(aᵢ / eᵢ)` over the bins' shares, each share
-//!   smoothed by half a count so that an empty bin stays finite. Conventionally under 0.1 is stable,
+//!   floored at [`SHARE_FLOOR`] so that an empty bin stays finite. Conventionally under 0.1 is stable,
 //!   0.1–0.25 a moderate shift, over 0.25 a significant one.
 //! - A two-sample distance in [0, 1]: for numeric (ordered) bins the Kolmogorov–Smirnov statistic of
 //!   the binned distributions (the largest gap between the cumulative shares, so a lower bound of
 //!   the unbinned statistic); for categories the total variation distance (half the sum of the
 //!   gaps between shares).
 
-/// The population stability index of `actual` against `expected` (counts in the same bins).
+/// A share below this counts as this much in the index, on both sides: an empty bin stays finite,
+/// and a bin rare in training and absent from a live window (which a faithful sample often misses)
+/// adds next to nothing.
+pub const SHARE_FLOOR: f64 = 1e-4;
+
+/// The population stability index of `actual` against `expected` (counts in the same bins). Zero
+/// when either side is empty.
 pub fn psi(expected: &[u64], actual: &[u64]) -> f64 {
-    let k = expected.len() as f64;
     let (e_total, a_total) = (total(expected), total(actual));
+    if e_total == 0.0 || a_total == 0.0 {
+        return 0.0;
+    }
     expected
         .iter()
         .zip(actual)
         .map(|(e, a)| {
-            let e = (*e as f64 + 0.5) / (e_total + 0.5 * k);
-            let a = (*a as f64 + 0.5) / (a_total + 0.5 * k);
+            let e = (*e as f64 / e_total).max(SHARE_FLOOR);
+            let a = (*a as f64 / a_total).max(SHARE_FLOOR);
             (a - e) * (a / e).ln()
         })
         .sum()
@@ -67,6 +75,17 @@ mod tests {
         // Categories: half the mass moved from the first to the last.
         let tv = distance(&[50, 50, 0], &[25, 50, 25], false);
         assert!((tv - 0.25).abs() < 1e-9, "{tv}");
+    }
+
+    #[test]
+    fn rare_training_categories_missing_from_a_faithful_sample_are_no_drift() {
+        // One common category and 255 seen once in a million training rows; 200 live rows, all the
+        // common one.
+        let mut training = vec![1_000_000];
+        training.extend(std::iter::repeat_n(1, 255));
+        let mut live = vec![200];
+        live.extend(std::iter::repeat_n(0, 255));
+        assert!(psi(&training, &live) < 0.01, "{}", psi(&training, &live));
     }
 
     #[test]

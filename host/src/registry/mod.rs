@@ -503,7 +503,7 @@ impl Registry {
             self.tokio.clone(),
         );
         Arc::new(move || {
-            let read = VersionArtifacts::read(&blobs, &manifest);
+            let read = VersionArtifacts::read_for_instances(&blobs, &manifest);
             // Called on a loader thread, or on a request's path — usually inside `block_in_place`,
             // but a version evicted between the caller's look and its checkout comes back on the
             // async worker itself, where blocking needs `block_in_place` first.

@@ -283,6 +283,9 @@ impl ModelVersion {
             .context("the tests file is not UTF-8")?;
         // A profile that cannot be read costs the version its monitoring, not its serving (it was
         // checked when uploaded; this is a store written by something else).
+        if let Some(why) = artifacts.profile_error.take() {
+            self.monitored = Monitored::Unreadable(why);
+        }
         if let Some(profile) = artifacts.profile.take() {
             self.monitored = match crate::drift::profile::Profile::parse(&profile) {
                 Ok(profile) => Monitored::Watching(Arc::new(crate::drift::VersionDrift::new(
@@ -433,6 +436,8 @@ pub struct VersionArtifacts {
     pub tests: Option<Bytes>,
     /// The training profile.
     pub profile: Option<Bytes>,
+    /// Why the profile could not be read (the version serves without monitoring).
+    pub profile_error: Option<String>,
     /// The named ONNX graphs.
     pub graphs: Vec<GraphFile>,
 }
@@ -458,6 +463,24 @@ impl VersionArtifacts {
         blobs: &BlobCache,
         manifest: &VersionManifest,
     ) -> Result<VersionArtifacts, StorageError> {
+        Self::read_parts(blobs, manifest, true).await
+    }
+
+    /// Reads only what instances are made from (component, weights, config): what bringing an
+    /// evicted version back needs, on a request's path. Tests, profile and graphs stay with the
+    /// loaded version.
+    pub async fn read_for_instances(
+        blobs: &BlobCache,
+        manifest: &VersionManifest,
+    ) -> Result<VersionArtifacts, StorageError> {
+        Self::read_parts(blobs, manifest, false).await
+    }
+
+    async fn read_parts(
+        blobs: &BlobCache,
+        manifest: &VersionManifest,
+        all: bool,
+    ) -> Result<VersionArtifacts, StorageError> {
         let optional = |sha: &Option<String>| {
             let sha = sha.clone();
             async move {
@@ -467,13 +490,27 @@ impl VersionArtifacts {
                 }
             }
         };
+        // What only a load reads.
+        let for_load = |sha: &Option<String>| if all { sha.clone() } else { None };
+        let component = blobs.read(&manifest.component_sha256).await?;
+        let (profile, profile_error) = match optional(&for_load(&manifest.profile_sha256)).await {
+            Ok(profile) => (profile, None),
+            // Costs the version its monitoring, not its serving.
+            Err(e) => (
+                None,
+                Some(format!("reading the profile from the store: {e}")),
+            ),
+        };
         Ok(VersionArtifacts {
-            component: blobs.read(&manifest.component_sha256).await?,
+            component,
             weights: optional(&manifest.weights_sha256).await?,
             config: optional(&manifest.config_sha256).await?,
-            tests: optional(&manifest.tests_sha256).await?,
-            profile: optional(&manifest.profile_sha256).await?,
-            graphs: {
+            tests: optional(&for_load(&manifest.tests_sha256)).await?,
+            profile,
+            profile_error,
+            graphs: if !all {
+                Vec::new()
+            } else {
                 let mut graphs = Vec::with_capacity(manifest.graphs.len());
                 for (name, sha256) in &manifest.graphs {
                     graphs.push(GraphFile {

@@ -42,6 +42,11 @@ pub async fn monitoring(
 fn version(v: &ModelVersion, threshold: f64) -> Value {
     let name = &v.manifest.version;
     match &v.monitored {
+        Monitored::NoProfile if v.manifest.profile_sha256.is_some() => json!({
+            "version": name,
+            "profile": "not loaded",
+            "why": format!("the version ships a training profile but is {} on this host", v.state.name()),
+        }),
         Monitored::NoProfile => json!({
             "version": name,
             "profile": "none",

@@ -149,10 +149,13 @@ fn describe_version(v: &ModelVersion) -> Value {
     }
     // Whether its traffic is compared with its training data (`GET /v1/models/{m}/monitoring`).
     out["profile"] = match &v.monitored {
+        crate::registry::Monitored::NoProfile if v.manifest.profile_sha256.is_some() => {
+            json!({ "sha256": v.manifest.profile_sha256, "watched": false })
+        }
         crate::registry::Monitored::NoProfile => json!("none"),
         crate::registry::Monitored::Unreadable(why) => json!({ "unreadable": why }),
         crate::registry::Monitored::Watching(_) => {
-            json!({ "sha256": v.manifest.profile_sha256 })
+            json!({ "sha256": v.manifest.profile_sha256, "watched": true })
         }
     };
     if let Some(passed) = v.self_tests_cached {

@@ -72,11 +72,12 @@ impl Payload {
     pub fn inferences(&self) -> u64 {
         match self {
             Payload::Features(_) => 1,
-            Payload::Tensors(ask) => ask
-                .inputs
-                .first()
-                .and_then(|t| t.shape.first())
-                .map_or(1, |rows| *rows),
+            // The declared rows, but never more than the elements sent: a zero-width tensor
+            // declaring 2^62 rows counts as one.
+            Payload::Tensors(ask) => ask.inputs.first().map_or(1, |t| {
+                let rows = t.shape.first().copied().unwrap_or(1);
+                rows.min(crate::runtime::elements(&t.data).max(1) as u64)
+            }),
         }
     }
 

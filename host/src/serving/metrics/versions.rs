@@ -66,21 +66,16 @@ fn drift_lines(
     let Some(drift) = v.monitored.drift() else {
         return;
     };
-    let report = drift.report();
+    let (feature_drift, output_drift) = drift.summary();
     let columns = if features {
-        &report.features
+        feature_drift
     } else {
-        &report.outputs
+        output_drift
     };
-    for column in columns {
-        let value = if distance {
-            column.distance
-        } else {
-            column.psi
-        };
-        if let Some(value) = value {
-            let labels = format!("{labels},{label}=\"{}\"", escape(&column.name));
-            line(out, name, &labels, value);
+    for (column, drift) in columns {
+        if let Some((psi, d)) = drift {
+            let labels = format!("{labels},{label}=\"{}\"", escape(column));
+            line(out, name, &labels, if distance { d } else { psi });
         }
     }
 }
@@ -254,6 +249,25 @@ const FAMILIES: &[Family] = &[
         kind: "gauge",
         help: "1 when the version serves, 0 when it is loading or failed",
         lines: |v, labels, _, out| line(out, "ferry_model_ready", labels, u8::from(v.is_ready())),
+    },
+    Family {
+        name: "ferry_version_failed",
+        kind: "gauge",
+        help: "1 when the version failed to load (a self-test, its initialisation, a limit), 0 otherwise; the reason is in GET /v1/models/{m}",
+        lines: |v, labels, _, out| {
+            let failed = matches!(v.state, crate::registry::VersionState::Failed(_));
+            line(out, "ferry_version_failed", labels, u8::from(failed));
+        },
+    },
+    Family {
+        name: "ferry_breaker_open",
+        kind: "gauge",
+        help: "1 while the version's circuit breaker is open (its requests fail fast with 503)",
+        lines: |v, labels, _, out| {
+            if let Some(ready) = v.ready() {
+                line(out, "ferry_breaker_open", labels, u8::from(ready.breaker.is_open()));
+            }
+        },
     },
     Family {
         name: "ferry_version_memory_bytes",

@@ -115,8 +115,21 @@ impl Monitoring {
 }
 
 /// Counts a sample against its version's profile (also called by the shadow workers for a
-/// candidate's sampled copies, which are already off the request path).
+/// candidate's sampled copies, which are already off the request path). A panic in the counting
+/// (a bug) costs that sample, never the thread that counts.
 pub fn observe(drift: &VersionDrift, payload: &Payload, output: Option<&Output>) {
+    let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        count(drift, payload, output)
+    }));
+    if let Err(panic) = counted {
+        tracing::error!(
+            message = %crate::panics::message(panic.as_ref()),
+            "counting a drift sample panicked; the sample is left out"
+        );
+    }
+}
+
+fn count(drift: &VersionDrift, payload: &Payload, output: Option<&Output>) {
     match payload {
         Payload::Features(request) => {
             let answer = match output {

@@ -205,7 +205,7 @@ fn run(job: &Job) -> Outcome {
     if ready.admission.waiting() > 0 || ready.breaker.is_open() {
         return Outcome::DroppedBusy;
     }
-    let Some(_admitted) = ready.admission.try_admit() else {
+    let Some(admitted) = ready.admission.try_admit() else {
         return Outcome::DroppedBusy;
     };
     let Some(mut instance) = ready.pool.try_checkout_idle(job.serves_live as usize) else {
@@ -214,6 +214,9 @@ fn run(job: &Job) -> Outcome {
     let started = Instant::now();
     let answer = call::run_instance(candidate, &mut instance, |i| job.payload.run(i), None);
     drop(instance);
+    // The candidate's place goes back before anything else here: its own callers never wait for the
+    // drift counting below.
+    drop(admitted);
     candidate
         .usage
         .served(answer.is_ok(), started.elapsed(), job.payload.inferences());
