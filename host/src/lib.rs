@@ -36,6 +36,7 @@ pub mod stamps;
 pub mod storage;
 pub mod teams;
 pub mod tensor;
+pub mod timing;
 pub mod tools;
 
 /// The contract version this host serves (the `wit/` package).

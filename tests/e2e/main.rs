@@ -25,4 +25,5 @@ mod registry;
 mod sample_models;
 mod snapshots;
 mod teams;
+mod traces;
 mod traffic;

@@ -20,6 +20,7 @@ mod openapi;
 mod predict;
 mod reads;
 pub mod status;
+mod trace;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -196,8 +197,12 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
         .layer(SetRequestIdLayer::new(request_id.clone(), FastRequestId))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+            let trace = trace::trace_id(req);
+            let trace = trace.as_deref().unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id, trace_id = %trace)
         }))
+        // Inside the span: the request's stages, `traceparent` and `Server-Timing`.
+        .layer(trace::TraceLayer)
         .layer(PropagateRequestIdLayer::new(request_id))
         .service(protocols);
     Router::new().fallback_service(front)

@@ -440,7 +440,9 @@ async fn infer_on(
     let answer = ticket
         .call::<Infer>(&state.serving, Arc::new(tensors), keys)
         .await?;
+    let encoding = std::time::Instant::now();
     let mut response = respond(&answer.version, &request, &answer.output);
+    crate::timing::record(crate::timing::Stage::Encode, encoding.elapsed());
     let (name, value) = super::predict::version_header(&answer.version);
     response.headers_mut().insert(name, value);
     Ok(response)

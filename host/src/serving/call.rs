@@ -41,6 +41,7 @@ pub(super) async fn run_admitted<K: EntryPoint>(
 ) -> Result<K::Reply, CallError> {
     let pool = &version.ready.pool;
     version.series.queue_wait(admitted.waited);
+    crate::timing::record(crate::timing::Stage::Queue, admitted.waited);
     version
         .usage
         .queue_ns
@@ -109,6 +110,8 @@ async fn borrowed<K: EntryPoint>(
     let (answer, answered) = tokio::sync::oneshot::channel();
     let (version, pool, ask) = (version.clone(), pool.clone(), ask.clone());
     let queued = Instant::now();
+    // The request's stages go with the call to the borrowing thread.
+    let stages = crate::timing::current();
     let job = Box::new(move || {
         let deadline = version.limits.deadline();
         let result = if queued.elapsed() >= deadline {
@@ -118,7 +121,9 @@ async fn borrowed<K: EntryPoint>(
                 deadline,
             })
         } else {
-            run_here::<K>(&version, &pool, &ask, cold, pacer, None)
+            crate::timing::scope_sync(stages, || {
+                run_here::<K>(&version, &pool, &ask, cold, pacer, None)
+            })
         };
         drop(admitted);
         let _ = answer.send(result);
@@ -160,8 +165,10 @@ fn run_here<K: EntryPoint>(
 ) -> Result<K::Reply, CallError> {
     let waited = Instant::now();
     let mut instance = pool.checkout()?;
+    let checkout = waited.elapsed();
+    crate::timing::record(crate::timing::Stage::Instance, checkout);
     if cold {
-        version.series.cold_wait(waited.elapsed());
+        version.series.cold_wait(checkout);
     }
     instance.give_way_after(give_way_after);
     let result = run_instance(version, &mut instance, |i| K::run(i, ask), Some(pacer));
@@ -202,6 +209,7 @@ pub(super) fn run_instance<R>(
         pacer => (call(instance), pacer),
     };
     let (took, cpu) = meter.finish(version, instance.take_fuel_used());
+    crate::timing::record(crate::timing::Stage::Guest, took);
     let result = match pacer {
         Some(pacer) => {
             let starved = match &result {

@@ -283,15 +283,18 @@ impl Serving {
             .check()
             .and_then(|()| version.ready.admission.enter())
         {
-            Ok(place) => Ok(Ticket {
-                started,
-                at,
-                version,
-                shadow,
-                serves_live,
-                policy,
-                place,
-            }),
+            Ok(place) => {
+                crate::timing::record(crate::timing::Stage::Route, started.elapsed());
+                Ok(Ticket {
+                    started,
+                    at,
+                    version,
+                    shadow,
+                    serves_live,
+                    policy,
+                    place,
+                })
+            }
             Err(refused) => {
                 // Refused before its guest ran: counted, neither compared nor logged.
                 version.series.call_error(&refused);

@@ -151,6 +151,7 @@ impl BackendExecutionContext for StoreExecution {
         };
         let deadline = self.clock.deadline();
         let run = self.run.get_mut().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(inputs, deadline)))
             .unwrap_or_else(|p| {
                 Err(RunError::Failed(format!(
@@ -158,6 +159,7 @@ impl BackendExecutionContext for StoreExecution {
                     crate::panics::message(p.as_ref())
                 )))
             });
+        crate::timing::record(crate::timing::Stage::Graph, started.elapsed());
         // The backend's kernels leave AVX state that would slow the rest of the guest's call.
         crate::engine::cpu::clear_upper_vector_state();
         match outcome {

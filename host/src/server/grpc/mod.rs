@@ -362,6 +362,7 @@ impl Inference {
             .call::<Infer>(serving, Arc::new(tensors), keys)
             .await?;
         let manifest = &answer.version.manifest;
+        let encoding = std::time::Instant::now();
         let reply = tensors::response(
             &request.model_name,
             &manifest.version,
@@ -370,6 +371,7 @@ impl Inference {
             &answer.output,
             contents,
         );
+        crate::timing::record(crate::timing::Stage::Encode, encoding.elapsed());
         let mut response = Response::new(reply);
         if let Ok(version) = manifest.version.parse() {
             response

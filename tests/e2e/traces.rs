@@ -1,0 +1,111 @@
+//! Traces over real HTTP: a W3C `traceparent` is continued in the answer (same trace id and flags,
+//! the server's own span id), and `ferry-timing: true` gets a `Server-Timing` header with each stage
+//! the request went through — route, queue, instance and guest for a feature-style predict; graph and
+//! encode too for an OIP infer of a model that runs a host-side graph. A request without either gets
+//! neither header.
+
+use ferry_tests::server::{Seed, Server};
+use ferry_tests::workspace;
+use serde_json::json;
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// `Server-Timing`'s stages and their durations (ms).
+fn stages(header: &str) -> Vec<(String, f64)> {
+    header
+        .split(',')
+        .map(|part| {
+            let (name, dur) = part.trim().split_once(";dur=").unwrap();
+            (name.to_owned(), dur.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_traceparent_is_continued_and_server_timing_names_each_stage() {
+    let server = Server::start(
+        &[
+            Seed::sample("fraud-features", "1"),
+            Seed::sample("digits-graph", "1"),
+        ],
+        "",
+    );
+    let fraud = std::fs::read_to_string(
+        workspace().join("sample-models/fraud-features/example-request.json"),
+    )
+    .unwrap();
+    let predict = || {
+        ureq::post(&server.url("/v1/models/fraud-features/predict"))
+            .set("content-type", "application/json")
+    };
+
+    // Neither asked: neither given.
+    let plain = predict().send_string(&fraud).unwrap();
+    assert!(plain.header("traceparent").is_none());
+    assert!(plain.header("server-timing").is_none());
+
+    // A trace continued: same trace id and flags, a span of the server's own.
+    let traced = predict()
+        .set("traceparent", PARENT)
+        .send_string(&fraud)
+        .unwrap();
+    let continued = traced.header("traceparent").expect("traceparent answered");
+    let fields: Vec<&str> = continued.split('-').collect();
+    assert_eq!(fields.len(), 4, "{continued}");
+    assert_eq!(fields[0], "00");
+    assert_eq!(fields[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(fields[2].len(), 16);
+    assert_ne!(
+        fields[2], "00f067aa0ba902b7",
+        "the server's span, not the caller's"
+    );
+    assert_eq!(fields[3], "01");
+    // A malformed one is ignored, as the spec says, and the request served.
+    let bad = predict()
+        .set("traceparent", "00-not-a-trace-01")
+        .send_string(&fraud)
+        .unwrap();
+    assert!(bad.header("traceparent").is_none());
+
+    // Stages, feature-style.
+    let timed = predict()
+        .set("ferry-timing", "true")
+        .send_string(&fraud)
+        .unwrap();
+    let timing = stages(
+        timed
+            .header("server-timing")
+            .expect("server-timing answered"),
+    );
+    let names: Vec<&str> = timing.iter().map(|(n, _)| n.as_str()).collect();
+    for stage in ["route", "instance", "guest", "total"] {
+        assert!(names.contains(&stage), "{stage} missing from {timing:?}");
+    }
+    let total = timing.last().unwrap().1;
+    let parts: f64 = timing[..timing.len() - 1].iter().map(|(_, d)| d).sum();
+    assert!(
+        parts <= total + 0.01,
+        "the stages ({parts} ms) fit in the total ({total} ms): {timing:?}"
+    );
+
+    // Stages of a graph model over the OIP: the graph's run and the answer's encoding too.
+    let image: Vec<f64> = (0..64).map(|i| f64::from(i % 17)).collect();
+    let timed = ureq::post(&server.url("/v2/models/digits-graph/infer"))
+        .set("ferry-timing", "1")
+        .send_json(json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": image}]}))
+        .unwrap();
+    let timing = stages(timed.header("server-timing").unwrap());
+    let names: Vec<&str> = timing.iter().map(|(n, _)| n.as_str()).collect();
+    for stage in ["route", "instance", "guest", "graph", "encode", "total"] {
+        assert!(names.contains(&stage), "{stage} missing from {timing:?}");
+    }
+    let of = |name: &str| timing.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(
+        of("graph") <= of("guest"),
+        "the graph runs inside the guest call: {timing:?}"
+    );
+    println!(
+        "digits-graph infer, Server-Timing: {}",
+        timed.header("server-timing").unwrap()
+    );
+}
