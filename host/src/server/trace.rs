@@ -103,7 +103,7 @@ pub struct Traced<S> {
     inner: S,
 }
 
-type Traced_<'a> = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'a>>;
+type TracedAnswer<'a> = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'a>>;
 
 impl<S> tower::Service<Request<Body>> for Traced<S>
 where
@@ -112,7 +112,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = futures_util::future::Either<S::Future, Traced_<'static>>;
+    type Future = futures_util::future::Either<S::Future, TracedAnswer<'static>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

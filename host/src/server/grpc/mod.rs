@@ -172,12 +172,21 @@ impl GrpcFront {
             if let Err(status) = this.rules.allowed(rule, request.headers(), method) {
                 return Ok(status.into_http());
             }
+            let caller = match caller_timeout(request.headers()) {
+                Ok(caller) => caller,
+                Err(status) => return Ok(status.into_http()),
+            };
             if rule == Rule::Inference && method == "ModelStreamInfer" {
+                let mut request = request;
+                // Up to 99,999,999 hours: a deadline past what the clock holds is none.
+                if let Some(at) = caller.and_then(|t| tokio::time::Instant::now().checked_add(t)) {
+                    request.extensions_mut().insert(CallerDeadline(at));
+                }
                 let mut streams = this.streams.clone();
                 let response = streams.call(request).await?;
                 return Ok(response.map(Body::new));
             }
-            Ok(this.unary(request).await)
+            Ok(this.unary(request, caller).await)
         })
     }
 
@@ -203,9 +212,17 @@ impl GrpcFront {
 
     /// A unary call: its message read whole under the host's limits, then decoded and answered,
     /// all within the request time limit.
-    async fn unary(self, request: HttpRequest<Body>) -> HttpResponse<Body> {
+    async fn unary(
+        self,
+        request: HttpRequest<Body>,
+        caller: Option<std::time::Duration>,
+    ) -> HttpResponse<Body> {
         use tower::Service;
-        let within = self.limits.request_timeout;
+        let host = self.limits.request_timeout;
+        let (within, whose) = match caller {
+            Some(caller) if caller < host => (caller, "the caller's deadline (grpc-timeout)"),
+            _ => (host, "the host's limit"),
+        };
         let limit = self.state.max_body_bytes + 5;
         let answer = async {
             let (request, _held) = self.read_whole(request, limit).await?;
@@ -219,10 +236,51 @@ impl GrpcFront {
             Ok(Ok(response)) => response,
             Ok(Err(status)) => status.into_http(),
             Err(_) => Status::deadline_exceeded(format!(
-                "the request took longer than the host's limit of {within:?}"
+                "the request took longer than {whose} of {within:?}"
             ))
             .into_http(),
         }
+    }
+}
+
+/// When a stream's caller stops waiting (its `grpc-timeout`), for the stream's task.
+#[derive(Debug, Clone, Copy)]
+struct CallerDeadline(tokio::time::Instant);
+
+/// The caller's deadline for the whole call, from its `grpc-timeout` header (gRPC over HTTP/2: one
+/// to eight digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`); none without one. It bounds what the
+/// call waits for (the queue, a batch, its answer); a guest call already running ends at the model's
+/// own deadline, its answer dropped.
+fn caller_timeout(headers: &axum::http::HeaderMap) -> Result<Option<std::time::Duration>, Status> {
+    use std::time::Duration;
+    let Some(value) = headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .filter(|t| (2..=9).contains(&t.len()) && t.is_ascii())
+        .and_then(|t| {
+            let (digits, unit) = t.split_at(t.len() - 1);
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let n: u64 = digits.parse().ok()?;
+            Some(match unit {
+                "H" => Duration::from_secs(n * 3600),
+                "M" => Duration::from_secs(n * 60),
+                "S" => Duration::from_secs(n),
+                "m" => Duration::from_millis(n),
+                "u" => Duration::from_micros(n),
+                "n" => Duration::from_nanos(n),
+                _ => return None,
+            })
+        });
+    match parsed {
+        Some(timeout) => Ok(Some(timeout)),
+        None => Err(Status::invalid_argument(format!(
+            "grpc-timeout {value:?} is not one to eight digits and a unit (H, M, S, m, u, n)"
+        ))),
     }
 }
 
@@ -628,13 +686,29 @@ impl GrpcInferenceService for Inference {
             .await?;
         let (answers, to_caller) = tokio::sync::mpsc::channel(STREAM_DEPTH);
         let this = self.clone();
+        let deadline = request.extensions().get::<CallerDeadline>().copied();
         let inbound = request.into_inner();
         // The stream runs on a task of its own, so that what bounds it does not depend on the
         // caller reading: an answer the caller does not take within the request time limit ends
         // the stream, and with it the answers still in hand and the stream's share of the budget.
         tokio::spawn(async move {
             let _opened = opened;
-            this.run_stream(inbound, keys, answers).await;
+            let Some(CallerDeadline(at)) = deadline else {
+                return this.run_stream(inbound, keys, answers).await;
+            };
+            // The caller's deadline bounds the whole stream: past it, the answers in hand are
+            // aborted and the stream ends saying why.
+            let within = this.request_timeout;
+            let ends = answers.clone();
+            if tokio::time::timeout_at(at, this.run_stream(inbound, keys, answers))
+                .await
+                .is_err()
+            {
+                let status = Status::deadline_exceeded(
+                    "the caller's deadline (grpc-timeout) passed; the stream ended",
+                );
+                let _ = ends.send_timeout(Err(status), within).await;
+            }
         });
         let answers = futures_util::stream::unfold(to_caller, |mut to_caller| async move {
             to_caller.recv().await.map(|answer| (answer, to_caller))
@@ -788,5 +862,38 @@ impl GrpcInferenceService for Inference {
             })
             .await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caller_timeout;
+    use axum::http::{HeaderMap, HeaderValue};
+    use std::time::Duration;
+
+    fn timeout(value: &str) -> Result<Option<Duration>, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", HeaderValue::from_str(value).unwrap());
+        caller_timeout(&headers).map_err(|s| s.message().to_owned())
+    }
+
+    #[test]
+    fn a_grpc_timeout_is_read_in_every_unit_and_a_malformed_one_refused() {
+        assert_eq!(caller_timeout(&HeaderMap::new()).unwrap(), None);
+        for (value, want) in [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("3S", Duration::from_secs(3)),
+            ("250m", Duration::from_millis(250)),
+            ("99999999u", Duration::from_micros(99_999_999)),
+            ("7n", Duration::from_nanos(7)),
+            ("99999999H", Duration::from_secs(99_999_999 * 3600)),
+        ] {
+            assert_eq!(timeout(value), Ok(Some(want)), "{value}");
+        }
+        for bad in ["", "m", "100", "123456789m", "1.5S", "-1S", "10x", "1 S"] {
+            let e = timeout(bad).unwrap_err();
+            assert!(e.contains("one to eight digits"), "{bad:?}: {e}");
+        }
     }
 }
