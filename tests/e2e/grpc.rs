@@ -60,6 +60,7 @@ fn tritonclient_grpc_speaks_to_the_http_port() {
         "grpc errors: wrong shape INVALID_ARGUMENT, unknown model NOT_FOUND, no token UNAUTHENTICATED, too large RESOURCE_EXHAUSTED",
         "grpc stream: 6 answers in order, the bad request answered with its error",
         "grpc repository: index, unload, load",
+        "grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -10,7 +10,9 @@ the host's one HTTP port:
 - a wrong shape (INVALID_ARGUMENT), an unknown model (NOT_FOUND), a missing token (UNAUTHENTICATED);
 - ModelStreamInfer: answers in order, a bad request answered with its error while the stream goes on,
   after more hung-up streams than the byte budget has room for (what they held came back);
-- repository index, unload and load under the admin credential.
+- repository index, unload and load under the admin credential;
+- the caller's `grpc-timeout` honoured by the server, through a raw HTTP/2 client that does not
+  enforce it itself (h2).
 
 Usage: python grpc_client_check.py HOST:PORT held-out.json INFERENCE_TOKEN ADMIN_TOKEN
 """
@@ -214,3 +216,57 @@ client.load_model("echo", headers=admin)
 assert client.is_model_ready("echo", headers=auth)
 print("grpc repository: index, unload, load")
 client.close()
+
+# The caller's grpc-timeout, honoured by the server itself: a raw HTTP/2 client (h2) that sends the
+# header and never cancels, as a proxy relaying a deadline does. 1 ns is over before the message is
+# read, so the server answers DEADLINE_EXCEEDED naming the caller's deadline; a malformed value is
+# INVALID_ARGUMENT; without the header the same request answers.
+import socket  # noqa: E402
+
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+
+
+def raw_infer(timeout):
+    """(grpc-status, grpc-message) of one ModelInfer sent with `timeout` as grpc-timeout (None: none)."""
+    host, port = url.rsplit(":", 1)
+    message = service_pb2.ModelInferRequest(model_name="digits-graph")
+    tensor = message.inputs.add(name="input", datatype="FP32", shape=[1, 64])
+    tensor.contents.fp32_contents.extend(images[0].tolist())
+    payload = message.SerializeToString()
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", url),
+               (":path", "/inference.GRPCInferenceService/ModelInfer"), ("content-type", "application/grpc"),
+               ("te", "trailers"), ("authorization", f"Bearer {inference_token}")]
+    if timeout is not None:
+        headers.append(("grpc-timeout", timeout))
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(1, headers)
+        conn.send_data(1, b"\x00" + len(payload).to_bytes(4, "big") + payload, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status = {}
+        while True:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    status.update({k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                                   for k, v in event.headers})
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if isinstance(event, h2.events.StreamEnded):
+                    return status.get("grpc-status"), status.get("grpc-message", "")
+            sock.sendall(conn.data_to_send())
+
+
+code, text = raw_infer(None)
+assert code == "0", (code, text)
+code, text = raw_infer("1n")
+assert code == "4", (code, text)  # DEADLINE_EXCEEDED
+assert "grpc-timeout" in text, text
+code, text = raw_infer("soon")
+assert code == "3", (code, text)  # INVALID_ARGUMENT
+assert "one%20to%20eight%20digits" in text or "one to eight digits" in text, text
+print("grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT")

@@ -224,8 +224,16 @@ impl GrpcFront {
             _ => (host, "the host's limit"),
         };
         let limit = self.state.max_body_bytes + 5;
+        let received = std::time::Instant::now();
         let answer = async {
             let (request, _held) = self.read_whole(request, limit).await?;
+            // A call that finishes without yielding is never cut short by the timer: one whose
+            // caller's deadline passed while its message came is not started at all.
+            if let Some(caller) = caller.filter(|caller| received.elapsed() >= *caller) {
+                return Err(Status::deadline_exceeded(format!(
+                    "the caller's deadline (grpc-timeout) of {caller:?} passed before the call began"
+                )));
+            }
             let mut unary = self.unary.clone();
             match unary.call(request).await {
                 Ok(response) => Ok::<_, Status>(response.map(Body::new)),
