@@ -18,6 +18,13 @@ use serde_json::Value;
 use crate::runtime::{Tensor, TensorData};
 use profile::{Binner, Column, Profile, Seen};
 
+/// Per feature and per output: its name and, once the window holds enough of it, its index and
+/// distance (what `/metrics` reads).
+pub type Summary<'a> = (
+    Vec<(&'a str, Option<(f64, f64)>)>,
+    Vec<(&'a str, Option<(f64, f64)>)>,
+);
+
 /// Rows of one sampled request that are counted (a large batch is counted by its first rows).
 pub const MAX_ROWS_PER_SAMPLE: usize = 64;
 
@@ -263,12 +270,7 @@ impl VersionDrift {
 
     /// Per feature and per output: its name, index and distance (none until the window holds
     /// enough of it), without the histograms (what `/metrics` reads).
-    pub fn summary(
-        &self,
-    ) -> (
-        Vec<(&str, Option<(f64, f64)>)>,
-        Vec<(&str, Option<(f64, f64)>)>,
-    ) {
+    pub fn summary(&self) -> Summary<'_> {
         let (counts, _) = self.window_counts();
         let mut columns = self
             .features

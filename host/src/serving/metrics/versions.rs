@@ -8,30 +8,44 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::drift::Summary;
 use crate::registry::{ModelVersion, RoutingTable};
 use crate::runtime::PoolStats;
 
-/// One family: its help, its type, and a writer of one version's lines (given its labels).
+/// One family: its help, its type, and a writer of one version's lines (given its labels and what
+/// the scrape read of it).
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    lines: fn(&ModelVersion, &str, Option<&PoolStats>, &mut String),
+    lines: fn(&ModelVersion, &str, &Scraped<'_>, &mut String),
+}
+
+/// What a scrape reads of a version once, whatever the families read: its pool's statistics, and
+/// its drift (four families show it).
+struct Scraped<'a> {
+    stats: Option<PoolStats>,
+    drift: Option<Summary<'a>>,
 }
 
 /// Appends every version's series in the table, family by family (the text format wants a family's
 /// lines together, under one `# TYPE`).
 pub fn render(table: &RoutingTable, out: &mut String) {
-    // Each version's labels and pool statistics once per scrape, whatever the families read.
-    let versions: Vec<(String, &ModelVersion, Option<PoolStats>)> = table
+    let versions: Vec<(String, &ModelVersion, Scraped)> = table
         .versions()
-        .map(|v| (labels(v), v.as_ref(), v.ready().map(|r| r.pool.stats())))
+        .map(|v| {
+            let scraped = Scraped {
+                stats: v.ready().map(|r| r.pool.stats()),
+                drift: v.monitored.drift().map(|d| d.summary()),
+            };
+            (labels(v), v.as_ref(), scraped)
+        })
         .collect();
     for family in FAMILIES {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for (labels, v, stats) in &versions {
-            (family.lines)(v, labels, stats.as_ref(), out);
+        for (labels, v, scraped) in &versions {
+            (family.lines)(v, labels, scraped, out);
         }
     }
 }
@@ -55,7 +69,7 @@ fn escape(value: &str) -> String {
 /// A watched version's drift per feature (`features`) or output, as the index or the distance;
 /// a column with too few rows in the window yet has no line.
 fn drift_lines(
-    v: &ModelVersion,
+    scraped: &Scraped<'_>,
     labels: &str,
     out: &mut String,
     name: &str,
@@ -63,10 +77,9 @@ fn drift_lines(
     features: bool,
     distance: bool,
 ) {
-    let Some(drift) = v.monitored.drift() else {
+    let Some((feature_drift, output_drift)) = &scraped.drift else {
         return;
     };
-    let (feature_drift, output_drift) = drift.summary();
     let columns = if features {
         feature_drift
     } else {
@@ -133,28 +146,28 @@ const FAMILIES: &[Family] = &[
         name: "ferry_feature_drift",
         kind: "gauge",
         help: "Population stability index of a feature's live values against the version's training profile, over the monitoring window",
-        lines: |v, labels, _, out| drift_lines(v, labels, out, "ferry_feature_drift", "feature", true, false),
+        lines: |_, labels, scraped, out| drift_lines(scraped, labels, out, "ferry_feature_drift", "feature", true, false),
     },
     Family {
         name: "ferry_feature_drift_distance",
         kind: "gauge",
         help: "Kolmogorov-Smirnov (numeric) or total variation (categorical) distance of a feature's live values from its training profile",
-        lines: |v, labels, _, out| {
-            drift_lines(v, labels, out, "ferry_feature_drift_distance", "feature", true, true)
+        lines: |_, labels, scraped, out| {
+            drift_lines(scraped, labels, out, "ferry_feature_drift_distance", "feature", true, true)
         },
     },
     Family {
         name: "ferry_prediction_drift",
         kind: "gauge",
         help: "Population stability index of an output's live values against the version's training profile, over the monitoring window",
-        lines: |v, labels, _, out| drift_lines(v, labels, out, "ferry_prediction_drift", "output", false, false),
+        lines: |_, labels, scraped, out| drift_lines(scraped, labels, out, "ferry_prediction_drift", "output", false, false),
     },
     Family {
         name: "ferry_prediction_drift_distance",
         kind: "gauge",
         help: "Kolmogorov-Smirnov (numeric) or total variation (categorical) distance of an output's live values from its training profile",
-        lines: |v, labels, _, out| {
-            drift_lines(v, labels, out, "ferry_prediction_drift_distance", "output", false, true)
+        lines: |_, labels, scraped, out| {
+            drift_lines(scraped, labels, out, "ferry_prediction_drift_distance", "output", false, true)
         },
     },
     Family {
@@ -221,7 +234,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_instances",
         kind: "gauge",
         help: "Live instances of a version by state (busy or idle)",
-        lines: |_, labels, stats, out| {
+        lines: |_, labels, scraped, out| {
+            let stats = scraped.stats.as_ref();
             let (busy, idle) = stats.map_or((0, 0), |s| (s.live - s.idle, s.idle));
             for (state, n) in [("busy", busy), ("idle", idle)] {
                 let labels = format!("{labels},state=\"{state}\"");
@@ -273,7 +287,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_memory_bytes",
         kind: "gauge",
         help: "Memory of a version: the snapshot image its instances share, their private linear memory, and its host-side graphs",
-        lines: |_, labels, stats, out| {
+        lines: |_, labels, scraped, out| {
+            let stats = scraped.stats.as_ref();
             let Some(stats) = stats else {
                 return;
             };
@@ -292,7 +307,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_resident",
         kind: "gauge",
         help: "1 when the version holds its instances, 0 when evicted (it comes back on its next request)",
-        lines: |_, labels, stats, out| {
+        lines: |_, labels, scraped, out| {
+            let stats = scraped.stats.as_ref();
             if let Some(stats) = stats {
                 line(out, "ferry_version_resident", labels, u8::from(stats.resident));
             }
@@ -302,7 +318,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_evictions_total",
         kind: "counter",
         help: "Times a version was evicted to stay within the host's memory budget",
-        lines: |_, labels, stats, out| {
+        lines: |_, labels, scraped, out| {
+            let stats = scraped.stats.as_ref();
             if let Some(stats) = stats {
                 line(out, "ferry_version_evictions_total", labels, stats.evictions);
             }
@@ -312,7 +329,8 @@ const FAMILIES: &[Family] = &[
         name: "ferry_version_cold_loads_total",
         kind: "counter",
         help: "Times an evicted version came back for a request",
-        lines: |_, labels, stats, out| {
+        lines: |_, labels, scraped, out| {
+            let stats = scraped.stats.as_ref();
             if let Some(stats) = stats {
                 line(out, "ferry_version_cold_loads_total", labels, stats.reopens);
             }
