@@ -17,6 +17,7 @@ for wasm in target/models/*.wasm; do
     [[ -f $base.weights ]] && files+=(--weights "$base.weights")
     [[ -f $base.config.json ]] && files+=(--config "$base.config.json")
     [[ -f $base.tests.json ]] && files+=(--tests "$base.tests.json")
+    [[ -f $base.profile.json ]] && files+=(--profile "$base.profile.json")
     for graph in "$base".graph.*.onnx; do
         [[ -f $graph ]] || continue
         graph_name=${graph#"$base.graph."}

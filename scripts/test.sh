@@ -65,6 +65,10 @@ s3_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test-s3.XXXXXX")
 scripts/seaweedfs.sh start "$s3_dir" >/dev/null
 export FERRY_TEST_S3_DIR=$s3_dir
 
+# The browser the console's tests drive (Debian's chromium and chromium-driver), before the deploy
+# checks' own Debian install (one apt at a time).
+scripts/browser.sh >/dev/null
+
 # The Kubernetes manifests and the container build, validated offline.
 scripts/validate-deploy.sh
 

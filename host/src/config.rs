@@ -48,6 +48,10 @@
 //! drift_threshold = 0.25     # a population stability index above it reads as drifting
 //! queue = 1024               # samples waiting for the worker; beyond it they are dropped and counted
 //!
+//! [console]                  # the operator console at /ui (server::console)
+//! history_interval_ms = 10000  # its charts' resolution: each model's traffic is read this often
+//! history_points = 360       # and this many intervals are kept (an hour)
+//!
 //! [http]                     # what a connection and a request may cost (server::connections)
 //! max_connections = 10000    # open connections (the open-files limit is raised to allow them)
 //! header_timeout_ms = 30000  # to send a request's headers, and idle between keep-alive requests
@@ -292,6 +296,25 @@ impl MonitoringSection {
     }
 }
 
+/// The operator console's in-process history of each model's traffic (`serving::history`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// How often each model's traffic is read, in milliseconds.
+    pub history_interval_ms: u64,
+    /// Intervals kept per model.
+    pub history_points: usize,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> ConsoleSection {
+        ConsoleSection {
+            history_interval_ms: 10_000,
+            history_points: 360,
+        }
+    }
+}
+
 /// Circuit breaking per version.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -404,6 +427,8 @@ pub struct HostConfig {
     pub breaker: BreakerSection,
     /// Drift monitoring.
     pub monitoring: MonitoringSection,
+    /// The operator console.
+    pub console: ConsoleSection,
     /// Connections and requests: timeouts, caps, the budget of bytes in flight.
     pub http: HttpSection,
     /// Limits by model name; `default` applies to models without a section.

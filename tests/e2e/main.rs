@@ -7,6 +7,7 @@ mod author_guide;
 mod author_workflow;
 mod batching;
 mod cli_push;
+mod console;
 mod credentials;
 mod fleet;
 mod grpc;

@@ -84,6 +84,25 @@ pub(crate) fn requests_like_training(profile: &Value, draw: &mut Draw) -> Vec<Ma
         .collect()
 }
 
+/// `REQUESTS` requests drawn (with `seed`) from python-sklearn-graph's training profile to `rides`,
+/// and the same with `SHIFTED` ×3 to `rides-shifted`.
+pub(crate) fn like_and_shifted(server: &Server, seed: u64) {
+    let profile: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            workspace().join("sample-models/python-sklearn-graph/profile.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for fields in &requests_like_training(&profile, &mut Draw(seed)) {
+        predict(server, "rides", fields);
+        let mut shifted = fields.clone();
+        let x = shifted[SHIFTED].as_f64().unwrap();
+        shifted.insert(SHIFTED.into(), json!(x * 3.0));
+        predict(server, "rides-shifted", &shifted);
+    }
+}
+
 pub(crate) fn predict(server: &Server, model: &str, fields: &Map<String, Value>) {
     let r = ureq::post(&server.url(&format!("/v1/models/{model}/predict")))
         .send_json(json!({ "features": fields }));
@@ -157,21 +176,7 @@ fn a_feature_scaled_three_times_drifts_past_the_threshold_and_the_others_stay_un
         ],
         CONFIG,
     );
-    let profile: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            workspace().join("sample-models/python-sklearn-graph/profile.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let requests = requests_like_training(&profile, &mut Draw(20261206));
-    for fields in &requests {
-        predict(&server, "rides", fields);
-        let mut shifted = fields.clone();
-        let x = shifted[SHIFTED].as_f64().unwrap();
-        shifted.insert(SHIFTED.into(), json!(x * 3.0));
-        predict(&server, "rides-shifted", &shifted);
-    }
+    like_and_shifted(&server, 20261206);
 
     let like = counted(&server, "rides");
     let shifted = counted(&server, "rides-shifted");

@@ -109,3 +109,74 @@ fn a_traceparent_is_continued_and_server_timing_names_each_stage() {
         timed.header("server-timing").unwrap()
     );
 }
+
+/// With `ferry::timing` at debug level every request's stages are logged with its trace id, whether
+/// or not the caller asked for `Server-Timing`.
+#[test]
+fn the_timing_log_names_each_requests_stages_and_trace() {
+    let server = Server::start_logging(
+        &[Seed::sample("fraud-features", "1")],
+        "",
+        "ferry=info,ferry::timing=debug,warn",
+    );
+    let fraud = std::fs::read_to_string(
+        workspace().join("sample-models/fraud-features/example-request.json"),
+    )
+    .unwrap();
+    let answer = ureq::post(&server.url("/v1/models/fraud-features/predict"))
+        .set("content-type", "application/json")
+        .set("traceparent", PARENT)
+        .send_string(&fraud)
+        .unwrap();
+    assert!(
+        answer.header("server-timing").is_none(),
+        "the header is the caller's to ask for; the log is the operator's"
+    );
+    // The line is written as the answer goes: give the log a moment.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let log = server.log();
+        if let Some(line) = log.lines().find(|l| {
+            l.contains("request stages (ms)") && l.contains("/v1/models/fraud-features/predict")
+        }) {
+            break without_colours(line);
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no timing line in:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for part in [
+        "ferry::timing",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "status=200",
+        "route;dur=",
+        "instance;dur=",
+        "guest;dur=",
+        "total;dur=",
+    ] {
+        assert!(
+            line.contains(part),
+            "`{part}` missing from the timing line: {line}"
+        );
+    }
+}
+
+/// A log line without its terminal colours (ESC [ … m).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

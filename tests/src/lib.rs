@@ -231,17 +231,40 @@ pub fn python_check(script: &str, args: &[&std::ffi::OsStr]) -> (bool, String) {
         "{} is missing: scripts/test.sh installs tests/python/requirements.txt there",
         python.display()
     );
-    let out = std::process::Command::new(python)
+    // Output goes to files, not pipes, so a check that prints much cannot block on a full pipe
+    // while it is waited for with a time limit.
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = std::process::Command::new(python)
         .arg(workspace().join("tests/python").join(script))
         .args(args)
-        .output()
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
         .unwrap();
-    let text = format!(
+    // A check that hangs (a server that stopped answering, a browser that never loads) fails the
+    // test instead of holding the whole run.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut text = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default()
     );
-    (out.status.success(), text)
+    if status.is_none() {
+        text += &format!("\n{script} was stopped after 600 s");
+    }
+    (status.is_some_and(|s| s.success()), text)
 }
 
 /// An ONNX graph written by `benches/graphs/make_mlp.py` with `args` (e.g. `["--hidden", "256"]`),

@@ -163,9 +163,13 @@ pub struct Server {
     _dir: tempfile::TempDir,
     port: u16,
     extra_args: Vec<String>,
+    log_filter: String,
 }
 
-fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
+/// The server log's filter unless a test asks for another ([`Server::start_logging`]).
+const LOG_FILTER: &str = "ferry=info,warn";
+
+fn spawn(dir: &Path, port: u16, extra_args: &[String], log_filter: &str) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -181,7 +185,7 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String]) -> Child {
         .arg("--config")
         .arg(dir.join("ferry.toml"))
         .args(extra_args)
-        .env("FERRY_LOG", "ferry=info,warn")
+        .env("FERRY_LOG", log_filter)
         // The ONNX Runtime that host-side graphs load, installed once per checkout.
         .env("FERRY_TOOLS_DIR", crate::workspace().join("target/tools"))
         .env_remove("FERRY_ADMIN_TOKEN")
@@ -250,13 +254,25 @@ impl Server {
 
     /// Like [`Server::start`], with more `ferry serve` arguments (e.g. `--admin-token`).
     pub fn start_with(seeds: &[Seed], config_toml: &str, extra_args: &[&str]) -> Server {
-        Server::start_in(seeds, config_toml, extra_args, Compiled::SharedByTheRun)
+        Server::start_in(
+            seeds,
+            config_toml,
+            extra_args,
+            Compiled::SharedByTheRun,
+            LOG_FILTER,
+        )
+    }
+
+    /// Like [`Server::start`], its log filtered by `filter` (`FERRY_LOG`, e.g.
+    /// `ferry=info,ferry::timing=debug`).
+    pub fn start_logging(seeds: &[Seed], config_toml: &str, filter: &str) -> Server {
+        Server::start_in(seeds, config_toml, &[], Compiled::SharedByTheRun, filter)
     }
 
     /// Like [`Server::start_with`], with compiled code of its own: for a test that counts or
     /// removes what its host compiled, or needs its host to compile.
     pub fn start_alone(seeds: &[Seed], config_toml: &str, extra_args: &[&str]) -> Server {
-        Server::start_in(seeds, config_toml, extra_args, Compiled::Own)
+        Server::start_in(seeds, config_toml, extra_args, Compiled::Own, LOG_FILTER)
     }
 
     fn start_in(
@@ -264,6 +280,7 @@ impl Server {
         config_toml: &str,
         extra_args: &[&str],
         compiled: Compiled,
+        log_filter: &str,
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         if compiled == Compiled::SharedByTheRun {
@@ -281,13 +298,14 @@ impl Server {
         std::fs::write(dir.path().join("ferry.toml"), config_toml).unwrap();
         let port = free_port();
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let child = spawn(dir.path(), port, &extra_args);
+        let child = spawn(dir.path(), port, &extra_args, log_filter);
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
             port,
             extra_args,
+            log_filter: log_filter.to_owned(),
         };
         server.wait_ready(Duration::from_secs(300));
         server
@@ -323,7 +341,12 @@ impl Server {
     /// Starts `ferry serve` again on the same store, port and arguments; waits until ready.
     pub fn restart(&mut self) {
         self.kill9();
-        self.child = spawn(self._dir.path(), self.port, &self.extra_args);
+        self.child = spawn(
+            self._dir.path(),
+            self.port,
+            &self.extra_args,
+            &self.log_filter,
+        );
         self.wait_ready(Duration::from_secs(300));
     }
 

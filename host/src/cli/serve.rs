@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Teams' credentials (TOML): each a name, the sha256 of its bearer token, model-name patterns
-    /// and roles (deploy, promote, admin); read again every 2 s while serving (see docs/teams.md).
+    /// and roles (read, deploy, promote, admin); read again every 2 s while serving (see docs/teams.md).
     #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// Bearer token required on inference routes.

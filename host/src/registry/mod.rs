@@ -21,6 +21,7 @@
 
 pub mod audit;
 mod budget;
+pub mod latency;
 mod leftovers;
 pub mod names;
 pub mod plan;

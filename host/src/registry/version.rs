@@ -156,6 +156,8 @@ pub struct Usage {
     pub fuel: AtomicU64,
     /// When the last call ended (Unix milliseconds; 0: never).
     pub last_unix_ms: AtomicU64,
+    /// Callers' requests as the console's history reads them (`serving::history`).
+    pub live: super::latency::LiveTraffic,
 }
 
 impl Usage {

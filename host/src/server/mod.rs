@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod change;
 pub mod connections;
+mod console;
 mod error;
 mod grpc;
 pub mod intake;
@@ -329,6 +330,7 @@ fn routes_of(state: AppState, options: &ServeOptions) -> Router {
         )
         .route("/v1/fleet", get(management::fleet))
         .route("/v1/audit", get(audit::list))
+        .merge(console::reads())
         .route("/v2/repository/index", post(management::repository_index))
         .route(
             "/v2/repository/models/{model}/load",
@@ -362,7 +364,8 @@ fn routes_of(state: AppState, options: &ServeOptions) -> Router {
         .route("/v2/", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
         .route("/v2/health/ready", get(oip::ready))
-        .route("/openapi.json", get(openapi::serve_document));
+        .route("/openapi.json", get(openapi::serve_document))
+        .merge(console::pages());
     open.merge(guarded(inference, &options.inference_token))
         // `/metrics`, statistics and configs, under the read rules.
         .merge(reads::routes(options))

@@ -30,6 +30,10 @@ pub fn document() -> &'static Value {
         let mut slash = doc["paths"]["/v2"].clone();
         slash["get"]["operationId"] = json!("server_metadata_slash");
         doc["paths"]["/v2/"] = slash;
+        // And the console answers with a trailing slash as browsers add it.
+        let mut console = doc["paths"]["/ui"].clone();
+        console["get"]["operationId"] = json!("console_slash");
+        doc["paths"]["/ui/"] = console;
         doc
     })
 }
@@ -85,6 +89,11 @@ pub async fn serve_document() -> impl IntoResponse {
         management::rollback,
         management::fleet,
         audit::list,
+        super::console::history::history,
+        super::console::history::model_history,
+        super::console::caller::caller,
+        super::console::assets::page,
+        super::console::assets::asset,
         management::repository_index,
         management::repository_load,
         management::repository_unload,
@@ -534,6 +543,36 @@ pub struct Fleet {
     store: String,
     /// Each host's heartbeat, and per version ready / failed with the reason.
     hosts: Vec<BTreeMap<String, Value>>,
+}
+
+/// `GET /v1/history`: each model's latest interval.
+#[derive(ToSchema)]
+pub struct HistoryLatest {
+    interval_seconds: f64,
+    /// By model: `unix_s`, `requests`, `errors`, `requests_per_second`, `error_ratio`, `p50_ms`,
+    /// `p99_ms`.
+    models: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// `GET /v1/models/{model}/history`: the model's intervals, oldest first.
+#[derive(ToSchema)]
+pub struct ModelHistory {
+    model: String,
+    interval_seconds: f64,
+    /// Intervals kept.
+    kept: u64,
+    points: Vec<BTreeMap<String, Value>>,
+}
+
+/// `GET /v1/caller`: who the token is and what it may change.
+#[derive(ToSchema)]
+pub struct CallerInfo {
+    actor: String,
+    roles: Vec<String>,
+    /// The model-name patterns its credential acts on.
+    models: Vec<String>,
+    /// Per listed model, the actions (`set_alias`, `rollback`, ...) it may take.
+    may: BTreeMap<String, Vec<String>>,
 }
 
 /// A page of the audit log, newest first (`next`: pass as `after` for the older page).

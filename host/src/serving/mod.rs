@@ -11,6 +11,7 @@
 
 mod call;
 mod entry;
+pub mod history;
 mod inputs;
 mod metering;
 pub mod metrics;
@@ -143,6 +144,8 @@ pub struct ServingPolicy {
     pub statuses: Statuses,
     /// Which requests are counted against their version's training profile.
     pub monitoring: crate::config::MonitoringSection,
+    /// What the console's history of each model's traffic keeps.
+    pub history: history::Shape,
 }
 
 impl ServingPolicy {
@@ -152,6 +155,10 @@ impl ServingPolicy {
         ServingPolicy {
             statuses,
             monitoring: config.monitoring.clone(),
+            history: history::Shape {
+                interval: std::time::Duration::from_millis(config.console.history_interval_ms),
+                points: config.console.history_points,
+            },
             cpu_share: config.host.cpu_share,
             breaker: BreakerPolicy {
                 after: b.after,
@@ -173,6 +180,7 @@ pub struct Serving {
     breaker: BreakerPolicy,
     statuses: Statuses,
     monitoring: monitoring::Monitoring,
+    history: history::History,
 }
 
 impl Serving {
@@ -184,6 +192,7 @@ impl Serving {
         policy: ServingPolicy,
     ) -> Arc<Serving> {
         Arc::new(Serving {
+            history: history::History::start(&registry, policy.history),
             registry,
             shadows,
             log,
@@ -192,6 +201,11 @@ impl Serving {
             statuses: policy.statuses,
             monitoring: monitoring::Monitoring::start(&policy.monitoring),
         })
+    }
+
+    /// Each model's recent traffic, for the console.
+    pub fn history(&self) -> &history::History {
+        &self.history
     }
 
     /// The models' CPU accounts.
@@ -352,6 +366,7 @@ impl Ticket {
         let outcome = reply.as_ref().map(K::output).map_err(Clone::clone);
         let status = outcome.as_ref().map_or_else(serving.statuses, |_| 200);
         version.series.request(route, status, elapsed);
+        version.usage.live.record(status, elapsed);
         if let Err(ServeError::Call(e)) = &outcome {
             version.series.call_error(e);
         }

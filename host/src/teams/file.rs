@@ -7,7 +7,7 @@
 //! name = "fraud-team"          # the actor the audit log records
 //! token_sha256 = "9f86d0…"     # `ferry hash-token` prints it; a list during a rotation
 //! models = ["fraud-*"]         # patterns: `*` matches any run of characters
-//! roles = ["deploy", "promote"] # deploy | promote | admin | metrics
+//! roles = ["deploy", "promote"] # read | deploy | promote | admin | metrics
 //! ```
 //!
 //! A credential whose only role is `metrics` is scrape-only: it reads `/metrics` and nothing else,
@@ -160,14 +160,14 @@ fn parse_entry(entry: Entry) -> anyhow::Result<Credential> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let roles = entry
         .roles
-        .context("has no `roles` (deploy, promote, admin, metrics)")?;
+        .context("has no `roles` (read, deploy, promote, admin, metrics)")?;
     if roles.is_empty() {
-        bail!("`roles` is empty: give it deploy, promote, admin or metrics");
+        bail!("`roles` is empty: give it read, deploy, promote, admin or metrics");
     }
     let mut parsed = Vec::new();
     for r in &roles {
         let role = Role::parse(r).ok_or_else(|| {
-            anyhow!("unknown role {r:?}: the roles are deploy, promote, admin and metrics")
+            anyhow!("unknown role {r:?}: the roles are read, deploy, promote, admin and metrics")
         })?;
         if !parsed.contains(&role) {
             parsed.push(role);

@@ -41,6 +41,9 @@ pub const METRICS: &str = "metrics";
 pub enum Role {
     /// Read `/metrics` (a credential with this role only may read nothing else).
     Metrics,
+    /// Read everything a credential may read (listings, statistics, monitoring, the fleet, the
+    /// audit log, the console) and change nothing: an operator's or an on-call's view.
+    Read,
     /// Upload versions.
     Deploy,
     /// Move aliases and traffic: promote, roll back, split.
@@ -54,6 +57,7 @@ impl Role {
     pub fn name(self) -> &'static str {
         match self {
             Role::Metrics => "metrics",
+            Role::Read => "read",
             Role::Deploy => "deploy",
             Role::Promote => "promote",
             Role::Admin => "admin",
@@ -61,9 +65,15 @@ impl Role {
     }
 
     fn parse(text: &str) -> Option<Role> {
-        [Role::Metrics, Role::Deploy, Role::Promote, Role::Admin]
-            .into_iter()
-            .find(|r| r.name() == text)
+        [
+            Role::Metrics,
+            Role::Read,
+            Role::Deploy,
+            Role::Promote,
+            Role::Admin,
+        ]
+        .into_iter()
+        .find(|r| r.name() == text)
     }
 }
 
@@ -231,6 +241,11 @@ impl Caller {
         self.0.as_ref().is_some_and(|c| c.scrape_only())
     }
 
+    /// Its credential; `None` when management needs no token.
+    pub fn credential(&self) -> Option<&Credential> {
+        self.0.as_deref()
+    }
+
     /// Whether the caller may read what `what` names (listings, statistics, configs: anything but
     /// `/metrics`); the refusal says why.
     pub fn may_read(&self, what: &str) -> Result<(), String> {
@@ -247,6 +262,22 @@ impl Caller {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The actions the caller may take on `model`, without saying why not (no allocation per
+    /// refusal: a listing asks this for every model).
+    pub fn permits(&self, model: &str) -> impl Iterator<Item = Action> + '_ {
+        let allowed = match &self.0 {
+            None => true,
+            Some(c) => c.models.iter().any(|p| p.matches(model)),
+        };
+        Action::ALL.into_iter().filter(move |action| {
+            allowed
+                && self
+                    .0
+                    .as_ref()
+                    .is_none_or(|c| action.granted_by().iter().any(|r| c.roles.contains(r)))
+        })
     }
 
     /// Whether the caller may do `action` on `model`; the refusal says why.
@@ -638,6 +669,65 @@ mod tests {
                 "admin may {action:?}"
             );
         }
+    }
+
+    #[test]
+    fn permits_lists_exactly_what_may_allows() {
+        let (_dir, teams) = teams(
+            &tokens_file(&[
+                (
+                    "fraud-team",
+                    "fraud-token",
+                    &["fraud-*"],
+                    &["deploy", "promote"],
+                ),
+                ("pricing", "pricing-token", &["pricing-*"], &["deploy"]),
+                ("platform", "platform-token", &["*"], &["admin"]),
+                ("on-call", "read-token", &["*"], &["read"]),
+            ]),
+            None,
+        );
+        let mut callers: Vec<Caller> = [
+            "fraud-token",
+            "pricing-token",
+            "platform-token",
+            "read-token",
+        ]
+        .iter()
+        .map(|t| teams.authenticate(Some(t)).unwrap())
+        .collect();
+        callers.push(Caller::anonymous());
+        for caller in &callers {
+            for model in ["fraud-features", "pricing-eta", "other"] {
+                let may: Vec<Action> = Action::ALL
+                    .into_iter()
+                    .filter(|a| caller.may(*a, model).is_ok())
+                    .collect();
+                assert_eq!(
+                    caller.permits(model).collect::<Vec<_>>(),
+                    may,
+                    "{} on {model}",
+                    caller.actor()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_credential_reads_everything_and_may_change_nothing() {
+        let (_dir, teams) = teams(
+            &tokens_file(&[("on-call", "read-token", &["*"], &["read"])]),
+            None,
+        );
+        let reader = teams.authenticate(Some("read-token")).unwrap();
+        assert!(!reader.scrape_only());
+        assert_eq!(reader.may_read("GET /v1/models"), Ok(()));
+        for action in Action::ALL {
+            let denied = reader.may(action, "fraud-features").unwrap_err();
+            assert!(denied.missing_role, "{action:?}");
+        }
+        assert_eq!(reader.credential().unwrap().roles(), &[Role::Read]);
+        assert_eq!(reader.permits("fraud-features").count(), 0);
     }
 
     #[test]
