@@ -1,7 +1,7 @@
 //! The operator console (`/ui`) in a real browser: headless Chromium (Debian's `chromium` and
 //! `chromium-driver`) driven over WebDriver by tests/python/console_check.py. Every page loads with no
-//! console error and shows the host's own data; a feature scaled ×3 shows drifting there as in the
-//! API; a promote and a rollback made in the console change what an inference gets and are audited;
+//! console error and shows the host's own data (a shadow's agreement included); a feature scaled ×3
+//! shows drifting there as in the API; a promote and a rollback made in the console change what an inference gets and are audited;
 //! a read-only credential (role `read`) sees every page and no edit control. Screenshots of each page
 //! land in target/console-screenshots (the closing note's copies are in docs/console/).
 
@@ -23,6 +23,10 @@ min_rows = 150
 
 [console]
 history_interval_ms = 1000   # the charts' intervals, short enough for a test to see them fill
+
+[models.digits-graph]
+min_instances = 2            # version 2 serves a canary share and shadows 1: a shadow copy needs a
+                             # second idle instance (serving::traffic::shadow)
 "#;
 
 #[test]
@@ -64,6 +68,33 @@ fn the_console_shows_the_hosts_data_and_changes_it_through_the_same_routes() {
         .set("authorization", &admin)
         .send_json(serde_json::json!({"split": {"1": 80, "2": 20}}));
     assert!(r.is_ok(), "{r:?}");
+
+    // Version 2 shadows version 1: its agreement shows on the model's page.
+    let r = ureq::put(&server.url("/v1/models/digits-graph/traffic"))
+        .set("authorization", &admin)
+        .send_json(serde_json::json!({"shadow": {"version": "2", "percent": 100}}));
+    assert!(r.is_ok(), "{r:?}");
+    let infer = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5f32; 64]}]});
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        // Paced: a copy runs only on an idle instance, in the idle scheduling class.
+        let r = ureq::post(&server.url("/v2/models/digits-graph/infer")).send_json(&infer);
+        assert!(r.is_ok(), "{r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let model: Value = ureq::get(&server.url("/v1/models/digits-graph"))
+            .set("authorization", &admin)
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        if model["shadow_agreement"][0]["compared"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no shadow compared: {model}"
+        );
+    }
 
     // The page and its files are built in, and load nothing from elsewhere.
     let page = ureq::get(&server.url("/ui")).call().unwrap();
@@ -119,6 +150,7 @@ fn the_console_shows_the_hosts_data_and_changes_it_through_the_same_routes() {
     for line in [
         "console overview:",
         "console drift: wait_minutes drifting",
+        "console shadows: version 2 against 1",
         "console promote: production -> 2, and an inference without a version is answered by 2",
         "console rollback: production -> 1, and an inference without a version is answered by 1",
         "console audit: the promote and the rollback recorded under ops-admin",

@@ -114,10 +114,10 @@ fn a_traceparent_is_continued_and_server_timing_names_each_stage() {
 /// or not the caller asked for `Server-Timing`.
 #[test]
 fn the_timing_log_names_each_requests_stages_and_trace() {
-    let server = Server::start_logging(
+    let server = Server::start_with_env(
         &[Seed::sample("fraud-features", "1")],
         "",
-        "ferry=info,ferry::timing=debug,warn",
+        &[("FERRY_LOG", "ferry=info,ferry::timing=debug,warn")],
     );
     let fraud = std::fs::read_to_string(
         workspace().join("sample-models/fraud-features/example-request.json"),
@@ -161,6 +161,114 @@ fn the_timing_log_names_each_requests_stages_and_trace() {
             "`{part}` missing from the timing line: {line}"
         );
     }
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each request's span goes over OTLP/gRPC to a receiver of
+/// the OpenTelemetry project's own service definition (tests/python/otlp_receiver.py): the caller's
+/// trace continued with the caller's span as parent, the answer's `traceparent` naming the exported
+/// span, the stages as attributes; a request with no `traceparent` starts a trace of its own.
+#[test]
+fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("spans.jsonl");
+    let mut receiver = std::process::Command::new(workspace().join("target/py/bin/python"))
+        .arg(workspace().join("tests/python/otlp_receiver.py"))
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = receiver.stdout.take().unwrap();
+    // Killed however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _receiver = Kill(receiver);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    let port = first
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("the receiver says {first:?}"))
+        .trim()
+        .to_owned();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with_env(
+        &[Seed::sample("fraud-features", "1")],
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            // Batches leave every 200 ms rather than every 5 s: the test waits less.
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    let fraud = std::fs::read_to_string(
+        workspace().join("sample-models/fraud-features/example-request.json"),
+    )
+    .unwrap();
+    let traced = ureq::post(&server.url("/v1/models/fraud-features/predict"))
+        .set("content-type", "application/json")
+        .set("traceparent", PARENT)
+        .send_string(&fraud)
+        .unwrap();
+    let continued = traced.header("traceparent").unwrap().to_owned();
+    let untraced = ureq::post(&server.url("/v1/models/fraud-features/predict"))
+        .set("content-type", "application/json")
+        .send_string(&fraud)
+        .unwrap();
+    assert!(untraced.header("traceparent").is_none());
+
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let spans: Vec<serde_json::Value> = loop {
+        let spans: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|s: &serde_json::Value| s["name"] == "POST /v1/models/fraud-features/predict")
+            .collect();
+        if spans.len() >= 2 {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the receiver got {spans:?}\nserver log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let ours = spans
+        .iter()
+        .find(|s| s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .unwrap_or_else(|| panic!("no span of the caller's trace in {spans:?}"));
+    assert_eq!(ours["parent_span_id"], "00f067aa0ba902b7", "{ours}");
+    assert_eq!(ours["service"], "ferry");
+    assert_eq!(ours["kind"], 2, "a server span: {ours}");
+    assert_eq!(
+        continued,
+        format!(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+            ours["span_id"].as_str().unwrap()
+        ),
+        "the answer's traceparent names the exported span"
+    );
+    let attributes = &ours["attributes"];
+    assert_eq!(attributes["http.response.status_code"], 200, "{ours}");
+    assert_eq!(attributes["http.request.method"], "POST");
+    for stage in ["route", "instance", "guest"] {
+        let ms = attributes[format!("ferry.stage.{stage}_ms")].as_f64();
+        assert!(ms.is_some_and(|ms| ms > 0.0), "{stage}: {ours}");
+    }
+    assert!(
+        ours["end_ns"].as_u64() > ours["start_ns"].as_u64(),
+        "{ours}"
+    );
+    let other = spans
+        .iter()
+        .find(|s| s["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736")
+        .unwrap_or_else(|| panic!("no span of its own for the request without a trace: {spans:?}"));
+    assert_eq!(other["parent_span_id"], "", "a root span: {other}");
 }
 
 /// A log line without its terminal colours (ESC [ … m).

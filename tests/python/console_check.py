@@ -169,7 +169,12 @@ def run(driver):
         fail(f"digits-graph's page lists versions {versions}, not 1 and 2")
     if "passed" not in read(driver, "return document.getElementById('versions').textContent"):
         fail("no self-test results on digits-graph's page")
+    compared = read(driver, "const c = document.querySelector('#shadows tr[data-pair=\"1>2\"] .compared');"
+                            " return c ? Number(c.textContent) : 0")
+    if not compared:
+        fail("digits-graph's page shows no agreement of shadow 2 with version 1")
     shot(driver, "model")
+    print(f"console shadows: version 2 against 1, {compared} requests compared")
 
     # A promote made in the console changes what curl gets.
     def production():

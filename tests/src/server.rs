@@ -163,13 +163,10 @@ pub struct Server {
     _dir: tempfile::TempDir,
     port: u16,
     extra_args: Vec<String>,
-    log_filter: String,
+    env: Vec<(String, String)>,
 }
 
-/// The server log's filter unless a test asks for another ([`Server::start_logging`]).
-const LOG_FILTER: &str = "ferry=info,warn";
-
-fn spawn(dir: &Path, port: u16, extra_args: &[String], log_filter: &str) -> Child {
+fn spawn(dir: &Path, port: u16, extra_args: &[String], env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -185,12 +182,13 @@ fn spawn(dir: &Path, port: u16, extra_args: &[String], log_filter: &str) -> Chil
         .arg("--config")
         .arg(dir.join("ferry.toml"))
         .args(extra_args)
-        .env("FERRY_LOG", log_filter)
+        .env("FERRY_LOG", "ferry=info,warn")
         // The ONNX Runtime that host-side graphs load, installed once per checkout.
         .env("FERRY_TOOLS_DIR", crate::workspace().join("target/tools"))
         .env_remove("FERRY_ADMIN_TOKEN")
         .env_remove("FERRY_INFERENCE_TOKEN")
         .env_remove("FERRY_TOKENS_FILE")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -259,20 +257,20 @@ impl Server {
             config_toml,
             extra_args,
             Compiled::SharedByTheRun,
-            LOG_FILTER,
+            &[],
         )
     }
 
-    /// Like [`Server::start`], its log filtered by `filter` (`FERRY_LOG`, e.g.
-    /// `ferry=info,ferry::timing=debug`).
-    pub fn start_logging(seeds: &[Seed], config_toml: &str, filter: &str) -> Server {
-        Server::start_in(seeds, config_toml, &[], Compiled::SharedByTheRun, filter)
+    /// Like [`Server::start`], with more environment (`FERRY_LOG` to filter its log otherwise,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, ...).
+    pub fn start_with_env(seeds: &[Seed], config_toml: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_in(seeds, config_toml, &[], Compiled::SharedByTheRun, env)
     }
 
     /// Like [`Server::start_with`], with compiled code of its own: for a test that counts or
     /// removes what its host compiled, or needs its host to compile.
     pub fn start_alone(seeds: &[Seed], config_toml: &str, extra_args: &[&str]) -> Server {
-        Server::start_in(seeds, config_toml, extra_args, Compiled::Own, LOG_FILTER)
+        Server::start_in(seeds, config_toml, extra_args, Compiled::Own, &[])
     }
 
     fn start_in(
@@ -280,7 +278,7 @@ impl Server {
         config_toml: &str,
         extra_args: &[&str],
         compiled: Compiled,
-        log_filter: &str,
+        env: &[(&str, &str)],
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         if compiled == Compiled::SharedByTheRun {
@@ -298,14 +296,18 @@ impl Server {
         std::fs::write(dir.path().join("ferry.toml"), config_toml).unwrap();
         let port = free_port();
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let child = spawn(dir.path(), port, &extra_args, log_filter);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(dir.path(), port, &extra_args, &env);
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
             port,
             extra_args,
-            log_filter: log_filter.to_owned(),
+            env,
         };
         server.wait_ready(Duration::from_secs(300));
         server
@@ -341,12 +343,7 @@ impl Server {
     /// Starts `ferry serve` again on the same store, port and arguments; waits until ready.
     pub fn restart(&mut self) {
         self.kill9();
-        self.child = spawn(
-            self._dir.path(),
-            self.port,
-            &self.extra_args,
-            &self.log_filter,
-        );
+        self.child = spawn(self._dir.path(), self.port, &self.extra_args, &self.env);
         self.wait_ready(Duration::from_secs(300));
     }
 

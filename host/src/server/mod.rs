@@ -173,6 +173,16 @@ fn metrics_idle_timeout(config: &crate::config::HostConfig) -> Option<Duration> 
 
 /// The application: the routing table and the gRPC service inside the layers every request passes.
 pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
+    router_exporting(serving, loaded, options, None)
+}
+
+/// [`router`], its requests' spans sent to `export`.
+fn router_exporting(
+    serving: Arc<Serving>,
+    loaded: Arc<AtomicBool>,
+    options: &ServeOptions,
+    export: Option<trace::otlp::Export>,
+) -> Router {
     let limits = Arc::new(connections::ConnectionLimits::from_config(&options.http));
     let state = app_state(serving, loaded, options);
     let grpc = grpc::GrpcFront::new(
@@ -203,7 +213,7 @@ pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpt
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id, trace_id = %trace)
         }))
         // Inside the span: the request's stages, `traceparent` and `Server-Timing`.
-        .layer(trace::TraceLayer)
+        .layer(trace::TraceLayer::new(export))
         .layer(PropagateRequestIdLayer::new(request_id))
         .service(protocols);
     Router::new().fallback_service(front)
@@ -399,7 +409,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let loaded = Arc::new(AtomicBool::new(false));
     let registry = serving.registry().clone();
-    let app = router(serving.clone(), loaded.clone(), &options);
+    let export = trace::otlp::Export::from_env()?;
+    if export.is_some() {
+        tracing::info!("exporting request spans over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)");
+    }
+    let app = router_exporting(serving.clone(), loaded.clone(), &options, export.clone());
     let limits = connections::ConnectionLimits::from_config(&options.http);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -448,6 +462,10 @@ pub async fn serve(
         .unwrap_or(false);
     if !flushed {
         tracing::warn!("the prediction log did not finish writing within 10 s");
+    }
+    if let Some(export) = export {
+        // The last spans go out too (the exporter's thread sends them on this runtime's client).
+        let _ = tokio::task::spawn_blocking(move || export.shutdown(Duration::from_secs(5))).await;
     }
     tracing::info!("drained; bye");
     Ok(())

@@ -313,10 +313,23 @@ function versions(model) {
 
 function shadows(model) {
   const list = model.shadow_agreement || [];
-  if (!list.length) return el("p", { class: "muted", id: "shadows" }, "No shadow traffic.");
-  const keys = [...new Set(list.flatMap((s) => Object.keys(s)))];
-  return table(keys, list.map((s) => el("tr", {}, keys.map((k) =>
-    el("td", {}, typeof s[k] === "object" ? JSON.stringify(s[k]) : fmt(s[k], 4))))), { id: "shadows" });
+  const shadow = model.traffic && model.traffic.shadow;
+  const now = shadow
+    ? el("p", { id: "shadowing" }, `Shadowing ${fmt(shadow.percent)} % of requests to version ${shadow.version}.`)
+    : null;
+  if (!list.length) return [now, el("p", { class: "muted", id: "shadows" }, "No shadow traffic compared.")];
+  const rows = list.map((s) => el("tr", { "data-pair": `${s.primary}>${s.shadow}` },
+    el("td", {}, `${s.primary} → ${s.shadow}`),
+    el("td", { class: "num compared" }, s.compared),
+    el("td", { class: "num" }, s.compared ? `${fmt(100 * s.identical / s.compared, 1)} %` : "—"),
+    el("td", { class: "num" }, s.abs_diff ? fmt(s.abs_diff.max, 6) : "—"),
+    el("td", { class: "num" }, s.abs_diff ? fmt(s.abs_diff.mean, 6) : "—"),
+    el("td", { class: "num" }, s.label_agreement === null || s.label_agreement === undefined
+      ? "—" : `${fmt(100 * s.label_agreement, 1)} %`),
+    el("td", { class: "num" }, s.primary_failed), el("td", { class: "num" }, s.shadow_failed),
+    el("td", { class: "num" }, (s.dropped_queue_full || 0) + (s.dropped_busy || 0))));
+  return [now, table(["Primary → shadow", "Compared", "Identical", "Max |Δ|", "Mean |Δ|", "Labels agreed",
+    "Primary failed", "Shadow failed", "Dropped"], rows, { id: "shadows" })];
 }
 
 function drift(report) {

@@ -7,15 +7,19 @@
 //!   the total, in milliseconds;
 //! - with the log at debug level for `ferry::timing`, every request's stages are logged.
 //!
+//! - with `OTEL_EXPORTER_OTLP_ENDPOINT` set, every request's span is exported over OTLP
+//!   ([`otlp`]), continuing the caller's trace, and the answer's `traceparent` names it.
+//!
 //! A request with none of these passes through with two header lookups and no allocation.
-//! Spans are not exported (no OTLP collector is reachable where Ferry is built and tested).
+
+pub mod otlp;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
@@ -32,6 +36,8 @@ const TRACEPARENT: &str = "traceparent";
 pub struct TraceParent {
     /// 32 lowercase hex digits, not all zero.
     pub trace_id: String,
+    /// The caller's span: 16 lowercase hex digits, not all zero.
+    pub parent_id: String,
     /// 2 hex digits.
     pub flags: String,
 }
@@ -60,6 +66,7 @@ impl TraceParent {
             && hex(flags, 2);
         well_formed.then(|| TraceParent {
             trace_id: trace_id.to_owned(),
+            parent_id: parent_id.to_owned(),
             flags: flags.to_owned(),
         })
     }
@@ -87,13 +94,25 @@ pub fn trace_id<B>(request: &Request<B>) -> Option<String> {
 }
 
 /// The layer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+#[derive(Debug, Clone, Default)]
+pub struct TraceLayer {
+    export: Option<otlp::Export>,
+}
+
+impl TraceLayer {
+    /// The layer, exporting spans to `export` when there is one.
+    pub fn new(export: Option<otlp::Export>) -> TraceLayer {
+        TraceLayer { export }
+    }
+}
 
 impl<S> tower::Layer<S> for TraceLayer {
     type Service = Traced<S>;
     fn layer(&self, inner: S) -> Traced<S> {
-        Traced { inner }
+        Traced {
+            inner,
+            export: self.export.clone(),
+        }
     }
 }
 
@@ -101,6 +120,7 @@ impl<S> tower::Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct Traced<S> {
     inner: S,
+    export: Option<otlp::Export>,
 }
 
 type TracedAnswer<'a> = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'a>>;
@@ -129,19 +149,37 @@ where
             .get(TIMING_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v == "1");
         let logged = tracing::enabled!(target: "ferry::timing", tracing::Level::DEBUG);
-        if parent.is_none() && !asked && !logged {
+        let export = self.export.clone();
+        if parent.is_none() && !asked && !logged && export.is_none() {
             return Either::Left(self.inner.call(request));
         }
-        let route = format!("{} {}", request.method(), request.uri().path());
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let route = format!("{method} {path}");
         let stages = Arc::new(Stages::default());
         let answer = timing::scope(stages.clone(), self.inner.call(request));
         Either::Right(Box::pin(async move {
             let started = Instant::now();
+            let start = SystemTime::now();
             let Ok(mut response) = answer.await;
             let total = started.elapsed();
+            let exported = export.as_ref().and_then(|export| {
+                export.span(otlp::Ended {
+                    name: route.clone(),
+                    method: &method,
+                    path: &path,
+                    parent: parent.as_ref(),
+                    start,
+                    end: start + total,
+                    status: response.status().as_u16(),
+                    stages: &stages,
+                })
+            });
             let headers = response.headers_mut();
             if let Some(parent) = &parent {
-                if let Ok(value) = HeaderValue::from_str(&parent.continued()) {
+                // The exported span when there is one, so the caller's trace links to it.
+                let continued = exported.unwrap_or_else(|| parent.continued());
+                if let Ok(value) = HeaderValue::from_str(&continued) {
                     headers.insert(TRACEPARENT, value);
                 }
             }
