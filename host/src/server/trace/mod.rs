@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
+use axum::extract::MatchedPath;
 use axum::http::{HeaderValue, Request};
 use axum::response::Response;
 
@@ -81,6 +82,33 @@ impl TraceParent {
         };
         format!("00-{}-{span:016x}-{}", self.trace_id, self.flags)
     }
+}
+
+/// Paths whose requests are exported only when their caller sends a `traceparent`: a probe every
+/// second and a scrape every fifteen would drown the traces of the requests that matter.
+const UNTRACED: [&str; 3] = ["/v2/health/live", "/v2/health/ready", "/metrics"];
+
+/// A gRPC method the host serves, named by its path (`/inference.GRPCInferenceService/ModelInfer`);
+/// `None` for any other path, so a caller's text never names a span.
+fn grpc_method(path: &str) -> Option<&str> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let known = ["inference.GRPCInferenceService", "grpc.health.v1.Health"].contains(&service);
+    (known && method.len() <= 64 && method.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then_some(path)
+}
+
+/// Puts the route that matched in the answer's extensions, where [`TraceLayer`] (outside the
+/// routing table) names the exported span by it. Mounted only when spans are exported.
+pub async fn tag_route(
+    route: Option<MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
 }
 
 /// The trace id of `request`'s `traceparent`, for its log span.
@@ -155,7 +183,8 @@ where
         }
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
-        let route = format!("{method} {path}");
+        // Probes and scrapes are not traced unless their caller traces them.
+        let export = export.filter(|_| parent.is_some() || !UNTRACED.contains(&path.as_str()));
         let stages = Arc::new(Stages::default());
         let answer = timing::scope(stages.clone(), self.inner.call(request));
         Either::Right(Box::pin(async move {
@@ -164,8 +193,11 @@ where
             let Ok(mut response) = answer.await;
             let total = started.elapsed();
             let exported = export.as_ref().and_then(|export| {
+                let route = response.extensions().get::<MatchedPath>();
                 export.span(otlp::Ended {
-                    name: route.clone(),
+                    route: route
+                        .map(MatchedPath::as_str)
+                        .or_else(|| grpc_method(&path)),
                     method: &method,
                     path: &path,
                     parent: parent.as_ref(),
@@ -192,7 +224,7 @@ where
             if logged {
                 tracing::debug!(
                     target: "ferry::timing",
-                    request = %route,
+                    request = %format_args!("{method} {path}"),
                     trace_id = parent.as_ref().map_or("-", |p| p.trace_id.as_str()),
                     status = response.status().as_u16(),
                     stages = %timing,
@@ -207,6 +239,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_hosts_own_grpc_methods_name_a_span() {
+        let infer = "/inference.GRPCInferenceService/ModelInfer";
+        assert_eq!(grpc_method(infer), Some(infer));
+        assert_eq!(
+            grpc_method("/grpc.health.v1.Health/Check"),
+            Some("/grpc.health.v1.Health/Check")
+        );
+        for other in [
+            "/inference.GRPCInferenceService/Model Infer",
+            "/evil.Service/ModelInfer",
+            "/inference.GRPCInferenceService/ModelInfer/extra",
+            "/v1/models/x/predict",
+            "",
+        ] {
+            assert_eq!(grpc_method(other), None, "{other}");
+        }
+        let long = format!("/inference.GRPCInferenceService/{}", "A".repeat(65));
+        assert_eq!(grpc_method(&long), None);
+    }
 
     #[test]
     fn a_traceparent_is_read_as_the_spec_says_and_continued_with_a_new_span() {

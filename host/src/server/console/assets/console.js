@@ -13,6 +13,8 @@ let refreshTimer = null;
 let caller = null; // GET /v1/caller
 // Bumped by every navigation and change: a page whose data comes back after it is dropped.
 let generation = 0;
+// Whether the notice shows a failed redraw's error (cleared by the next good one).
+let refreshFailed = false;
 // Self-test tables the operator opened, kept open across redraws.
 const openDetails = new Set();
 
@@ -114,13 +116,20 @@ function largest(values) {
 // ---- Pages ----
 
 function showLogin(message) {
+  generation++; // a page still loading does not draw over the form
   stopRefresh();
   document.getElementById("who").replaceChildren();
   const input = el("input", { type: "password", id: "token", autocomplete: "off",
     placeholder: "bearer token", "aria-label": "bearer token" });
   const form = el("form", { class: "login", id: "login", onsubmit: (e) => {
     e.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    const token = input.value.trim();
+    // A bearer token is printable ASCII; anything else the browser could not even send.
+    if (!/^[\x21-\x7e]+$/.test(token)) {
+      showLogin("A token is printable ASCII with no spaces.");
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
     route();
   } },
   el("h1", {}, "Sign in"),
@@ -440,11 +449,10 @@ function swatch(color) {
   return box;
 }
 
-let auditCursor = null;
 async function auditPage(after) {
   const query = after ? `?limit=50&after=${enc(after)}` : "?limit=50";
   const page = await api(`/v1/audit${query}`);
-  auditCursor = page.next || null;
+  const older = page.next || null;
   const rows = page.records.map((r) => {
     const { at_unix_ms: at, actor, action, model, ...rest } = r;
     return el("tr", {},
@@ -458,7 +466,7 @@ async function auditPage(after) {
       : el("p", { class: "muted", id: "audit" }, "Nothing recorded yet."),
     el("p", {},
       after ? el("button", { id: "newest", onclick: () => navigate(() => auditPage(null)) }, "Newest") : null, " ",
-      auditCursor ? el("button", { id: "older", onclick: () => navigate(() => auditPage(auditCursor)) }, "Older") : null),
+      older ? el("button", { id: "older", onclick: () => navigate(() => auditPage(older)) }, "Older") : null),
   ];
 }
 
@@ -497,7 +505,10 @@ async function render(page, refresh, redraw, at) {
   try {
     const content = await page();
     if (at !== generation) return; // the operator went elsewhere meanwhile
-    if (redraw && document.getElementById("notice").className === "error") notice("");
+    // A failed redraw's error goes once a redraw succeeds; a failed change's stays until the
+    // operator moves on.
+    if (redraw && refreshFailed) notice("");
+    refreshFailed = false;
     // A form being typed into is not redrawn under the operator's hands.
     const active = document.activeElement;
     if (!(redraw && active && active.closest && active.closest("form"))) {
@@ -508,6 +519,7 @@ async function render(page, refresh, redraw, at) {
     if (at !== generation) return;
     if (e instanceof Unauthorized) return showLogin(e.message);
     notice(e.message, true);
+    refreshFailed = redraw;
   }
   if (refresh) refreshTimer = setTimeout(() => render(page, true, true, at), REFRESH_MS);
 }
@@ -520,8 +532,7 @@ async function route() {
     caller = await api("/v1/caller");
   } catch (e) {
     if (at !== generation) return;
-    if (e instanceof Unauthorized || tokenRequired) {
-      // A refused token, or one the browser cannot even send (a character outside Latin-1).
+    if (e instanceof Unauthorized) {
       sessionStorage.removeItem(TOKEN_KEY);
       return showLogin(e.message || "That token is not accepted.");
     }
@@ -532,12 +543,24 @@ async function route() {
   showWho();
   const hash = location.hash || "#/";
   const model = hash.match(/^#\/models\/([^/]+)$/);
-  if (model) return render(() => modelPage(decodeURIComponent(model[1])), true, false, at);
+  if (model) {
+    let name;
+    try {
+      name = decodeURIComponent(model[1]);
+    } catch {
+      return notice(`No model is named ${model[1]}.`, true);
+    }
+    return render(() => modelPage(name), true, false, at);
+  }
   if (hash === "#/audit") return render(() => auditPage(null), false, false, at);
   return render(overview, true, false, at);
 }
 
 window.addEventListener("hashchange", () => { notice(""); route(); });
+// A tab shown again catches up at once rather than at its next turn.
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && refreshTimer) route();
+});
 // A click on the link of the page already shown fires no hashchange: draw it afresh all the same.
 for (const link of document.querySelectorAll("header a")) {
   link.addEventListener("click", () => {
