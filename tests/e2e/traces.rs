@@ -10,6 +10,12 @@ use serde_json::json;
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+/// fraud-features' example request, as its author ships it.
+fn fraud_request() -> String {
+    std::fs::read_to_string(workspace().join("sample-models/fraud-features/example-request.json"))
+        .unwrap()
+}
+
 /// `Server-Timing`'s stages and their durations (ms).
 fn stages(header: &str) -> Vec<(String, f64)> {
     header
@@ -30,10 +36,7 @@ fn a_traceparent_is_continued_and_server_timing_names_each_stage() {
         ],
         "",
     );
-    let fraud = std::fs::read_to_string(
-        workspace().join("sample-models/fraud-features/example-request.json"),
-    )
-    .unwrap();
+    let fraud = fraud_request();
     let predict = || {
         ureq::post(&server.url("/v1/models/fraud-features/predict"))
             .set("content-type", "application/json")
@@ -119,10 +122,7 @@ fn the_timing_log_names_each_requests_stages_and_trace() {
         "",
         &[("FERRY_LOG", "ferry=info,ferry::timing=debug,warn")],
     );
-    let fraud = std::fs::read_to_string(
-        workspace().join("sample-models/fraud-features/example-request.json"),
-    )
-    .unwrap();
+    let fraud = fraud_request();
     let answer = ureq::post(&server.url("/v1/models/fraud-features/predict"))
         .set("content-type", "application/json")
         .set("traceparent", PARENT)
@@ -207,10 +207,7 @@ fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
             ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ],
     );
-    let fraud = std::fs::read_to_string(
-        workspace().join("sample-models/fraud-features/example-request.json"),
-    )
-    .unwrap();
+    let fraud = fraud_request();
     let predict = || {
         ureq::post(&server.url("/v1/models/fraud-features/predict"))
             .set("content-type", "application/json")

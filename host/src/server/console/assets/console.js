@@ -154,7 +154,8 @@ function showWho() {
 
 function breakerOf(model) {
   const states = model.versions.map((v) => v.breaker && v.breaker.state).filter(Boolean);
-  for (const s of ["open", "half-open", "half_open"]) if (states.includes(s)) return s;
+  // Breaker::describe: closed, probing (half open), open; the worst of the model's versions.
+  for (const s of ["open", "probing"]) if (states.includes(s)) return s;
   return states.length ? "closed" : "—";
 }
 
@@ -230,11 +231,11 @@ async function overview() {
 }
 
 function versionsOfHost(versions) {
+  // HostVersion: {model, version, state, reason, aliases}.
   if (!versions) return "—";
-  const list = Array.isArray(versions) ? versions : Object.entries(versions).map(([k, v]) => ({ name: k, ...v }));
-  const ready = list.filter((v) => (v.state || v.status) === "ready").length;
-  const failed = list.filter((v) => (v.state || v.status) === "failed");
-  return `${ready} ready${failed.length ? `, ${failed.length} failed` : ""}`;
+  const ready = versions.filter((v) => v.state === "ready").length;
+  const failed = versions.filter((v) => v.state === "failed").length;
+  return `${ready} ready${failed ? `, ${failed} failed` : ""}`;
 }
 
 async function modelPage(name) {
