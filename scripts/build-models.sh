@@ -2,8 +2,8 @@
 # Builds every sample model into target/models/<name>.wasm, with its weights, config and tests files
 # beside it (target/models/<name>.weights, .config.json, .tests.json, .profile.json) and its ONNX graphs
 # (target/models/<name>.graph.<NAME>.onnx), and the hostile test guests into
-# target/test-guests/. Installs the wasm32-wasip2 target if it is missing, and componentize-py for the
-# Python sample.
+# target/test-guests/. Installs the wasm32-wasip2 target if it is missing, componentize-py for the
+# Python samples, and Node.js (Debian's, when missing) and jco for the JavaScript one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +67,16 @@ for name in "${python_samples[@]}"; do
     cp "sample-models/$name/target/ferry/$name.wasm" "target/models/$name.wasm"
     version_files "$name"
 done
+# JavaScript samples: `ferry build` runs jco (pinned, installed with npm on first use).
+js_samples=(surge-js)
+scripts/node.sh
+for name in "${js_samples[@]}"; do
+    "$FERRY_BIN" build "sample-models/$name"
+    cp "sample-models/$name/target/ferry/$name.wasm" "target/models/$name.wasm"
+    version_files "$name"
+done
 "$FERRY_BIN" build tests/python-sdk-guest
 cp tests/python-sdk-guest/target/ferry/python-sdk-guest.wasm target/test-guests/
+"$FERRY_BIN" build tests/js-sdk-guest
+cp tests/js-sdk-guest/target/ferry/js-sdk-guest.wasm target/test-guests/
 ls -l target/models target/test-guests

@@ -33,7 +33,9 @@ tools_log=$(mktemp "${TMPDIR:-/tmp}/ferry-tools.XXXXXX")
     set -e
     if [[ ! -x target/py/bin/python ]]; then python3 -m venv target/py; fi
     target/py/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-    # One apt at a time: the browser, then the deploy checks' Prometheus.
+    # One apt at a time: Node.js (for the JavaScript models), the browser, then the deploy checks'
+    # Prometheus.
+    scripts/node.sh
     scripts/browser.sh
     scripts/validate-deploy.sh
     scripts/seaweedfs.sh install

@@ -74,18 +74,7 @@ check "Dockerfile: distroless, numeric non-root USER, ferry serve flags" \
 
 # The alerting rules, with Debian's Prometheus (the server and promtool), installed on first use; the
 # end-to-end tests load the same rules into a real Prometheus (tests/e2e/prometheus.rs).
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log=$(mktemp)
-    { apt-get install -y -qq --no-install-recommends prometheus \
-        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; } >"$log" 2>&1 \
-      || { echo "FAIL installing prometheus (Debian) for promtool:" >&2; cat "$log" >&2; exit 1; }
-    rm -f "$log"
-  else
-    echo "FAIL  validate-deploy needs promtool and prometheus (Debian: apt-get install prometheus)" >&2
-    exit 1
-  fi
-fi
+scripts/debian-install.sh "the alerting rules' checks" promtool prometheus -- prometheus
 # check_runs NAME COMMAND...: passes if COMMAND exits 0 (its report is shown only when it fails).
 check_runs() {
   local name=$1 out

@@ -1,5 +1,6 @@
 //! A model author's path, end to end with the real CLI: `ferry new` → `ferry build` → `ferry test` →
-//! `ferry push` → a prediction over HTTP.
+//! `ferry push` → a prediction over HTTP, with no arguments inside the project (its `ferry.toml` names
+//! the files), in each language.
 
 use std::process::Command;
 
@@ -35,12 +36,40 @@ fn run_ferry(args: &[&str], dir: &std::path::Path, server: Option<&Server>) -> (
     (out.status.success(), text)
 }
 
-/// `ferry new NAME --lang LANG` → `ferry build` → `ferry test` → `ferry push` → a prediction over
-/// HTTP that matches the training script's answer.
-fn new_project_is_served(lang: &str, name: &str) {
+/// The tests file's case `i`: its request and the expected ETA.
+fn case(project: &std::path::Path, i: usize) -> (Value, f64) {
+    let tests: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("tests.json")).unwrap())
+            .unwrap();
+    let case = &tests["cases"][i];
+    (
+        case["request"].clone(),
+        case["response"]["eta_minutes"].as_f64().unwrap(),
+    )
+}
+
+fn eta(server: &Server, name: &str, request: &Value) -> f64 {
+    let answer: Value = ureq::post(&server.url(&format!("/v1/models/{name}/predict")))
+        .send_json(request.clone())
+        .unwrap()
+        .into_json()
+        .unwrap();
+    answer["eta_minutes"].as_f64().unwrap()
+}
+
+/// `ferry new NAME --lang LANG` → `ferry build` → `ferry test` → `ferry push` (no arguments) → a
+/// prediction over HTTP that matches the training script's answer; then retrained weights pushed
+/// with no arguments reuse the stored component.
+fn new_project_is_served(lang: &str, name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     ferry(&["new", name, "--lang", lang], dir.path(), None);
     let project = dir.path().join(name);
+    let manifest = std::fs::read_to_string(project.join("ferry.toml")).unwrap();
+    assert!(
+        manifest.contains(&format!("name = \"{name}\""))
+            && manifest.contains("weights = \"weights.json\""),
+        "{manifest}"
+    );
 
     let built = ferry(&["build"], &project, None);
     let component = format!("target/ferry/{name}.wasm");
@@ -49,51 +78,35 @@ fn new_project_is_served(lang: &str, name: &str) {
         "{built}"
     );
 
-    let tested = ferry(
-        &[
-            "test",
-            &component,
-            "--weights",
-            "weights.json",
-            "--tests",
-            "tests.json",
-        ],
-        &project,
-        None,
+    let tested = ferry(&["test"], &project, None);
+    assert!(
+        tested.contains("4 passed, 0 failed") && !tested.contains("building"),
+        "{tested}"
     );
-    assert!(tested.contains("4 passed, 0 failed"), "{tested}");
 
     let server = Server::start(&[], "[host]\n");
-    let pushed = ferry(
-        &[
-            "push",
-            &component,
-            "--model",
-            name,
-            "--weights",
-            "weights.json",
-            "--tests",
-            "tests.json",
-        ],
-        &project,
-        Some(&server),
+    let pushed = ferry(&["push", "--alias", "production"], &project, Some(&server));
+    assert!(
+        pushed.contains(&format!("{name} version 1"))
+            && pushed.contains("state             ready")
+            && pushed.contains("alias             production → 1"),
+        "{pushed}"
     );
-    assert!(pushed.contains("state             ready"), "{pushed}");
+    let (request, want) = case(&project, 1);
+    let got = eta(&server, name, &request);
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
 
-    let tests: Value =
-        serde_json::from_str(&std::fs::read_to_string(project.join("tests.json")).unwrap())
-            .unwrap();
-    let case = &tests["cases"][1];
-    let answer: Value = ureq::post(&server.url(&format!("/v1/models/{name}/predict")))
-        .send_json(case["request"].clone())
+    // The limits ferry.toml asks for travel with the version.
+    let model: Value = ureq::get(&server.url(&format!("/v1/models/{name}")))
+        .call()
         .unwrap()
         .into_json()
         .unwrap();
-    let (got, want) = (
-        answer["eta_minutes"].as_f64().unwrap(),
-        case["response"]["eta_minutes"].as_f64().unwrap(),
+    let limits = &model["versions"][0]["limits"];
+    assert_eq!(
+        limits["memory_bytes"], model["versions"][0]["requested_limits"]["memory_bytes"],
+        "{model}"
     );
-    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
 
     // A request that misses a feature is the caller's error, and says which feature.
     let err = ureq::post(&server.url(&format!("/v1/models/{name}/predict")))
@@ -106,11 +119,43 @@ fn new_project_is_served(lang: &str, name: &str) {
         }
         other => panic!("expected 422, got {other:?}"),
     }
+
+    // Retrained: a new intercept, and the tests the training script would write with it. `ferry
+    // push` sends the weights and tests, not the unchanged component.
+    let mut weights: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("weights.json")).unwrap())
+            .unwrap();
+    weights["intercept"] = (weights["intercept"].as_f64().unwrap() + 1.0).into();
+    std::fs::write(project.join("weights.json"), weights.to_string()).unwrap();
+    let mut tests: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("tests.json")).unwrap())
+            .unwrap();
+    for case in tests["cases"].as_array_mut().unwrap() {
+        let eta = case["response"]["eta_minutes"].as_f64().unwrap();
+        case["response"]["eta_minutes"] = (eta + 1.0).into();
+    }
+    std::fs::write(project.join("tests.json"), tests.to_string()).unwrap();
+    let pushed = ferry(&["push", "--alias", "production"], &project, Some(&server));
+    assert!(
+        pushed.contains("component unchanged")
+            && !pushed.contains("building")
+            && pushed.contains(&format!("{name} version 2"))
+            && pushed.contains("state             ready"),
+        "{pushed}"
+    );
+    let got = eta(&server, name, &request);
+    assert!((got - (want + 1.0)).abs() < 1e-9, "{got} vs {want} + 1");
+    dir
 }
 
 #[test]
 fn rust_project_goes_from_new_to_a_served_prediction() {
-    new_project_is_served("rust", "eta-model");
+    let dir = new_project_is_served("rust", "eta-model");
+    // A project made before ferry.toml: the files beside Cargo.toml are still found.
+    let project = dir.path().join("eta-model");
+    std::fs::remove_file(project.join("ferry.toml")).unwrap();
+    let tested = ferry(&["test"], &project, None);
+    assert!(tested.contains("4 passed, 0 failed"), "{tested}");
 }
 
 #[test]
@@ -119,13 +164,45 @@ fn python_project_goes_from_new_to_a_served_prediction() {
 }
 
 #[test]
+fn javascript_project_goes_from_new_to_a_served_prediction() {
+    new_project_is_served("js", "eta-js");
+}
+
+/// Inside a project, a source newer than the component is built before `ferry test` runs.
+#[test]
+fn a_changed_source_is_built_before_it_is_tested() {
+    let dir = tempfile::tempdir().unwrap();
+    ferry(&["new", "stale", "--lang", "js"], dir.path(), None);
+    let project = dir.path().join("stale");
+    let first = ferry(&["test"], &project, None);
+    assert!(
+        first.contains("building stale") && first.contains("4 passed"),
+        "{first}"
+    );
+    let model = std::fs::read_to_string(project.join("model.js")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(project.join("model.js"), format!("{model}\n// edited\n")).unwrap();
+    let second = ferry(&["test"], &project, None);
+    assert!(
+        second.contains("building stale (") && second.contains("model.js changed"),
+        "{second}"
+    );
+    let third = ferry(&["test"], &project, None);
+    assert!(!third.contains("building"), "{third}");
+}
+
+#[test]
 fn author_mistakes_get_messages_that_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let out = ferry_fails(&["build"], dir.path());
     assert!(
-        out.contains("neither a Cargo.toml nor a pyproject.toml") && out.contains("ferry new"),
+        out.contains("not in a model project") && out.contains("ferry new"),
         "{out}"
     );
+    let out = ferry_fails(&["test"], dir.path());
+    assert!(out.contains("name the component to test"), "{out}");
+    let out = ferry_fails(&["push"], dir.path());
+    assert!(out.contains("name the model"), "{out}");
 
     ferry(&["new", "oops", "--lang", "python"], dir.path(), None);
     let project = dir.path().join("oops");
@@ -164,11 +241,14 @@ fn author_mistakes_get_messages_that_say_what_to_do() {
         "{out}"
     );
 
-    // No weights: init fails, naming the exception and what to check.
-    let out = ferry_fails(
-        &["test", "target/ferry/oops.wasm", "--tests", "tests.json"],
-        &project,
-    );
+    // No weights (ferry.toml names none): init fails, naming the exception and what to check.
+    let manifest = std::fs::read_to_string(project.join("ferry.toml")).unwrap();
+    std::fs::write(
+        project.join("ferry.toml"),
+        manifest.replace("weights = \"weights.json\"\n", ""),
+    )
+    .unwrap();
+    let out = ferry_fails(&["test"], &project);
     assert!(
         out.contains(
             "init raised ValueError: this model loads its weights from the version's weights file"

@@ -134,6 +134,36 @@ fn python_eta_matches_scikit_learn() {
 }
 
 #[test]
+fn surge_js_matches_scikit_learn() {
+    self_test("surge-js", true, true, 30);
+}
+
+#[test]
+fn surge_js_names_what_is_wrong_with_a_request() {
+    let mut instance = start("surge-js", true);
+    let request = |zone: &str| {
+        format!(
+            r#"{{"features": {{"zone": "{zone}", "hour": 22, "weekday": 5, "open_requests": 31, "available_drivers": 6, "weather": "rain"}}}}"#
+        )
+    };
+    let answer: serde_json::Value =
+        serde_json::from_str(&instance.predict(&request("stadium")).unwrap()).unwrap();
+    assert!(
+        answer["surge_multiplier"].as_f64().unwrap() >= 1.0,
+        "{answer}"
+    );
+    let err = instance.predict(&request("moon")).unwrap_err();
+    assert!(
+        matches!(&err, ferry::runtime::CallError::InvalidInput(m) if m.contains("zone") && m.contains("stadium")),
+        "{err:?}"
+    );
+    assert!(
+        !instance.is_poisoned(),
+        "a refused input leaves the instance usable"
+    );
+}
+
+#[test]
 fn python_eta_names_what_is_wrong_with_a_ride() {
     let mut instance = start("python-eta", true);
     let ride = |weather: &str| {

@@ -342,7 +342,7 @@ fn replay(server: &Server, extra: &[&str]) -> (bool, String) {
     )
 }
 
-const SAMPLES: [&str; 8] = [
+const SAMPLES: [&str; 9] = [
     "fraud-features",
     "diabetes-gbdt",
     "digits-onnx",
@@ -351,6 +351,7 @@ const SAMPLES: [&str; 8] = [
     "python-sklearn-graph",
     "gbdt-graph",
     "digits-graph",
+    "surge-js",
 ];
 
 #[test]

@@ -3,8 +3,10 @@
 mod add;
 mod build;
 mod client;
+mod dev;
 mod models;
 mod new;
+mod project;
 mod push;
 mod replay;
 mod serve;
@@ -27,7 +29,8 @@ pub struct Cli {
 enum Command {
     /// Serve every version in the store over HTTP (Open Inference Protocol v2 and /v1 predict).
     Serve(serve::ServeArgs),
-    /// Upload a version to a server (or new weights for the current component) and wait until it is ready.
+    /// Upload a version to a server (inside a project, the project's, built first when a source is
+    /// newer) and wait until it is ready.
     Push(push::PushArgs),
     /// List models, versions, states and aliases on a server.
     Models(models::ModelsArgs),
@@ -43,7 +46,10 @@ enum Command {
     New(new::NewArgs),
     /// Build a model project into a component and check it against the contract.
     Build(build::BuildArgs),
-    /// Run a model's self-tests locally: compile, initialise, check every shipped case.
+    /// Serve a project on a local host and reload it on every change: build, self-test, hot-swap.
+    Dev(dev::DevArgs),
+    /// Run a model's self-tests locally: compile, initialise, check every shipped case (inside a
+    /// project, its component with the files ferry.toml names).
     Test(test::TestArgs),
     /// Run logged predictions again on their exact version (or another) and report differences.
     Replay(replay::ReplayArgs),
@@ -122,6 +128,7 @@ impl Cli {
             Command::Add(args) => add::run(args),
             Command::New(args) => new::run(args),
             Command::Build(args) => build::run(args),
+            Command::Dev(args) => dev::run(args),
             Command::Test(args) => test::run(args),
             Command::Replay(args) => replay::run(args),
             Command::Traffic(args) => models::traffic(args),

@@ -1,11 +1,13 @@
-//! `ferry new NAME [--lang rust|python]`: a model project that builds and passes `ferry test` unchanged — the model file (a
-//! feature transform and a linear model), its weights and self-tests, a training-script stub, a README.
-//! The templates live in `templates/` of the repository and are compiled into the binary.
+//! `ferry new NAME [--lang rust|python|js]`: a model project that builds and passes `ferry test`
+//! unchanged — its `ferry.toml`, the model file (a feature transform and a linear model), its weights and
+//! self-tests, a training-script stub, a README. The templates live in `templates/` of the repository
+//! and are compiled into the binary.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::project::Language;
 use crate::registry::check_name;
 
 #[derive(Debug, clap::Args)]
@@ -13,20 +15,18 @@ pub struct NewArgs {
     /// The model's name (also the directory created).
     name: String,
     /// The language of the model.
-    #[arg(long, value_enum, default_value_t = Lang::Rust)]
-    lang: Lang,
+    #[arg(long, value_enum, default_value_t = Language::Rust)]
+    lang: Language,
     /// Where to create the project (default: ./NAME).
     #[arg(long)]
     path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Lang {
-    Rust,
-    Python,
-}
-
 const RUST: &[(&str, &str)] = &[
+    (
+        "ferry.toml",
+        include_str!("../../../templates/rust/ferry.toml.tmpl"),
+    ),
     (
         "Cargo.toml",
         include_str!("../../../templates/rust/Cargo.toml.tmpl"),
@@ -55,6 +55,10 @@ const RUST: &[(&str, &str)] = &[
 ];
 
 const PYTHON: &[(&str, &str)] = &[
+    (
+        "ferry.toml",
+        include_str!("../../../templates/python/ferry.toml.tmpl"),
+    ),
     (
         "pyproject.toml",
         include_str!("../../../templates/python/pyproject.toml.tmpl"),
@@ -86,6 +90,37 @@ const PYTHON: &[(&str, &str)] = &[
     (".gitignore", "/target\n__pycache__/\n"),
 ];
 
+const JS: &[(&str, &str)] = &[
+    (
+        "ferry.toml",
+        include_str!("../../../templates/js/ferry.toml.tmpl"),
+    ),
+    (
+        "package.json",
+        include_str!("../../../templates/js/package.json.tmpl"),
+    ),
+    ("model.js", include_str!("../../../templates/js/model.js")),
+    (
+        "features.js",
+        include_str!("../../../templates/js/features.js"),
+    ),
+    (
+        "weights.json",
+        include_str!("../../../templates/js/weights.json"),
+    ),
+    (
+        "tests.json",
+        include_str!("../../../templates/js/tests.json"),
+    ),
+    (
+        "training/train.mjs",
+        include_str!("../../../templates/js/training/train.mjs"),
+    ),
+    ("README.md", include_str!("../../../templates/js/README.md")),
+    // `ferry build` writes the SDK into node_modules/ferry-sdk.
+    (".gitignore", "/target\n/node_modules\n"),
+];
+
 /// The SDK this binary was built with; the project depends on it by path (it is not on crates.io yet).
 fn sdk_path() -> PathBuf {
     let from_env = std::env::var_os("FERRY_SDK_PATH").map(PathBuf::from);
@@ -98,8 +133,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<i32> {
         bail!("a project name cannot contain '.': it is also the crate's name");
     }
     let files = match args.lang {
-        Lang::Rust => RUST,
-        Lang::Python => PYTHON,
+        Language::Rust => RUST,
+        Language::Python => PYTHON,
+        Language::Js => JS,
     };
     let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists()
@@ -110,15 +146,16 @@ pub fn run(args: NewArgs) -> anyhow::Result<i32> {
     {
         bail!("{} exists and is not empty", dir.display());
     }
-    // Python projects get the SDK from the `ferry` binary at build time; Rust ones depend on it by path.
+    // Python and JavaScript projects get the SDK from the `ferry` binary at build time; Rust ones depend
+    // on it by path.
     let sdk = match args.lang {
-        Lang::Rust => sdk_path().canonicalize().with_context(|| {
+        Language::Rust => sdk_path().canonicalize().with_context(|| {
             format!(
                 "the ferry SDK is not at {}; set FERRY_SDK_PATH",
                 sdk_path().display()
             )
         })?,
-        Lang::Python => PathBuf::new(),
+        Language::Python | Language::Js => PathBuf::new(),
     };
     for (path, template) in files {
         let text = template
@@ -129,6 +166,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<i32> {
         std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
     }
     println!("created {} ({:?}); next:", dir.display(), args.lang);
-    println!("  cd {} && ferry build && ferry test target/ferry/{}.wasm --weights weights.json --tests tests.json", dir.display(), args.name);
+    println!(
+        "  cd {} && ferry dev     (or: ferry build, ferry test, ferry push --alias production)",
+        dir.display()
+    );
     Ok(0)
 }

@@ -1,9 +1,11 @@
 //! `ferry push`: upload a version (or new weights for the current component), show progress, wait
-//! until the server reports it ready or failed.
+//! until the server reports it ready or failed. Inside a project it needs no arguments: the project's
+//! component (built first when a source is newer; not uploaded again when the server already holds
+//! it, so a weights-only change compiles nothing) with the files and limits `ferry.toml` names.
 
 use std::fs::File;
 use std::io::{Cursor, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -12,16 +14,17 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::client::{describe, json as answer, ServerArgs};
+use crate::registry::VersionLimits;
 use crate::stamps::sha256_hex;
 
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
-    /// The component; without it, the version reuses the current version's component (a
+    /// The component; without it, the project's (inside a project), else the current version's (a
     /// weights-only update: nothing is compiled).
     component: Option<PathBuf>,
-    /// The model's name.
+    /// The model's name [default: the project's].
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     #[command(flatten)]
     files: super::VersionFiles,
     /// The version's name (default: the next number).
@@ -35,6 +38,68 @@ pub struct PushArgs {
     wait_seconds: u64,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    cache: super::CacheArgs,
+}
+
+/// Where a version's component comes from.
+pub enum ComponentSource {
+    /// Upload this file.
+    Upload(PathBuf),
+    /// A component the server already stores, by sha256.
+    Stored(String),
+    /// The model's current version's component.
+    Current,
+}
+
+/// What to push.
+pub struct Push<'a> {
+    pub server: &'a ServerArgs,
+    pub model: &'a str,
+    /// The version's name (default: the next number).
+    pub version: Option<String>,
+    pub component: ComponentSource,
+    pub files: &'a super::VersionFiles,
+    pub limits: Option<&'a VersionLimits>,
+    /// Point this alias at the version once it is ready.
+    pub alias: Option<&'a str>,
+    pub wait: Duration,
+}
+
+/// A pushed version, once the server finished loading it.
+pub struct Pushed {
+    pub version: String,
+    /// Its description (`versions[]` of `GET /v1/models/{m}`): state, reason, self-tests.
+    pub description: Value,
+}
+
+impl Pushed {
+    pub fn ready(&self) -> bool {
+        self.description["state"] == "ready"
+    }
+}
+
+/// `Stored` when the server already holds the component at `path` (by sha256), else `Upload`.
+pub fn component_from(
+    server: &ServerArgs,
+    model: &str,
+    path: &Path,
+) -> anyhow::Result<ComponentSource> {
+    let sha = sha256_file(path)?;
+    let stored = describe(server, model)?.is_some_and(|d| {
+        d["versions"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|v| v["component_sha256"] == sha.as_str()))
+    });
+    Ok(if stored {
+        println!(
+            "component unchanged (sha256 {}…): the server's copy is reused",
+            &sha[..12]
+        );
+        ComponentSource::Stored(sha)
+    } else {
+        ComponentSource::Upload(path.to_path_buf())
+    })
 }
 
 /// One part of the multipart body: its header and its content.
@@ -44,14 +109,18 @@ struct Part {
     len: u64,
 }
 
-fn file_part(boundary: &str, name: &str, path: &PathBuf) -> anyhow::Result<(Part, String)> {
-    // Hash by streaming: a 1 GB weights file costs no 1 GB of memory here either.
+/// Hashes by streaming: a 1 GB weights file costs no 1 GB of memory here either.
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(
         &mut File::open(path).with_context(|| format!("reading {}", path.display()))?,
         &mut hasher,
     )?;
-    let sha = hex::encode(hasher.finalize());
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn file_part(boundary: &str, name: &str, path: &Path) -> anyhow::Result<(Part, String)> {
+    let sha = sha256_file(path)?;
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let header = format!(
@@ -89,7 +158,47 @@ fn next_version(description: &Option<Value>) -> String {
 }
 
 pub fn run(args: PushArgs) -> anyhow::Result<i32> {
-    let description = describe(&args.server, &args.model)?;
+    let project = super::project::Project::find(Path::new("."))?;
+    let model = match (&args.model, &project) {
+        (Some(m), _) => m.clone(),
+        (None, Some(p)) => p.name.clone(),
+        (None, None) => bail!(
+            "name the model (`ferry push --model NAME`), or run `ferry push` inside a model project \
+             (made by `ferry new`)"
+        ),
+    };
+    // The project speaks for its own model only: `--model other` inside it is the old weights-only
+    // update of another model.
+    let project = project.filter(|p| p.name == model);
+    let files = match &project {
+        Some(p) => p.files_with(&args.files),
+        None => args.files.clone(),
+    };
+    let component = match (&args.component, &project) {
+        (Some(path), _) => ComponentSource::Upload(path.clone()),
+        (None, Some(p)) => {
+            let path = super::build::up_to_date(p, &args.cache)?;
+            component_from(&args.server, &model, &path)?
+        }
+        (None, None) => ComponentSource::Current,
+    };
+    let pushed = push(Push {
+        server: &args.server,
+        model: &model,
+        version: args.version.clone(),
+        component,
+        files: &files,
+        limits: project.as_ref().and_then(|p| p.limits.as_ref()),
+        alias: args.alias.as_deref(),
+        wait: Duration::from_secs(args.wait_seconds),
+    })?;
+    Ok(if pushed.ready() { 0 } else { 1 })
+}
+
+/// Uploads a version, waits until the server has loaded it (ready or failed), and points the alias at
+/// it when it is ready; prints what it does.
+pub fn push(args: Push) -> anyhow::Result<Pushed> {
+    let description = describe(args.server, args.model)?;
     let version = args
         .version
         .clone()
@@ -104,12 +213,16 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
     let mut parts = Vec::new();
     let mut shas = serde_json::Map::new();
     match &args.component {
-        Some(path) => {
+        ComponentSource::Upload(path) => {
             let (part, sha) = file_part(&boundary, "component", path)?;
             parts.push(part);
             shas.insert("component_sha256".into(), json!(sha));
         }
-        None => {
+        ComponentSource::Stored(sha) => {
+            parts.push(text_part(&boundary, "component_sha256", sha));
+            shas.insert("component_sha256".into(), json!(sha));
+        }
+        ComponentSource::Current => {
             let Some(d) = &description else {
                 bail!(
                     "model `{}` is unknown to the server: push a component first",
@@ -145,6 +258,13 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
         let (part, sha) = file_part(&boundary, &format!("graph:{name}"), path)?;
         parts.push(part);
         shas.insert(format!("graph {name} sha256"), json!(sha));
+    }
+    if let Some(limits) = args.limits {
+        parts.push(text_part(
+            &boundary,
+            "limits",
+            &serde_json::to_string(limits).expect("limits serialise"),
+        ));
     }
 
     let total: u64 = parts
@@ -201,7 +321,7 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
 
     let spinner = ProgressBar::new_spinner().with_message("compiling, initialising, self-testing");
     spinner.enable_steady_tick(Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(args.wait_seconds);
+    let deadline = Instant::now() + args.wait;
     let outcome = loop {
         let d = describe(&args.server, &args.model)?.context("the model disappeared")?;
         let v = d["versions"].as_array().and_then(|vs| {
@@ -214,7 +334,7 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
             None => bail!("version {version} disappeared while loading"),
             _ if Instant::now() > deadline => bail!(
                 "version {version} was not ready within {} s",
-                args.wait_seconds
+                args.wait.as_secs()
             ),
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
@@ -226,7 +346,10 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
                 "  state             failed: {}",
                 outcome["reason"].as_str().unwrap_or("?")
             );
-            return Ok(1);
+            return Ok(Pushed {
+                version,
+                description: outcome,
+            });
         }
         _ => {
             let tests = &outcome["self_tests"];
@@ -234,7 +357,7 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
                 tests["passed"], tests["worst_delta"].as_f64().unwrap_or(0.0), outcome["load_seconds"].as_f64().unwrap_or(0.0));
         }
     }
-    if let Some(alias) = &args.alias {
+    if let Some(alias) = args.alias {
         answer(
             args.server
                 .request("PUT", &format!("/v1/models/{}/aliases/{alias}", args.model))
@@ -243,5 +366,8 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
         )?;
         println!("  alias             {alias} → {version}");
     }
-    Ok(0)
+    Ok(Pushed {
+        version,
+        description: outcome,
+    })
 }

@@ -1,7 +1,8 @@
-//! `ferry test FILE.wasm`: what the host will do when the version loads, done locally and reported
-//! case by case.
+//! `ferry test [FILE.wasm]`: what the host will do when the version loads, done locally and reported
+//! case by case. Inside a project, with no component named, the project's component (built first when
+//! a source is newer) with the files and limits its `ferry.toml` names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use super::CacheArgs;
 use crate::engine::EngineSettings;
 use crate::host_api::graph::{GraphFile, GraphOptions, VersionGraphs};
+use crate::registry::VersionLimits;
 use crate::runtime::{
     ModelInstance, ModelLimits, ModelMetadata, ModelRuntime, StartMode, Startup, TensorSpec,
     VersionCode,
@@ -19,8 +21,8 @@ use crate::tensor::datatype_name;
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// The model component (`.wasm`).
-    component: PathBuf,
+    /// The model component (`.wasm`) [default: the project's, built when a source is newer].
+    component: Option<PathBuf>,
     #[command(flatten)]
     files: super::VersionFiles,
     /// Limits to run under (JSON, the fields of a model's limits); defaults otherwise.
@@ -30,19 +32,57 @@ pub struct TestArgs {
     cache: CacheArgs,
 }
 
-fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<i32> {
-    let bytes = read(&args.component, "component")?;
-    let weights = args
-        .files
+    let project = super::project::Project::find(Path::new("."))?;
+    let (component, files, project_limits) = match (args.component.clone(), &project) {
+        (Some(component), project) => (
+            component,
+            match project {
+                // A component named by hand still takes the project's files where no flag names one.
+                Some(p) => p.files_with(&args.files),
+                None => args.files.clone(),
+            },
+            project.as_ref().and_then(|p| p.limits.clone()),
+        ),
+        (None, Some(p)) => (
+            super::build::up_to_date(p, &args.cache)?,
+            p.files_with(&args.files),
+            p.limits.clone(),
+        ),
+        (None, None) => anyhow::bail!(
+            "name the component to test (`ferry test FILE.wasm`), or run `ferry test` inside a model \
+             project (made by `ferry new`)"
+        ),
+    };
+    test(
+        &component,
+        &files,
+        args.limits.as_deref(),
+        project_limits,
+        &args.cache,
+    )
+}
+
+/// Tests `component` with `files` under the limits in the `limits_file` (else the defaults lowered to
+/// `project_limits`); the exit code is 0 when every case passes.
+pub fn test(
+    component: &Path,
+    files: &super::VersionFiles,
+    limits_file: Option<&Path>,
+    project_limits: Option<VersionLimits>,
+    cache: &CacheArgs,
+) -> anyhow::Result<i32> {
+    let bytes = read(component, "component")?;
+    let weights = files
         .weights
         .as_ref()
         .map(|p| read(p, "weights"))
         .transpose()?;
-    let config = match &args.files.config {
+    let config = match &files.config {
         Some(p) => {
             let text = String::from_utf8(read(p, "config")?).context("the config is not UTF-8")?;
             serde_json::from_str::<serde_json::Value>(&text)
@@ -51,13 +91,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         }
         None => "{}".to_owned(),
     };
-    let tests_file = match &args.files.tests {
+    let tests_file = match &files.tests {
         Some(p) => {
             Some(String::from_utf8(read(p, "tests file")?).context("the tests file is not UTF-8")?)
         }
         None => None,
     };
-    if let Some(p) = &args.files.profile {
+    if let Some(p) = &files.profile {
         let profile = crate::drift::profile::Profile::parse(&read(p, "profile")?)
             .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         println!(
@@ -67,10 +107,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
             profile.rows
         );
     }
-    let limits: ModelLimits = match &args.limits {
+    let limits: ModelLimits = match limits_file {
         Some(p) => serde_json::from_slice(&read(p, "limits")?)
             .with_context(|| format!("limits in {}", p.display()))?,
-        None => ModelLimits::default(),
+        // As a host with the default configuration runs the version: its limits, lowered where the
+        // project asks for less.
+        None => crate::registry::version_limits::clamp(
+            &ModelLimits::default(),
+            crate::config::HostConfig::default().host.cpu_share,
+            project_limits.as_ref(),
+        ),
     };
     let limits = ModelLimits {
         memory_bytes: limits
@@ -79,13 +125,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         ..limits
     };
 
-    let graphs = if args.files.graphs.is_empty() {
+    let graphs = if files.graphs.is_empty() {
         None
     } else {
-        let mut files = Vec::new();
-        for (name, path) in &args.files.graphs {
+        let mut graph_files = Vec::new();
+        for (name, path) in &files.graphs {
             let bytes = read(path, &format!("graph `{name}`"))?;
-            files.push(GraphFile {
+            graph_files.push(GraphFile {
                 name: name.clone(),
                 sha256: crate::stamps::sha256_hex(&bytes),
                 bytes: bytes.into(),
@@ -93,10 +139,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         }
         let options = GraphOptions::from_config(&config)?;
         let started = Instant::now();
-        let graphs = VersionGraphs::load(files, &options, limits.graph_threads)?;
+        let graphs = VersionGraphs::load(graph_files, &options, limits.graph_threads)?;
         println!(
             "  graphs     {} by {} ({:.1} MB in memory; loaded in {:.1?})",
-            args.files
+            files
                 .graphs
                 .iter()
                 .map(|(n, _)| format!("`{n}`"))
@@ -110,13 +156,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     };
     let runtime = ModelRuntime::new(
         EngineSettings {
-            cache_dir: args.cache.dir(),
+            cache_dir: cache.dir(),
             total_instances: 8,
             ..Default::default()
         },
         true,
     )?;
-    println!("ferry test {}", args.component.display());
+    println!("ferry test {}", component.display());
 
     let component_sha = crate::stamps::sha256_hex(&bytes);
     // As the host does: `init` once, then a snapshot of the initialised instance that the self-tests
@@ -141,7 +187,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
             match cause.strip_prefix("compiling: ") {
                 Some(why) => anyhow::anyhow!(
                     "{} is not a usable Ferry model: {why}",
-                    args.component.display()
+                    component.display()
                 ),
                 None => anyhow::anyhow!(
                     "init failed: {}\n  init runs with the version's --config and --weights: check \

@@ -1,7 +1,9 @@
-//! `ferry build [PATH]`: builds a model project — Rust (`Cargo.toml`) or Python (`pyproject.toml` with a
-//! `[tool.ferry]` table) — into a component at `PATH/target/ferry/NAME.wasm`, installing the toolchain
-//! piece it needs, then checks the component against the contract and reports its size and exports.
+//! `ferry build [PATH]`: builds a model project — Rust (`Cargo.toml`), Python (`pyproject.toml` with a
+//! `[tool.ferry]` table) or JavaScript (`ferry.toml` naming the entry module) — into a component at
+//! `PATH/target/ferry/NAME.wasm`, installing the toolchain piece it needs, then checks the component
+//! against the contract and reports its size and exports.
 
+mod js;
 mod python;
 mod rust;
 
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use super::project::{Language, Project};
 use super::CacheArgs;
 use crate::engine::EngineSettings;
 use crate::runtime::ModelRuntime;
@@ -36,20 +39,46 @@ fn read_manifest(path: &Path) -> anyhow::Result<toml::Table> {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<i32> {
-    let started = Instant::now();
-    let out = if args.path.join("Cargo.toml").exists() {
-        rust::build(&args.path)?
-    } else if args.path.join("pyproject.toml").exists() {
-        python::build(&args.path)?
-    } else {
+    let Some(project) = Project::find(&args.path)? else {
         bail!(
-            "{} has neither a Cargo.toml nor a pyproject.toml: not a model project \
-             (create one with `ferry new NAME [--lang rust|python]`)",
+            "{} is not in a model project: no ferry.toml, Cargo.toml or pyproject.toml \
+             (create one with `ferry new NAME [--lang rust|python|js]`)",
             args.path.display()
         );
     };
-    check(&out, started.elapsed(), &args.cache)?;
+    build(&project, &args.cache)?;
     Ok(0)
+}
+
+/// Builds `project` and checks the component against the contract; returns the component's path.
+pub fn build(project: &Project, cache: &CacheArgs) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let out = match project.language {
+        Language::Rust => rust::build(&project.dir)?,
+        Language::Python => python::build(&project.dir)?,
+        Language::Js => js::build(project)?,
+    };
+    if out != project.component() {
+        bail!(
+            "the build wrote {} but the project's component is {}: the name in ferry.toml must be the \
+             package's name",
+            out.display(),
+            project.component().display()
+        );
+    }
+    check(&out, started.elapsed(), cache)?;
+    Ok(out)
+}
+
+/// The project's component, built first when it is missing or a source is newer than it.
+pub fn up_to_date(project: &Project, cache: &CacheArgs) -> anyhow::Result<PathBuf> {
+    match project.stale() {
+        Some(why) => {
+            println!("building {} ({why})", project.name);
+            build(project, cache)
+        }
+        None => Ok(project.component()),
+    }
 }
 
 /// Loads the built component as the host would and reports what it exports.

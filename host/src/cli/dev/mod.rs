@@ -1,0 +1,382 @@
+//! `ferry dev`: the inner loop of a model author. Builds the project, starts a local host (the real
+//! `ferry serve`, on an empty store of its own, so the sandbox and limits are production's), loads the
+//! project as a version, prints its self-tests and a `curl` with the project's example request, then
+//! watches the project: a source change rebuilds, re-tests and hot-swaps; a change to the weights or
+//! tests alone reloads without a rebuild. A broken build or a failing self-test keeps the last good
+//! version serving and shows why. Ctrl-C stops the host and everything else it started.
+
+mod host;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::client::ServerArgs;
+use super::project::Project;
+use super::push::{component_from, push, Push};
+use super::CacheArgs;
+use host::DevHost;
+use watch::{Change, Snapshot};
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Address the local host listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Host configuration (TOML) for the local host [default: a production host's defaults].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// The alias the loaded version serves under, as in production.
+const ALIAS: &str = "production";
+
+/// Set by SIGINT or SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The local host's pid, stopped by the signal watcher so that a wait for a load ends at once.
+static HOST_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: all a signal handler may safely do.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_stop_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+    }
+    // A stop arriving while the loop waits on a build or a load: end the host now, so the wait ends
+    // with it instead of after the load.
+    std::thread::spawn(|| loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if STOP.load(Ordering::SeqCst) {
+            let pid = HOST_PID.load(Ordering::SeqCst);
+            if pid > 0 {
+                // SAFETY: kill(2) on the host's pid, which `ferry dev` has not reaped yet (it reaps
+                // only after this thread's store of 0 is no longer read: the process then exits).
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            return;
+        }
+    });
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<i32> {
+    let project = Project::find(&args.path)?.with_context(|| {
+        format!(
+            "{} is not in a model project (create one with `ferry new NAME [--lang rust|python|js]`)",
+            args.path.display()
+        )
+    })?;
+    catch_stop_signals();
+    let store = project.dir.join("target/ferry/dev-store");
+    let mut host = DevHost::start(args.listen, &store, args.config.as_ref())?;
+    HOST_PID.store(host.pid() as i32, Ordering::SeqCst);
+    println!(
+        "ferry dev: serving {} ({:?}) on {} — Ctrl-C stops",
+        project.name, project.language, host.url
+    );
+    let mut session = Session {
+        server: ServerArgs {
+            server: host.url.clone(),
+            token: None,
+        },
+        project,
+        cache: args.cache,
+        serving: None,
+        pushed: Vec::new(),
+        last_inputs: None,
+        serving_inputs: None,
+    };
+    let mut seen = Snapshot::take(&session.project);
+    session.reload(Change::Manifest);
+    println!("watching {} for changes", session.project.dir.display());
+    while !stopping() {
+        if !host.running() {
+            if stopping() {
+                break;
+            }
+            anyhow::bail!("the local host stopped (its message is above)");
+        }
+        std::thread::sleep(watch::POLL);
+        let now = Snapshot::take(&session.project);
+        if let Some(change) = now.change_since(&seen) {
+            // Taken before the reload: a save during the build is seen on the next round.
+            seen = watch::settle(&session.project, now);
+            session.reload(change);
+            if change == Change::Manifest {
+                seen = Snapshot::take(&session.project);
+            }
+        }
+    }
+    HOST_PID.store(0, Ordering::SeqCst);
+    host.stop();
+    println!("\nferry dev: stopped the local host");
+    Ok(0)
+}
+
+/// The loop's state.
+struct Session {
+    server: ServerArgs,
+    project: Project,
+    cache: CacheArgs,
+    /// The version the alias points at.
+    serving: Option<String>,
+    /// Versions loaded this session, oldest first.
+    pushed: Vec<String>,
+    /// What the last version loaded was made of (component and files, by sha256): a change that
+    /// leaves them the same (a save without an edit, a build that rewrote `Cargo.lock`) loads nothing.
+    last_inputs: Option<String>,
+    /// What the serving version is made of: going back to it (undoing an edit that failed) loads
+    /// nothing either.
+    serving_inputs: Option<String>,
+}
+
+impl Session {
+    fn still_serving(&self) -> String {
+        match &self.serving {
+            Some(v) => format!("version {v} keeps serving"),
+            None => "nothing serves yet; fix it and save".to_owned(),
+        }
+    }
+
+    /// Builds when sources changed, loads a version, swaps the alias when it is ready.
+    fn reload(&mut self, change: Change) {
+        if stopping() {
+            return;
+        }
+        if change == Change::Manifest {
+            match Project::find(&self.project.dir) {
+                Ok(Some(p)) if p.name == self.project.name => self.project = p,
+                Ok(Some(p)) => {
+                    println!(
+                        "ferry.toml now names model `{}`; restart `ferry dev` to serve it ({})",
+                        p.name,
+                        self.still_serving()
+                    );
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    println!("✗ ferry.toml: {e:#} — {}", self.still_serving());
+                    return;
+                }
+            }
+        }
+        let component = if change == Change::VersionFiles && self.project.stale().is_none() {
+            self.project.component()
+        } else {
+            println!("\n— building {}", self.project.name);
+            match super::build::build(&self.project, &self.cache) {
+                Ok(path) => path,
+                Err(e) => {
+                    println!("✗ build failed: {e:#}\n  {}", self.still_serving());
+                    return;
+                }
+            }
+        };
+        if stopping() {
+            return;
+        }
+        let files = self.project.files.clone();
+        let inputs = match inputs_key(&component, &self.project) {
+            Ok(key) => key,
+            Err(e) => {
+                println!("✗ {e:#} — {}", self.still_serving());
+                return;
+            }
+        };
+        if self.last_inputs.as_deref() == Some(inputs.as_str())
+            || self.serving_inputs.as_deref() == Some(inputs.as_str())
+        {
+            println!(
+                "  nothing a version is made of changed since the last load, or since the serving version: {}",
+                self.still_serving()
+            );
+            self.last_inputs = Some(inputs);
+            return;
+        }
+        println!("— loading {}", self.project.name);
+        let result =
+            component_from(&self.server, &self.project.name, &component).and_then(|source| {
+                push(Push {
+                    server: &self.server,
+                    model: &self.project.name,
+                    version: None,
+                    component: source,
+                    files: &files,
+                    limits: self.project.limits.as_ref(),
+                    alias: Some(ALIAS),
+                    wait: Duration::from_secs(600),
+                })
+            });
+        let pushed = match result {
+            Ok(p) => p,
+            Err(e) => {
+                if !stopping() {
+                    println!("✗ loading failed: {e:#} — {}", self.still_serving());
+                }
+                return;
+            }
+        };
+        self.last_inputs = Some(inputs.clone());
+        self.pushed.push(pushed.version.clone());
+        print_self_tests(&pushed.description);
+        if !pushed.ready() {
+            println!(
+                "✗ version {} did not load — {}",
+                pushed.version,
+                self.still_serving()
+            );
+            return;
+        }
+        let previous = self.serving.replace(pushed.version.clone());
+        self.serving_inputs = Some(inputs);
+        println!("✓ version {} serves `{ALIAS}`", pushed.version);
+        self.forget_all_but(&pushed.version, previous.as_deref());
+        self.show_example();
+    }
+
+    /// Deletes the versions this session loaded but `keep` and `previous` (kept one swap longer, for
+    /// requests still in flight on it), so a long session holds two versions, not hundreds.
+    fn forget_all_but(&mut self, keep: &str, previous: Option<&str>) {
+        let mut kept = Vec::new();
+        for version in std::mem::take(&mut self.pushed) {
+            if version == keep || Some(version.as_str()) == previous {
+                kept.push(version);
+                continue;
+            }
+            let path = format!("/v1/models/{}/versions/{version}", self.project.name);
+            if let Err(e) = self.server.request("DELETE", &path).call() {
+                println!("  (could not delete old version {version}: {e})");
+                kept.push(version);
+            }
+        }
+        self.pushed = kept;
+    }
+
+    /// Prints a ready-to-paste `curl` for the project's example request, and the answer to it.
+    fn show_example(&self) {
+        let Some((route, body)) = example_request(&self.project) else {
+            println!(
+                "  (no example request: add example-request.json, or a case to the tests file, to get a curl here)"
+            );
+            return;
+        };
+        let url = format!("{}{route}", self.server.server);
+        let text = body.to_string();
+        println!(
+            "  curl -s -X POST {url} -H 'content-type: application/json' -d '{}'",
+            text.replace('\'', r"'\''")
+        );
+        let answer = ureq::post(&url)
+            .timeout(Duration::from_secs(30))
+            .set("content-type", "application/json")
+            .send_string(&text);
+        match answer {
+            Ok(r) => println!("  → {}", r.into_string().unwrap_or_default().trim_end()),
+            Err(ureq::Error::Status(code, r)) => println!(
+                "  → HTTP {code}: {}",
+                r.into_string().unwrap_or_default().trim_end()
+            ),
+            Err(e) => println!("  → {e}"),
+        }
+    }
+}
+
+/// The sha256s of what a version is made of, as one string.
+fn inputs_key(component: &Path, project: &Project) -> anyhow::Result<String> {
+    let mut hasher = Sha256::new();
+    for path in std::iter::once(component.to_path_buf()).chain(
+        project
+            .version_file_stamps()
+            .into_iter()
+            .map(|(path, _, _)| path),
+    ) {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        hasher.update(path.to_string_lossy().as_bytes());
+        hasher.update(Sha256::digest(&bytes));
+    }
+    hasher.update(serde_json::to_vec(&project.limits).unwrap_or_default());
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The version's self-tests, case by case, as the host ran them (`push` has printed its state, and
+/// why it failed).
+fn print_self_tests(version: &Value) {
+    let tests = &version["self_tests"];
+    let cases = tests["cases"].as_array().cloned().unwrap_or_default();
+    let width = cases
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::len))
+        .max()
+        .unwrap_or(0);
+    for case in &cases {
+        let passed = case["passed"].as_bool().unwrap_or(false);
+        println!(
+            "  {}  {:width$}  max|Δ| {:.2e}",
+            if passed { "PASS" } else { "FAIL" },
+            case["name"].as_str().unwrap_or("?"),
+            case["worst_delta"].as_f64().unwrap_or(0.0),
+        );
+        if !passed {
+            println!("        {}", case["detail"].as_str().unwrap_or_default());
+        }
+    }
+    if tests.is_object() {
+        println!("  {} passed, {} failed", tests["passed"], tests["failed"]);
+    }
+}
+
+/// The project's example request: `example-request.json` when it has one, else the first case of its
+/// tests file. Returns the route and the body.
+fn example_request(project: &Project) -> Option<(String, Value)> {
+    let name = &project.name;
+    let route_for = |body: &Value| {
+        if body.get("inputs").is_some_and(Value::is_array) {
+            format!("/v2/models/{name}/infer")
+        } else {
+            format!("/v1/models/{name}/predict")
+        }
+    };
+    let read =
+        |path: &Path| -> Option<Value> { serde_json::from_slice(&std::fs::read(path).ok()?).ok() };
+    if let Some(body) = read(&project.dir.join("example-request.json")) {
+        return Some((route_for(&body), body));
+    }
+    let tests = read(project.files.tests.as_ref()?)?;
+    let case = tests["cases"].as_array()?.first()?.clone();
+    if let Some(request) = case.get("request") {
+        return Some((format!("/v1/models/{name}/predict"), request.clone()));
+    }
+    let inputs = case.get("inputs")?;
+    Some((
+        format!("/v2/models/{name}/infer"),
+        serde_json::json!({ "inputs": inputs }),
+    ))
+}
