@@ -149,7 +149,15 @@ function guarded(call, body) {
   try {
     return body();
   } catch (error) {
-    throw failure(call, error);
+    let answer;
+    try {
+      answer = failure(call, error);
+    } catch {
+      // A thrown value whose getters throw too (a Proxy, a hostile `payload`): still an answer, never
+      // a trap that would cost the instance.
+      answer = { tag: 'internal', val: `${call} threw a value that could not be described` };
+    }
+    throw answer;
   }
 }
 

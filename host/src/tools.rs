@@ -46,8 +46,11 @@ fn install_once(
     }
     std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
     let lock = std::fs::File::create(tools.join(format!(".{name}.lock")))?;
-    lock.lock()
-        .with_context(|| format!("waiting for another ferry's install of {what}"))?;
+    if lock.try_lock().is_err() {
+        eprintln!("waiting for another ferry's install of {what}");
+        lock.lock()
+            .with_context(|| format!("waiting for another ferry's install of {what}"))?;
+    }
     if installed_mark.exists() {
         return Ok(dir);
     }

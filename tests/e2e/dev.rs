@@ -156,6 +156,41 @@ fn dev_hot_swaps_source_and_weights_changes_and_keeps_the_last_good_version() {
     );
     dev.answers("dev-eta", &request, want, "1");
 
+    // A second `ferry dev` on the same project, or on a taken port, says so and starts nothing.
+    let out = author_env(
+        Command::new(ferry_bin())
+            .args(["dev", "--listen", "127.0.0.1:1"])
+            .current_dir(&project),
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("another `ferry dev` is serving this project"),
+        "{out:?}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = author_env(
+        Command::new(ferry_bin())
+            .args(["new", "other"])
+            .current_dir(elsewhere.path()),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = author_env(
+        Command::new(ferry_bin())
+            .args(["dev", "--listen", dev.base.trim_start_matches("http://")])
+            .current_dir(elsewhere.path().join("other")),
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("is taken"),
+        "{out:?}"
+    );
+
     // A source change (and the tests that go with it): rebuilt, self-tested, swapped in.
     let lib = project.join("src/lib.rs");
     let source = std::fs::read_to_string(&lib).unwrap();

@@ -14,6 +14,9 @@ pub struct ServerArgs {
     /// $FERRY_TOKEN, else $FERRY_ADMIN_TOKEN].
     #[arg(long)]
     pub token: Option<String>,
+    /// Send no token at all, not even one from the environment (`ferry dev`'s own host).
+    #[arg(skip)]
+    pub anonymous: bool,
 }
 
 /// Where a token comes from without `--token`, first found first: a team's token, then the admin
@@ -23,6 +26,9 @@ const TOKEN_VARIABLES: [&str; 2] = ["FERRY_TOKEN", "FERRY_ADMIN_TOKEN"];
 impl ServerArgs {
     /// The token to send: `--token`, else the first of [`TOKEN_VARIABLES`] that is set.
     pub fn token(&self) -> Option<String> {
+        if self.anonymous {
+            return None;
+        }
         self.token.clone().filter(|t| !t.is_empty()).or_else(|| {
             TOKEN_VARIABLES
                 .iter()

@@ -85,13 +85,20 @@ pub struct Project {
     pub limits: Option<VersionLimits>,
 }
 
-/// Folders a source walk never enters: build output, installed packages, caches, version control.
-const SKIPPED: [&str; 4] = ["target", "node_modules", "__pycache__", "training"];
+/// Folders a source walk does not enter at the project's root: build output and training code.
+const SKIPPED: [&str; 2] = ["target", "training"];
+/// Folders it enters nowhere: installed packages, and the caches an interpreter writes while a build
+/// imports the model (which would otherwise look like edits).
+const NEVER: [&str; 2] = ["node_modules", "__pycache__"];
 
 impl Project {
-    /// The project `start` is in: the nearest enclosing folder with a `ferry.toml` that has a
-    /// `[model]` table (a host's configuration file may be called `ferry.toml` too), else `start`
-    /// itself when it holds a `Cargo.toml` or a `pyproject.toml`. `None` outside any project.
+    /// The project `start` is in: `start` itself when it has a `ferry.toml` with a `[model]` table
+    /// (a host's configuration may be called `ferry.toml` too), or a `Cargo.toml` or `pyproject.toml`
+    /// naming a package (a project made before the manifest); else the nearest enclosing folder with
+    /// a project's `ferry.toml`, as `ferry test` run from `src/` expects. The climb stops at a
+    /// repository's root (a `.git`), and skips manifests this user does not own (a `/tmp/ferry.toml`
+    /// planted by someone else must not decide what `ferry push` sends) or cannot read. `None`
+    /// outside any project.
     pub fn find(start: &Path) -> anyhow::Result<Option<Project>> {
         let start = if start.as_os_str().is_empty() {
             Path::new(".")
@@ -100,17 +107,33 @@ impl Project {
         };
         let absolute =
             std::path::absolute(start).with_context(|| format!("resolving {}", start.display()))?;
-        for dir in absolute.ancestors() {
-            let manifest = dir.join(MANIFEST);
-            if manifest.is_file() && is_project_manifest(&manifest)? {
-                return Project::read(&relative_to_cwd(dir)).map(Some);
-            }
+        let manifest = start.join(MANIFEST);
+        // Where the user stands, a manifest that does not parse is an error to show.
+        if manifest.is_file() && is_project_manifest(&manifest)? {
+            return Project::read(start).map(Some);
         }
         if start.join("Cargo.toml").is_file() {
-            return legacy(start, Language::Rust);
+            if let Some(p) = legacy(start, Language::Rust)? {
+                return Ok(Some(p));
+            }
         }
         if start.join("pyproject.toml").is_file() {
-            return legacy(start, Language::Python);
+            if let Some(p) = legacy(start, Language::Python)? {
+                return Ok(Some(p));
+            }
+        }
+        for dir in absolute.ancestors().skip(1) {
+            let manifest = dir.join(MANIFEST);
+            if manifest.is_file() && owned_by_me(&manifest) {
+                match is_project_manifest(&manifest) {
+                    Ok(true) => return Project::read(&relative_to_cwd(dir)).map(Some),
+                    Ok(false) => {}
+                    Err(e) => eprintln!("warning: skipping {}: {e:#}", manifest.display()),
+                }
+            }
+            if dir.join(".git").exists() {
+                break;
+            }
         }
         Ok(None)
     }
@@ -168,6 +191,26 @@ impl Project {
             .join(format!("{}.wasm", self.name))
     }
 
+    /// Warns about version files the manifest names outside the project: `ferry push` uploads them,
+    /// and a cloned project's `weights = "/home/me/.aws/credentials"` should not pass unseen.
+    pub fn warn_about_files_outside(&self) {
+        let Ok(root) = std::fs::canonicalize(&self.dir) else {
+            return;
+        };
+        for path in self.version_file_paths() {
+            if let Ok(real) = std::fs::canonicalize(&path) {
+                if !real.starts_with(&root) {
+                    eprintln!(
+                        "warning: ferry.toml names {}, outside the project {}; it is uploaded with the \
+                         version",
+                        real.display(),
+                        root.display()
+                    );
+                }
+            }
+        }
+    }
+
     /// `flags` where given, else the manifest's files.
     pub fn files_with(&self, flags: &VersionFiles) -> VersionFiles {
         VersionFiles {
@@ -189,7 +232,7 @@ impl Project {
         let version_files: Vec<PathBuf> = self.version_file_paths();
         let mut out = Vec::new();
         for source in &self.sources {
-            walk(&self.dir.join(source), &mut out);
+            walk(&self.dir, &self.dir.join(source), &mut out);
         }
         out.retain(|(p, _, _)| !version_files.contains(p));
         out.sort();
@@ -222,18 +265,103 @@ impl Project {
             .collect()
     }
 
-    /// Why the component must be built again (it is missing, or a source is newer), or `None` when
-    /// it is up to date.
-    pub fn stale(&self) -> Option<String> {
-        let built = match std::fs::metadata(self.component()).and_then(|m| m.modified()) {
-            Ok(t) => t,
-            Err(_) => return Some(format!("{} is not built", self.component().display())),
+    /// The sha256 of every source, by path, and of the manifest and the `ferry` release: what a build
+    /// was made from (a new `entry` in `ferry.toml`, or a `ferry` with another built-in SDK, builds
+    /// again).
+    pub fn source_digests(&self) -> SourceDigests {
+        let digest = |path: &Path| {
+            // A file that vanished between the listing and the read counts as changed.
+            std::fs::read(path)
+                .map(|bytes| crate::stamps::sha256_hex(&bytes))
+                .unwrap_or_default()
         };
-        self.source_files()
+        let mut digests: BTreeMap<String, String> = self
+            .source_files()
             .into_iter()
-            .find(|(_, modified, _)| *modified > built)
-            .map(|(path, _, _)| format!("{} changed", path.display()))
+            .map(|(path, _, _)| (path.to_string_lossy().into_owned(), digest(&path)))
+            .collect();
+        let manifest = self.dir.join(MANIFEST);
+        if manifest.is_file() {
+            digests.insert(manifest.to_string_lossy().into_owned(), digest(&manifest));
+        }
+        digests.insert(
+            FERRY_RELEASE.to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        );
+        SourceDigests(digests)
     }
+
+    /// Sources a build writes itself (Rust's first build writes `Cargo.lock`): recorded as they are
+    /// after the build, or the next command would see them changed and build again.
+    fn written_by_build(&self) -> Vec<String> {
+        match self.language {
+            Language::Rust => vec![self.dir.join("Cargo.lock").to_string_lossy().into_owned()],
+            Language::Python | Language::Js => Vec::new(),
+        }
+    }
+
+    /// Where a build records the digests of the sources it was made from.
+    fn build_record(&self) -> PathBuf {
+        self.component().with_extension("sources.json")
+    }
+
+    /// Records that the component was built from `sources` (digests taken before the build began,
+    /// so a save during the build leaves the component stale).
+    pub fn record_build(&self, sources: &SourceDigests) -> anyhow::Result<()> {
+        let mut record = sources.0.clone();
+        let after = self.source_digests().0;
+        for path in self.written_by_build() {
+            match after.get(&path) {
+                Some(sha) => record.insert(path, sha.clone()),
+                None => record.remove(&path),
+            };
+        }
+        let path = self.build_record();
+        std::fs::write(&path, serde_json::to_vec(&record)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Why the component must be built again (it is missing, or a source differs from what it was
+    /// built from), or `None` when it is up to date. By content, not modification times: a file put
+    /// back with an older time (`cp -p`, an archive, another checkout) is still seen.
+    pub fn stale(&self) -> Option<String> {
+        if !self.component().is_file() {
+            return Some(format!("{} is not built", self.component().display()));
+        }
+        let built: Option<BTreeMap<String, String>> = std::fs::read(self.build_record())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let Some(built) = built else {
+            return Some("its sources were not recorded when it was built".to_owned());
+        };
+        let now = self.source_digests().0;
+        if let Some((path, _)) = now.iter().find(|(p, sha)| built.get(*p) != Some(sha)) {
+            return Some(if built.contains_key(path) {
+                format!("{path} changed")
+            } else {
+                format!("{path} is new")
+            });
+        }
+        built
+            .keys()
+            .find(|p| !now.contains_key(*p))
+            .map(|path| format!("{path} was removed"))
+    }
+}
+
+/// The key under which a build record names the `ferry` release that made it.
+const FERRY_RELEASE: &str = "ferry release";
+
+/// The sha256s of a project's sources, by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDigests(BTreeMap<String, String>);
+
+/// Whether this process's user owns `path`.
+fn owned_by_me(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == me)
 }
 
 /// Whether a `ferry.toml` is a project's (it has a `[model]` table) rather than, say, a host's
@@ -285,30 +413,64 @@ fn root_files(dir: &Path, ext: &str, also: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Adds `path` (a file, or every file below a folder) to `out`.
-fn walk(path: &Path, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    if meta.is_file() {
-        out.push((
-            path.to_path_buf(),
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            meta.len(),
-        ));
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || SKIPPED.contains(&name.as_ref()) {
+/// Most files a project's sources may hold: past it the walk stops (and says so), so that a `sources`
+/// entry naming a huge folder costs a bounded amount every time the project is looked at.
+const MAX_SOURCE_FILES: usize = 10_000;
+
+/// Adds `path` (a file, or every file below a folder) to `out`. Symbolic links to folders below a
+/// listed folder are not followed (a link back up would loop forever); links to files are. Hidden
+/// entries and [`NEVER`] are skipped everywhere; [`SKIPPED`] only at the project's root (`root`),
+/// where a `sources = ["."]` would otherwise take in build output.
+fn walk(root: &Path, path: &Path, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
+    let mut folders = vec![path.to_path_buf()];
+    let mut first = true;
+    while let Some(folder) = folders.pop() {
+        let Ok(meta) = std::fs::metadata(&folder) else {
+            continue;
+        };
+        if meta.is_file() {
+            if out.len() >= MAX_SOURCE_FILES {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "warning: more than {MAX_SOURCE_FILES} source files under {}; the rest are \
+                         not watched (narrow [build] sources in ferry.toml)",
+                        path.display()
+                    )
+                });
+                return;
+            }
+            out.push((
+                folder,
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            ));
             continue;
         }
-        walk(&entry.path(), out);
+        if !meta.is_dir() || (!first && is_symlink(&folder)) {
+            continue;
+        }
+        first = false;
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let at_root = folder == root;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                || NEVER.contains(&name.as_ref())
+                || (at_root && SKIPPED.contains(&name.as_ref()))
+            {
+                continue;
+            }
+            folders.push(entry.path());
+        }
     }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// A project made before the manifest; `None` when the file names no package (a Cargo workspace's
@@ -384,6 +546,36 @@ mod tests {
             format!("{} is not built", p.component().display())
         );
 
+        // Built: up to date until a source's content changes, whatever its modification time.
+        write(dir.path(), "target/ferry/eta.wasm", "");
+        p.record_build(&p.source_digests()).unwrap();
+        assert_eq!(p.stale(), None);
+        let lib = dir.path().join("src/lib.rs");
+        let old_time = std::fs::metadata(&lib).unwrap().modified().unwrap();
+        write(dir.path(), "src/lib.rs", "fn changed() {}");
+        std::fs::File::options()
+            .write(true)
+            .open(&lib)
+            .unwrap()
+            .set_modified(old_time - std::time::Duration::from_secs(3600))
+            .unwrap();
+        let why = p.stale().unwrap();
+        assert!(why.ends_with("lib.rs changed"), "{why}");
+        write(dir.path(), "src/lib.rs", "");
+        assert_eq!(p.stale(), None);
+        // `target` is skipped at the root only; a new file is a change; a link back up is not
+        // followed.
+        write(dir.path(), "src/target/kept.rs", "");
+        let why = p.stale().unwrap();
+        assert!(why.ends_with("kept.rs is new"), "{why}");
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("src/loop")).unwrap();
+        assert_eq!(p.source_files().len(), 3);
+        // The first build of a Rust project writes Cargo.lock: recorded as the build left it.
+        let before = p.source_digests();
+        write(dir.path(), "Cargo.lock", "# written by cargo");
+        p.record_build(&before).unwrap();
+        assert_eq!(p.stale(), None);
+
         write(
             dir.path(),
             MANIFEST,
@@ -412,5 +604,37 @@ mod tests {
         assert!(p.files.weights.is_some() && p.files.tests.is_none());
         write(dir.path(), "w/Cargo.toml", "[workspace]\nmembers = []\n");
         assert!(Project::find(&dir.path().join("w")).unwrap().is_none());
+    }
+
+    #[test]
+    fn where_the_user_stands_wins_over_a_parent_manifest_and_a_broken_parent_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            MANIFEST,
+            "[model]\nname = \"parent\"\nlanguage = \"js\"\n",
+        );
+        write(dir.path(), "old/Cargo.toml", "[package]\nname = \"old\"\n");
+        let p = Project::find(&dir.path().join("old")).unwrap().unwrap();
+        assert_eq!(
+            p.name, "old",
+            "a project's own Cargo.toml, not a manifest above it"
+        );
+        write(dir.path(), "deep/er/x.txt", "");
+        let p = Project::find(&dir.path().join("deep/er")).unwrap().unwrap();
+        assert_eq!(p.name, "parent");
+        // A repository's root ends the climb.
+        std::fs::create_dir_all(dir.path().join("repo/.git")).unwrap();
+        write(dir.path(), "repo/sub/x.txt", "");
+        assert!(Project::find(&dir.path().join("repo/sub"))
+            .unwrap()
+            .is_none());
+        // A manifest above that does not parse is passed over, not an error for `ferry test x.wasm`.
+        write(dir.path(), MANIFEST, "[model\n");
+        assert!(Project::find(&dir.path().join("deep/er"))
+            .unwrap()
+            .is_none());
+        // Where the user stands, it is an error to show.
+        assert!(Project::find(dir.path()).is_err());
     }
 }

@@ -64,6 +64,8 @@ pub struct Push<'a> {
     /// Point this alias at the version once it is ready.
     pub alias: Option<&'a str>,
     pub wait: Duration,
+    /// Checked while waiting for the load: true gives up (`ferry dev`'s Ctrl-C).
+    pub stopped: &'a dyn Fn() -> bool,
 }
 
 /// A pushed version, once the server finished loading it.
@@ -171,7 +173,10 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
     // update of another model.
     let project = project.filter(|p| p.name == model);
     let files = match &project {
-        Some(p) => p.files_with(&args.files),
+        Some(p) => {
+            p.warn_about_files_outside();
+            p.files_with(&args.files)
+        }
         None => args.files.clone(),
     };
     let component = match (&args.component, &project) {
@@ -191,6 +196,7 @@ pub fn run(args: PushArgs) -> anyhow::Result<i32> {
         limits: project.as_ref().and_then(|p| p.limits.as_ref()),
         alias: args.alias.as_deref(),
         wait: Duration::from_secs(args.wait_seconds),
+        stopped: &|| false,
     })?;
     Ok(if pushed.ready() { 0 } else { 1 })
 }
@@ -332,6 +338,7 @@ pub fn push(args: Push) -> anyhow::Result<Pushed> {
         match v.as_ref().and_then(|v| v["state"].as_str()) {
             Some("ready") | Some("failed") | Some("unloaded") => break v.expect("found"),
             None => bail!("version {version} disappeared while loading"),
+            _ if (args.stopped)() => bail!("stopped while version {version} loaded"),
             _ if Instant::now() > deadline => bail!(
                 "version {version} was not ready within {} s",
                 args.wait.as_secs()

@@ -52,7 +52,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<i32> {
 
 /// Builds `project` and checks the component against the contract; returns the component's path.
 pub fn build(project: &Project, cache: &CacheArgs) -> anyhow::Result<PathBuf> {
+    // One build of a project at a time (`ferry dev` and a `ferry push` in another terminal share
+    // the staging folders and the output).
+    let lock_path = project.dir.join("target/ferry/.build.lock");
+    std::fs::create_dir_all(lock_path.parent().expect("the lock has a folder"))?;
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        println!("waiting for another build of {} to finish", project.name);
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
     let started = Instant::now();
+    // Taken before the build: a source saved while it runs leaves the component stale.
+    let sources = project.source_digests();
     let out = match project.language {
         Language::Rust => rust::build(&project.dir)?,
         Language::Python => python::build(&project.dir)?,
@@ -67,10 +80,11 @@ pub fn build(project: &Project, cache: &CacheArgs) -> anyhow::Result<PathBuf> {
         );
     }
     check(&out, started.elapsed(), cache)?;
+    project.record_build(&sources)?;
     Ok(out)
 }
 
-/// The project's component, built first when it is missing or a source is newer than it.
+/// The project's component, built first when it is missing or a source changed since it was built.
 pub fn up_to_date(project: &Project, cache: &CacheArgs) -> anyhow::Result<PathBuf> {
     match project.stale() {
         Some(why) => {

@@ -22,12 +22,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl DevHost {
     /// Starts `ferry serve` on `listen` with an empty store at `store` and the host configuration
-    /// `config` (the defaults without one), and waits until it answers.
+    /// `config` (the defaults without one), and waits until it answers; `None` when stopped first.
     pub fn start(
         listen: SocketAddr,
         store: &Path,
         config: Option<&PathBuf>,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Option<Self>> {
+        // A taken port is said plainly, before anything starts: otherwise whatever listens there
+        // (another `ferry serve`) would answer the readiness check for a host that failed to bind.
+        std::net::TcpListener::bind(listen).with_context(|| {
+            format!("{listen} is taken (another `ferry serve`?): pass --listen 127.0.0.1:PORT")
+        })?;
         if store.exists() {
             std::fs::remove_dir_all(store)
                 .with_context(|| format!("clearing the dev store {}", store.display()))?;
@@ -53,7 +58,8 @@ impl DevHost {
                 std::env::var("FERRY_LOG")
                     .unwrap_or_else(|_| "warn,ferry::guest=info,ferry::registry=off".into()),
             )
-            // A dev host is this user's alone, on loopback: no tokens, whatever the shell exports.
+            // A dev host is this user's, on loopback, open like the guide's `ferry serve`: no
+            // tokens, whatever the shell exports (and `ferry dev` sends none to it).
             .env_remove("FERRY_ADMIN_TOKEN")
             .env_remove("FERRY_TOKENS_FILE")
             .env_remove("FERRY_INFERENCE_TOKEN")
@@ -69,6 +75,10 @@ impl DevHost {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            if super::stopping() {
+                host.stop();
+                return Ok(None);
+            }
             if let Some(status) = host.child.try_wait()? {
                 bail!(
                     "the local host stopped at start ({status}; its message is above): if {listen} is \
@@ -79,18 +89,13 @@ impl DevHost {
                 .timeout(Duration::from_secs(2))
                 .call();
             if live.is_ok() {
-                return Ok(host);
+                return Ok(Some(host));
             }
             if Instant::now() > deadline {
                 bail!("the local host did not answer on {listen} within {START_TIMEOUT:?}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// The host's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Whether the host is still running.
@@ -129,11 +134,16 @@ impl Drop for DevHost {
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe, and this closure allocates nothing.
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe, and this closure allocates nothing.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // `ferry dev` died between the fork and the prctl: no signal will come, so stop now.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

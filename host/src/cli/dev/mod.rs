@@ -10,7 +10,7 @@ mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,14 +44,14 @@ const ALIAS: &str = "production";
 
 /// Set by SIGINT or SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
-/// The local host's pid, stopped by the signal watcher so that a wait for a load ends at once.
-static HOST_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     // Only an atomic store: all a signal handler may safely do.
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Ctrl-C (or SIGTERM) sets [`STOP`], which every wait of `ferry dev` checks: the watch loop, the
+/// host's start, a load (`Push::stopped`). A build in progress gets the terminal's Ctrl-C itself.
 fn catch_stop_signals() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -64,25 +64,9 @@ fn catch_stop_signals() {
             on_stop_signal as *const () as libc::sighandler_t,
         );
     }
-    // A stop arriving while the loop waits on a build or a load: end the host now, so the wait ends
-    // with it instead of after the load.
-    std::thread::spawn(|| loop {
-        std::thread::sleep(Duration::from_millis(100));
-        if STOP.load(Ordering::SeqCst) {
-            let pid = HOST_PID.load(Ordering::SeqCst);
-            if pid > 0 {
-                // SAFETY: kill(2) on the host's pid, which `ferry dev` has not reaped yet (it reaps
-                // only after this thread's store of 0 is no longer read: the process then exits).
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-            return;
-        }
-    });
 }
 
-fn stopping() -> bool {
+pub(crate) fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
@@ -93,10 +77,27 @@ pub fn run(args: DevArgs) -> anyhow::Result<i32> {
             args.path.display()
         )
     })?;
+    // One `ferry dev` per project: a second would wipe the first's store under it.
+    let lock_path = project.dir.join("target/ferry/dev.lock");
+    std::fs::create_dir_all(lock_path.parent().expect("the lock has a folder"))?;
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `ferry dev` is serving this project (it holds {}): stop it first, or use that one",
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
     catch_stop_signals();
     let store = project.dir.join("target/ferry/dev-store");
-    let mut host = DevHost::start(args.listen, &store, args.config.as_ref())?;
-    HOST_PID.store(host.pid() as i32, Ordering::SeqCst);
+    let Some(mut host) = DevHost::start(args.listen, &store, args.config.as_ref())? else {
+        println!("\nferry dev: stopped");
+        return Ok(0);
+    };
     println!(
         "ferry dev: serving {} ({:?}) on {} — Ctrl-C stops",
         project.name, project.language, host.url
@@ -105,6 +106,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<i32> {
         server: ServerArgs {
             server: host.url.clone(),
             token: None,
+            // The shell's tokens are production's: never sent to a dev host.
+            anonymous: true,
         },
         project,
         cache: args.cache,
@@ -125,16 +128,24 @@ pub fn run(args: DevArgs) -> anyhow::Result<i32> {
         }
         std::thread::sleep(watch::POLL);
         let now = Snapshot::take(&session.project);
-        if let Some(change) = now.change_since(&seen) {
-            // Taken before the reload: a save during the build is seen on the next round.
-            seen = watch::settle(&session.project, now);
-            session.reload(change);
-            if change == Change::Manifest {
-                seen = Snapshot::take(&session.project);
-            }
+        if now.change_since(&seen).is_none() {
+            continue;
         }
+        // What changed is judged once the files are still (an editor's save, a checkout or a
+        // training run is several writes), against what the last reload saw.
+        let settled = watch::settle(&session.project, now, stopping);
+        let Some(change) = settled.change_since(&seen) else {
+            seen = settled;
+            continue;
+        };
+        if change == Change::Manifest && !session.reread_manifest() {
+            seen = Snapshot::take(&session.project);
+            continue;
+        }
+        // Taken before the build: a save during it is seen on the next round.
+        seen = Snapshot::take(&session.project);
+        session.reload(change);
     }
-    HOST_PID.store(0, Ordering::SeqCst);
     host.stop();
     println!("\nferry dev: stopped the local host");
     Ok(0)
@@ -165,28 +176,37 @@ impl Session {
         }
     }
 
+    /// Reads `ferry.toml` again after it changed; false (with the reason printed) when the new one
+    /// cannot be served by this session.
+    fn reread_manifest(&mut self) -> bool {
+        match Project::find(&self.project.dir) {
+            Ok(Some(p)) if p.name == self.project.name => {
+                self.project = p;
+                true
+            }
+            Ok(Some(p)) => {
+                println!(
+                    "ferry.toml now names model `{}`; restart `ferry dev` to serve it ({})",
+                    p.name,
+                    self.still_serving()
+                );
+                false
+            }
+            Ok(None) => {
+                println!("ferry.toml is gone; {}", self.still_serving());
+                false
+            }
+            Err(e) => {
+                println!("✗ ferry.toml: {e:#} — {}", self.still_serving());
+                false
+            }
+        }
+    }
+
     /// Builds when sources changed, loads a version, swaps the alias when it is ready.
     fn reload(&mut self, change: Change) {
         if stopping() {
             return;
-        }
-        if change == Change::Manifest {
-            match Project::find(&self.project.dir) {
-                Ok(Some(p)) if p.name == self.project.name => self.project = p,
-                Ok(Some(p)) => {
-                    println!(
-                        "ferry.toml now names model `{}`; restart `ferry dev` to serve it ({})",
-                        p.name,
-                        self.still_serving()
-                    );
-                    return;
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    println!("✗ ferry.toml: {e:#} — {}", self.still_serving());
-                    return;
-                }
-            }
         }
         let component = if change == Change::VersionFiles && self.project.stale().is_none() {
             self.project.component()
@@ -194,6 +214,7 @@ impl Session {
             println!("\n— building {}", self.project.name);
             match super::build::build(&self.project, &self.cache) {
                 Ok(path) => path,
+                Err(_) if stopping() => return,
                 Err(e) => {
                     println!("✗ build failed: {e:#}\n  {}", self.still_serving());
                     return;
@@ -233,6 +254,7 @@ impl Session {
                     limits: self.project.limits.as_ref(),
                     alias: Some(ALIAS),
                     wait: Duration::from_secs(600),
+                    stopped: &stopping,
                 })
             });
         let pushed = match result {

@@ -57,13 +57,19 @@ impl Snapshot {
 /// How often the project is looked at.
 pub const POLL: Duration = Duration::from_millis(250);
 
+/// Longest a settle waits for the files to be still: a file rewritten without pause (a log a
+/// source folder should not hold) must not stall the loop.
+const MOST_SETTLING: Duration = Duration::from_secs(3);
+
 /// Waits until the project has been still for `POLL` after a change (an editor's save, or a training
-/// script writing weights and then tests, is several writes), and returns the settled snapshot.
-pub fn settle(project: &Project, mut latest: Snapshot) -> Snapshot {
+/// script writing weights and then tests, is several writes), at most [`MOST_SETTLING`] or until
+/// `stopped`, and returns the last snapshot.
+pub fn settle(project: &Project, mut latest: Snapshot, stopped: fn() -> bool) -> Snapshot {
+    let deadline = std::time::Instant::now() + MOST_SETTLING;
     loop {
         std::thread::sleep(POLL);
         let now = Snapshot::take(project);
-        if now == latest {
+        if now == latest || stopped() || std::time::Instant::now() > deadline {
             return now;
         }
         latest = now;
