@@ -11,13 +11,18 @@
 #
 # Also prints the lines of author code in each template (not blank, not comments).
 #
-# Run from the repository: benches/first-prediction.sh   (builds the host in release mode)
+# Run from the repository: benches/first-prediction.sh   (builds the host in release mode; FERRY_BIN
+# names a ferry binary to use instead)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-cargo build --release -p ferry
-ferry=$root/target/release/ferry
+if [[ -n ${FERRY_BIN:-} ]]; then
+    ferry=$(realpath "$FERRY_BIN")
+else
+    cargo build --release -p ferry
+    ferry=$root/target/release/ferry
+fi
 work=$root/target/bench-first-prediction
 rm -rf "$work" && mkdir -p "$work"
 
@@ -66,11 +71,11 @@ for lang in rust python js; do
         python) files=("$work/again-python/model.py" "$work/again-python/features.py") ;;
         js) files=("$work/again-js/model.js" "$work/again-js/features.js") ;;
     esac
-    template=$(find "$work/again-$lang" -type f -not -path '*/target/*' -not -path '*/node_modules/*' \
+    template=$(cd "$work/again-$lang" && find . -type f -not -path './target/*' -not -path './node_modules/*' \
         -not -path '*/__pycache__/*' -not -name '.gitignore' -not -name '*.lock' | sort)
-    # shellcheck disable=SC2086
+    lines=$(cd "$work/again-$lang" && xargs cat <<<"$template" | wc -l)
     rows+=("$(printf '%-7s %3s commands  cold %6s s  warm %5s s  model code %3s lines  template %4s lines in %2s files' \
-        "$lang" 3 "$cold" "$warm" "$(loc "${files[@]}")" "$(cat $template | wc -l)" "$(echo "$template" | wc -l)")")
+        "$lang" 3 "$cold" "$warm" "$(loc "${files[@]}")" "$lines" "$(wc -l <<<"$template")")")
 done
 
 echo
