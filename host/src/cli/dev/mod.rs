@@ -208,7 +208,12 @@ impl Session {
         if stopping() {
             return;
         }
-        let component = if change == Change::VersionFiles && self.project.stale().is_none() {
+        // Built only when the sources differ from what the component was built from: a touch, or
+        // the `Cargo.lock` the first build wrote, rebuilds nothing.
+        let component = if change != Change::Manifest && self.project.stale().is_none() {
+            if change == Change::Sources {
+                println!("\n— sources unchanged since the last build");
+            }
             self.project.component()
         } else {
             println!("\n— building {}", self.project.name);
