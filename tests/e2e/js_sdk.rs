@@ -2,37 +2,12 @@
 //! build`): tensors of every datatype cross the boundary intact, compiled-in self-tests run, and each
 //! kind of author mistake comes back as the right error with a message that says what to fix.
 
-use std::sync::Arc;
-
-use ferry::runtime::{
-    CallError, Datatype, ModelInstance, ModelLimits, Startup, Tensor, TensorData,
-};
+use ferry::runtime::{CallError, Datatype, ModelInstance, Tensor, TensorData};
 use ferry::selftest::{collect_cases, run_cases};
-use ferry_tests::{engine, test_guest, workspace};
+use ferry_tests::{predict_err, sdk_probe, workspace};
 
 fn probe(config: &str) -> Result<ModelInstance, CallError> {
-    let component = engine()
-        .load_component(&test_guest("js-sdk-guest"))
-        .expect("component loads");
-    ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from("js-sdk-guest"),
-        Startup::Init {
-            config,
-            weights: None,
-        },
-        None,
-    )
-}
-
-fn predict_err(instance: &mut ModelInstance, request: &str) -> CallError {
-    let err = instance.predict(request).unwrap_err();
-    assert!(
-        !instance.is_poisoned(),
-        "a model error is an answer, not a trap: the instance stays usable"
-    );
-    err
+    sdk_probe("js-sdk-guest", config)
 }
 
 /// The line of tests/js-sdk-guest/probe.js marked `// probe: MARK`, as `probe.js:LINE:` (where an

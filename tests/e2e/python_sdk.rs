@@ -2,37 +2,12 @@
 //! every datatype cross the boundary intact, compiled-in self-tests run, and each kind of author
 //! mistake comes back as the right error with a message that says what to fix.
 
-use std::sync::Arc;
-
-use ferry::runtime::{
-    CallError, Datatype, ModelInstance, ModelLimits, Startup, Tensor, TensorData,
-};
+use ferry::runtime::{CallError, Datatype, ModelInstance, Tensor, TensorData};
 use ferry::selftest::{collect_cases, run_cases};
-use ferry_tests::{engine, test_guest};
+use ferry_tests::{predict_err, sdk_probe};
 
 fn probe(config: &str) -> Result<ModelInstance, CallError> {
-    let component = engine()
-        .load_component(&test_guest("python-sdk-guest"))
-        .expect("component loads");
-    ModelInstance::start(
-        &component,
-        &ModelLimits::default(),
-        Arc::from("python-sdk-guest"),
-        Startup::Init {
-            config,
-            weights: None,
-        },
-        None,
-    )
-}
-
-fn predict_err(instance: &mut ModelInstance, request: &str) -> CallError {
-    let err = instance.predict(request).unwrap_err();
-    assert!(
-        !instance.is_poisoned(),
-        "a model error is an answer, not a trap: the instance stays usable"
-    );
-    err
+    sdk_probe("python-sdk-guest", config)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use ferry::engine::EngineSettings;
 use ferry::host_api::graph::VersionGraphs;
 use ferry::runtime::{
-    InstancePool, ModelInstance, ModelLimits, ModelRuntime, Startup, VersionInputs,
+    CallError, InstancePool, ModelInstance, ModelLimits, ModelRuntime, Startup, VersionInputs,
 };
 
 /// The workspace root.
@@ -84,6 +84,35 @@ pub fn test_guest(name: &str) -> Vec<u8> {
             .join("target/test-guests")
             .join(format!("{name}.wasm")),
     )
+}
+
+/// The SDK test guest `name` (`python-sdk-guest`, `js-sdk-guest`), initialised with `config` and no
+/// weights under the default limits, as a host starts an instance.
+pub fn sdk_probe(name: &str, config: &str) -> Result<ModelInstance, CallError> {
+    let component = engine()
+        .load_component(&test_guest(name))
+        .expect("component loads");
+    ModelInstance::start(
+        &component,
+        &ModelLimits::default(),
+        Arc::from(name),
+        Startup::Init {
+            config,
+            weights: None,
+        },
+        None,
+    )
+}
+
+/// The error `predict` answers `request` with; the instance must stay usable (a model error is an
+/// answer, not a trap).
+pub fn predict_err(instance: &mut ModelInstance, request: &str) -> CallError {
+    let err = instance.predict(request).unwrap_err();
+    assert!(
+        !instance.is_poisoned(),
+        "a model error is an answer, not a trap: the instance stays usable"
+    );
+    err
 }
 
 /// One runtime per test binary, with fuel counting on (so fuel limits can be tested), snapshots on
