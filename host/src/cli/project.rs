@@ -122,6 +122,10 @@ impl Project {
                 return Ok(Some(p));
             }
         }
+        // A repository's root ends the climb, the one the user stands in included.
+        if absolute.join(".git").exists() {
+            return Ok(None);
+        }
         for dir in absolute.ancestors().skip(1) {
             let manifest = dir.join(MANIFEST);
             if manifest.is_file() && owned_by_me(&manifest) {
