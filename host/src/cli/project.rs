@@ -86,10 +86,10 @@ pub struct Project {
 }
 
 /// Folders a source walk does not enter at the project's root: build output and training code.
-const SKIPPED: [&str; 2] = ["target", "training"];
+const NOT_SOURCES_AT_ROOT: [&str; 2] = ["target", "training"];
 /// Folders it enters nowhere: installed packages, and the caches an interpreter writes while a build
 /// imports the model (which would otherwise look like edits).
-const NEVER: [&str; 2] = ["node_modules", "__pycache__"];
+const NEVER_SOURCES: [&str; 2] = ["node_modules", "__pycache__"];
 
 impl Project {
     /// The project `start` is in: `start` itself when it has a `ferry.toml` with a `[model]` table
@@ -423,7 +423,7 @@ const MAX_SOURCE_FILES: usize = 10_000;
 
 /// Adds `path` (a file, or every file below a folder) to `out`. Symbolic links to folders below a
 /// listed folder are not followed (a link back up would loop forever); links to files are. Hidden
-/// entries and [`NEVER`] are skipped everywhere; [`SKIPPED`] only at the project's root (`root`),
+/// entries and [`NEVER_SOURCES`] are left out everywhere; [`NOT_SOURCES_AT_ROOT`] only at the project's root (`root`),
 /// where a `sources = ["."]` would otherwise take in build output.
 fn walk(root: &Path, path: &Path, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
     let mut folders = vec![path.to_path_buf()];
@@ -463,8 +463,8 @@ fn walk(root: &Path, path: &Path, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.starts_with('.')
-                || NEVER.contains(&name.as_ref())
-                || (at_root && SKIPPED.contains(&name.as_ref()))
+                || NEVER_SOURCES.contains(&name.as_ref())
+                || (at_root && NOT_SOURCES_AT_ROOT.contains(&name.as_ref()))
             {
                 continue;
             }

@@ -112,7 +112,7 @@ struct Part {
 }
 
 /// Hashes by streaming: a 1 GB weights file costs no 1 GB of memory here either.
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(
         &mut File::open(path).with_context(|| format!("reading {}", path.display()))?,

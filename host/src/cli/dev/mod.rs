@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::ServerArgs;
 use super::project::Project;
-use super::push::{component_from, push, Push};
+use super::push::{component_from, push, sha256_file, Push};
 use super::CacheArgs;
 use host::DevHost;
 use watch::{Change, Snapshot};
@@ -345,9 +345,9 @@ fn inputs_key(component: &Path, project: &Project) -> anyhow::Result<String> {
             .into_iter()
             .map(|(path, _, _)| path),
     ) {
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        // Streamed, as push hashes its parts: gigabytes of weights cost no gigabytes here.
         hasher.update(path.to_string_lossy().as_bytes());
-        hasher.update(Sha256::digest(&bytes));
+        hasher.update(sha256_file(&path)?.as_bytes());
     }
     hasher.update(serde_json::to_vec(&project.limits).unwrap_or_default());
     Ok(hex::encode(hasher.finalize()))
