@@ -245,11 +245,15 @@ start() {
   # behind by every store). Telemetry is off: it would call an outside host. setsid detaches weed from
   # the caller's terminal and process group; every fd is redirected (and the lock's fd 9 closed) so that
   # a caller reading our stdout to EOF, or waiting on the lock, is not held up by weed.
+  # -volume.max: left at 0, weed sizes the volume server by the disk's free space at start (one
+  # volume slot per free GiB, seen here); on a CI disk a build had nearly filled that gave 0 slots,
+  # every write failed "Not enough data nodes found" and the store never became ready. The tests
+  # store a few hundred MB; 40 slots of 128 MB (sparse files) is their need whatever the disk says.
   (
     cd "$dir"
     AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY exec setsid "$WEED" -logtostderr mini \
       -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -master.telemetry=false \
-      -webdav.cacheDir="$dir/webdav-cache" -bucket="$BUCKET" "${args[@]}" </dev/null >>"$dir/weed.log" 2>&1 9>&-
+      -webdav.cacheDir="$dir/webdav-cache" -volume.max=40 -bucket="$BUCKET" "${args[@]}" </dev/null >>"$dir/weed.log" 2>&1 9>&-
   ) &
   pid=$!
   echo "$pid" >"$dir/pid"
@@ -277,6 +281,9 @@ start() {
       kill_store "$pid"
       rm -f "$dir/pid"
       tail -n 30 "$dir/weed.log" >&2
+      # What the volume server saw at start, which the last lines (retried writes) no longer show.
+      grep -E 'disk status|Free Space|Free Volumes|volume server' "$dir/weed.log" | tail -n 8 >&2 || true
+      df -h "$dir" >&2 || true
       die "S3 gateway at $url not ready after ${START_TIMEOUT}s (last HEAD status: ${code:-none}); log: $dir/weed.log"
     fi
     sleep 0.1
