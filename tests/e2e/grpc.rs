@@ -1,7 +1,7 @@
 //! The Open Inference Protocol over gRPC on the HTTP port, driven by NVIDIA's `tritonclient.grpc`
 //! unmodified (tests/python/grpc_client_check.py): health, metadata, config, statistics, infer with
 //! raw and typed contents, a split alias, the error codes, streaming, the model repository; and the
-//! REST routes still answering on the same port meanwhile.
+//! REST routes still answering on the same port meanwhile; and KServe's own `InferenceGRPCClient`.
 
 use ferry_tests::server::{Seed, Server};
 use ferry_tests::workspace;
@@ -63,6 +63,24 @@ fn tritonclient_grpc_speaks_to_the_http_port() {
         "grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+
+    // KServe's own gRPC client, in a process of its own (its protobuf modules clash with
+    // tritonclient's).
+    let (ok, text) = ferry_tests::python_check(
+        "kserve_grpc_check.py",
+        &[
+            server.base.trim_start_matches("http://").as_ref(),
+            held_out.as_os_str(),
+            INFERENCE_TOKEN.as_ref(),
+        ],
+    );
+    assert!(ok, "{text}\nserver log:\n{}", server.log());
+    for part in [
+        "kserve InferenceGRPCClient: live, ready, model ready; raw and typed contents agree",
+        "unknown model NOT_FOUND, no token UNAUTHENTICATED",
+    ] {
+        assert!(text.contains(part), "missing `{part}` in:\n{text}");
     }
 
     // The REST routes answer on the same port, and count the gRPC calls in the same series.

@@ -206,6 +206,88 @@ fn callers_that_hang_up_while_queued_give_their_places_back() {
     assert_eq!(long.join().unwrap().0, 200);
 }
 
+/// What an HTTP/2 client saw of a connection it left idle: the frame types the server sent, in order,
+/// and how long after the preface the server closed it (None: still open after `within`).
+fn idle_http2_connection(
+    address: &str,
+    answer_pings: bool,
+    within: Duration,
+) -> (Vec<u8>, Option<Duration>) {
+    const PING: u8 = 6;
+    const SETTINGS: u8 = 4;
+    let mut s = TcpStream::connect(address).unwrap();
+    let started = Instant::now();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    let (mut pending, mut frames) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return (frames, Some(started.elapsed())),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (frames, Some(started.elapsed()))
+            }
+            Err(_) => return (frames, None),
+        };
+        pending.extend_from_slice(&buf[..n]);
+        // Whole frames: a 9-byte header (length 24 bits, type, flags, stream), then the payload.
+        while pending.len() >= 9 {
+            let length = u32::from_be_bytes([0, pending[0], pending[1], pending[2]]) as usize;
+            if pending.len() < 9 + length {
+                break;
+            }
+            let (kind, flags) = (pending[3], pending[4]);
+            let payload = pending[9..9 + length].to_vec();
+            pending.drain(..9 + length);
+            frames.push(kind);
+            let ack = flags & 1 == 1;
+            if kind == SETTINGS && !ack {
+                s.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]).unwrap();
+            }
+            if kind == PING && !ack && answer_pings {
+                let mut pong = vec![0, 0, 8, PING, 1, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                s.write_all(&pong).unwrap();
+            }
+        }
+        if started.elapsed() > within {
+            return (frames, None);
+        }
+    }
+}
+
+#[test]
+fn an_idle_http2_connection_is_sent_goaway_before_it_closes() {
+    const GOAWAY: u8 = 7;
+    let address = server().url("").trim_start_matches("http://").to_owned();
+    // A client that answers the GOAWAY's PING (as every HTTP/2 library does), and one that answers
+    // nothing: both are told, both are closed, the silent one after a short grace.
+    let polite = std::thread::spawn({
+        let address = address.clone();
+        move || idle_http2_connection(&address, true, Duration::from_secs(30))
+    });
+    let (silent_frames, silent_closed) =
+        idle_http2_connection(&address, false, Duration::from_secs(30));
+    let (polite_frames, polite_closed) = polite.join().unwrap();
+    for (who, frames, closed) in [
+        ("polite", &polite_frames, polite_closed),
+        ("silent", &silent_frames, silent_closed),
+    ] {
+        let closed = closed.unwrap_or_else(|| panic!("{who}: still open after 30 s ({frames:?})"));
+        assert!(
+            frames.contains(&GOAWAY),
+            "{who}: closed after {closed:?} without a GOAWAY: frames {frames:?}"
+        );
+        // Not before the idle limit (the header timeout, 2 s here); within it and the grace after.
+        assert!(
+            closed >= Duration::from_millis(1500) && closed < Duration::from_secs(15),
+            "{who}: closed after {closed:?}"
+        );
+    }
+}
+
 /// Reads whatever the server sends until it closes or `within` passes; the text and whether it closed.
 fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
     stream.set_read_timeout(Some(within)).unwrap();

@@ -14,6 +14,9 @@ the host's one HTTP port:
 - the caller's `grpc-timeout` honoured by the server, through a raw HTTP/2 client that does not
   enforce it itself (h2).
 
+KServe's gRPC client is driven by kserve_grpc_check.py: its generated protobuf modules and
+tritonclient's define the same messages, which one Python process cannot load together.
+
 Usage: python grpc_client_check.py HOST:PORT held-out.json INFERENCE_TOKEN ADMIN_TOKEN
 """
 import json
@@ -270,3 +273,4 @@ code, text = raw_infer("soon")
 assert code == "3", (code, text)  # INVALID_ARGUMENT
 assert "one%20to%20eight%20digits" in text or "one to eight digits" in text, text
 print("grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT")
+

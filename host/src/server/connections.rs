@@ -120,7 +120,8 @@ pub async fn serve(
     }
     let slots = Arc::new(Semaphore::new(room));
     let protocols = protocols(&limits);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Set when the host stops: every connection then closes the way its protocol allows.
+    let (stopping, stop_signal) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -173,13 +174,38 @@ pub async fn serve(
             }
         });
         let connection = protocols.serve_connection(io, service).into_owned();
-        let connection = graceful.watch(connection);
         let idle_limit = limits.header_timeout;
+        let mut stop_signal = stop_signal.clone();
         connections.spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                // Dropped: the socket closes. Only an HTTP/2 connection with nothing in flight.
-                () = activity.idle_for(idle_limit) => {}
+            let mut connection = std::pin::pin!(connection);
+            // Why the connection is being closed, once it is: an idle HTTP/2 connection, or the
+            // host stopping.
+            let mut closing = false;
+            let idle = activity.idle_for(idle_limit);
+            let mut idle = std::pin::pin!(idle);
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    () = &mut idle => {
+                        // A client that leaves an idle connection's GOAWAY unanswered (h2 waits
+                        // for its PING's acknowledgement) does not keep it open: the socket is
+                        // dropped.
+                        if closing {
+                            break;
+                        }
+                        // GOAWAY, not a dropped socket: a client about to send a request on the
+                        // idle connection learns that it was not taken and sends it on a new one
+                        // (gRPC clients retry such a call by themselves).
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                        idle.set(activity.idle_for(IDLE_CLOSE_GRACE));
+                    }
+                    // HTTP/2 gets GOAWAY; HTTP/1.1 closes after the answer in progress, if any.
+                    _ = stop_signal.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
             drop(slot);
         });
@@ -187,9 +213,14 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    let open = graceful.count();
-    tracing::info!(open, "stopped accepting; draining connections");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    while connections.try_join_next().is_some() {}
+    tracing::info!(
+        open = connections.len(),
+        "stopped accepting; draining connections"
+    );
+    let _ = stopping.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -297,6 +328,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Streams an HTTP/2 connection may have open at once (each holds at most one request's budget).
 const MAX_STREAMS: u32 = 128;
+
+/// How long an idle HTTP/2 connection that was sent GOAWAY may take to close before its socket is
+/// dropped (the client acknowledges the GOAWAY's PING and closes within a round trip).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Keep-alive pings on an idle HTTP/2 connection, to find callers that went away (a gRPC stream or
 /// health watch may be idle for as long as its caller likes).
