@@ -13,7 +13,7 @@ require_self_tests = false   # the echo model ships none
 max_body_bytes = 2097152     # a message past it is refused before it is decoded
 
 [http]
-max_request_bytes_in_flight = 16777216   # room for 8 open streams: hung-up ones must give theirs back
+max_request_bytes_in_flight = 16777216   # 8 open streams' worth, half of it for streams: hung-up ones must give theirs back
 "#;
 
 const INFERENCE_TOKEN: &str = "grpc-inference-token";
@@ -59,8 +59,10 @@ fn tritonclient_grpc_speaks_to_the_http_port() {
         "grpc split alias: versions ['1', '2']",
         "grpc errors: wrong shape INVALID_ARGUMENT, unknown model NOT_FOUND, no token UNAUTHENTICATED, too large RESOURCE_EXHAUSTED",
         "grpc stream: 6 answers in order, the bad request answered with its error",
+        "grpc streams: 4 open hold half of the byte budget, a fifth RESOURCE_EXHAUSTED, unary calls answer meanwhile",
         "grpc repository: index, unload, load",
         "grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT",
+        "grpc-timeout on a stream: the answer, then DEADLINE_EXCEEDED after",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -9,7 +9,8 @@ the host's one HTTP port:
 - a split alias (`canary`, 50/50 over two versions): every answer from one of its versions, both seen;
 - a wrong shape (INVALID_ARGUMENT), an unknown model (NOT_FOUND), a missing token (UNAUTHENTICATED);
 - ModelStreamInfer: answers in order, a bad request answered with its error while the stream goes on,
-  after more hung-up streams than the byte budget has room for (what they held came back);
+  after more hung-up streams than the byte budget has room for (what they held came back); open
+  streams held to half of the byte budget (the next one RESOURCE_EXHAUSTED), unary calls answering;
 - repository index, unload and load under the admin credential;
 - the caller's `grpc-timeout` honoured by the server, through a raw HTTP/2 client that does not
   enforce it itself (h2).
@@ -208,6 +209,58 @@ for result, error in got:
 assert ids == ["s0", "s1", "s2", "bad", "s3", "s4", "s5"], ids
 print("grpc stream: 6 answers in order, the bad request answered with its error")
 
+
+# Open streams hold at most half of the byte budget (8 of the 16 MiB here, 2 MiB a stream): a fifth
+# open stream is refused RESOURCE_EXHAUSTED, unary calls answer meanwhile, and an ended stream's room
+# comes back.
+def open_stream():
+    requests = queue.Queue()
+
+    def messages():
+        while (message := requests.get()) is not None:
+            yield message
+
+    return requests, stub.ModelStreamInfer(messages(), metadata=list(auth.items()))
+
+
+def one_image(i):
+    message = service_pb2.ModelInferRequest(model_name="digits-graph", id=f"open-{i}")
+    tensor = message.inputs.add(name="input", datatype="FP32", shape=[1, 64])
+    tensor.contents.fp32_contents.extend(images[i % len(images)].tolist())
+    return message
+
+
+def answered(stream, i):
+    requests, call = stream
+    requests.put(one_image(i))
+    answer = next(call)
+    assert not answer.error_message and answer.infer_response.id == f"open-{i}", answer
+
+
+open_streams, refused = [], None
+for i in range(6):
+    stream = open_stream()
+    try:
+        answered(stream, i)
+        open_streams.append(stream)
+    except grpc.RpcError as e:
+        stream[0].put(None)
+        refused = e
+        break
+assert len(open_streams) == 4 and refused is not None, (len(open_streams), refused)
+assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+assert "too many open streams" in refused.details(), refused.details()
+assert infer_raw("digits-graph").as_numpy("label").shape[0] == len(cases)
+requests, call = open_streams.pop()
+requests.put(None)
+assert list(call) == []
+again = open_stream()
+answered(again, 9)
+for requests, call in open_streams + [again]:
+    requests.put(None)
+    assert list(call) == []
+print("grpc streams: 4 open hold half of the byte budget, a fifth RESOURCE_EXHAUSTED, unary calls answer meanwhile")
+
 # The model repository, under the admin credential.
 index = client.get_model_repository_index(headers=admin)
 names = {(m.name, m.version, m.state) for m in index.models}
@@ -225,31 +278,34 @@ client.close()
 # read, so the server answers DEADLINE_EXCEEDED naming the caller's deadline; a malformed value is
 # INVALID_ARGUMENT; without the header the same request answers.
 import socket  # noqa: E402
+import time  # noqa: E402
 
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 
 
-def raw_infer(timeout):
-    """(grpc-status, grpc-message) of one ModelInfer sent with `timeout` as grpc-timeout (None: none)."""
+def raw_call(method, timeout, end_stream=True):
+    """One call of `method` carrying one digits message, sent with `timeout` as grpc-timeout (None: none)
+    and the request stream left open unless `end_stream`: (grpc-status, grpc-message, answers, seconds)."""
     host, port = url.rsplit(":", 1)
     message = service_pb2.ModelInferRequest(model_name="digits-graph")
     tensor = message.inputs.add(name="input", datatype="FP32", shape=[1, 64])
     tensor.contents.fp32_contents.extend(images[0].tolist())
     payload = message.SerializeToString()
     headers = [(":method", "POST"), (":scheme", "http"), (":authority", url),
-               (":path", "/inference.GRPCInferenceService/ModelInfer"), ("content-type", "application/grpc"),
+               (":path", f"/inference.GRPCInferenceService/{method}"), ("content-type", "application/grpc"),
                ("te", "trailers"), ("authorization", f"Bearer {inference_token}")]
     if timeout is not None:
         headers.append(("grpc-timeout", timeout))
+    started = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
         conn.initiate_connection()
         conn.send_headers(1, headers)
-        conn.send_data(1, b"\x00" + len(payload).to_bytes(4, "big") + payload, end_stream=True)
+        conn.send_data(1, b"\x00" + len(payload).to_bytes(4, "big") + payload, end_stream=end_stream)
         sock.sendall(conn.data_to_send())
-        status = {}
+        status, body = {}, b""
         while True:
             data = sock.recv(65536)
             assert data, "the server closed the connection"
@@ -258,10 +314,20 @@ def raw_infer(timeout):
                     status.update({k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
                                    for k, v in event.headers})
                 if isinstance(event, h2.events.DataReceived):
+                    body += event.data
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 if isinstance(event, h2.events.StreamEnded):
-                    return status.get("grpc-status"), status.get("grpc-message", "")
+                    answers = 0  # gRPC messages: a flag byte and a 4-byte length before each
+                    while body:
+                        body = body[5 + int.from_bytes(body[1:5], "big"):]
+                        answers += 1
+                    return status.get("grpc-status"), status.get("grpc-message", ""), answers, time.monotonic() - started
             sock.sendall(conn.data_to_send())
+
+
+def raw_infer(timeout):
+    """(grpc-status, grpc-message) of one ModelInfer sent with `timeout` as grpc-timeout (None: none)."""
+    return raw_call("ModelInfer", timeout)[:2]
 
 
 code, text = raw_infer(None)
@@ -274,3 +340,11 @@ assert code == "3", (code, text)  # INVALID_ARGUMENT
 assert "one%20to%20eight%20digits" in text or "one to eight digits" in text, text
 print("grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT")
 
+# On a stream, the caller's deadline bounds the whole stream: a message answered, then, with the
+# request side left open, the stream ended DEADLINE_EXCEEDED at the deadline (1 s), not at the host's
+# own limits (30 s idle, 60 s a request).
+code, text, answers, took = raw_call("ModelStreamInfer", "1S", end_stream=False)
+assert (code, answers) == ("4", 1), (code, text, answers)
+assert "grpc-timeout" in text, text
+assert 0.9 <= took < 10, took
+print(f"grpc-timeout on a stream: the answer, then DEADLINE_EXCEEDED after {took:.1f} s")

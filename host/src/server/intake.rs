@@ -20,21 +20,31 @@ pub struct RequestBudget {
     bytes: Arc<Semaphore>,
     total: u64,
     wait: Duration,
+    /// The part of the budget open streams may hold together (half of it): streams are held open
+    /// for as long as their callers like, so without a part of their own enough of them would hold
+    /// the whole budget, and every other request would be refused while they stay.
+    streams: Arc<Semaphore>,
+    streams_total: u64,
 }
 
 /// A request's share of the budget, given back when it is dropped (answered, or hung up).
 pub struct Held {
     _permit: Option<OwnedSemaphorePermit>,
+    /// An open stream's place in the streams' part of the budget.
+    _stream: Option<OwnedSemaphorePermit>,
 }
 
 impl RequestBudget {
     /// A budget of `total` bytes; a request waits up to `wait` for room.
     pub fn new(total: u64, wait: Duration) -> RequestBudget {
         let total = total.min(Semaphore::MAX_PERMITS as u64).max(1);
+        let streams_total = (total / 2).max(1);
         RequestBudget {
             bytes: Arc::new(Semaphore::new(total as usize)),
             total,
             wait,
+            streams: Arc::new(Semaphore::new(streams_total as usize)),
+            streams_total,
         }
     }
 
@@ -48,6 +58,35 @@ impl RequestBudget {
     pub async fn hold(&self, bytes: u64) -> Result<Held, ApiError> {
         Ok(Held {
             _permit: Some(self.permit(bytes).await?),
+            _stream: None,
+        })
+    }
+
+    /// Room for an open stream's `bytes`, held until the [`Held`] is dropped (the stream ends).
+    /// Open streams together hold at most half the budget: past that a new stream is refused after
+    /// the budget's short wait (429, which gRPC calls RESOURCE_EXHAUSTED), so that requests always
+    /// have the other half.
+    pub async fn hold_stream(&self, bytes: u64) -> Result<Held, ApiError> {
+        let share = bytes.min(self.streams_total).clamp(1, u32::MAX as u64) as u32;
+        // The same short wait as a request's: a stream that just ended may not have given its room
+        // back yet.
+        let acquire = self.streams.clone().acquire_many_owned(share);
+        let Ok(Ok(stream)) = tokio::time::timeout(self.wait, acquire).await else {
+            metrics::counter!("ferry_streams_refused_total").increment(1);
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many open streams: they may hold half of the host's byte budget ({} bytes, \
+                     {share} bytes a stream); end one, or try again shortly",
+                    self.streams_total
+                ),
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        };
+        Ok(Held {
+            _permit: Some(self.permit(bytes).await?),
+            _stream: Some(stream),
         })
     }
 
@@ -150,12 +189,42 @@ pub async fn read_body(
             charged = due;
         }
     }
-    Ok((Bytes::from(raw), Held { _permit: held }))
+    Ok((
+        Bytes::from(raw),
+        Held {
+            _permit: held,
+            _stream: None,
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn open_streams_hold_at_most_half_the_budget_and_give_it_back() {
+        let budget = RequestBudget::new(100, Duration::from_millis(20));
+        let first = budget.hold_stream(30).await.unwrap();
+        assert_eq!(budget.in_use(), 30);
+        // 30 + 30 would be more than half: refused after the wait, holding nothing.
+        let refused = budget.hold_stream(30).await.err().unwrap();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            refused.message.contains("too many open streams"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(budget.in_use(), 30);
+        // Requests still have the rest.
+        let request = budget.hold(70).await.unwrap();
+        drop(request);
+        let second = budget.hold_stream(20).await.unwrap();
+        drop((first, second));
+        assert_eq!(budget.in_use(), 0);
+        let again = budget.hold_stream(50).await.unwrap();
+        drop(again);
+    }
 
     #[tokio::test]
     async fn a_request_past_the_budget_waits_then_is_refused_and_room_comes_back() {

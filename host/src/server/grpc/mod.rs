@@ -676,7 +676,8 @@ impl GrpcInferenceService for Inference {
     /// Each request of the stream answered in order, a failed one by a message that says why (the
     /// stream goes on); the stream ends when the caller's does, when its framing breaks, or when no
     /// message comes for the host's header timeout while none is in hand. While open, the stream holds
-    /// [`MAX_STREAM_MESSAGE`] of the host's byte budget (the message tonic buffers as it arrives);
+    /// [`MAX_STREAM_MESSAGE`] of the host's byte budget (the message tonic buffers as it arrives),
+    /// from the half open streams may hold together (past it a new stream is RESOURCE_EXHAUSTED);
     /// each message in hand holds its own share besides. Each message is answered on a task of its
     /// own under the request time limit, so a caller that stops reading its answers (an HTTP/2
     /// window never opened) holds no queue place and no instance, and an answer it does not take
@@ -690,7 +691,7 @@ impl GrpcInferenceService for Inference {
         let opened = self
             .state
             .intake
-            .hold(MAX_STREAM_MESSAGE.min(self.state.max_body_bytes) as u64)
+            .hold_stream(MAX_STREAM_MESSAGE.min(self.state.max_body_bytes) as u64)
             .await?;
         let (answers, to_caller) = tokio::sync::mpsc::channel(STREAM_DEPTH);
         let this = self.clone();
