@@ -59,7 +59,7 @@ fn tritonclient_grpc_speaks_to_the_http_port() {
         "grpc split alias: versions ['1', '2']",
         "grpc errors: wrong shape INVALID_ARGUMENT, unknown model NOT_FOUND, no token UNAUTHENTICATED, too large RESOURCE_EXHAUSTED",
         "grpc stream: 6 answers in order, the bad request answered with its error",
-        "grpc streams: 4 open hold half of the byte budget, a fifth RESOURCE_EXHAUSTED, unary calls answer meanwhile",
+        "grpc streams: 4 open hold half of the byte budget, a fifth UNAVAILABLE, unary calls answer meanwhile",
         "grpc repository: index, unload, load",
         "grpc-timeout: honoured by the server (1n: DEADLINE_EXCEEDED), a malformed one INVALID_ARGUMENT",
         "grpc-timeout on a stream: the answer, then DEADLINE_EXCEEDED after",

@@ -10,7 +10,7 @@ the host's one HTTP port:
 - a wrong shape (INVALID_ARGUMENT), an unknown model (NOT_FOUND), a missing token (UNAUTHENTICATED);
 - ModelStreamInfer: answers in order, a bad request answered with its error while the stream goes on,
   after more hung-up streams than the byte budget has room for (what they held came back); open
-  streams held to half of the byte budget (the next one RESOURCE_EXHAUSTED), unary calls answering;
+  streams held to half of the byte budget (the next one UNAVAILABLE), unary calls answering;
 - repository index, unload and load under the admin credential;
 - the caller's `grpc-timeout` honoured by the server, through a raw HTTP/2 client that does not
   enforce it itself (h2).
@@ -211,7 +211,7 @@ print("grpc stream: 6 answers in order, the bad request answered with its error"
 
 
 # Open streams hold at most half of the byte budget (8 of the 16 MiB here, 2 MiB a stream): a fifth
-# open stream is refused RESOURCE_EXHAUSTED, unary calls answer meanwhile, and an ended stream's room
+# open stream is refused UNAVAILABLE (with retry-after), unary calls answer meanwhile, and an ended stream's room
 # comes back.
 def open_stream():
     requests = queue.Queue()
@@ -248,7 +248,8 @@ for i in range(6):
         refused = e
         break
 assert len(open_streams) == 4 and refused is not None, (len(open_streams), refused)
-assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused
+assert dict(refused.trailing_metadata()).get("retry-after") == "1", refused.trailing_metadata()
 assert "too many open streams" in refused.details(), refused.details()
 assert infer_raw("digits-graph").as_numpy("label").shape[0] == len(cases)
 requests, call = open_streams.pop()
@@ -259,7 +260,7 @@ answered(again, 9)
 for requests, call in open_streams + [again]:
     requests.put(None)
     assert list(call) == []
-print("grpc streams: 4 open hold half of the byte budget, a fifth RESOURCE_EXHAUSTED, unary calls answer meanwhile")
+print("grpc streams: 4 open hold half of the byte budget, a fifth UNAVAILABLE, unary calls answer meanwhile")
 
 # The model repository, under the admin credential.
 index = client.get_model_repository_index(headers=admin)

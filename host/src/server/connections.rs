@@ -178,32 +178,32 @@ pub async fn serve(
         let mut stop_signal = stop_signal.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            // Why the connection is being closed, once it is: an idle HTTP/2 connection, or the
-            // host stopping.
-            let mut closing = false;
-            let idle = activity.idle_for(idle_limit);
+            let idle = activity.still_for(idle_limit, false);
             let mut idle = std::pin::pin!(idle);
             loop {
+                // The connection first: a stream that arrives in the same wake as the idle timer
+                // is taken (and counted in flight) before the timer's check runs.
                 tokio::select! {
+                    biased;
                     _ = connection.as_mut() => break,
                     () = &mut idle => {
-                        // A client that leaves an idle connection's GOAWAY unanswered (h2 waits
-                        // for its PING's acknowledgement) does not keep it open: the socket is
-                        // dropped.
-                        if closing {
+                        // A client that leaves a GOAWAY unanswered (h2 closes once its PING is
+                        // acknowledged) and sends nothing more does not keep the socket open.
+                        if activity.closing.load(Ordering::Relaxed) {
                             break;
                         }
                         // GOAWAY, not a dropped socket: a client about to send a request on the
                         // idle connection learns that it was not taken and sends it on a new one
                         // (gRPC clients retry such a call by themselves).
-                        closing = true;
+                        activity.closing.store(true, Ordering::Relaxed);
                         connection.as_mut().graceful_shutdown();
-                        idle.set(activity.idle_for(IDLE_CLOSE_GRACE));
+                        idle.set(activity.still_for(IDLE_CLOSE_GRACE, true));
                     }
                     // HTTP/2 gets GOAWAY; HTTP/1.1 closes after the answer in progress, if any.
-                    _ = stop_signal.wait_for(|stop| *stop), if !closing => {
-                        closing = true;
+                    _ = stop_signal.wait_for(|stop| *stop), if !activity.closing.load(Ordering::Relaxed) => {
+                        activity.closing.store(true, Ordering::Relaxed);
                         connection.as_mut().graceful_shutdown();
+                        idle.set(activity.still_for(IDLE_CLOSE_GRACE, true));
                     }
                 }
             }
@@ -244,6 +244,10 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `opened` to the end of its last request.
     idle_since_ms: AtomicU64,
+    /// Set once the connection has been told to close (GOAWAY sent, or HTTP/1.1's last answer).
+    closing: AtomicBool,
+    /// While closing: milliseconds from `opened` to the last bytes read from the client.
+    heard_ms: AtomicU64,
 }
 
 impl Activity {
@@ -253,6 +257,8 @@ impl Activity {
             h2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            heard_ms: AtomicU64::new(0),
         }
     }
 
@@ -260,18 +266,22 @@ impl Activity {
         self.opened.elapsed().as_millis() as u64
     }
 
-    /// Returns once the connection speaks HTTP/2 and has had nothing in flight for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Returns once the connection speaks HTTP/2 and has had nothing in flight for `limit`; with
+    /// `heard_counts`, nor sent anything (a PING's acknowledgement, a slow client's late frames).
+    async fn still_for(&self, limit: Duration, heard_counts: bool) {
         let limit_ms = limit.as_millis() as u64;
         loop {
             tokio::time::sleep(limit).await;
-            let idle_ms = self
-                .now_ms()
-                .saturating_sub(self.idle_since_ms.load(Ordering::Relaxed));
-            if self.h2.load(Ordering::Relaxed)
-                && self.in_flight.load(Ordering::Relaxed) == 0
-                && idle_ms >= limit_ms
-            {
+            // In flight first: a request that ends after this load has already moved
+            // `idle_since_ms` by the time it is read (Release in `Busy::drop`).
+            if !self.h2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Acquire) != 0 {
+                continue;
+            }
+            let mut since = self.idle_since_ms.load(Ordering::Relaxed);
+            if heard_counts {
+                since = since.max(self.heard_ms.load(Ordering::Relaxed));
+            }
+            if self.now_ms().saturating_sub(since) >= limit_ms {
                 return;
             }
         }
@@ -293,7 +303,7 @@ impl Drop for Busy {
         self.0
             .idle_since_ms
             .store(self.0.now_ms(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -329,8 +339,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Streams an HTTP/2 connection may have open at once (each holds at most one request's budget).
 const MAX_STREAMS: u32 = 128;
 
-/// How long an idle HTTP/2 connection that was sent GOAWAY may take to close before its socket is
-/// dropped (the client acknowledges the GOAWAY's PING and closes within a round trip).
+/// How long a connection that was sent GOAWAY may stay silent, with nothing in flight, before its
+/// socket is dropped (a client acknowledges the GOAWAY's PING within a round trip, and h2 then
+/// closes; a client that is still sending frames is waited for).
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Keep-alive pings on an idle HTTP/2 connection, to find callers that went away (a gRPC stream or
@@ -440,6 +451,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallLimited<S> {
                 if self.opening.is_some() {
                     let this = &mut *self;
                     this.opened(&buf.filled()[before..]);
+                }
+                // Only a closing connection pays for the clock: its grace runs from the client's
+                // last bytes.
+                if self.activity.closing.load(Ordering::Relaxed) && buf.filled().len() > before {
+                    let now = self.activity.now_ms();
+                    self.activity.heard_ms.store(now, Ordering::Relaxed);
                 }
                 Poll::Ready(Ok(()))
             }

@@ -64,8 +64,9 @@ impl RequestBudget {
 
     /// Room for an open stream's `bytes`, held until the [`Held`] is dropped (the stream ends).
     /// Open streams together hold at most half the budget: past that a new stream is refused after
-    /// the budget's short wait (429, which gRPC calls RESOURCE_EXHAUSTED), so that requests always
-    /// have the other half.
+    /// the budget's short wait (503 with `Retry-After`, gRPC's UNAVAILABLE, which clients' retry
+    /// policies retry, as for a full budget), so that an open stream's reservation never takes the
+    /// other half from requests.
     pub async fn hold_stream(&self, bytes: u64) -> Result<Held, ApiError> {
         let share = bytes.min(self.streams_total).clamp(1, u32::MAX as u64) as u32;
         // The same short wait as a request's: a stream that just ended may not have given its room
@@ -74,9 +75,9 @@ impl RequestBudget {
         let Ok(Ok(stream)) = tokio::time::timeout(self.wait, acquire).await else {
             metrics::counter!("ferry_streams_refused_total").increment(1);
             let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "too many open streams: they may hold half of the host's byte budget ({} bytes, \
+                    "busy: too many open streams: they may hold half of the host's byte budget ({} bytes, \
                      {share} bytes a stream); end one, or try again shortly",
                     self.streams_total
                 ),
@@ -209,7 +210,8 @@ mod tests {
         assert_eq!(budget.in_use(), 30);
         // 30 + 30 would be more than half: refused after the wait, holding nothing.
         let refused = budget.hold_stream(30).await.err().unwrap();
-        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.retry_after, Some(1));
         assert!(
             refused.message.contains("too many open streams"),
             "{}",

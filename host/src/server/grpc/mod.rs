@@ -677,7 +677,7 @@ impl GrpcInferenceService for Inference {
     /// stream goes on); the stream ends when the caller's does, when its framing breaks, or when no
     /// message comes for the host's header timeout while none is in hand. While open, the stream holds
     /// [`MAX_STREAM_MESSAGE`] of the host's byte budget (the message tonic buffers as it arrives),
-    /// from the half open streams may hold together (past it a new stream is RESOURCE_EXHAUSTED);
+    /// from the half open streams may hold together (past it a new stream is UNAVAILABLE);
     /// each message in hand holds its own share besides. Each message is answered on a task of its
     /// own under the request time limit, so a caller that stops reading its answers (an HTTP/2
     /// window never opened) holds no queue place and no instance, and an answer it does not take

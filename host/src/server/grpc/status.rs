@@ -16,9 +16,8 @@ pub(super) fn code_of(status: StatusCode) -> Code {
         404 => Code::NotFound,
         408 | 504 => Code::DeadlineExceeded,
         409 => Code::FailedPrecondition,
-        // Too large for the model or the host: what gRPC answers a message over its size limit;
-        // too many open streams.
-        413 | 429 | 507 => Code::ResourceExhausted,
+        // Too large for the model or the host: what gRPC answers a message over its size limit.
+        413 | 507 => Code::ResourceExhausted,
         501 => Code::Unimplemented,
         503 => Code::Unavailable,
         _ => Code::Internal,
