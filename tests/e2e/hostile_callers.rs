@@ -206,11 +206,22 @@ fn callers_that_hang_up_while_queued_give_their_places_back() {
     assert_eq!(long.join().unwrap().0, 200);
 }
 
+/// How a client behaves on a connection it leaves idle.
+#[derive(Clone, Copy, PartialEq)]
+enum Idler {
+    /// Acknowledges the server's PINGs, as every HTTP/2 library does.
+    Polite,
+    /// Sends nothing after its SETTINGS acknowledgement.
+    Silent,
+    /// Acknowledges nothing, but sends a PING of its own every 250 ms.
+    Chatty,
+}
+
 /// What an HTTP/2 client saw of a connection it left idle: the frame types the server sent, in order,
 /// and how long after the preface the server closed it (None: still open after `within`).
 fn idle_http2_connection(
     address: &str,
-    answer_pings: bool,
+    idler: Idler,
     within: Duration,
 ) -> (Vec<u8>, Option<Duration>) {
     const PING: u8 = 6;
@@ -219,15 +230,35 @@ fn idle_http2_connection(
     let started = Instant::now();
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .unwrap();
-    s.set_read_timeout(Some(within)).unwrap();
+    let wait = if idler == Idler::Chatty {
+        Duration::from_millis(250)
+    } else {
+        within
+    };
+    s.set_read_timeout(Some(wait)).unwrap();
     let (mut pending, mut frames) = (Vec::new(), Vec::new());
     let mut buf = [0u8; 4096];
     loop {
+        if started.elapsed() > within {
+            return (frames, None);
+        }
         let n = match s.read(&mut buf) {
             Ok(0) => return (frames, Some(started.elapsed())),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return (frames, Some(started.elapsed()))
+            }
+            Err(e)
+                if idler == Idler::Chatty
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                match s.write_all(&[0, 0, 8, PING, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]) {
+                    Ok(()) => continue,
+                    Err(_) => return (frames, Some(started.elapsed())),
+                }
             }
             Err(_) => return (frames, None),
         };
@@ -246,14 +277,11 @@ fn idle_http2_connection(
             if kind == SETTINGS && !ack {
                 s.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]).unwrap();
             }
-            if kind == PING && !ack && answer_pings {
+            if kind == PING && !ack && idler == Idler::Polite {
                 let mut pong = vec![0, 0, 8, PING, 1, 0, 0, 0, 0];
                 pong.extend_from_slice(&payload);
                 s.write_all(&pong).unwrap();
             }
-        }
-        if started.elapsed() > within {
-            return (frames, None);
         }
     }
 }
@@ -262,19 +290,24 @@ fn idle_http2_connection(
 fn an_idle_http2_connection_is_sent_goaway_before_it_closes() {
     const GOAWAY: u8 = 7;
     let address = server().url("").trim_start_matches("http://").to_owned();
-    // A client that answers the GOAWAY's PING (as every HTTP/2 library does), and one that answers
-    // nothing: both are told, both are closed, the silent one after a short grace.
-    let polite = std::thread::spawn({
-        let address = address.clone();
-        move || idle_http2_connection(&address, true, Duration::from_secs(30))
-    });
-    let (silent_frames, silent_closed) =
-        idle_http2_connection(&address, false, Duration::from_secs(30));
-    let (polite_frames, polite_closed) = polite.join().unwrap();
-    for (who, frames, closed) in [
-        ("polite", &polite_frames, polite_closed),
-        ("silent", &silent_frames, silent_closed),
-    ] {
+    // A client that answers the GOAWAY's PING, one that answers nothing, and one that answers
+    // nothing but keeps sending PINGs of its own: all are told, all are closed; the silent one after
+    // a short grace, the chatty one after another idle limit.
+    let others: Vec<_> = [Idler::Silent, Idler::Chatty]
+        .into_iter()
+        .map(|idler| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                idle_http2_connection(&address, idler, Duration::from_secs(30))
+            })
+        })
+        .collect();
+    let polite = idle_http2_connection(&address, Idler::Polite, Duration::from_secs(30));
+    let mut seen = vec![("polite", polite)];
+    for (who, other) in ["silent", "chatty"].into_iter().zip(others) {
+        seen.push((who, other.join().unwrap()));
+    }
+    for (who, (frames, closed)) in seen {
         let closed = closed.unwrap_or_else(|| panic!("{who}: still open after 30 s ({frames:?})"));
         assert!(
             frames.contains(&GOAWAY),

@@ -178,7 +178,7 @@ pub async fn serve(
         let mut stop_signal = stop_signal.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            let idle = activity.still_for(idle_limit, false);
+            let idle = activity.still_for(idle_limit, None);
             let mut idle = std::pin::pin!(idle);
             loop {
                 // The connection first: a stream that arrives in the same wake as the idle timer
@@ -188,22 +188,23 @@ pub async fn serve(
                     _ = connection.as_mut() => break,
                     () = &mut idle => {
                         // A client that leaves a GOAWAY unanswered (h2 closes once its PING is
-                        // acknowledged) and sends nothing more does not keep the socket open.
+                        // acknowledged) does not keep the socket open: dropped once it has sent
+                        // nothing for the grace, or after another idle limit whatever it sends.
                         if activity.closing.load(Ordering::Relaxed) {
                             break;
                         }
                         // GOAWAY, not a dropped socket: a client about to send a request on the
                         // idle connection learns that it was not taken and sends it on a new one
                         // (gRPC clients retry such a call by themselves).
-                        activity.closing.store(true, Ordering::Relaxed);
+                        activity.start_closing();
                         connection.as_mut().graceful_shutdown();
-                        idle.set(activity.still_for(IDLE_CLOSE_GRACE, true));
+                        idle.set(activity.still_for(IDLE_CLOSE_GRACE, Some(idle_limit)));
                     }
                     // HTTP/2 gets GOAWAY; HTTP/1.1 closes after the answer in progress, if any.
                     _ = stop_signal.wait_for(|stop| *stop), if !activity.closing.load(Ordering::Relaxed) => {
-                        activity.closing.store(true, Ordering::Relaxed);
+                        activity.start_closing();
                         connection.as_mut().graceful_shutdown();
-                        idle.set(activity.still_for(IDLE_CLOSE_GRACE, true));
+                        idle.set(activity.still_for(IDLE_CLOSE_GRACE, Some(idle_limit)));
                     }
                 }
             }
@@ -248,6 +249,8 @@ struct Activity {
     closing: AtomicBool,
     /// While closing: milliseconds from `opened` to the last bytes read from the client.
     heard_ms: AtomicU64,
+    /// Milliseconds from `opened` to the moment it was told to close.
+    closing_since_ms: AtomicU64,
 }
 
 impl Activity {
@@ -259,16 +262,27 @@ impl Activity {
             idle_since_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             heard_ms: AtomicU64::new(0),
+            closing_since_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Marks the connection as told to close (its grace starts).
+    fn start_closing(&self) {
+        self.closing_since_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+        self.closing.store(true, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
         self.opened.elapsed().as_millis() as u64
     }
 
-    /// Returns once the connection speaks HTTP/2 and has had nothing in flight for `limit`; with
-    /// `heard_counts`, nor sent anything (a PING's acknowledgement, a slow client's late frames).
-    async fn still_for(&self, limit: Duration, heard_counts: bool) {
+    /// Returns once the connection speaks HTTP/2 and has had nothing in flight for `limit`. With
+    /// `heard_within`, it must also have sent nothing (a PING's acknowledgement, a slow client's
+    /// late frames) for `limit` — for at most `heard_within` after it was told to close, so that a
+    /// client that keeps sending frames (its own PINGs) but never lets the connection close does
+    /// not keep it.
+    async fn still_for(&self, limit: Duration, heard_within: Option<Duration>) {
         let limit_ms = limit.as_millis() as u64;
         loop {
             tokio::time::sleep(limit).await;
@@ -277,11 +291,15 @@ impl Activity {
             if !self.h2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Acquire) != 0 {
                 continue;
             }
+            let now = self.now_ms();
             let mut since = self.idle_since_ms.load(Ordering::Relaxed);
-            if heard_counts {
-                since = since.max(self.heard_ms.load(Ordering::Relaxed));
+            if let Some(within) = heard_within {
+                let closing_for = now.saturating_sub(self.closing_since_ms.load(Ordering::Relaxed));
+                if closing_for < within.as_millis() as u64 {
+                    since = since.max(self.heard_ms.load(Ordering::Relaxed));
+                }
             }
-            if self.now_ms().saturating_sub(since) >= limit_ms {
+            if now.saturating_sub(since) >= limit_ms {
                 return;
             }
         }
@@ -341,7 +359,7 @@ const MAX_STREAMS: u32 = 128;
 
 /// How long a connection that was sent GOAWAY may stay silent, with nothing in flight, before its
 /// socket is dropped (a client acknowledges the GOAWAY's PING within a round trip, and h2 then
-/// closes; a client that is still sending frames is waited for).
+/// closes; a client that is still sending frames is waited for, up to another idle limit).
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Keep-alive pings on an idle HTTP/2 connection, to find callers that went away (a gRPC stream or
