@@ -132,7 +132,12 @@ impl Project {
                 match is_project_manifest(&manifest) {
                     Ok(true) => return Project::read(&relative_to_cwd(dir)).map(Some),
                     Ok(false) => {}
-                    Err(e) => eprintln!("warning: skipping {}: {e:#}", manifest.display()),
+                    // A parent's broken manifest is not the user's project (they stand below
+                    // it); say why it was passed over and look further up.
+                    Err(e) => eprintln!(
+                        "warning: {} cannot be read ({e:#}); looking in the folders above it",
+                        manifest.display()
+                    ),
                 }
             }
             if dir.join(".git").exists() {
