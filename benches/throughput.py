@@ -77,7 +77,8 @@ def request(method: str, url: str, body: dict) -> None:
 class Host:
     """`ferry serve` on a store of its own, with `config` (TOML text)."""
 
-    def __init__(self, work: pathlib.Path, name: str, models: list[tuple[str, str, list[str]]], config: str):
+    def __init__(self, work: pathlib.Path, name: str, models: list[tuple[str, str, list[str]]], config: str,
+                 prefix: tuple[str, ...] = (), log: str = "warn", ready_seconds: float = 120):
         self.dir = work / name
         store = self.dir / "store"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -86,12 +87,17 @@ class Host:
                            check=True, stdout=subprocess.DEVNULL)
         (self.dir / "ferry.toml").write_text(config)
         self.log = open(self.dir / "ferry.log", "w")
+        # `prefix` runs the host under another program (benches/request_cost.py: valgrind); `log` is
+        # FERRY_LOG ("" for the default a user gets).
+        env = {k: v for k, v in os.environ.items() if k != "FERRY_LOG"}
+        if log:
+            env["FERRY_LOG"] = log
         self.process = subprocess.Popen(
-            [FERRY, "serve", "--listen", f"127.0.0.1:{HOST_PORT}", "--store", store,
+            [*prefix, FERRY, "serve", "--listen", f"127.0.0.1:{HOST_PORT}", "--store", store,
              "--config", self.dir / "ferry.toml"],
-            stdout=self.log, stderr=self.log, env={**os.environ, "FERRY_LOG": "warn"})
+            stdout=self.log, stderr=self.log, env=env)
         self.url = f"http://127.0.0.1:{HOST_PORT}"
-        wait_ready(self.url + "/v2/health/ready")
+        wait_ready(self.url + "/v2/health/ready", ready_seconds)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -221,17 +227,48 @@ def fraud_files() -> list[str]:
 
 
 def capability_host(work: pathlib.Path, name: str, *, shadow: bool = False, profile: bool = False,
-                    **settings) -> Host:
-    config = BASE_CONFIG.format(**{**OFF, **settings})
+                    host_options: dict | None = None, base: str = BASE_CONFIG, **settings) -> Host:
+    config = base.format(**{**OFF, **settings})
     # With its training profile, the version is watched for drift at the configured share.
     files = fraud_files() + (["--profile", str(MODELS / "fraud-features.profile.json")] if profile else [])
     models = [("fraud-features", "1", files)]
     if shadow:
         models.append(("fraud-features", "2", fraud_files()))
-    host = Host(work, name, models, config)
+    host = Host(work, name, models, config, **(host_options or {}))
     if shadow:
         # Version 1 answers (the alias pins it), version 2 gets a copy of every request.
         request("PUT", f"{host.url}/v1/models/fraud-features/aliases/production", {"version": "1"})
+    return host
+
+
+def wanted_capabilities() -> list[tuple[str, dict]]:
+    """Section 2's rows: each optional capability's settings (CAPABILITIES=drift,shadow keeps only
+    the rows whose names contain one of these)."""
+    capabilities = [
+        ("CPU share 0.25", dict(extra="[models.fraud-features]\ncpu_share = 0.25")),
+        ("breaker (after = 5)", dict(breaker=5)),
+        ("fuel metering", dict(fuel="true")),
+        ("determinism", dict(deterministic="true")),
+        ("prediction log 100 %", dict(log=True)),
+        ("shadow 100 %", dict(shadow=True)),
+        ("drift monitoring 5 %", dict(profile=True)),
+        ("drift monitoring 100 %", dict(profile=True, extra="[monitoring]\nsample_percent = 100")),
+    ]
+    wanted = [w for w in os.environ.get("CAPABILITIES", "").split(",") if w]
+    return [c for c in capabilities if not wanted or any(w in c[0] for w in wanted)]
+
+
+def start_capability(work: pathlib.Path, name: str, state: str, settings: dict, **options) -> Host:
+    """A host with every capability off, or (`state` "on") with `name`'s `settings` on."""
+    settings = dict(settings)
+    log = settings.pop("log", False)
+    host = capability_host(work, f"{name}-{state}".replace(" ", "-").replace("%", "pc"),
+                           **options, **(settings if state == "on" else {}))
+    if state == "on" and log:
+        request("PUT", f"{host.url}/v1/models/fraud-features/traffic", {"log": {"percent": 100}})
+    if state == "on" and settings.get("shadow"):
+        request("PUT", f"{host.url}/v1/models/fraud-features/traffic",
+                {"shadow": {"version": "2", "percent": 100}})
     return host
 
 
@@ -267,33 +304,14 @@ def main() -> None:
 
     if "2" in SECTIONS:
         # 2. Each capability on its own, beside an all-off run.
-        capabilities = [
-            ("CPU share 0.25", dict(extra="[models.fraud-features]\ncpu_share = 0.25")),
-            ("breaker (after = 5)", dict(breaker=5)),
-            ("fuel metering", dict(fuel="true")),
-            ("determinism", dict(deterministic="true")),
-            ("prediction log 100 %", dict(log=True)),
-            ("shadow 100 %", dict(shadow=True)),
-            ("drift monitoring 5 %", dict(profile=True)),
-            ("drift monitoring 100 %", dict(profile=True, extra="[monitoring]\nsample_percent = 100")),
-        ]
-        # CAPABILITIES=drift,shadow runs only the rows whose names contain one of these.
-        wanted = [w for w in os.environ.get("CAPABILITIES", "").split(",") if w]
-        capabilities = [c for c in capabilities if not wanted or any(w in c[0] for w in wanted)]
+        capabilities = wanted_capabilities()
         costs = []
         print(HEADER)
         for name, settings in capabilities:
-            log = settings.pop("log", False)
             results = {}
             for state in ("off", "on"):
-                host = capability_host(work, f"{name}-{state}".replace(" ", "-").replace("%", "pc"),
-                                       **(settings if state == "on" else {}))
+                host = start_capability(work, name, state, settings)
                 try:
-                    if state == "on" and log:
-                        request("PUT", f"{host.url}/v1/models/fraud-features/traffic", {"log": {"percent": 100}})
-                    if state == "on" and settings.get("shadow"):
-                        request("PUT", f"{host.url}/v1/models/fraud-features/traffic",
-                                {"shadow": {"version": "2", "percent": 100}})
                     url = f"{host.url}/v1/models/fraud-features/predict"
                     results[state] = row(f"  {name}: {state}", wrk(url, fraud, host.process.pid))
                 finally:

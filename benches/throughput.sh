@@ -10,16 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # wrk (HTTP/1.1) and h2load (HTTP/2, for gRPC) from Debian's packages (no build needed).
-need() {
-    local tool=$1 package=$2
-    command -v "$tool" >/dev/null && return
-    if [[ $(id -u) -eq 0 ]]; then
-        apt-get install -y -qq "$package" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$package" >/dev/null; }
-    else
-        echo "benches/throughput.sh needs $tool (Debian: apt-get install $package)" >&2
-        exit 1
-    fi
-}
+source benches/need.sh
 need wrk wrk
 need h2load nghttp2-client
 cargo build --release -p ferry -p ferry-benches --bins

@@ -14,8 +14,12 @@ fn main() {
     // FERRY_LOG filters (e.g. `ferry=debug`); FERRY_LOG_FORMAT=json writes one JSON object per event,
     // with the span fields (request_id, model) included, for log pipelines.
     let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "ferry=info,warn".into());
+    // Colours only on a terminal: a log file or a pipeline gets plain text, and a request's span
+    // (its fields are formatted when the span opens, printed or not) skips the styling, which was
+    // two thirds of what the span cost (benches/request-cost.sh).
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("FERRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().with_current_span(true).init();

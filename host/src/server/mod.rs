@@ -38,7 +38,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
 
 pub use auth::{Identified, Token};
 pub use error::ApiError;
@@ -207,13 +206,7 @@ fn router_exporting(
             connections::limit_body_rate,
         ))
         .layer(SetRequestIdLayer::new(request_id.clone(), FastRequestId))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            let trace = trace::trace_id(req);
-            let trace = trace.as_deref().unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id, trace_id = %trace)
-        }))
-        // Inside the span: the request's stages, `traceparent` and `Server-Timing`.
+        // The request's log span, its stages, `traceparent` and `Server-Timing`.
         .layer(trace::TraceLayer::new(export))
         .layer(PropagateRequestIdLayer::new(request_id))
         .service(protocols);
