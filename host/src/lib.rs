@@ -26,6 +26,7 @@ pub mod drift;
 pub mod engine;
 pub mod files;
 pub mod host_api;
+pub mod log_budget;
 pub mod panics;
 pub mod registry;
 pub mod runtime;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::instance::Startup;
 use super::{CallError, ModelComponent, ModelInstance, ModelLimits};
 use crate::host_api::graph::VersionGraphs;
+use crate::log_budget::{self, LogBudget};
 
 /// What every instance of a version is initialised with, when it runs `init` itself.
 #[derive(Debug, Default)]
@@ -446,7 +447,15 @@ impl InstancePool {
             self.wake(slots, Wake::One);
             return;
         }
-        tracing::warn!(version = %self.label, "dropping an instance that trapped or hit a limit");
+        // A caller's input can make every call trap: a few lines a second, not one per call.
+        static DROPPED: LogBudget = LogBudget::new(10);
+        if let Some(left_out) = DROPPED.admit() {
+            tracing::warn!(
+                version = %self.label,
+                "dropping an instance that trapped or hit a limit{}",
+                log_budget::left_out(left_out)
+            );
+        }
         drop(instance);
         self.release_slot(memory_at_checkout);
         let below_min = self.slots.lock().unwrap().live < self.limits.min_instances;

@@ -37,6 +37,7 @@ use axum::response::Response;
 use crate::timing::{self, Stages};
 
 use super::REQUEST_ID;
+use crate::log_budget::{self, LogBudget};
 
 /// The request header that asks for `Server-Timing`.
 pub const TIMING_HEADER: &str = "ferry-timing";
@@ -122,15 +123,20 @@ pub async fn tag_route(
 }
 
 /// The layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TraceLayer {
     export: Option<otlp::Export>,
+    /// Failed answers' lines: a storm of them (an overload's 503s) is logged a few lines a second.
+    failed: Arc<LogBudget>,
 }
 
 impl TraceLayer {
     /// The layer, exporting spans to `export` when there is one.
     pub fn new(export: Option<otlp::Export>) -> TraceLayer {
-        TraceLayer { export }
+        TraceLayer {
+            export,
+            failed: Arc::new(LogBudget::new(10)),
+        }
     }
 }
 
@@ -140,6 +146,7 @@ impl<S> tower::Layer<S> for TraceLayer {
         Traced {
             inner,
             export: self.export.clone(),
+            failed: self.failed.clone(),
         }
     }
 }
@@ -149,6 +156,7 @@ impl<S> tower::Layer<S> for TraceLayer {
 pub struct Traced<S> {
     inner: S,
     export: Option<otlp::Export>,
+    failed: Arc<LogBudget>,
 }
 
 type TracedAnswer<'a> = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'a>>;
@@ -174,7 +182,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse);
         let span = request_span(&request, parent.as_ref());
-        let logged_failure = Failure::of(&request);
+        let logged_failure = Failure::of(&request, &self.failed);
         let asked = headers
             .get(TIMING_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v == "1");
@@ -263,14 +271,16 @@ struct Failure {
     method: axum::http::Method,
     uri: axum::http::Uri,
     started: Instant,
+    budget: Arc<LogBudget>,
 }
 
 impl Failure {
-    fn of(request: &Request<Body>) -> Option<Failure> {
+    fn of(request: &Request<Body>, budget: &Arc<LogBudget>) -> Option<Failure> {
         tracing::enabled!(target: "ferry::server", tracing::Level::ERROR).then(|| Failure {
             method: request.method().clone(),
             uri: request.uri().clone(),
             started: Instant::now(),
+            budget: budget.clone(),
         })
     }
 }
@@ -305,14 +315,16 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Logged<F> {
             return Poll::Pending;
         };
         let status = response.status();
-        if let Some(failure) = this.failure.take().filter(|_| status.is_server_error()) {
+        let failed = this.failure.take().filter(|_| status.is_server_error());
+        if let Some((failure, left_out)) = failed.and_then(|f| f.budget.admit().map(|n| (f, n))) {
             tracing::error!(
                 target: "ferry::server",
                 method = %failure.method,
                 uri = %failure.uri,
                 status = status.as_u16(),
                 latency_ms = failure.started.elapsed().as_secs_f64() * 1e3,
-                "response failed"
+                "response failed{}",
+                log_budget::left_out(left_out)
             );
         }
         Poll::Ready(Ok(response))
@@ -390,6 +402,21 @@ mod tests {
                 .contains("response failed method=POST uri=/v1/models/m/predict?x=1 status=503"),
             "{text}"
         );
+
+        // A storm of failed answers is logged a few lines a second, not a line each.
+        let layer = answering(500);
+        let (_, text) = logged(|| async move {
+            for _ in 0..50 {
+                let _ = layer.clone().call(request("/v1/models/m/predict")).await;
+            }
+        })
+        .await;
+        let failed = text
+            .lines()
+            .filter(|l| l.contains("response failed"))
+            .count();
+        // Ten a second: twenty when the calls straddle a second's end.
+        assert!((10..=20).contains(&failed), "{failed} lines: {text}");
 
         // A traced caller's id goes with the request's.
         let mut traced = request("/v2/models/m/infer");
