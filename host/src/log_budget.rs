@@ -41,7 +41,9 @@ impl LogBudget {
         let mut current = self.window.load(Relaxed);
         loop {
             let (at, lines) = ((current >> 32) as u32, current as u32);
-            let next = if at != second {
+            // A caller that read the clock just before a newer second began counts in the newer
+            // one, never takes the window back.
+            let next = if second > at {
                 u64::from(second) << 32 | 1
             } else if lines < self.per_second {
                 current + 1
@@ -65,7 +67,7 @@ pub fn left_out(lines: u64) -> String {
     if lines == 0 {
         String::new()
     } else {
-        format!(" ({lines} more since the last such line, not logged)")
+        format!(" ({lines} more such lines since the last one, of any model, not logged)")
     }
 }
 
@@ -80,6 +82,10 @@ mod tests {
         assert_eq!(first, [Some(0), Some(0), Some(0), None, None]);
         assert_eq!(budget.admit_at(8), Some(2));
         assert_eq!(budget.admit_at(8), Some(0));
+        // A late reader of second 7 counts in second 8: it does not open second 7 again.
+        assert_eq!(budget.admit_at(7), Some(0));
+        assert_eq!(budget.admit_at(8), None);
+        assert_eq!(budget.admit_at(9), Some(1));
         // Concurrent callers never log more than the budget in a second.
         let budget = std::sync::Arc::new(LogBudget::new(10));
         let admitted: usize = (0..4)

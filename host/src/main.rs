@@ -12,14 +12,19 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     // FERRY_LOG filters (e.g. `ferry=debug`); FERRY_LOG_FORMAT=json writes one JSON object per event,
-    // with the span fields (request_id, model) included, for log pipelines.
+    // with the request span's fields (request_id, and trace_id when the caller traces) included, for
+    // log pipelines.
     let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "ferry=info,warn".into());
-    // Colours only on a terminal: a log file or a pipeline gets plain text, and a request's span
-    // (its fields are formatted when the span opens, printed or not) skips the styling, which was
-    // two thirds of what the span cost (benches/request-cost.sh).
+    // Colours only on a terminal, and not when NO_COLOR is set (https://no-color.org): a log file or
+    // a pipeline gets plain text, and a request's span (its fields are formatted when the span
+    // opens, printed or not) skips the styling, which was two thirds of what the span cost
+    // (benches/request-cost.sh).
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_writer(std::io::stderr);
     if std::env::var("FERRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().with_current_span(true).init();
