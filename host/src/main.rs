@@ -17,7 +17,7 @@ fn main() {
     let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "ferry=info,warn".into());
     // Colours only on a terminal, and not when NO_COLOR is set (https://no-color.org): a log file or
     // a pipeline gets plain text, and a request's span (its fields are formatted when the span
-    // opens, printed or not) skips the styling, which was two thirds of what the span cost
+    // opens, printed or not) skips the styling, which was a third of what the span cost
     // (benches/request-cost.sh).
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
