@@ -130,10 +130,24 @@ async fn predict_on(
             ),
             version_header(&answer.version),
         ],
-        // The text itself unless a shadow copy or the log still holds it.
-        Arc::unwrap_or_clone(answer.output),
+        shared_text(answer.output),
     )
         .into_response())
+}
+
+/// The answer's text as a body without a copy: when a shadow copy or the log still holds it, the
+/// body shares it, and whoever is done with it last frees it.
+fn shared_text(text: Arc<String>) -> Body {
+    struct Shared(Arc<String>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    match Arc::try_unwrap(text) {
+        Ok(text) => Body::from(text),
+        Err(shared) => Body::from(bytes::Bytes::from_owner(Shared(shared))),
+    }
 }
 
 fn describe_version(v: &ModelVersion) -> Value {

@@ -231,10 +231,10 @@ pub fn prediction_log_dropped(model: &str) {
 }
 
 /// Counts records written.
-pub fn prediction_log_written(batch: &[&crate::serving::LogRecord]) {
+pub fn prediction_log_written<'a>(models: impl Iterator<Item = &'a str>) {
     let mut by_model: std::collections::BTreeMap<&str, u64> = Default::default();
-    for r in batch {
-        *by_model.entry(&r.model).or_default() += 1;
+    for model in models {
+        *by_model.entry(model).or_default() += 1;
     }
     for (model, n) in by_model {
         metrics::counter!("ferry_prediction_log_records_total", "model" => model.to_owned())

@@ -12,9 +12,9 @@
 //!   `predictions/<model>/<unix ms>-<host>-<n>.jsonl`, written create-only, so every host of a fleet
 //!   logs into its object store without coordinating.
 //!
-//! Inputs and outputs are logged exactly: feature-style JSON as the text the guest got and gave,
-//! tensors as their little-endian bytes in base64 (the binary tensor extension's layout), so NaNs,
-//! signed zeros and every float bit survive.
+//! Inputs and outputs are logged exactly: feature-style JSON as the text the guest got and gave
+//! (written as itself where it can be, [`line`]), tensors as their little-endian bytes in base64
+//! (the binary tensor extension's layout), so NaNs, signed zeros and every float bit survive.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -24,8 +24,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+mod line;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::super::{metrics, Output, Payload, ServeError, TensorRequest};
 use crate::registry::ModelVersion;
@@ -34,8 +37,10 @@ use crate::stamps::unix_ms;
 use crate::storage::{Storage, Write};
 use crate::tensor::{binary, datatype_name, datatype_of, parse_datatype};
 
-/// One logged prediction, as a line of the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One logged prediction, as read back from a line of the log (the writer writes lines straight
+/// from the request's entry, [`line`]). Read it from the line's own text (`serde_json::from_str`):
+/// a feature-style text is taken as the line's exact bytes, which a `Value` in between would lose.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LogRecord {
     /// The request's id (`x-request-id`, made up when the caller sent none).
     pub id: String,
@@ -50,33 +55,32 @@ pub struct LogRecord {
     /// What that version is made of: enough to run it again from the store.
     pub component_sha256: String,
     /// Its weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub weights_sha256: Option<String>,
     /// Its config.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub config_sha256: Option<String>,
     /// Its graphs (name → sha256).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub graphs: BTreeMap<String, String>,
     /// The entry point: `predict` or `infer`.
     pub route: String,
     /// The input, exactly.
     pub input: LoggedInput,
     /// The output, exactly (absent when the call failed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub output: Option<LoggedOutput>,
     /// 200, or the error's status.
     pub status: u16,
     /// The error, when there was one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub error: Option<String>,
     /// From arrival to answer, in microseconds.
     pub latency_us: u64,
 }
 
 /// A logged input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LoggedInput {
     /// A feature-style request: the JSON text the guest got.
     Features {
@@ -90,14 +94,12 @@ pub enum LoggedInput {
         /// The parameters' JSON text.
         parameters: String,
         /// Outputs asked for (none: all).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         outputs: Vec<String>,
     },
 }
 
 /// A logged output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoggedOutput {
     /// The guest's JSON text.
     Features {
@@ -109,6 +111,53 @@ pub enum LoggedOutput {
         /// The tensors.
         tensors: Vec<LoggedTensor>,
     },
+}
+
+impl<'de> Deserialize<'de> for LoggedInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Tensors {
+            tensors: Vec<LoggedTensor>,
+            parameters: String,
+            #[serde(default)]
+            outputs: Vec<String>,
+        }
+        // Read whole first: which form it is shows only in its keys (and a verbatim JSON text is
+        // taken as the exact bytes of the line, which only a raw value keeps).
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if let Some(json) = line::read_json_text(&raw).map_err(serde::de::Error::custom)? {
+            return Ok(LoggedInput::Features { json });
+        }
+        let t: Tensors = serde_json::from_str(raw.get()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "input is neither a JSON text (`verbatim` or `json`) nor tensors: {e}"
+            ))
+        })?;
+        Ok(LoggedInput::Tensors {
+            tensors: t.tensors,
+            parameters: t.parameters,
+            outputs: t.outputs,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for LoggedOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Tensors {
+            tensors: Vec<LoggedTensor>,
+        }
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if let Some(json) = line::read_json_text(&raw).map_err(serde::de::Error::custom)? {
+            return Ok(LoggedOutput::Features { json });
+        }
+        let t: Tensors = serde_json::from_str(raw.get()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "output is neither a JSON text (`verbatim` or `json`) nor tensors: {e}"
+            ))
+        })?;
+        Ok(LoggedOutput::Tensors { tensors: t.tensors })
+    }
 }
 
 /// A tensor as its exact bytes.
@@ -163,20 +212,6 @@ impl LoggedTensor {
 }
 
 impl LoggedInput {
-    /// The input of `payload`.
-    pub fn of(payload: &Payload) -> LoggedInput {
-        match payload {
-            Payload::Features(json) => LoggedInput::Features {
-                json: json.to_string(),
-            },
-            Payload::Tensors(t) => LoggedInput::Tensors {
-                tensors: t.inputs.iter().map(LoggedTensor::of).collect(),
-                parameters: t.parameters.clone(),
-                outputs: t.outputs.clone(),
-            },
-        }
-    }
-
     /// The payload back, to run again.
     pub fn payload(&self) -> Result<Payload, String> {
         Ok(match self {
@@ -261,32 +296,8 @@ impl Entry {
         (input + output) as u64 + 512
     }
 
-    fn record(self, host: &str) -> LogRecord {
-        let m = &self.version.manifest;
-        let status = self.status;
-        let (output, error) = match &self.outcome {
-            Ok(output) => (Some(LoggedOutput::of(output)), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        LogRecord {
-            id: self
-                .request_id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            time_unix_ms: unix_ms(self.at),
-            host: host.to_owned(),
-            model: m.model.clone(),
-            version: m.version.clone(),
-            component_sha256: m.component_sha256.clone(),
-            weights_sha256: m.weights_sha256.clone(),
-            config_sha256: m.config_sha256.clone(),
-            graphs: m.graphs.clone(),
-            route: self.payload.route().to_owned(),
-            input: LoggedInput::of(&self.payload),
-            output,
-            status,
-            error,
-            latency_us: self.latency.as_micros() as u64,
-        }
+    fn model(&self) -> &str {
+        &self.version.manifest.model
     }
 }
 
@@ -444,7 +455,6 @@ impl PredictionLog {
 
     /// Hands over an entry; drops it (counted) when the queue is full. Never blocks.
     pub fn offer(&self, entry: Entry) {
-        let model = entry.version.manifest.model.clone();
         let bytes = entry.bytes();
         let queued = &self.counts.queued_bytes;
         let room = !self.discard
@@ -453,21 +463,26 @@ impl PredictionLog {
                     (q + bytes <= self.max_queued_bytes).then_some(q + bytes)
                 })
                 .is_ok();
-        let sent = room && {
+        let refused = if room {
             // The size travels with the entry: the writer gives back exactly what was taken.
             match self.queue.try_send((entry, bytes)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                Ok(()) => None,
+                Err(TrySendError::Full((entry, _)) | TrySendError::Disconnected((entry, _))) => {
                     queued.fetch_sub(bytes, Relaxed);
-                    false
+                    Some(entry)
                 }
             }
-        };
-        if sent {
-            self.counts.accepted.fetch_add(1, Relaxed);
         } else {
-            self.counts.dropped.fetch_add(1, Relaxed);
-            metrics::prediction_log_dropped(&model);
+            Some(entry)
+        };
+        match refused {
+            None => {
+                self.counts.accepted.fetch_add(1, Relaxed);
+            }
+            Some(entry) => {
+                self.counts.dropped.fetch_add(1, Relaxed);
+                metrics::prediction_log_dropped(entry.model());
+            }
         }
     }
 
@@ -484,7 +499,7 @@ fn write_loop(
     counts: &LogCounts,
     stop: &Stop,
 ) {
-    let mut batch: Vec<LogRecord> = Vec::new();
+    let mut batch = Batch::default();
     let mut oldest: Option<Instant> = None;
     // The writer wakes on its own clock and takes whatever waits, rather than being woken by every
     // entry: a request's hand-over is then a lock and a push, never a wake-up of another thread.
@@ -500,7 +515,7 @@ fn write_loop(
             match entries.try_recv() {
                 Ok((entry, bytes)) => {
                     counts.queued_bytes.fetch_sub(bytes, Relaxed);
-                    batch.push(entry.record(&options.host));
+                    batch.push(&entry, &options.host);
                     oldest.get_or_insert_with(Instant::now);
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
@@ -513,7 +528,7 @@ fn write_loop(
         if stop.asked.load(Relaxed) {
             for (entry, bytes) in entries.try_iter() {
                 counts.queued_bytes.fetch_sub(bytes, Relaxed);
-                batch.push(entry.record(&options.host));
+                batch.push(&entry, &options.host);
             }
             closed = true;
         }
@@ -521,7 +536,7 @@ fn write_loop(
         if !batch.is_empty() && (closed || due || batch.len() >= options.batch_records) {
             let (written, failure) = writer.write(&batch);
             counts.written.fetch_add(written.len() as u64, Relaxed);
-            metrics::prediction_log_written(&written);
+            metrics::prediction_log_written(written.iter().map(|&i| batch.model_of(i)));
             if let Some(e) = failure {
                 let lost = (batch.len() - written.len()) as u64;
                 counts.failed.fetch_add(lost, Relaxed);
@@ -572,7 +587,7 @@ pub enum LogError {
 
 /// One sink's way of writing a batch: answers the records written, and why the rest were not.
 trait BatchWriter: Send {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>);
+    fn write(&mut self, batch: &Batch) -> (Vec<usize>, Option<LogError>);
     /// Makes what was written durable (the log is stopping).
     fn finish(&mut self) {}
     /// Called on every turn of the writer: makes durable what is due.
@@ -580,26 +595,64 @@ trait BatchWriter: Send {
 }
 
 /// All of `batch`, or none of it with the reason.
-fn whole(batch: &[LogRecord], result: Result<(), LogError>) -> (Vec<&LogRecord>, Option<LogError>) {
+fn whole(batch: &Batch, result: Result<(), LogError>) -> (Vec<usize>, Option<LogError>) {
     match result {
-        Ok(()) => (batch.iter().collect(), None),
+        Ok(()) => ((0..batch.len()).collect(), None),
         Err(e) => (Vec::new(), Some(e)),
     }
 }
 
-fn lines<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut out, r).expect("records serialise");
-        out.push(b'\n');
+/// Lines waiting to go to the sink together, written as their entries arrive: an entry is dropped
+/// as soon as its line is written, so a batch holds no version (nor its instances) alive.
+#[derive(Default)]
+pub(super) struct Batch {
+    bytes: Vec<u8>,
+    /// Each line's end in `bytes` and its version (an index in `versions`).
+    lines: Vec<(usize, usize)>,
+    versions: line::VersionFields,
+}
+
+/// A batch's buffer larger than this is not kept for the next batch (one of large tensors).
+const KEPT_BATCH_BYTES: usize = 4 << 20;
+
+impl Batch {
+    fn push(&mut self, entry: &Entry, host: &str) {
+        let version = line::write(&mut self.bytes, entry, host, &mut self.versions);
+        self.lines.push((self.bytes.len(), version));
     }
-    out
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Line `i`, with its newline.
+    fn line(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |p| self.lines[p].0);
+        &self.bytes[start..self.lines[i].0]
+    }
+
+    fn model_of(&self, i: usize) -> &str {
+        self.versions.model(self.lines[i].1)
+    }
+
+    /// Empties the batch, keeping its buffer (allocating and freeing a batch's large buffer each
+    /// time had glibc consolidate its heap each time) unless it grew past [`KEPT_BATCH_BYTES`].
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.bytes.shrink_to(KEPT_BATCH_BYTES);
+        self.lines.clear();
+        self.versions = Default::default();
+    }
 }
 
 struct Discard;
 
 impl BatchWriter for Discard {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
+    fn write(&mut self, batch: &Batch) -> (Vec<usize>, Option<LogError>) {
         whole(batch, Err(LogError::NoSink))
     }
 }
@@ -735,8 +788,8 @@ impl FileWriter {
 }
 
 impl BatchWriter for FileWriter {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
-        let result = self.append(batch);
+    fn write(&mut self, batch: &Batch) -> (Vec<usize>, Option<LogError>) {
+        let result = self.append_lines(&batch.bytes);
         whole(batch, result)
     }
 
@@ -750,8 +803,7 @@ impl BatchWriter for FileWriter {
 }
 
 impl FileWriter {
-    fn append(&mut self, batch: &[LogRecord]) -> Result<(), LogError> {
-        let bytes = lines(batch.iter());
+    fn append_lines(&mut self, bytes: &[u8]) -> Result<(), LogError> {
         if self
             .current
             .as_ref()
@@ -759,7 +811,7 @@ impl FileWriter {
         {
             self.open()?;
         }
-        self.append_with(&bytes, |file, bytes| {
+        self.append_with(bytes, |file, bytes| {
             file.write_all(bytes).and_then(|_| file.flush())
         })
     }
@@ -813,13 +865,13 @@ struct StoreWriter {
 }
 
 impl BatchWriter for StoreWriter {
-    fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
+    fn write(&mut self, batch: &Batch) -> (Vec<usize>, Option<LogError>) {
         let Some(runtime) = self.runtime.as_ref() else {
             return whole(batch, Err(LogError::NoRuntime));
         };
-        let mut by_model: BTreeMap<&str, Vec<&LogRecord>> = BTreeMap::new();
-        for r in batch {
-            by_model.entry(&r.model).or_default().push(r);
+        let mut by_model: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for i in 0..batch.len() {
+            by_model.entry(batch.model_of(i)).or_default().push(i);
         }
         let now = unix_ms(SystemTime::now());
         let (mut written, mut failure) = (Vec::new(), None);
@@ -830,7 +882,11 @@ impl BatchWriter for StoreWriter {
                 "predictions/{model}/{now:013}-{}-{}.jsonl",
                 self.host, self.next
             );
-            let bytes = bytes::Bytes::from(lines(records.iter().copied()));
+            let mut bytes = Vec::new();
+            for &i in &records {
+                bytes.extend_from_slice(batch.line(i));
+            }
+            let bytes = bytes::Bytes::from(bytes);
             match runtime.block_on(self.storage.put(&key, bytes, Write::Create)) {
                 Ok(_) => written.extend(records),
                 Err(source) => failure = Some(LogError::Store { key, source }),
@@ -844,6 +900,7 @@ impl BatchWriter for StoreWriter {
 mod tests {
     use super::*;
     use crate::runtime::TensorData;
+    use serde_json::Value;
 
     #[test]
     fn tensors_survive_the_log_bit_for_bit() {
@@ -909,10 +966,32 @@ mod tests {
         got: Arc<std::sync::Mutex<Vec<LogRecord>>>,
     }
 
+    /// `entries` as a batch of host `h1`.
+    fn batch_of(entries: &[Entry]) -> Batch {
+        let mut batch = Batch::default();
+        for e in entries {
+            batch.push(e, "h1");
+        }
+        batch
+    }
+
+    /// The records a batch's lines are read back as.
+    fn records_of(batch: &Batch) -> Vec<LogRecord> {
+        let text = std::str::from_utf8(&batch.bytes).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The records `entries` are read back as, from their lines.
+    fn read_back(entries: &[Entry]) -> Vec<LogRecord> {
+        records_of(&batch_of(entries))
+    }
+
     impl BatchWriter for Held {
-        fn write<'a>(&mut self, batch: &'a [LogRecord]) -> (Vec<&'a LogRecord>, Option<LogError>) {
+        fn write(&mut self, batch: &Batch) -> (Vec<usize>, Option<LogError>) {
             let _ = self.go.recv();
-            self.got.lock().unwrap().extend_from_slice(batch);
+            self.got.lock().unwrap().extend(records_of(batch));
             whole(batch, Ok(()))
         }
     }
@@ -1015,10 +1094,8 @@ mod tests {
         };
         let mut writer = FileWriter::new(dir.path().to_owned(), &options);
         for batch in 0..10 {
-            let records: Vec<LogRecord> = (0..10)
-                .map(|i| entry(batch * 10 + i).record("h1"))
-                .collect();
-            assert!(writer.write(&records).1.is_none());
+            let entries: Vec<Entry> = (0..10).map(|i| entry(batch * 10 + i)).collect();
+            assert!(writer.write(&batch_of(&entries)).1.is_none());
         }
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -1072,15 +1149,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = LogOptions::new(Some(LogSink::Files(dir.path().to_owned())), "h1");
         let mut writer = FileWriter::new(dir.path().to_owned(), &options);
-        let first: Vec<LogRecord> = (0..3).map(|i| entry(i).record("h1")).collect();
+        let first = batch_of(&(0..3).map(entry).collect::<Vec<_>>());
         assert!(writer.write(&first).1.is_none());
         // A full disk half way through the next batch.
-        let second = lines(
-            (3..6)
-                .map(|i| entry(i).record("h1"))
-                .collect::<Vec<_>>()
-                .iter(),
-        );
+        let second = batch_of(&(3..6).map(entry).collect::<Vec<_>>()).bytes;
         let err = writer
             .append_with(&second, |file, bytes| {
                 file.write_all(&bytes[..bytes.len() / 2])?;
@@ -1089,7 +1161,7 @@ mod tests {
             .unwrap_err();
         let err = err.to_string();
         assert!(err.contains("writing the prediction log"), "{err}");
-        let third: Vec<LogRecord> = (6..8).map(|i| entry(i).record("h1")).collect();
+        let third = batch_of(&(6..8).map(entry).collect::<Vec<_>>());
         assert!(writer.write(&third).1.is_none());
         let files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -1115,7 +1187,7 @@ mod tests {
     #[test]
     fn fsyncs_are_bounded_by_the_interval_and_done_when_a_file_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let batch: Vec<LogRecord> = (0..2).map(|i| entry(i).record("h1")).collect();
+        let batch = batch_of(&(0..2).map(entry).collect::<Vec<_>>());
         // Every batch.
         let every = LogOptions {
             sync_interval: Duration::ZERO,
@@ -1146,9 +1218,222 @@ mod tests {
     #[test]
     fn features_and_tensor_inputs_are_told_apart_when_read_back() {
         let f: LoggedInput = serde_json::from_str(r#"{"json": "{\"a\": 1}"}"#).unwrap();
-        assert!(matches!(f, LoggedInput::Features { .. }));
+        assert_eq!(
+            f,
+            LoggedInput::Features {
+                json: r#"{"a": 1}"#.into()
+            }
+        );
+        let f: LoggedInput = serde_json::from_str(r#"{"verbatim": {"a": 1}}"#).unwrap();
+        assert_eq!(
+            f,
+            LoggedInput::Features {
+                json: r#"{"a": 1}"#.into()
+            }
+        );
+        let e = serde_json::from_str::<LoggedInput>(r#"{"verbatim_": {}}"#).unwrap_err();
+        assert!(e.to_string().contains("neither a JSON text"), "{e}");
         let t: LoggedInput =
             serde_json::from_str(r#"{"tensors": [], "parameters": "{}"}"#).unwrap();
         assert!(matches!(t, LoggedInput::Tensors { .. }));
+    }
+
+    #[test]
+    fn feature_texts_are_written_verbatim_when_they_can_be_and_always_read_back_exactly() {
+        // (text, as a request, written verbatim): a request's text is JSON (the front end checked
+        // it); a guest's answer may be anything.
+        let texts = [
+            // One value, nothing around it: written as itself, spaces and number forms kept.
+            (
+                r#"{"features": {"amount": 1.50, "city": "Zürich \"x\""}}"#,
+                true,
+                true,
+            ),
+            (r#""a string answer""#, true, true),
+            ("[1e2,-0.0]", true, true),
+            // Line breaks between tokens: written as spaces, their places kept.
+            ("{\n  \"features\": {\"a\": [1,\n 2]}\n}", true, true),
+            ("{\r\n\"a\":\t1\r\n}", true, true),
+            // Whitespace around the value: kept beside it.
+            ("{\"a\": 1}\r\n", true, true),
+            (" \t{}\n\n", true, true),
+            // Kept escaped: answers that are not JSON.
+            ("not json", false, false),
+            ("\n", false, false),
+            ("{\"a\": 1} {\"b\": 2}", false, false),
+            ("{\"a\": \"x\ny\"}", false, false),
+            ("", false, false),
+        ];
+        for (text, request, verbatim) in texts {
+            let json = text.to_owned();
+            let e = Entry {
+                payload: if request {
+                    Payload::Features(Arc::new(json.clone()))
+                } else {
+                    entry(0).payload
+                },
+                outcome: Ok(Output::Features(Arc::new(json.clone()))),
+                ..entry(0)
+            };
+            let line = String::from_utf8(batch_of(std::slice::from_ref(&e)).bytes).unwrap();
+            assert_eq!(line.matches('\n').count(), 1, "one line: {line}");
+            assert!(line.ends_with('\n'), "{line}");
+            assert!(serde_json::from_str::<Value>(&line).is_ok(), "{line}");
+            let verbatims = line.matches(r#"{"verbatim":"#).count();
+            let escaped = line.matches(r#"{"json":"#).count();
+            let expected = if request {
+                [2 * verbatim as usize, 2 * !verbatim as usize]
+            } else {
+                // The input is `entry`'s own (one line, verbatim).
+                [1 + verbatim as usize, !verbatim as usize]
+            };
+            assert_eq!([verbatims, escaped], expected, "{text:?}: {line}");
+            let back = &read_back(std::slice::from_ref(&e))[0];
+            if request {
+                assert_eq!(back.input, LoggedInput::Features { json: json.clone() });
+            }
+            assert_eq!(back.output, Some(LoggedOutput::Features { json }));
+        }
+    }
+
+    #[test]
+    fn a_line_holds_every_field_of_the_record_it_is_read_back_as() {
+        let mut manifest = version().manifest.clone();
+        manifest.config_sha256 = Some("a\"b\\c".into());
+        manifest.graphs.insert("model".into(), "d4".repeat(32));
+        let version = Arc::new(ModelVersion::listed(
+            manifest,
+            crate::registry::Listing::Loading,
+        ));
+        let tensor = Tensor {
+            name: "x".into(),
+            shape: vec![1, 2],
+            data: crate::runtime::TensorData::Fp32(vec![f32::NAN, -0.0]),
+        };
+        let request = Payload::Tensors(Arc::new(TensorRequest {
+            inputs: vec![tensor.clone()],
+            parameters: r#"{"p": "q"}"#.into(),
+            outputs: vec!["y".into()],
+        }));
+        let answered = Entry {
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123),
+            request_id: Some("id with \"quotes\"\n".into()),
+            version: version.clone(),
+            payload: request.clone(),
+            outcome: Ok(Output::Tensors(Arc::new(vec![tensor.clone()]))),
+            status: 200,
+            latency: Duration::from_micros(184),
+        };
+        let failed = Entry {
+            request_id: None,
+            outcome: Err(ServeError::Invalid("\"busy\"\n".into())),
+            status: 503,
+            ..entry(1)
+        };
+        let records = read_back(&[answered, failed]);
+        let m = &version.manifest;
+        assert_eq!(
+            records[0],
+            LogRecord {
+                id: "id with \"quotes\"\n".into(),
+                time_unix_ms: 1_796_000_000_123,
+                host: "h1".into(),
+                model: m.model.clone(),
+                version: m.version.clone(),
+                component_sha256: m.component_sha256.clone(),
+                weights_sha256: m.weights_sha256.clone(),
+                config_sha256: m.config_sha256.clone(),
+                graphs: m.graphs.clone(),
+                route: "infer".into(),
+                input: LoggedInput::Tensors {
+                    tensors: vec![LoggedTensor::of(&tensor)],
+                    parameters: r#"{"p": "q"}"#.into(),
+                    outputs: vec!["y".into()],
+                },
+                output: Some(LoggedOutput::Tensors {
+                    tensors: vec![LoggedTensor::of(&tensor)]
+                }),
+                status: 200,
+                error: None,
+                latency_us: 184,
+            }
+        );
+        let failed = &records[1];
+        assert_eq!((failed.status, failed.output.as_ref()), (503, None));
+        assert!(
+            failed.error.as_deref().unwrap().contains("\"busy\""),
+            "{failed:?}"
+        );
+        assert_eq!(failed.id.len(), 36, "an id is made up: {failed:?}");
+        assert_eq!(failed.config_sha256, None);
+        assert!(failed.graphs.is_empty());
+    }
+
+    #[test]
+    fn a_batch_holds_no_version_alive_and_names_each_lines_model() {
+        let other = Arc::new(ModelVersion::listed(
+            crate::registry::VersionManifest {
+                model: "eta".into(),
+                ..version().manifest.clone()
+            },
+            crate::registry::Listing::Loading,
+        ));
+        let (a, b) = (
+            entry(0),
+            Entry {
+                version: other.clone(),
+                ..entry(1)
+            },
+        );
+        let fraud = a.version.clone();
+        let batch = batch_of(&[a, b, entry(2)]);
+        assert_eq!(Arc::strong_count(&other), 1, "the batch holds the version");
+        assert_eq!(Arc::strong_count(&fraud), 1, "the batch holds the version");
+        let models: Vec<&str> = (0..batch.len()).map(|i| batch.model_of(i)).collect();
+        assert_eq!(models, ["fraud", "eta", "fraud"]);
+        let lines: Vec<&[u8]> = (0..batch.len()).map(|i| batch.line(i)).collect();
+        assert_eq!(lines.concat(), batch.bytes);
+        assert!(std::str::from_utf8(lines[1])
+            .unwrap()
+            .contains(r#""model":"eta""#));
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_when_a_byte_needs_it() {
+        let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert_eq!(line::needs_escape(&bytes), needs(b), "{bytes:?}");
+                    // Bytes of multi-byte characters around it change nothing.
+                    bytes
+                        .iter_mut()
+                        .filter(|x| **x == b'a')
+                        .for_each(|x| *x = 0xc3);
+                    assert_eq!(line::needs_escape(&bytes), needs(b), "{bytes:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_verbatim_text_whose_line_breaks_do_not_fit_it_is_refused() {
+        for input in [
+            r#"{"verbatim": {"a": 1}, "lf_at": [1]}"#,
+            r#"{"verbatim": {"a": 1}, "cr_at": [99]}"#,
+        ] {
+            let e = serde_json::from_str::<LoggedInput>(input).unwrap_err();
+            assert!(e.to_string().contains("not a space of the text"), "{e}");
+        }
+        let f: LoggedInput =
+            serde_json::from_str(r#"{"verbatim": {"a": 1}, "lf_at": [5]}"#).unwrap();
+        assert_eq!(
+            f,
+            LoggedInput::Features {
+                json: "{\"a\":\n1}".into()
+            }
+        );
     }
 }
