@@ -112,7 +112,7 @@ def main() -> None:
         finally:
             host.stop()
 
-    print(f"\n{'capability':<24}{'off':>12}{'on':>12}{'cost':>9}")
+    print(f"\n{'capability':<30}{'off':>12}{'on':>12}{'cost':>9}")
     for name, settings in tp.wanted_capabilities():
         results = {}
         for state in ("off", "on"):
@@ -123,7 +123,7 @@ def main() -> None:
             finally:
                 host.stop()
         cost = results["on"] / results["off"] - 1
-        print(f"{name:<24}{results['off']:>12,.0f}{results['on']:>12,.0f}{cost:>+9.1%}", flush=True)
+        print(f"{name:<30}{results['off']:>12,.0f}{results['on']:>12,.0f}{cost:>+9.1%}", flush=True)
 
 
 if __name__ == "__main__":

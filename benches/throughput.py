@@ -220,6 +220,8 @@ max_instances = 4
 """
 
 OFF = {"deterministic": "false", "fuel": "false", "breaker": 0, "extra": ""}
+# A per-model section replaces [models.default]: the same instances, plus a cap no call reaches.
+FUEL_CAP = "min_instances = 2\nmax_instances = 4\nfuel = 1000000000000"
 
 
 def fraud_files() -> list[str]:
@@ -227,11 +229,15 @@ def fraud_files() -> list[str]:
 
 
 def capability_host(work: pathlib.Path, name: str, *, shadow: bool = False, profile: bool = False,
-                    host_options: dict | None = None, base: str = BASE_CONFIG, **settings) -> Host:
+                    neighbour: bool = False, host_options: dict | None = None,
+                    base: str = BASE_CONFIG, **settings) -> Host:
     config = base.format(**{**OFF, **settings})
     # With its training profile, the version is watched for drift at the configured share.
     files = fraud_files() + (["--profile", str(MODELS / "fraud-features.profile.json")] if profile else [])
     models = [("fraud-features", "1", files)]
+    if neighbour:
+        # Another model on the host, not called: what its settings cost the measured one.
+        models.append(("neighbour", "1", fraud_files()))
     if shadow:
         models.append(("fraud-features", "2", fraud_files()))
     host = Host(work, name, models, config, **(host_options or {}))
@@ -247,7 +253,12 @@ def wanted_capabilities() -> list[tuple[str, dict]]:
     capabilities = [
         ("CPU share 0.25", dict(extra="[models.fraud-features]\ncpu_share = 0.25")),
         ("breaker (after = 5)", dict(breaker=5)),
-        ("fuel metering", dict(fuel="true")),
+        # [host] fuel: every model's fuel counted, for the cost reports.
+        ("fuel metering (every model)", dict(fuel="true")),
+        # A fuel cap: that model's calls run on the engine that counts fuel ...
+        ("fuel limit (this model)", dict(extra=f"[models.fraud-features]\n{FUEL_CAP}")),
+        # ... and the others' on the one that counts none.
+        ("fuel limit (another model)", dict(neighbour=True, extra=f"[models.neighbour]\n{FUEL_CAP}")),
         ("determinism", dict(deterministic="true")),
         ("prediction log 100 %", dict(log=True)),
         ("shadow 100 %", dict(shadow=True)),

@@ -4,7 +4,7 @@
 //! [host]
 //! max_memory_mib = 4096      # cap on any model's linear memory
 //! total_instances = 256      # instance slots across all models
-//! fuel = false               # count fuel (needed for per-model fuel limits)
+//! fuel = false               # count every model's fuel (models with a `fuel` limit count it anyway)
 //! max_body_bytes = 67108864  # largest HTTP request body
 //! require_self_tests = true  # a version that ships no self-tests does not go live
 //! max_upload_bytes = 4294967296
@@ -89,7 +89,9 @@ pub struct HostSection {
     pub max_memory_mib: u64,
     /// Instance slots across all models.
     pub total_instances: u32,
-    /// Count fuel, so per-model fuel limits apply.
+    /// Count every model's fuel, for the cost reports (`usage.fuel`, `ferry_guest_fuel_total`); it
+    /// costs each call about 5 %. A model with a `fuel` limit has its fuel counted either way, on an
+    /// engine of its own, so the models without one do not pay for it.
     pub fuel: bool,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,

@@ -17,6 +17,11 @@ max_body_bytes = 2097152
 [models.hostile-loop]
 deadline_ms = 200
 
+# A fuel limit on a host that counts no fuel: the version runs on the engine that counts it.
+[models.hostile-fuel]
+fuel = 20000000
+deadline_ms = 20000
+
 [models.hostile-spin]
 min_instances = 1
 max_instances = 1
@@ -35,6 +40,7 @@ fn server() -> &'static Server {
                 Seed::sample("digits-onnx", "1"),
                 Seed::hostile("echo", json!({})),
                 Seed::hostile("hostile-loop", json!({"attack": "infinite-loop"})),
+                Seed::hostile("hostile-fuel", json!({"attack": "infinite-loop"})),
                 Seed::hostile("hostile-trap", json!({"attack": "trap"})),
                 Seed::hostile("hostile-spin", json!({"attack": "spin"})),
             ],
@@ -591,6 +597,39 @@ fn a_looping_model_is_504_and_a_trapping_one_500_and_others_keep_serving() {
         &example("fraud-features"),
     );
     assert_eq!(s, 200);
+}
+
+/// Fuel is counted for the model whose limits name it, on an engine of its own; a model without a
+/// fuel limit beside it runs on code that counts none (`ModelRuntime::for_limits`).
+#[test]
+fn a_fuel_limit_holds_without_host_wide_fuel_and_only_that_model_counts_it() {
+    let (s, e) = error_of(json_call(
+        "POST",
+        "/v1/models/hostile-fuel/predict",
+        &json!({}),
+    ));
+    assert!(
+        s == 504 && e.contains("fuel exhausted: the model used more than 20000000"),
+        "{s} {e}"
+    );
+    let (s, _) = json_call(
+        "POST",
+        "/v1/models/fraud-features/predict",
+        &example("fraud-features"),
+    );
+    assert_eq!(s, 200);
+    let usage = |model: &str| get(&format!("/v1/models/{model}")).1["versions"][0]["usage"].clone();
+    let fuel = usage("hostile-fuel");
+    assert!(
+        fuel["fuel"].as_u64().unwrap() >= 20_000_000,
+        "the fuel burnt is counted: {fuel}"
+    );
+    let fraud = usage("fraud-features");
+    assert!(fraud["calls"].as_u64().unwrap() >= 1, "{fraud}");
+    assert_eq!(
+        fraud["fuel"], 0,
+        "a model without a fuel limit counts none: {fraud}"
+    );
 }
 
 #[test]

@@ -115,8 +115,9 @@ pub fn predict_err(instance: &mut ModelInstance, request: &str) -> CallError {
     err
 }
 
-/// One runtime per test binary, with fuel counting on (so fuel limits can be tested), snapshots on
-/// (as the host serves), and its own compile cache under `target/`.
+/// One runtime per test binary, counting no fuel (as the host by default: a version with a fuel
+/// limit runs on the runtime's second engine), snapshots on (as the host serves), and its own
+/// compile cache under `target/`.
 pub fn engine() -> Arc<ModelRuntime> {
     static RUNTIME: OnceLock<Arc<ModelRuntime>> = OnceLock::new();
     RUNTIME
@@ -125,7 +126,6 @@ pub fn engine() -> Arc<ModelRuntime> {
                 EngineSettings {
                     cache_dir: Some(workspace().join("target/ferry-test-cache")),
                     total_instances: 64,
-                    fuel: true,
                     ..Default::default()
                 },
                 true,
@@ -146,7 +146,7 @@ pub fn start_version_on(
     label: &str,
 ) -> anyhow::Result<(Arc<InstancePool>, ferry::runtime::Prepared)> {
     let weights_sha = weights.as_deref().map(ferry::runtime::sha256_hex);
-    runtime.start_version(
+    runtime.for_limits(limits)?.start_version(
         ferry::runtime::NewVersion {
             component,
             component_sha256: &ferry::runtime::sha256_hex(component),

@@ -383,7 +383,7 @@ impl Replayer {
             )?)
         };
         let label: Arc<str> = Arc::from(format!("replay:{model}").as_str());
-        let prepared = self.runtime.prepare(
+        let prepared = self.runtime.for_limits(&limits)?.prepare(
             &VersionCode {
                 component: &component,
                 component_sha256: &identity.component,

@@ -170,6 +170,7 @@ pub fn test(
     let started = Instant::now();
     let weights_sha = weights.as_deref().map(crate::stamps::sha256_hex);
     let label: Arc<str> = Arc::from("ferry-test");
+    let runtime = runtime.for_limits(&limits)?;
     let prepared = runtime
         .prepare(
             &VersionCode {

@@ -80,6 +80,24 @@ pub struct FerryEngine {
 impl FerryEngine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(settings: EngineSettings) -> anyhow::Result<Arc<FerryEngine>> {
+        FerryEngine::build(settings, None)
+    }
+
+    /// An engine like this one that counts fuel, for the versions that have a fuel limit when this
+    /// one does not (see `ModelRuntime::for_limits`). Its compiled code is cached apart (the engine
+    /// hash differs); Cranelift's per-function cache is shared, its keys naming what was compiled.
+    pub fn counting_fuel(&self) -> anyhow::Result<Arc<FerryEngine>> {
+        let settings = EngineSettings {
+            fuel: true,
+            ..self.settings.clone()
+        };
+        FerryEngine::build(settings, Some(self.incremental.clone()))
+    }
+
+    fn build(
+        settings: EngineSettings,
+        incremental: Option<Arc<IncrementalCache>>,
+    ) -> anyhow::Result<Arc<FerryEngine>> {
         let mut pool = PoolingAllocationConfig::default();
         // A Rust or Python model is one core module with one memory plus a few adapter shims.
         pool.total_component_instances(settings.total_instances)
@@ -115,10 +133,12 @@ impl FerryEngine {
             Some(dir) => Some(CompileCache::open(dir, &Engine::new(&config)?)?),
             None => None,
         };
-        let incremental = Arc::new(IncrementalCache::new(
-            settings.incremental_cache_bytes,
-            cache.as_ref().map(|c| c.incremental_dir()),
-        ));
+        let incremental = incremental.unwrap_or_else(|| {
+            Arc::new(IncrementalCache::new(
+                settings.incremental_cache_bytes,
+                cache.as_ref().map(|c| c.incremental_dir()),
+            ))
+        });
         config.enable_incremental_compilation(incremental.clone())?;
         let engine = Engine::new(&config)?;
         let ticker = EpochTicker::start(engine.clone(), settings.epoch_tick);

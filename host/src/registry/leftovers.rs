@@ -71,25 +71,35 @@ impl Registry {
             return;
         }
         let remaining: Vec<&VersionManifest> = table.versions().map(|v| &v.manifest).collect();
-        let Some(cache) = self.models.engine().compile_cache() else {
-            return;
-        };
+        // A version with a fuel limit ran on the engine that counts fuel, whose compiled files are
+        // cached apart: what no version still uses goes from each engine's cache.
+        let engines = self.models.engines();
+        let caches: Vec<_> = engines.iter().filter_map(|e| e.compile_cache()).collect();
         let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut compiled = |key: &str, note: bool| {
+            for cache in &caches {
+                files.insert(cache.path_for(key));
+                if note {
+                    files.insert(cache.note_path(key));
+                }
+            }
+        };
         for (m, key) in &gone_keys {
             let shared =
                 still_keys.contains(key) || remaining.iter().any(|r| makings(r) == makings(m));
             if !shared {
-                files.insert(cache.path_for(key));
-                files.insert(cache.note_path(key));
+                compiled(key, true);
+            }
+        }
+        for m in gone.iter().chain(gone_keys.iter().map(|(m, _)| m)) {
+            let sha = &m.component_sha256;
+            if !remaining.iter().any(|r| r.component_sha256 == *sha) {
+                compiled(sha, false);
+                compiled(&format!("{sha}-instrumented"), false);
             }
         }
         let blobs_dir = self.store.blobs().root().join("blobs");
         for m in gone.iter().chain(gone_keys.iter().map(|(m, _)| m)) {
-            let sha = &m.component_sha256;
-            if !remaining.iter().any(|r| r.component_sha256 == *sha) {
-                files.insert(cache.path_for(sha));
-                files.insert(cache.path_for(&format!("{sha}-instrumented")));
-            }
             for blob in m.blobs() {
                 if !remaining.iter().any(|r| r.blobs().any(|b| b == blob)) {
                     files.insert(blobs_dir.join(blob));

@@ -314,6 +314,7 @@ impl ModelVersion {
             )?)
         };
         let label: Arc<str> = self.label().into();
+        let runtime = &runtime.for_limits(&self.limits)?;
         let (pool, prepared) = runtime.start_version(
             NewVersion {
                 component: &component_bytes,

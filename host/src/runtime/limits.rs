@@ -13,7 +13,8 @@ pub struct ModelLimits {
     pub memory_bytes: u64,
     /// Wall-clock time one call may take, in milliseconds (enforced by epoch interruption).
     pub deadline_ms: u64,
-    /// Instructions' worth of fuel one call may burn (needs an engine with fuel on); `None` = no count.
+    /// Instructions' worth of fuel one call may burn; `None` = no limit. A version with a limit runs
+    /// on an engine that counts fuel (`ModelRuntime::for_limits`), whatever `[host] fuel` says.
     pub fuel: Option<u64>,
     /// Instances alive at once: the version's concurrency.
     pub max_instances: usize,
