@@ -273,6 +273,8 @@ def start_capability(work: pathlib.Path, name: str, state: str, settings: dict, 
     """A host with every capability off, or (`state` "on") with `name`'s `settings` on."""
     settings = dict(settings)
     log = settings.pop("log", False)
+    # The neighbour model is on the host in both states: the row is what its settings cost.
+    options.setdefault("neighbour", settings.pop("neighbour", False))
     host = capability_host(work, f"{name}-{state}".replace(" ", "-").replace("%", "pc"),
                            **options, **(settings if state == "on" else {}))
     if state == "on" and log:

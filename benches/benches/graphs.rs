@@ -46,8 +46,7 @@ fn image() -> Vec<f32> {
     (0..64).map(|i| ((i * 7) % 17) as f32).collect()
 }
 
-/// The engine as `ferry serve` configures it by default (no fuel counting, which the tests' engine
-/// turns on to test fuel limits): what a served call costs.
+/// The engine as `ferry serve` configures it by default (no fuel counting): what a served call costs.
 fn serving_engine() -> Arc<ModelRuntime> {
     static RUNTIME: std::sync::OnceLock<Arc<ModelRuntime>> = std::sync::OnceLock::new();
     RUNTIME

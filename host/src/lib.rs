@@ -2,7 +2,8 @@
 //!
 //! A host that serves machine-learning models compiled into sandboxed WebAssembly components.
 //!
-//! - [`engine`] owns the one wasmtime `Engine`: pooling allocator, epoch ticker, compiled-component cache.
+//! - [`engine`] owns the wasmtime `Engine` (and one that counts fuel, when a version has a fuel limit):
+//!   pooling allocator, epoch ticker, compiled-component cache.
 //! - [`host_api`] holds what a guest may import beyond logging: host-side graphs through `wasi:nn`.
 //! - [`runtime`] owns a version's instances: limits, the instance pool, and every call into a guest.
 //! - [`storage`] is where a store's objects live: one interface, a local-directory and an S3 backend.

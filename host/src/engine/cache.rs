@@ -26,6 +26,30 @@ impl CompileCache {
         Ok(CompileCache { dir })
     }
 
+    /// This cache and those of the other engine configurations beside it (the engine that counts
+    /// fuel, earlier configurations): where a file no version uses any more may be, whether or not
+    /// this process has made that engine.
+    pub fn with_siblings(&self) -> Vec<CompileCache> {
+        let is_engine_dir =
+            |name: &str| name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut caches = vec![CompileCache {
+            dir: self.dir.clone(),
+        }];
+        let Some(root) = self.dir.parent() else {
+            return caches;
+        };
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let sibling = entry.file_name().to_str().is_some_and(is_engine_dir)
+                && dir != self.dir
+                && entry.file_type().is_ok_and(|t| t.is_dir());
+            if sibling {
+                caches.push(CompileCache { dir });
+            }
+        }
+        caches
+    }
+
     /// Where Cranelift's per-function cache keeps its entries.
     pub fn incremental_dir(&self) -> PathBuf {
         self.dir.join("functions")
@@ -96,5 +120,25 @@ impl CompileCache {
                 unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siblings_are_the_other_engine_directories_beside_this_one() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("00000000000000aa");
+        let other = root.path().join("00000000000000bb");
+        for dir in [&own, &other, &root.path().join("not-an-engine")] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(root.path().join("00000000000000cc"), b"a file").unwrap();
+        let cache = CompileCache { dir: own.clone() };
+        let mut dirs: Vec<PathBuf> = cache.with_siblings().into_iter().map(|c| c.dir).collect();
+        dirs.sort();
+        assert_eq!(dirs, vec![own, other]);
     }
 }

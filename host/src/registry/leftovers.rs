@@ -72,9 +72,15 @@ impl Registry {
         }
         let remaining: Vec<&VersionManifest> = table.versions().map(|v| &v.manifest).collect();
         // A version with a fuel limit ran on the engine that counts fuel, whose compiled files are
-        // cached apart: what no version still uses goes from each engine's cache.
-        let engines = self.models.engines();
-        let caches: Vec<_> = engines.iter().filter_map(|e| e.compile_cache()).collect();
+        // cached beside the other engine's: what no version still uses goes from each (made in this
+        // process or not). A key still used on one engine keeps its file on both; the cache's
+        // size limit takes such a copy in time.
+        let caches = self
+            .models
+            .engine()
+            .compile_cache()
+            .map(|c| c.with_siblings())
+            .unwrap_or_default();
         let mut files: BTreeSet<PathBuf> = BTreeSet::new();
         let mut compiled = |key: &str, note: bool| {
             for cache in &caches {

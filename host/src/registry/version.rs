@@ -88,6 +88,9 @@ pub struct ModelVersion {
     pub start_mode: Option<StartMode>,
     /// The key of its snapshot in the host's compile cache, once prepared (see `leftovers`).
     pub snapshot_key: Option<String>,
+    /// Its calls' fuel is counted (it has a fuel limit, or the host counts every model's): else its
+    /// `usage.fuel` is not a count, and is shown as none.
+    pub counts_fuel: bool,
     /// Seconds from the start of loading to ready (or failed).
     pub load_seconds: f64,
     /// Moving average of a call's duration, in nanoseconds. Starts at 1 ms, so a version's first calls
@@ -191,6 +194,7 @@ impl ModelVersion {
             self_tests_cached: None,
             start_mode: None,
             snapshot_key: None,
+            counts_fuel: false,
             load_seconds: 0.0,
             typical_call_ns: AtomicU64::new(1_000_000),
             usage: Usage::default(),
@@ -315,6 +319,7 @@ impl ModelVersion {
         };
         let label: Arc<str> = self.label().into();
         let runtime = &runtime.for_limits(&self.limits)?;
+        self.counts_fuel = runtime.engine().settings().fuel;
         let (pool, prepared) = runtime.start_version(
             NewVersion {
                 component: &component_bytes,

@@ -59,6 +59,10 @@ impl ModelInstance {
         graphs: Option<&Arc<VersionGraphs>>,
     ) -> Result<ModelInstance, CallError> {
         let engine = &component.engine;
+        debug_assert!(
+            limits.fuel.is_none() || engine.settings().fuel,
+            "a fuel limit on an engine that counts no fuel: start the version on ModelRuntime::for_limits"
+        );
         let mut store = Store::new(
             engine.engine(),
             GuestState::new(limits.memory_bytes, graphs),

@@ -62,8 +62,11 @@ impl ModelRuntime {
         if let Some(runtime) = &*counting {
             return Ok(runtime.clone());
         }
-        let runtime = ModelRuntime::on(self.engine.counting_fuel()?, self.snapshots)
-            .context("starting the engine that counts fuel")?;
+        let runtime = self
+            .engine
+            .counting_fuel()
+            .and_then(|engine| ModelRuntime::on(engine, self.snapshots))
+            .context("starting the engine that counts fuel (the version has a fuel limit)")?;
         tracing::info!(
             "a version has a fuel limit: its calls run on a second engine that counts fuel"
         );
@@ -72,7 +75,8 @@ impl ModelRuntime {
     }
 
     /// The engines this runtime has made: its own, and the one that counts fuel once made.
-    pub fn engines(&self) -> Vec<Arc<FerryEngine>> {
+    #[cfg(test)]
+    fn engines(&self) -> Vec<Arc<FerryEngine>> {
         let counting = self.counting_fuel.lock().unwrap_or_else(|p| p.into_inner());
         std::iter::once(self.engine.clone())
             .chain(counting.as_ref().map(|r| r.engine.clone()))

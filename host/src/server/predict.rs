@@ -220,7 +220,8 @@ fn describe_version(v: &ModelVersion) -> Value {
         "failed": n(&usage.calls_failed),
         "cpu_seconds": n(&usage.cpu_ns) as f64 / 1e9,
         "guest_seconds": n(&usage.compute_ns) as f64 / 1e9,
-        "fuel": n(&usage.fuel),
+        // None where it is not counted: a 0 would read as "burnt none".
+        "fuel": v.counts_fuel.then(|| n(&usage.fuel)),
     });
     if let Some(ready) = ready {
         out["breaker"] = ready.breaker.describe();

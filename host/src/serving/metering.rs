@@ -1,7 +1,8 @@
 //! What a guest call costs, for charging the team that owns the model: the CPU time of the thread
 //! that ran it (the guest runs on one thread from entry to return, so the thread's CPU clock counts
-//! exactly its work, host calls included, and none of other requests'), wall time, and fuel when the
-//! host counts it. Counted per version in `/metrics` and in `GET /v1/models/{model}`.
+//! exactly its work, host calls included, and none of other requests'), wall time, and fuel where it
+//! is counted (a version with a fuel limit, or every version with `[host] fuel`). Counted per
+//! version in `/metrics` and in `GET /v1/models/{model}`.
 //!
 //! A call on an async worker is charged its wall time instead ([`CpuClock::Wall`]): it takes
 //! microseconds and gives way past a couple of milliseconds, its thread runs nothing else meanwhile,

@@ -21,7 +21,8 @@
 //!   `ferry_store_generation`, and `ferry_store_requests_total{op,outcome}` (every request to the store)
 //! - metering, per version, for charging the team that owns the model:
 //!   `ferry_guest_cpu_microseconds_total{model,version}` (CPU time of the threads running its guest
-//!   calls, shadow copies included) and `ferry_guest_fuel_total{model,version}` (with `[host] fuel`)
+//!   calls, shadow copies included) and `ferry_guest_fuel_total{model,version}` (versions whose
+//!   fuel is counted: a fuel limit, or `[host] fuel`)
 //! - shadow traffic, per (model, primary, shadow): `ferry_shadow_requests_total{…,outcome}` (compared,
 //!   primary_failed, shadow_failed, dropped_queue_full, dropped_busy), `ferry_shadow_abs_diff` (histogram
 //!   of each compared request's largest |Δ| between paired numbers) and

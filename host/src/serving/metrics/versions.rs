@@ -349,9 +349,12 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "ferry_guest_fuel_total",
         kind: "counter",
-        help: "Fuel a version's guest calls burnt (with [host] fuel = true)",
+        help: "Fuel a version's guest calls burnt (versions with a fuel limit, or every version with [host] fuel = true)",
         lines: |v, labels, _, out| {
-            line(out, "ferry_guest_fuel_total", labels, v.usage.fuel.load(Relaxed));
+            // No series where fuel is not counted: a 0 would read as "burnt none".
+            if v.counts_fuel {
+                line(out, "ferry_guest_fuel_total", labels, v.usage.fuel.load(Relaxed));
+            }
         },
     },
 ];
