@@ -6,7 +6,7 @@ fn main() {
     // little of an arena's freed memory: a host whose loads, compiles and blocking calls run on
     // short-lived threads grew ~45 MB over 1,000 reloads in arenas alone (benches/soak.sh). Two
     // arenas keep allocation concurrent on the async workers and the heap compact over weeks.
-    // mimalloc (0.1.52, its v3) as the global allocator cut fraud-features' request by 6 % of its
+    // mimalloc (0.1.52, its v3) as the global allocator cut fraud-features' request by about 7 % of its
     // instructions (benches/request-cost.sh), but over the same 1,000 reloads the host grew 1.9×
     // (127 → 241 MB, transparent huge pages) or 1.17× with them off and purging at once, where
     // glibc with two arenas stayed flat (73 → 70 MB, same day): not taken.

@@ -11,6 +11,7 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// A directory of `.cwasm` files: `<dir>/<engine-hash>/<key>.cwasm`, with notes beside them.
+#[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
 }

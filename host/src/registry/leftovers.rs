@@ -71,39 +71,24 @@ impl Registry {
             return;
         }
         let remaining: Vec<&VersionManifest> = table.versions().map(|v| &v.manifest).collect();
-        // A version with a fuel limit ran on the engine that counts fuel, whose compiled files are
-        // cached beside the other engine's: what no version still uses goes from each (made in this
-        // process or not). A key still used on one engine keeps its file on both; the cache's
-        // size limit takes such a copy in time.
-        let caches = self
-            .models
-            .engine()
-            .compile_cache()
-            .map(|c| c.with_siblings())
-            .unwrap_or_default();
-        let mut files: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut compiled = |key: &str, note: bool| {
-            for cache in &caches {
-                files.insert(cache.path_for(key));
-                if note {
-                    files.insert(cache.note_path(key));
-                }
-            }
-        };
+        // Compiled keys no version still uses (with whether a note goes with them).
+        let mut compiled: Vec<(String, bool)> = Vec::new();
         for (m, key) in &gone_keys {
             let shared =
                 still_keys.contains(key) || remaining.iter().any(|r| makings(r) == makings(m));
             if !shared {
-                compiled(key, true);
+                compiled.push((key.clone(), true));
             }
         }
         for m in gone.iter().chain(gone_keys.iter().map(|(m, _)| m)) {
             let sha = &m.component_sha256;
             if !remaining.iter().any(|r| r.component_sha256 == *sha) {
-                compiled(sha, false);
-                compiled(&format!("{sha}-instrumented"), false);
+                compiled.push((sha.clone(), false));
+                compiled.push((format!("{sha}-instrumented"), false));
             }
         }
+        let cache = self.models.engine().compile_cache().cloned();
+        let mut files: BTreeSet<PathBuf> = BTreeSet::new();
         let blobs_dir = self.store.blobs().root().join("blobs");
         for m in gone.iter().chain(gone_keys.iter().map(|(m, _)| m)) {
             for blob in m.blobs() {
@@ -120,6 +105,18 @@ impl Registry {
             .into_iter()
             .collect();
         self.tokio.spawn_blocking(move || {
+            // A version with a fuel limit ran on the engine that counts fuel, whose compiled files
+            // are cached beside the other engine's: a key goes from each (made in this process or
+            // not). A key still used on one engine keeps its file on both; the cache's size limit
+            // takes such a copy in time.
+            for cache in cache.iter().flat_map(|c| c.with_siblings()) {
+                for (key, note) in &compiled {
+                    files.insert(cache.path_for(key));
+                    if *note {
+                        files.insert(cache.note_path(key));
+                    }
+                }
+            }
             let (mut removed, mut bytes) = (0, 0);
             for file in files {
                 let size = std::fs::metadata(&file).map_or(0, |m| m.len());
