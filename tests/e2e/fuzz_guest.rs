@@ -44,7 +44,7 @@ const INPUTS: [&str; 12] = [
 
 struct Echo {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    router: ferry::server::App,
     pool: Arc<InstancePool>,
     _dir: tempfile::TempDir,
 }

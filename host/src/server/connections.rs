@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
-use axum::Router;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -106,7 +105,7 @@ pub fn connection_room(wanted: usize) -> usize {
 /// flight get up to `drain_timeout` to finish, after which their connections are closed.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: super::App,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -120,6 +119,7 @@ pub async fn serve(
     }
     let slots = Arc::new(Semaphore::new(room));
     let protocols = protocols(&limits);
+    let entry_limits = Arc::new(limits.clone());
     // Set when the host stops: every connection then closes the way its protocol allows.
     let (stopping, stop_signal) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -152,15 +152,17 @@ pub async fn serve(
         ));
         let app = app.clone();
         let busy = activity.clone();
+        let entry_limits = entry_limits.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             let app = app.clone();
             // HTTP/2's requests are tracked, so that its connection knows when it is idle (hyper's
             // header timer bounds an idle HTTP/1.1 connection; HTTP/2 has none).
             let busy = (request.version() == axum::http::Version::HTTP_2)
                 .then(|| Busy::start(busy.clone()));
+            let request = entering(request, &entry_limits);
             async move {
                 use tower::ServiceExt;
-                let response = app.oneshot(request.map(Body::new)).await;
+                let response = app.oneshot(request).await;
                 Ok::<_, Infallible>(match (response, busy) {
                     (Ok(response), Some(busy)) => response.map(|body| {
                         Body::new(Tracked {
@@ -542,8 +544,8 @@ pub struct SlowBody {
 
 /// A request body held to a minimum rate: past its grace, `received` must keep up with
 /// `min_rate × (elapsed − grace)`, or the next read fails.
-pub struct MinRateBody {
-    inner: Body,
+pub struct MinRateBody<B = Body> {
+    inner: B,
     started: Instant,
     received: u64,
     grace: Duration,
@@ -551,8 +553,8 @@ pub struct MinRateBody {
     timer: Pin<Box<Sleep>>,
 }
 
-impl MinRateBody {
-    fn new(inner: Body, grace: Duration, min_rate: u64) -> MinRateBody {
+impl<B> MinRateBody<B> {
+    fn new(inner: B, grace: Duration, min_rate: u64) -> MinRateBody<B> {
         let started = Instant::now();
         MinRateBody {
             inner,
@@ -571,7 +573,11 @@ impl MinRateBody {
     }
 }
 
-impl HttpBody for MinRateBody {
+impl<B> HttpBody for MinRateBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -581,6 +587,7 @@ impl HttpBody for MinRateBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(axum::Error::new(e)))),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
@@ -597,7 +604,7 @@ impl HttpBody for MinRateBody {
                 })))),
                 Poll::Pending => Poll::Pending,
             },
-            other => other,
+            Poll::Ready(None) => Poll::Ready(None),
         }
     }
 
@@ -622,18 +629,24 @@ pub fn is_slow_body(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Layer: every request body is held to the minimum rate (but gRPC's: a stream may rest between
-/// messages, and the gRPC front end holds each unary call's message to the rate itself).
-pub async fn limit_body_rate(
-    axum::extract::State(limits): axum::extract::State<Arc<ConnectionLimits>>,
-    request: Request<Body>,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// `request` as the routes take it: its body held to the minimum rate of `limits`, but gRPC's (a
+/// stream may rest between messages, and the gRPC front end holds each unary call's message to the
+/// rate itself). Done where the request enters, not in a layer: one boxed body, no boxed future.
+fn entering<B>(request: Request<B>, limits: &ConnectionLimits) -> Request<Body>
+where
+    B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     if limits.body_min_rate == 0 || super::grpc::is_grpc(&request) {
-        return next.run(request).await;
+        return request.map(Body::new);
     }
-    let request = request.map(|body| rate_limited(body, &limits));
-    next.run(request).await
+    request.map(|body| {
+        Body::new(MinRateBody::new(
+            body,
+            limits.body_grace,
+            limits.body_min_rate,
+        ))
+    })
 }
 
 /// `body`, held to the minimum rate of `limits`.
@@ -649,21 +662,86 @@ pub(super) fn rate_limited(body: Body, limits: &ConnectionLimits) -> Body {
 }
 
 /// Layer: a request that takes longer than `limit` is answered 503 and its handler dropped (which
-/// gives back whatever it held: queue places, budget, staged files).
-pub async fn limit_request_time(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    request: Request<Body>,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the request took longer than the host's limit of {limit:?}"),
-            );
-            e.retry_after = Some(1);
-            e.into_response()
+/// gives back whatever it held: queue places, budget, staged files). A plain tower layer (not
+/// `from_fn`): no boxed future and no copy of the route per request beyond the router's own.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeLayer {
+    limit: Duration,
+}
+
+impl RequestTimeLayer {
+    pub fn new(limit: Duration) -> RequestTimeLayer {
+        RequestTimeLayer { limit }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestTimeLayer {
+    type Service = RequestTime<S>;
+
+    fn layer(&self, inner: S) -> RequestTime<S> {
+        RequestTime {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// A service whose requests may take at most `limit` ([`RequestTimeLayer`]).
+#[derive(Debug, Clone)]
+pub struct RequestTime<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S> tower::Service<Request<Body>> for RequestTime<S>
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = TimedAnswer<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        TimedAnswer {
+            answer: tokio::time::timeout(self.limit, self.inner.call(request)),
+            limit: self.limit,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A route's answer, or 503 once the request's time is up.
+    pub struct TimedAnswer<F> {
+        #[pin]
+        answer: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<F> Future for TimedAnswer<F>
+where
+    F: Future<Output = Result<axum::response::Response, Infallible>>,
+{
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.answer.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(answer)) => Poll::Ready(answer),
+            Poll::Ready(Err(_)) => {
+                let limit = *this.limit;
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the request took longer than the host's limit of {limit:?}"),
+                );
+                e.retry_after = Some(1);
+                Poll::Ready(Ok(e.into_response()))
+            }
         }
     }
 }

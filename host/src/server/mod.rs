@@ -36,7 +36,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
+    SetRequestIdLayer,
 };
 
 pub use auth::{Identified, Token};
@@ -49,6 +50,9 @@ use crate::serving::Serving;
 
 /// Header carrying the request id (taken from the caller, or made up), returned on every response.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] as a header name: a lookup by a `&str` parses the name first, on every request.
+pub(crate) const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// What handlers share: one pointer, cloned by every extractor and layer of every request (a clone
 /// of each field's `Arc` instead would cost an atomic increment apiece, on lines both cores touch).
@@ -171,7 +175,7 @@ fn metrics_idle_timeout(config: &crate::config::HostConfig) -> Option<Duration> 
 }
 
 /// The application: the routing table and the gRPC service inside the layers every request passes.
-pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> Router {
+pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> App {
     router_exporting(serving, loaded, options, None)
 }
 
@@ -181,14 +185,14 @@ fn router_exporting(
     loaded: Arc<AtomicBool>,
     options: &ServeOptions,
     export: Option<trace::otlp::Export>,
-) -> Router {
+) -> App {
     let limits = Arc::new(connections::ConnectionLimits::from_config(&options.http));
     let state = app_state(serving, loaded, options);
     let grpc = grpc::GrpcFront::new(
         state.clone(),
         grpc::GrpcOptions {
             inference_token: options.inference_token.clone(),
-            limits: limits.clone(),
+            limits,
         },
     );
     let tag_routes = export.is_some();
@@ -198,25 +202,44 @@ fn router_exporting(
     };
     let request_id = HeaderName::from_static(REQUEST_ID);
     // Wrapped once around the whole table: `Router::layer` would wrap each route in its own boxed
-    // copy of every layer, cloned at every request.
-    let front = tower::ServiceBuilder::new()
-        // Every body, whatever reads it, keeps to the minimum rate.
-        .layer(axum::middleware::from_fn_with_state(
-            limits,
-            connections::limit_body_rate,
-        ))
+    // copy of every layer, cloned at every request. (Every body keeps to the minimum rate from
+    // where the request enters: `connections::serve`.)
+    App(tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(request_id.clone(), FastRequestId))
         // The request's log span, its stages, `traceparent` and `Server-Timing`.
         .layer(trace::TraceLayer::new(export))
         .layer(PropagateRequestIdLayer::new(request_id))
-        .service(protocols);
-    Router::new().fallback_service(front)
+        .service(protocols))
+}
+
+/// The application ([`router`]): the layers every request passes around the two protocols. Not
+/// an axum `Router` around them, which would box and clone the whole stack for every request.
+#[derive(Clone)]
+pub struct App(Layered);
+
+type Layered = SetRequestId<trace::Traced<PropagateRequestId<Protocols>>, FastRequestId>;
+
+impl tower::Service<Request<axum::body::Body>> for App {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <Layered as tower::Service<Request<axum::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<axum::body::Body>) -> Self::Future {
+        self.0.call(request)
+    }
 }
 
 /// One port, two protocols: a request of gRPC's content type goes to the gRPC service, any other
 /// to the REST routes.
 #[derive(Clone)]
-struct Protocols {
+pub struct Protocols {
     rest: Router,
     grpc: grpc::GrpcFront,
 }
@@ -283,10 +306,7 @@ fn app_state(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOpti
 /// (for the exported span's name: [`trace::tag_route`]).
 fn routes_of(state: AppState, options: &ServeOptions, tag_routes: bool) -> Router {
     let limits = connections::ConnectionLimits::from_config(&options.http);
-    let request_time = axum::middleware::from_fn_with_state(
-        limits.request_timeout,
-        connections::limit_request_time,
-    );
+    let request_time = connections::RequestTimeLayer::new(limits.request_timeout);
     let management_body = options.http.max_management_body_bytes;
     let inference = Router::new()
         .route("/v2/models/{model}", get(oip::metadata))
@@ -359,10 +379,7 @@ fn routes_of(state: AppState, options: &ServeOptions, tag_routes: bool) -> Route
             axum::routing::put(management::put_version),
         )
         .layer(DefaultBodyLimit::disable())
-        .route_layer(axum::middleware::from_fn_with_state(
-            limits.upload_timeout,
-            connections::limit_request_time,
-        ));
+        .route_layer(connections::RequestTimeLayer::new(limits.upload_timeout));
     let open = Router::new()
         .route("/v2", get(oip::server_metadata))
         // The OIP REST specification writes the server-metadata path with a trailing slash.
@@ -388,7 +405,7 @@ fn routes_of(state: AppState, options: &ServeOptions, tag_routes: bool) -> Route
 /// Request ids for requests that come without one: random UUIDs from a per-thread generator (seeded
 /// once from the OS), not one `getrandom` system call per request as `MakeRequestUuid` makes.
 #[derive(Clone, Copy)]
-struct FastRequestId;
+pub struct FastRequestId;
 
 impl MakeRequestId for FastRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {

@@ -21,6 +21,7 @@ pub const VERSION_HEADER: &str = "ferry-model-version";
 
 /// Header carrying the key a weighted alias keeps sticky.
 pub const ROUTING_KEY_HEADER: &str = "ferry-routing-key";
+const ROUTING_KEY_NAME: HeaderName = HeaderName::from_static(ROUTING_KEY_HEADER);
 
 /// `POST /v1/models/{model}/predict`
 #[utoipa::path(post, path = "/v1/models/{model}/predict", tag = "inference",
@@ -68,15 +69,15 @@ pub async fn predict_version(
 
 /// The caller as HTTP tells it: the request id and the routing key.
 pub fn keys(headers: &HeaderMap) -> RequestKeys {
-    let text = |name: &str| {
+    let text = |name: HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
     RequestKeys {
-        request_id: text(super::REQUEST_ID),
-        routing_key: text(ROUTING_KEY_HEADER),
+        request_id: text(super::REQUEST_ID_NAME),
+        routing_key: text(ROUTING_KEY_NAME),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
-use axum::Router;
+
 use ferry::config::HostConfig;
 use ferry::engine::EngineSettings;
 use ferry::registry::{Registry, Store};
@@ -24,7 +24,7 @@ pub const MAX_UPLOAD: u64 = 64 << 10;
 /// A host with nothing loaded, and the runtime its requests run on.
 pub struct App {
     pub runtime: tokio::runtime::Runtime,
-    pub router: Router,
+    pub router: ferry::server::App,
     pub dir: tempfile::TempDir,
 }
 

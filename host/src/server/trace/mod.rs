@@ -31,17 +31,20 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
-use axum::http::{HeaderValue, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::response::Response;
 
 use crate::timing::{self, Stages};
 
-use super::REQUEST_ID;
+use super::REQUEST_ID_NAME;
 use crate::log_budget::{self, LogBudget};
 
 /// The request header that asks for `Server-Timing`.
 pub const TIMING_HEADER: &str = "ferry-timing";
 const TRACEPARENT: &str = "traceparent";
+// As header names: a lookup by a `&str` parses the name first, on every request.
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TIMING_NAME: HeaderName = HeaderName::from_static(TIMING_HEADER);
 
 /// A W3C trace context (`00-<trace id>-<parent id>-<flags>`), as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,13 +181,13 @@ where
         use futures_util::future::Either;
         let headers = request.headers();
         let parent = headers
-            .get(TRACEPARENT)
+            .get(TRACEPARENT_NAME)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse);
         let span = request_span(&request, parent.as_ref());
         let logged_failure = Failure::of(&request, &self.failed);
         let asked = headers
-            .get(TIMING_HEADER)
+            .get(TIMING_NAME)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v == "1");
         let logged = tracing::enabled!(target: "ferry::timing", tracing::Level::DEBUG);
         let export = self.export.clone();
@@ -254,7 +257,7 @@ where
 fn request_span(request: &Request<Body>, parent: Option<&TraceParent>) -> tracing::Span {
     let id = request
         .headers()
-        .get(REQUEST_ID)
+        .get(REQUEST_ID_NAME)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     match parent {
@@ -376,7 +379,7 @@ mod tests {
 
     fn request(uri: &str) -> Request<Body> {
         Request::post(uri)
-            .header(REQUEST_ID, "r-42")
+            .header(REQUEST_ID_NAME, "r-42")
             .body(Body::empty())
             .unwrap()
     }
