@@ -751,6 +751,71 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    /// A body that sends nothing until `sender` does (or is dropped).
+    fn silent_body() -> (tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>, Body) {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(4);
+        let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        (sender, Body::from_stream(stream))
+    }
+
+    #[tokio::test]
+    async fn bodies_keep_the_minimum_rate_from_where_they_enter_but_grpc_streams_may_rest() {
+        let limits = ConnectionLimits {
+            body_min_rate: 1000,
+            body_grace: Duration::from_millis(50),
+            ..ConnectionLimits::default()
+        };
+        let request = |content_type: &str, body: Body| {
+            Request::builder()
+                .header(axum::http::header::CONTENT_TYPE, content_type)
+                .body(body)
+                .unwrap()
+        };
+        let (_json_sender, body) = silent_body();
+        let mut json = entering(request("application/json", body), &limits).into_body();
+        let cut = json.frame().await.unwrap().unwrap_err();
+        assert!(is_slow_body(&cut), "{cut}");
+        // A gRPC stream may rest between messages: still waiting long past the grace.
+        let (_grpc_sender, body) = silent_body();
+        let mut grpc = entering(request("application/grpc", body), &limits).into_body();
+        let waited = tokio::time::timeout(Duration::from_millis(300), grpc.frame()).await;
+        assert!(waited.is_err(), "a resting gRPC stream was cut off");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_time_is_answered_503_and_its_handler_dropped() {
+        struct Held(Arc<AtomicBool>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let handler_dropped = dropped.clone();
+        let never = tower::service_fn(move |_: Request<Body>| {
+            let held = Held(handler_dropped.clone());
+            async move {
+                let _held = held;
+                std::future::pending::<Result<axum::response::Response, Infallible>>().await
+            }
+        });
+        let timed = tower::Layer::layer(&RequestTimeLayer::new(Duration::from_millis(50)), never);
+        let answer = tower::ServiceExt::oneshot(timed, Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert!(dropped.load(Ordering::SeqCst), "the handler was kept");
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[axum::http::header::RETRY_AFTER], "1");
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("the request took longer than the host's limit of 50ms"),
+            "{text}"
+        );
+    }
+
     #[tokio::test]
     async fn stalled_bodies_are_cut_off() {
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(4);

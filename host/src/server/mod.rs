@@ -35,10 +35,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
-    SetRequestIdLayer,
-};
 
 pub use auth::{Identified, Token};
 pub use error::ApiError;
@@ -175,6 +171,8 @@ fn metrics_idle_timeout(config: &crate::config::HostConfig) -> Option<Duration> 
 }
 
 /// The application: the routing table and the gRPC service inside the layers every request passes.
+/// Bodies keep to the minimum rate where `connections::serve` takes each request in: anything else
+/// that serves an [`App`] on a network must hold them to it too.
 pub fn router(serving: Arc<Serving>, loaded: Arc<AtomicBool>, options: &ServeOptions) -> App {
     router_exporting(serving, loaded, options, None)
 }
@@ -200,16 +198,14 @@ fn router_exporting(
         rest: routes_of(state, options, tag_routes),
         grpc,
     };
-    let request_id = HeaderName::from_static(REQUEST_ID);
     // Wrapped once around the whole table: `Router::layer` would wrap each route in its own boxed
     // copy of every layer, cloned at every request. (Every body keeps to the minimum rate from
-    // where the request enters: `connections::serve`.)
-    App(tower::ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(request_id.clone(), FastRequestId))
-        // The request's log span, its stages, `traceparent` and `Server-Timing`.
-        .layer(trace::TraceLayer::new(export))
-        .layer(PropagateRequestIdLayer::new(request_id))
-        .service(protocols))
+    // where the request enters: `connections::serve`.) The request's id, its log span, its stages,
+    // `traceparent` and `Server-Timing`: one layer.
+    App(tower::Layer::layer(
+        &trace::TraceLayer::new(export),
+        protocols,
+    ))
 }
 
 /// The application ([`router`]): the layers every request passes around the two protocols. Not
@@ -217,7 +213,7 @@ fn router_exporting(
 #[derive(Clone)]
 pub struct App(Layered);
 
-type Layered = SetRequestId<trace::Traced<PropagateRequestId<Protocols>>, FastRequestId>;
+type Layered = trace::Traced<Protocols>;
 
 impl tower::Service<Request<axum::body::Body>> for App {
     type Response = axum::response::Response;
@@ -333,7 +329,7 @@ fn routes_of(state: AppState, options: &ServeOptions, tag_routes: bool) -> Route
         // No body limit layers: each route reads its body through `intake::read_body`, under the
         // host's and the model's limits, after routing (a layer would cost every request a boxed
         // copy of itself).
-        .route_layer(request_time.clone());
+        .route_layer(request_time);
     let management = Router::new()
         .route("/v1/models", get(predict::list))
         .route("/v1/models/{model}", get(predict::describe))
@@ -400,20 +396,6 @@ fn routes_of(state: AppState, options: &ServeOptions, tag_routes: bool) -> Route
         all
     };
     all.fallback(not_found).with_state(state)
-}
-
-/// Request ids for requests that come without one: random UUIDs from a per-thread generator (seeded
-/// once from the OS), not one `getrandom` system call per request as `MakeRequestUuid` makes.
-#[derive(Clone, Copy)]
-pub struct FastRequestId;
-
-impl MakeRequestId for FastRequestId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut text = uuid::Uuid::encode_buffer();
-        let text = id.hyphenated().encode_lower(&mut text);
-        Some(RequestId::new(HeaderValue::from_str(text).ok()?))
-    }
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and drains in-flight requests. Readiness

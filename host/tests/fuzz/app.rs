@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
-
 use ferry::config::HostConfig;
 use ferry::engine::EngineSettings;
 use ferry::registry::{Registry, Store};

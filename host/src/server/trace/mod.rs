@@ -177,8 +177,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         use futures_util::future::Either;
+        let request_id = request_id(&mut request);
         let headers = request.headers();
         let parent = headers
             .get(TRACEPARENT_NAME)
@@ -193,7 +194,7 @@ where
         let export = self.export.clone();
         if parent.is_none() && !asked && !logged && export.is_none() {
             let answer = span.in_scope(|| self.inner.call(request));
-            return Logged::new(Either::Left(answer), span, logged_failure);
+            return Logged::new(Either::Left(answer), span, logged_failure, request_id);
         }
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
@@ -226,13 +227,16 @@ where
                 // The exported span when there is one, so the caller's trace links to it.
                 let continued = exported.unwrap_or_else(|| parent.continued());
                 if let Ok(value) = HeaderValue::from_str(&continued) {
-                    headers.insert(TRACEPARENT, value);
+                    headers.insert(TRACEPARENT_NAME, value);
                 }
             }
             let timing = stages.server_timing(total);
             if asked {
                 if let Ok(value) = HeaderValue::from_str(&timing) {
-                    headers.insert("server-timing", value);
+                    headers.insert(
+                        axum::http::header::HeaderName::from_static("server-timing"),
+                        value,
+                    );
                 }
             }
             if logged {
@@ -247,11 +251,31 @@ where
             }
             Ok(response)
         }) as TracedAnswer<'static>);
-        Logged::new(traced, span, logged_failure)
+        Logged::new(traced, span, logged_failure, request_id)
     }
 }
 
-/// The request's log span: its id (set by the request-id layer outside this one) and the caller's
+/// The request's id: the caller's `x-request-id`, or a new one put in the request's headers (where
+/// handlers and the span read it). Its answer carries it back (see [`Logged`]).
+fn request_id(request: &mut Request<Body>) -> HeaderValue {
+    if let Some(id) = request.headers().get(REQUEST_ID_NAME) {
+        return id.clone();
+    }
+    let id = new_request_id();
+    request.headers_mut().insert(REQUEST_ID_NAME, id.clone());
+    id
+}
+
+/// A random UUID from a per-thread generator (seeded once from the OS), not one `getrandom`
+/// system call per request as tower-http's `MakeRequestUuid` makes.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut text = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+        .expect("a UUID is a header value")
+}
+
+/// The request's log span: its id (the caller's or made up, [`request_id`]) and the caller's
 /// trace id when it sent one. Disabled, and free, when the log takes nothing at info for
 /// `ferry::server`.
 fn request_span(request: &Request<Body>, parent: Option<&TraceParent>) -> tracing::Span {
@@ -289,21 +313,29 @@ impl Failure {
 }
 
 pin_project_lite::pin_project! {
-    /// A request's answer, polled inside its span; a 5xx answer is logged when it is ready.
+    /// A request's answer, polled inside its span; a 5xx answer is logged when it is ready, and
+    /// every answer carries the request's id (unless its handler set one).
     pub struct Logged<F> {
         #[pin]
         answer: F,
         span: tracing::Span,
         failure: Option<Failure>,
+        request_id: Option<HeaderValue>,
     }
 }
 
 impl<F> Logged<F> {
-    fn new(answer: F, span: tracing::Span, failure: Option<Failure>) -> Logged<F> {
+    fn new(
+        answer: F,
+        span: tracing::Span,
+        failure: Option<Failure>,
+        request_id: HeaderValue,
+    ) -> Logged<F> {
         Logged {
             answer,
             span,
             failure,
+            request_id: Some(request_id),
         }
     }
 }
@@ -314,9 +346,12 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Logged<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
-        let Poll::Ready(Ok(response)) = this.answer.poll(cx) else {
+        let Poll::Ready(Ok(mut response)) = this.answer.poll(cx) else {
             return Poll::Pending;
         };
+        if let Some(id) = this.request_id.take() {
+            response.headers_mut().entry(REQUEST_ID_NAME).or_insert(id);
+        }
         let status = response.status();
         let failed = this.failure.take().filter(|_| status.is_server_error());
         if let Some((failure, left_out)) = failed.and_then(|f| f.budget.admit().map(|n| (f, n))) {
