@@ -17,8 +17,9 @@
 //! holds only what a line needs to be found: the method and path are formatted for a failure only
 //! (with them, and colours on, the span cost a sixth of a small model's request).
 //!
-//! A request with none of the above passes through with two header lookups, its span, and (for a
-//! failure's line) its method and URI held by reference count: no copy of either.
+//! A request with none of the above passes through with three header lookups (its id, which is
+//! made up here when the caller sent none, and the two above), its span, and (for a failure's line)
+//! its method and URI held by reference count: no copy of either.
 
 pub mod otlp;
 
@@ -233,10 +234,7 @@ where
             let timing = stages.server_timing(total);
             if asked {
                 if let Ok(value) = HeaderValue::from_str(&timing) {
-                    headers.insert(
-                        axum::http::header::HeaderName::from_static("server-timing"),
-                        value,
-                    );
+                    headers.insert(HeaderName::from_static("server-timing"), value);
                 }
             }
             if logged {
