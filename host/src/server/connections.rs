@@ -637,22 +637,20 @@ where
     B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    if limits.body_min_rate == 0 || super::grpc::is_grpc(&request) {
+    if super::grpc::is_grpc(&request) {
         return request.map(Body::new);
     }
-    request.map(|body| {
-        Body::new(MinRateBody::new(
-            body,
-            limits.body_grace,
-            limits.body_min_rate,
-        ))
-    })
+    request.map(|body| rate_limited(body, limits))
 }
 
-/// `body`, held to the minimum rate of `limits`.
-pub(super) fn rate_limited(body: Body, limits: &ConnectionLimits) -> Body {
+/// `body`, held to the minimum rate of `limits` (boxed once, whatever its type).
+pub(super) fn rate_limited<B>(body: B, limits: &ConnectionLimits) -> Body
+where
+    B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     if limits.body_min_rate == 0 {
-        return body;
+        return Body::new(body);
     }
     Body::new(MinRateBody::new(
         body,
