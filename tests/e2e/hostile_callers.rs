@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferry_tests::server::{Seed, Server};
@@ -848,4 +848,63 @@ fn a_caller_that_hangs_up_around_its_commit_leaves_a_whole_version_or_none() {
             .send_string(r#"{"n": 1}"#),
     );
     assert_eq!(status, 200, "{body}");
+}
+
+/// The host's request time limit holds on the inference routes (their `route_layer`): a
+/// request still waiting for its turn when its time is up is answered 503 with `Retry-After`, long
+/// before the model's queue timeout, and leaves the queue. (A guest call that has started runs
+/// until it ends or its model's own deadline stops it.)
+#[test]
+fn an_inference_request_past_the_hosts_time_limit_is_answered_503() {
+    let server = Arc::new(Server::start(
+        &[Seed::hostile("chatty", json!({"attack": "chatty"}))],
+        "[host]\nrequire_self_tests = false\n\n[http]\nrequest_timeout_ms = 400\n\n\
+         [models.chatty]\nmin_instances = 1\nmax_instances = 1\nmax_queue = 4\n\
+         queue_timeout_ms = 20000\ndeadline_ms = 30000\n",
+    ));
+    let agent = ureq::agent();
+    let predict =
+        |path: &str, body: Value| agent.post(&server.url(path)).send_string(&body.to_string());
+    // The one instance, busy for three seconds.
+    let busy = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            ferry_tests::http::status_of(
+                ureq::post(&server.url("/v1/models/chatty/predict"))
+                    .send_string(&json!({"sleep_ms": 3_000}).to_string()),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for path in [
+        "/v1/models/chatty/predict",
+        "/v1/models/chatty/versions/1/predict",
+    ] {
+        let started = Instant::now();
+        let answer = predict(path, json!({"n": 1}));
+        let elapsed = started.elapsed();
+        let (status, retry_after, body) = match answer {
+            Err(ureq::Error::Status(code, r)) => (
+                code,
+                r.header("retry-after").map(str::to_owned),
+                r.into_string().unwrap(),
+            ),
+            other => panic!("{path}: expected 503, got {other:?}"),
+        };
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(
+            body.contains("longer than the host's limit of 400ms"),
+            "{path}: {body}"
+        );
+        assert_eq!(retry_after.as_deref(), Some("1"), "{path}");
+        assert!(
+            elapsed < Duration::from_millis(2_500),
+            "{path}: {elapsed:?}"
+        );
+    }
+    let (status, body) = busy.join().unwrap();
+    assert_eq!(status, 200, "the call that held the instance: {body}");
+    let (status, body) =
+        ferry_tests::http::status_of(predict("/v1/models/chatty/predict", json!({"n": 1})));
+    assert_eq!(status, 200, "the next request: {body}");
 }

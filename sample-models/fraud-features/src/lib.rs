@@ -47,7 +47,9 @@ impl FraudModel {
     /// The transforms of `train.py::features`, in the same order.
     fn features(&self, p: &Payment) -> Vec<f64> {
         let hour = 2.0 * std::f64::consts::PI * f64::from(p.hour) / 24.0;
-        let mut x = vec![
+        // Sized once: growing it twice cost a tenth of a prediction (callgrind, natively).
+        let mut x = Vec::with_capacity(6 + self.currencies.len() + self.countries.len());
+        x.extend([
             p.amount.ln_1p(),
             p.account_age_days.ln_1p(),
             hour.sin(),
@@ -58,7 +60,7 @@ impl FraudModel {
             } else {
                 0.0
             },
-        ];
+        ]);
         x.extend(self.currencies.iter().map(|c| one_hot(*c == p.currency)));
         x.extend(self.countries.iter().map(|c| one_hot(*c == p.country)));
         x
