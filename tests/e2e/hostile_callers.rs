@@ -865,17 +865,39 @@ fn an_inference_request_past_the_hosts_time_limit_is_answered_503() {
     let agent = ureq::agent();
     let predict =
         |path: &str, body: Value| agent.post(&server.url(path)).send_string(&body.to_string());
-    // The one instance, busy for three seconds.
+    // The one instance, busy for five seconds (its call is not cut by the request limit).
     let busy = {
         let server = server.clone();
         std::thread::spawn(move || {
             ferry_tests::http::status_of(
                 ureq::post(&server.url("/v1/models/chatty/predict"))
-                    .send_string(&json!({"sleep_ms": 3_000}).to_string()),
+                    .send_string(&json!({"sleep_ms": 5_000}).to_string()),
             )
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Probed only once the call holds the instance, however slow the machine.
+    let held = Instant::now();
+    loop {
+        let metrics = ureq::get(&server.url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        let busy_now = metrics.lines().any(|l| {
+            l.starts_with("ferry_instances{")
+                && l.contains("model=\"chatty\"")
+                && l.contains("state=\"busy\"")
+                && l.ends_with(" 1")
+        });
+        if busy_now {
+            break;
+        }
+        assert!(
+            held.elapsed() < Duration::from_secs(4),
+            "the slow call never held the instance:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for path in [
         "/v1/models/chatty/predict",
         "/v1/models/chatty/versions/1/predict",
