@@ -875,20 +875,25 @@ fn an_inference_request_past_the_hosts_time_limit_is_answered_503() {
             )
         })
     };
-    // Probed only once the call holds the instance, however slow the machine.
-    let held = Instant::now();
-    loop {
+    // `/metrics` and whether it has chatty's series `name` with `label` at `value`.
+    let chatty_at = |name: &str, label: &str, value: &str| {
         let metrics = ureq::get(&server.url("/metrics"))
             .call()
             .unwrap()
             .into_string()
             .unwrap();
-        let busy_now = metrics.lines().any(|l| {
-            l.starts_with("ferry_instances{")
+        let found = metrics.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
                 && l.contains("model=\"chatty\"")
-                && l.contains("state=\"busy\"")
-                && l.ends_with(" 1")
+                && l.contains(label)
+                && l.ends_with(&format!(" {value}"))
         });
+        (found, metrics)
+    };
+    // Probed only once the call holds the instance, however slow the machine.
+    let held = Instant::now();
+    loop {
+        let (busy_now, metrics) = chatty_at("ferry_instances", "state=\"busy\"", "1");
         if busy_now {
             break;
         }
@@ -924,6 +929,9 @@ fn an_inference_request_past_the_hosts_time_limit_is_answered_503() {
             "{path}: {elapsed:?}"
         );
     }
+    // Answered, they left the queue while the slow call still held the instance.
+    let (empty, metrics) = chatty_at("ferry_queued_requests", "version=\"1\"", "0");
+    assert!(empty, "requests answered 503 are still queued:\n{metrics}");
     let (status, body) = busy.join().unwrap();
     assert_eq!(status, 200, "the call that held the instance: {body}");
     let (status, body) =
